@@ -1,0 +1,156 @@
+"""The ASGI application: one dispatcher for every operation in the Lambda model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from typing import AsyncIterator
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from lamina.api import protocol
+from lamina.api.auth import SignedRequest, SigV4Verifier
+from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
+from lamina.api.operations import HANDLERS, Call, load_all
+from lamina.errors import (
+    AccessDeniedException,
+    LambdaError,
+    RequestEntityTooLargeException,
+    ResourceNotFoundException,
+    ServiceException,
+    UnknownOperationException,
+)
+from lamina.platform import Platform
+
+log = logging.getLogger("lamina.api")
+
+
+def error_response(error: LambdaError, request_id: str) -> Response:
+    """The error as AWS shapes it: status, x-amzn-ErrorType, {"Type", "Message"}."""
+    model = protocol.service_model("lambda")
+    body: dict[str, object] = {"Type": error.fault}
+    headers = {"x-amzn-RequestId": request_id, "x-amzn-ErrorType": error.error_type}
+    message_key = "Message"
+    if error.error_type in model.shape_names:
+        shape = model.shape_for(error.error_type)
+        message_key = "message" if "message" in shape.members else "Message"
+        for name, value in error.fields.items():
+            member = shape.members.get(name)
+            if member is not None and member.serialization.get("location") == "header":
+                headers[member.serialization["name"]] = str(value)
+            else:
+                body[name] = value
+    else:
+        body.update(error.fields)
+    body[message_key] = error.message
+    return Response(
+        json.dumps(body),
+        status_code=error.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+class Dispatcher:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.router = protocol.Router(protocol.service_model("lambda"))
+        self.verifier = SigV4Verifier(platform.settings.credentials)
+        load_all()
+
+    async def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            return await self._dispatch(request, request_id)
+        except LambdaError as error:
+            return error_response(error, request_id)
+        except Exception:
+            log.exception("unhandled error in request %s %s", request.method, request.url.path)
+            return error_response(ServiceException("An internal error occurred."), request_id)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.platform.settings.limits.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _dispatch(self, request: Request, request_id: str) -> Response:
+        query_pairs = parse_qsl(request.url.query, keep_blank_values=True)
+        found = self.router.match(request.method, request.url.path, dict(query_pairs))
+        if found is None:
+            raise UnknownOperationException(
+                f"No Lambda operation matches {request.method} {request.url.path}"
+            )
+        operation, path_params = found
+        handler = HANDLERS.get(operation.name)
+        if handler is None:
+            raise UnknownOperationException(
+                f"{operation.name} is not supported by this Lamina server yet"
+            )
+        body = await self._read_body(request)
+        self.verifier.verify(
+            SignedRequest(
+                method=request.method,
+                raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
+                raw_query=request.scope.get("query_string", b"").decode(),
+                headers=request.headers,
+                body=body,
+            )
+        )
+        params = protocol.parse_request(operation, path_params, query_pairs, request.headers, body)
+        protocol.validate(operation, params)
+        output = await handler(Call(self.platform, params, request, request_id))
+        serialized = protocol.serialize_response(operation, output)
+        serialized.headers["x-amzn-RequestId"] = request_id
+        return Response(serialized.body, serialized.status_code, serialized.headers)
+
+
+async def download_code(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    signer: CodeUrlSigner = request.app.state.code_urls
+    name = request.path_params["blob"]
+    digest = name.removesuffix(".zip")
+    query = request.query_params
+    if not signer.verify(digest, query.get("Expires", ""), query.get("Signature", "")):
+        return error_response(AccessDeniedException("Request has expired or is not signed"), "-")
+    path = platform.blobs.path(digest)
+    if not path.exists():
+        return error_response(ResourceNotFoundException("The specified key does not exist."), "-")
+    return FileResponse(path, media_type="application/zip")
+
+
+def create_app(platform: Platform) -> Starlette:
+    dispatcher = Dispatcher(platform)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    app = Starlette(
+        routes=[
+            Route(PATH_PREFIX + "{blob}", download_code, methods=["GET"]),
+            Route("/{path:path}", dispatcher.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    app.state.code_urls = CodeUrlSigner()
+    return app

@@ -1,0 +1,23 @@
+"""GetAccountSettings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lamina.api.operations import Call, operation
+
+
+@operation("GetAccountSettings")
+async def get_account_settings(call: Call) -> dict[str, Any]:
+    limits = call.platform.settings.limits
+    count, code_size = call.platform.functions.store.count_and_code_size()
+    return {
+        "AccountLimit": {
+            "TotalCodeSize": limits.total_code_size_bytes,
+            "CodeSizeUnzipped": limits.max_unzipped_code_bytes,
+            "CodeSizeZipped": limits.max_zipped_code_bytes,
+            "ConcurrentExecutions": limits.concurrent_executions,
+            "UnreservedConcurrentExecutions": limits.concurrent_executions,
+        },
+        "AccountUsage": {"TotalCodeSize": code_size, "FunctionCount": count},
+    }

@@ -1,0 +1,133 @@
+"""CreateFunction, GetFunction, ListFunctions, Update*, DeleteFunction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lamina.api.operations import Call, operation
+from lamina.errors import InvalidParameterValueException
+
+# Request members that map one-to-one onto FunctionVersion fields.
+_PLAIN = {
+    "Role": "role",
+    "Runtime": "runtime",
+    "Handler": "handler",
+    "Description": "description",
+    "Timeout": "timeout",
+    "MemorySize": "memory_size",
+    "KMSKeyArn": "kms_key_arn",
+    "Layers": "layers",
+}
+# Request members that are structures: (member, inner member) -> field.
+_NESTED = {
+    ("Environment", "Variables"): "environment",
+    ("EphemeralStorage", "Size"): "ephemeral_storage_mb",
+    ("TracingConfig", "Mode"): "tracing_mode",
+    ("DeadLetterConfig", "TargetArn"): "dead_letter_target_arn",
+    ("LoggingConfig", "LogFormat"): "log_format",
+    ("LoggingConfig", "LogGroup"): "log_group",
+    ("LoggingConfig", "ApplicationLogLevel"): "application_log_level",
+    ("LoggingConfig", "SystemLogLevel"): "system_log_level",
+    ("SnapStart", "ApplyOn"): "snap_start_apply_on",
+}
+
+
+def configuration_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The FunctionVersion fields a Create/UpdateFunctionConfiguration request sets."""
+    settings = {field: params[member] for member, field in _PLAIN.items() if member in params}
+    for (outer, inner), field in _NESTED.items():
+        if inner in (params.get(outer) or {}):
+            settings[field] = params[outer][inner]
+    if "Environment" in params and "environment" not in settings:
+        settings["environment"] = {}
+    return settings
+
+
+def _zip_file(code: dict[str, Any]) -> bytes:
+    if "ZipFile" in code:
+        return code["ZipFile"]
+    if "ImageUri" in code:
+        raise InvalidParameterValueException(
+            "Code.ImageUri: container image packages are not supported by this Lamina server; "
+            "use Code.ZipFile"
+        )
+    raise InvalidParameterValueException(
+        "Code.S3Bucket/S3Key: this Lamina server has no S3; upload the package as Code.ZipFile"
+    )
+
+
+def function_output(call: Call, fv: Any) -> dict[str, Any]:
+    return fv.to_api(call.platform.region)
+
+
+@operation("CreateFunction")
+async def create_function(call: Call) -> dict[str, Any]:
+    p = call.params
+    settings = configuration_settings(p)
+    settings["package_type"] = p.get("PackageType", "Zip")
+    if "Architectures" in p:
+        settings["architectures"] = p["Architectures"]
+    fv = call.platform.functions.create_function(
+        p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {}
+    )
+    return function_output(call, fv)
+
+
+@operation("GetFunctionConfiguration")
+async def get_function_configuration(call: Call) -> dict[str, Any]:
+    fv = call.platform.functions.get_version(call.params["FunctionName"], call.params.get("Qualifier"))
+    return function_output(call, fv)
+
+
+@operation("GetFunction")
+async def get_function(call: Call) -> dict[str, Any]:
+    registry = call.platform.functions
+    fv = registry.get_version(call.params["FunctionName"], call.params.get("Qualifier"))
+    signer = call.request.app.state.code_urls
+    output: dict[str, Any] = {
+        "Configuration": function_output(call, fv),
+        "Code": {
+            "RepositoryType": "S3",
+            "Location": signer.url(str(call.request.base_url), fv.code_sha256_hex),
+        },
+    }
+    tags = registry.tags(fv.function_name)
+    if tags:
+        output["Tags"] = tags
+    return output
+
+
+@operation("ListFunctions")
+async def list_functions(call: Call) -> dict[str, Any]:
+    p = call.params
+    listing = call.platform.functions.list_functions(
+        p.get("Marker"), p.get("MaxItems"), all_versions=p.get("FunctionVersion") == "ALL"
+    )
+    return {
+        "Functions": [function_output(call, fv) for fv in listing.functions],
+        "NextMarker": listing.next_marker,
+    }
+
+
+@operation("UpdateFunctionCode")
+async def update_function_code(call: Call) -> dict[str, Any]:
+    p = call.params
+    fv = call.platform.functions.update_code(
+        p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures")
+    )
+    return function_output(call, fv)
+
+
+@operation("UpdateFunctionConfiguration")
+async def update_function_configuration(call: Call) -> dict[str, Any]:
+    p = call.params
+    fv = call.platform.functions.update_configuration(
+        p["FunctionName"], configuration_settings(p), p.get("RevisionId")
+    )
+    return function_output(call, fv)
+
+
+@operation("DeleteFunction")
+async def delete_function(call: Call) -> dict[str, Any]:
+    call.platform.functions.delete_function(call.params["FunctionName"], call.params.get("Qualifier"))
+    return {}

@@ -1,0 +1,355 @@
+"""AWS's rest-json protocol, driven by botocore's service model.
+
+Routes, request parsing, validation and response shapes all come from the model
+that boto3 itself uses (`botocore/data/<service>/<version>/service-2.json`), so a
+request that boto3 can build, Lamina can read, and a response Lamina writes, boto3
+can parse. Nothing here knows what an operation does; handlers do (see
+`api.operations`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+import botocore.session
+from botocore.model import OperationModel, ServiceModel, Shape
+
+from lamina.errors import InvalidRequestContentException, ValidationException
+
+
+@functools.cache
+def service_model(name: str) -> ServiceModel:
+    return botocore.session.get_session().get_service_model(name)
+
+
+@dataclass(frozen=True)
+class Route:
+    operation: OperationModel
+    method: str
+    pattern: re.Pattern[str]
+    # Query parameters fixed by the requestUri, e.g. `?find=LayerVersion`.
+    static_query: tuple[tuple[str, str], ...]
+
+
+def _compile_route(operation: OperationModel) -> Route:
+    uri = operation.http["requestUri"]
+    path, _, query = uri.partition("?")
+    regex = ""
+    for part in re.split(r"(\{[^}]+\})", path):
+        if part.startswith("{"):
+            name = part[1:-1]
+            if name.endswith("+"):
+                regex += f"(?P<{name[:-1]}>.+)"
+            else:
+                regex += f"(?P<{name}>[^/]+)"
+        else:
+            regex += re.escape(part)
+    static = tuple((k, v) for k, v in parse_qsl(query, keep_blank_values=True))
+    return Route(operation, operation.http["method"], re.compile(regex + "/?$"), static)
+
+
+class Router:
+    """Finds the operation an HTTP request is for, as AWS's front end does."""
+
+    def __init__(self, model: ServiceModel) -> None:
+        routes = [_compile_route(model.operation_model(name)) for name in model.operation_names]
+        # A requestUri with a fixed query (`/layers?find=LayerVersion`) must win over
+        # the bare path (`/layers`), so those are tried first.
+        self._routes = sorted(routes, key=lambda r: -len(r.static_query))
+
+    def match(
+        self, method: str, path: str, query: Mapping[str, str]
+    ) -> tuple[OperationModel, dict[str, str]] | None:
+        for route in self._routes:
+            if route.method != method:
+                continue
+            found = route.pattern.match(path)
+            if found and all(query.get(k) == v for k, v in route.static_query):
+                return route.operation, found.groupdict()
+        return None
+
+
+# -- reading a request ---------------------------------------------------------
+
+
+def _scalar_from_text(shape: Shape, text: str) -> Any:
+    kind = shape.type_name
+    try:
+        if kind in ("integer", "long"):
+            return int(text)
+        if kind in ("float", "double"):
+            return float(text)
+    except ValueError:
+        raise ValidationException(
+            f"1 validation error detected: Value '{text}' at '{_member_path(shape.name)}' "
+            f"failed to satisfy constraint: Member must be a number"
+        ) from None
+    if kind == "boolean":
+        return text.lower() == "true"
+    if kind == "blob":
+        return text.encode()
+    if kind == "list":
+        return [_scalar_from_text(shape.member, text)]
+    return text
+
+
+def _from_json(shape: Shape, value: Any) -> Any:
+    """JSON body values to Python: base64 blobs to bytes, recursively."""
+    if value is None:
+        return None
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {
+            k: _from_json(shape.members[k], v) if k in shape.members else v
+            for k, v in value.items()
+        }
+    if kind == "list" and isinstance(value, list):
+        return [_from_json(shape.member, v) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _from_json(shape.value, v) for k, v in value.items()}
+    if kind == "blob" and isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise InvalidRequestContentException(
+                f"Could not parse request body into json: {shape.name} is not valid base64"
+            ) from None
+    return value
+
+
+def parse_request(
+    operation: OperationModel,
+    path_params: Mapping[str, str],
+    query: list[tuple[str, str]],
+    headers: Mapping[str, str],
+    body: bytes,
+) -> dict[str, Any]:
+    """The operation's input as a dict of model member names to Python values."""
+    shape = operation.input_shape
+    if shape is None:
+        return {}
+    params: dict[str, Any] = {}
+    payload_member = shape.serialization.get("payload")
+    query_multi: dict[str, list[str]] = {}
+    for key, value in query:
+        query_multi.setdefault(key, []).append(value)
+    for name, member in shape.members.items():
+        location = member.serialization.get("location")
+        wire_name = member.serialization.get("name", name)
+        if location == "uri":
+            if wire_name in path_params:
+                params[name] = _scalar_from_text(member, path_params[wire_name])
+        elif location == "querystring":
+            if wire_name in query_multi:
+                values = query_multi[wire_name]
+                if member.type_name == "list":
+                    params[name] = [_scalar_from_text(member.member, v) for v in values]
+                else:
+                    params[name] = _scalar_from_text(member, values[0])
+        elif location == "header":
+            if wire_name in headers:
+                params[name] = _scalar_from_text(member, headers[wire_name])
+        elif location == "headers":
+            prefix = wire_name.lower()
+            found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+            if found:
+                params[name] = found
+        elif name == payload_member:
+            if member.type_name in ("blob", "string"):
+                params[name] = body
+            elif body:
+                params[name] = _from_json(member, _decode_json(body))
+    if payload_member is None and body:
+        document = _decode_json(body)
+        if not isinstance(document, dict):
+            raise InvalidRequestContentException("Could not parse request body into json")
+        for name, member in shape.members.items():
+            if member.serialization.get("location") is None and name in document:
+                params[name] = _from_json(member, document[name])
+    return params
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: {exc.args[0]}"
+        ) from None
+
+
+# -- validating it against the model --------------------------------------------
+
+
+def _member_path(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+@functools.lru_cache(maxsize=512)
+def _pattern(regex: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(regex, re.DOTALL)
+    except re.error:
+        # A handful of Java-only constructs; such fields are checked by handlers.
+        return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str) and len(value) > 256:
+        return value[:256] + "..."
+    return str(value)
+
+
+def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
+    kind = shape.type_name
+    meta = shape.metadata
+
+    def fail(constraint: str) -> None:
+        problems.append(
+            f"Value '{_shown(value)}' at '{path}' failed to satisfy constraint: {constraint}"
+        )
+
+    expected = {
+        "structure": dict,
+        "list": list,
+        "map": dict,
+        "string": str,
+        "integer": int,
+        "long": int,
+        "boolean": bool,
+        "blob": (bytes, str),
+        "float": (int, float),
+        "double": (int, float),
+    }.get(kind)
+    if expected is not None and (
+        not isinstance(value, expected) or (kind in ("integer", "long") and isinstance(value, bool))
+    ):
+        fail(f"Member must be of type {kind}")
+        return
+
+    if kind == "structure":
+        for required in meta.get("required", []):
+            if value.get(required) is None:
+                problems.append(
+                    f"Value null at '{_member_path(required) if not path else path + '.' + _member_path(required)}' "
+                    "failed to satisfy constraint: Member must not be null"
+                )
+        for name, member_value in value.items():
+            if name in shape.members and member_value is not None:
+                child = _member_path(name) if not path else f"{path}.{_member_path(name)}"
+                _check(shape.members[name], member_value, child, problems)
+        return
+
+    size: int | None = None
+    if kind in ("string", "blob", "list", "map"):
+        size = len(value)
+    if size is not None:
+        if "min" in meta and size < meta["min"]:
+            fail(f"Member must have length greater than or equal to {meta['min']}")
+        if "max" in meta and size > meta["max"]:
+            fail(f"Member must have length less than or equal to {meta['max']}")
+    elif kind in ("integer", "long", "float", "double"):
+        if "min" in meta and value < meta["min"]:
+            fail(f"Member must have value greater than or equal to {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            fail(f"Member must have value less than or equal to {meta['max']}")
+
+    if kind == "string":
+        if shape.enum and value not in shape.enum:
+            fail(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+        regex = meta.get("pattern")
+        compiled = _pattern(regex) if regex else None
+        if compiled is not None and not compiled.fullmatch(value):
+            fail(f"Member must satisfy regular expression pattern: {regex}")
+    elif kind == "list":
+        for index, item in enumerate(value):
+            _check(shape.member, item, f"{path}.{index + 1}.member", problems)
+    elif kind == "map":
+        for key, item in value.items():
+            _check(shape.key, key, f"{path}.key", problems)
+            _check(shape.value, item, f"{path}.{key}.member", problems)
+
+
+def validate(operation: OperationModel, params: dict[str, Any]) -> None:
+    """Raise ValidationException, worded like AWS's, if params break the model."""
+    if operation.input_shape is None:
+        return
+    problems: list[str] = []
+    _check(operation.input_shape, params, "", problems)
+    if problems:
+        count = len(problems)
+        noun = "error" if count == 1 else "errors"
+        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(problems))
+
+
+# -- writing the response -------------------------------------------------------
+
+
+def _to_json(shape: Shape | None, value: Any) -> Any:
+    if value is None or shape is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure":
+        return {
+            k: _to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
+        }
+    if kind == "list":
+        return [_to_json(shape.member, v) for v in value]
+    if kind == "map":
+        return {k: _to_json(shape.value, v) for k, v in value.items()}
+    if kind == "blob" and isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if kind == "timestamp" and isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return value
+
+
+@dataclass
+class SerializedResponse:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> SerializedResponse:
+    status = int(operation.http.get("responseCode", 200))
+    headers: dict[str, str] = {}
+    shape = operation.output_shape
+    if shape is None:
+        return SerializedResponse(status, headers, b"")
+    payload_member = shape.serialization.get("payload")
+    body_fields: dict[str, Any] = {}
+    body: bytes | None = None
+    for name, value in output.items():
+        if value is None:
+            continue
+        member = shape.members.get(name)
+        if member is None:
+            continue
+        location = member.serialization.get("location")
+        if location == "header":
+            headers[member.serialization.get("name", name)] = str(value)
+        elif location == "statusCode":
+            status = int(value)
+        elif name == payload_member:
+            if isinstance(value, (bytes, bytearray)):
+                body = bytes(value)
+            elif isinstance(value, str):
+                body = value.encode()
+            else:
+                body = json.dumps(_to_json(member, value)).encode()
+        else:
+            body_fields[name] = _to_json(member, value)
+    if body is None:
+        body = json.dumps(body_fields).encode() if (body_fields or payload_member is None) else b""
+        headers.setdefault("Content-Type", "application/json")
+    return SerializedResponse(status, headers, body)

@@ -1,0 +1,159 @@
+"""`lamina serve | deploy | functions | get | delete`."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import click
+from botocore.exceptions import ClientError
+from rich.console import Console
+from rich.table import Table
+
+from lamina.cli.client import lambda_client
+
+console = Console()
+DEFAULT_ROLE = "arn:aws:iam::000000000000:role/lamina"
+
+
+def _endpoint_option(f: Any) -> Any:
+    return click.option(
+        "--endpoint", envvar="LAMINA_ENDPOINT", default=None,
+        help="Lamina server URL (default http://127.0.0.1:9000, or $LAMINA_ENDPOINT).",
+    )(f)
+
+
+def _fail(error: ClientError) -> None:
+    err = error.response.get("Error", {})
+    raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
+
+
+@click.group()
+def cli() -> None:
+    """Lamina: run AWS Lambda functions on your own machine."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 9000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where functions, code and logs are kept (default ./data).")
+def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Start the Lamina server in the foreground."""
+    import uvicorn
+
+    from lamina.api.app import create_app
+    from lamina.api.auth import require_keys_for_bind
+    from lamina.config import load_settings
+    from lamina.platform import Platform
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir)
+    require_keys_for_bind(settings.host, settings.credentials)
+    app = create_app(Platform(settings))
+    console.print(
+        f"Lamina listening on [bold]http://{settings.host}:{settings.port}[/bold] "
+        f"(data in {settings.data_dir.resolve()})"
+    )
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        log_level=settings.log_level, access_log=False,
+    )
+
+
+def _package(source: Path) -> bytes:
+    if source.is_file():
+        return source.read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(source).as_posix())
+    return buffer.getvalue()
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", required=True, help="Function name.")
+@click.option("--runtime", default="python3.11", show_default=True)
+@click.option("--handler", default="app.handler", show_default=True)
+@click.option("--memory", type=int, default=None, help="MemorySize in MB.")
+@click.option("--timeout", type=int, default=None, help="Timeout in seconds.")
+@click.option("--role", default=DEFAULT_ROLE, show_default=True)
+@click.option("--env", "env", multiple=True, help="KEY=VALUE environment variable (repeatable).")
+@_endpoint_option
+def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | None,
+           timeout: int | None, role: str, env: tuple[str, ...], endpoint: str | None) -> None:
+    """Zip SOURCE (a directory, or an existing .zip) and create or update function NAME."""
+    client = lambda_client(endpoint)
+    with console.status("packaging"):
+        code = _package(source)
+    config: dict[str, Any] = {"Runtime": runtime, "Handler": handler, "Role": role}
+    if memory is not None:
+        config["MemorySize"] = memory
+    if timeout is not None:
+        config["Timeout"] = timeout
+    if env:
+        config["Environment"] = {"Variables": dict(item.split("=", 1) for item in env)}
+    try:
+        with console.status(f"uploading {len(code):,} bytes"):
+            try:
+                client.get_function_configuration(FunctionName=name)
+                exists = True
+            except client.exceptions.ResourceNotFoundException:
+                exists = False
+            if exists:
+                client.update_function_code(FunctionName=name, ZipFile=code)
+                client.get_waiter("function_updated_v2").wait(FunctionName=name)
+                result = client.update_function_configuration(FunctionName=name, **config)
+            else:
+                result = client.create_function(FunctionName=name, Code={"ZipFile": code}, **config)
+    except ClientError as error:
+        _fail(error)
+    verb = "updated" if exists else "created"
+    console.print(f"[green]{verb}[/green] {result['FunctionArn']} ({result['CodeSize']:,} bytes, "
+                  f"sha256 {result['CodeSha256']})")
+
+
+@cli.command()
+@_endpoint_option
+def functions(endpoint: str | None) -> None:
+    """List functions."""
+    client = lambda_client(endpoint)
+    table = Table("Name", "Runtime", "Handler", "Memory", "Timeout", "Code size", "Last modified")
+    try:
+        for page in client.get_paginator("list_functions").paginate():
+            for f in page["Functions"]:
+                table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
+                              str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
+                              f["LastModified"])
+    except ClientError as error:
+        _fail(error)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@_endpoint_option
+def get(name: str, endpoint: str | None) -> None:
+    """Show a function's configuration."""
+    try:
+        result = lambda_client(endpoint).get_function(FunctionName=name)
+    except ClientError as error:
+        _fail(error)
+    result.pop("ResponseMetadata", None)
+    console.print_json(json.dumps(result))
+
+
+@cli.command()
+@click.argument("name")
+@_endpoint_option
+def delete(name: str, endpoint: str | None) -> None:
+    """Delete a function."""
+    try:
+        lambda_client(endpoint).delete_function(FunctionName=name)
+    except ClientError as error:
+        _fail(error)
+    console.print(f"[green]deleted[/green] {name}")

@@ -1,0 +1,75 @@
+"""The one place Lamina's settings come from.
+
+Every setting has a default so `lamina serve` works with no configuration; each can
+be overridden by a `LAMINA_<NAME>` environment variable (upper-case field name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from lamina.limits import Limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    data_dir: Path = Path("data")
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    # "AKID:SECRET,AKID2:SECRET2". Empty means: accept any credentials, which is
+    # only allowed on a loopback bind (see api.auth).
+    access_keys: str = ""
+    # Database URL; empty means SQLite in data_dir.
+    database_url: str = ""
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        pairs = (item.split(":", 1) for item in self.access_keys.split(",") if ":" in item)
+        return {key.strip(): secret.strip() for key, secret in pairs}
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'lamina.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(value: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, Path):
+        return Path(value)
+    return value
+
+
+def _from_env(cls: type, env: Mapping[str, str], prefix: str) -> Any:
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default):
+            values[f.name] = _from_env(type(default), env, prefix)
+            continue
+        raw = env.get(prefix + f.name.upper())
+        if raw is not None:
+            values[f.name] = _coerce(raw, default)
+    return cls(**values)
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from `LAMINA_*` variables, then explicit overrides (CLI flags)."""
+    settings: Settings = _from_env(Settings, os.environ if env is None else env, "LAMINA_")
+    return settings.replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""The registry of functions, versions, aliases, layers and their settings."""

@@ -1,0 +1,58 @@
+"""Lambda ARNs and the forms of FunctionName AWS accepts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lamina.errors import InvalidParameterValueException
+
+# name | account:function:name | arn:aws:lambda:region:account:function:name, each
+# optionally followed by :qualifier (a version number, $LATEST or an alias).
+_FUNCTION_REF = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?"
+    r"(?:(?P<account>\d{12}):function:)?"
+    r"(?P<name>[a-zA-Z0-9-_]{1,140})"
+    r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]{1,128}))?$"
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    region: str
+    account_id: str
+
+    def function_arn(self, name: str, qualifier: str | None = None) -> str:
+        arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+        return f"{arn}:{qualifier}" if qualifier else arn
+
+    def layer_arn(self, name: str, version: int | None = None) -> str:
+        arn = f"arn:aws:lambda:{self.region}:{self.account_id}:layer:{name}"
+        return f"{arn}:{version}" if version is not None else arn
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    name: str
+    qualifier: str | None
+
+
+def parse_function_ref(value: str, region: Region, qualifier: str | None = None) -> FunctionRef:
+    """Split any accepted FunctionName form into (name, qualifier).
+
+    A qualifier both in the ARN and in the Qualifier parameter must agree, as on AWS.
+    """
+    found = _FUNCTION_REF.match(value)
+    if found is None:
+        raise InvalidParameterValueException(f"Invalid function name or ARN: {value}")
+    if found.group("account") and found.group("account") != region.account_id:
+        raise InvalidParameterValueException(
+            f"The account {found.group('account')} in the ARN does not match this "
+            f"account ({region.account_id})"
+        )
+    embedded = found.group("qualifier")
+    if embedded and qualifier and embedded != qualifier:
+        raise InvalidParameterValueException(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
+    return FunctionRef(found.group("name"), embedded or qualifier)

@@ -1,0 +1,87 @@
+"""Checking deployment packages (.zip) before anything is stored.
+
+A package is read to the end once at upload: every member is decompressed (never
+written) so corrupt data, zip-slip names and zip bombs (a member that inflates past
+what its header declares, or a total past the unzipped quota) are refused with
+AWS's errors before a byte reaches the store.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from lamina.errors import InvalidParameterValueException, RequestEntityTooLargeException
+from lamina.limits import Limits
+
+_CHUNK = 1024 * 1024
+UNZIP_ERROR = "Could not unzip uploaded file. Please check your file, then try to upload again."
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    zipped_size: int
+    unzipped_size: int
+    files: int
+
+
+def _safe_member_name(name: str) -> bool:
+    """False for names that would land outside the extraction directory (zip-slip)."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        return False
+    # A Windows drive ("C:") in the first part is absolute on the machine that made it.
+    return not (path.parts and path.parts[0].endswith(":"))
+
+
+def inspect_package(data: bytes, limits: Limits, operation: str) -> PackageInfo:
+    if len(data) > limits.max_zipped_code_bytes:
+        raise RequestEntityTooLargeException(
+            f"Request must be smaller than {limits.max_request_bytes} bytes for the "
+            f"{operation} operation"
+        )
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise InvalidParameterValueException(UNZIP_ERROR) from None
+    total = 0
+    files = 0
+    with archive:
+        members = archive.infolist()
+        declared = sum(info.file_size for info in members)
+        if declared > limits.max_unzipped_code_bytes:
+            raise _unzipped_too_large(limits)
+        for info in members:
+            if not _safe_member_name(info.filename):
+                raise InvalidParameterValueException(
+                    f"Could not unzip uploaded file: the entry '{info.filename}' points "
+                    "outside the package. Please check your file, then try to upload again."
+                )
+            if info.is_dir():
+                continue
+            files += 1
+            real = 0
+            try:
+                with archive.open(info) as member:
+                    while chunk := member.read(_CHUNK):
+                        real += len(chunk)
+                        if real > info.file_size:
+                            raise InvalidParameterValueException(
+                                f"Could not unzip uploaded file: the entry '{info.filename}' "
+                                "inflates beyond its declared size."
+                            )
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+                raise InvalidParameterValueException(UNZIP_ERROR) from None
+            total += real
+            if total > limits.max_unzipped_code_bytes:
+                raise _unzipped_too_large(limits)
+    return PackageInfo(zipped_size=len(data), unzipped_size=total, files=files)
+
+
+def _unzipped_too_large(limits: Limits) -> InvalidParameterValueException:
+    return InvalidParameterValueException(
+        f"Unzipped size must be smaller than {limits.max_unzipped_code_bytes} bytes"
+    )

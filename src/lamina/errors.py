@@ -1,0 +1,125 @@
+"""One exception type per AWS error Lamina returns.
+
+Every layer raises these; only `api` turns them into HTTP responses (status code,
+`x-amzn-ErrorType` header and a JSON body shaped like AWS's), so boto3 raises the
+same exception classes it raises against AWS.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LambdaError(Exception):
+    """An error that reaches the client as an AWS error response."""
+
+    status_code: ClassVar[int] = 400
+    # "User" for the caller's fault, "Service" for ours; AWS puts it in the body.
+    fault: ClassVar[str] = "User"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # Extra members of the error shape, e.g. TooManyRequestsException's Reason.
+        self.fields = fields
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class ValidationException(LambdaError):
+    """A request that breaks the service model's constraints (min, max, enum, pattern)."""
+
+
+class InvalidParameterValueException(LambdaError):
+    pass
+
+
+class InvalidRequestContentException(LambdaError):
+    pass
+
+
+class ResourceNotFoundException(LambdaError):
+    status_code = 404
+
+
+class ResourceConflictException(LambdaError):
+    status_code = 409
+
+
+class ResourceInUseException(LambdaError):
+    pass
+
+
+class PreconditionFailedException(LambdaError):
+    status_code = 412
+
+
+class CodeStorageExceededException(LambdaError):
+    pass
+
+
+class PolicyLengthExceededException(LambdaError):
+    pass
+
+
+class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
+    status_code = 404
+
+
+class RequestEntityTooLargeException(LambdaError):
+    status_code = 413
+
+
+class UnsupportedMediaTypeException(LambdaError):
+    status_code = 415
+
+
+class TooManyRequestsException(LambdaError):
+    status_code = 429
+
+
+class ResourceNotReadyException(LambdaError):
+    status_code = 502
+    fault = "Service"
+
+
+class InvalidRuntimeException(LambdaError):
+    status_code = 502
+    fault = "Service"
+
+
+class InvalidZipFileException(LambdaError):
+    status_code = 502
+    fault = "Service"
+
+
+class EC2ThrottledException(LambdaError):
+    status_code = 502
+    fault = "Service"
+
+
+class ServiceException(LambdaError):
+    status_code = 500
+    fault = "Service"
+
+
+class UnrecognizedClientException(LambdaError):
+    status_code = 403
+
+
+class InvalidSignatureException(LambdaError):
+    status_code = 403
+
+
+class AccessDeniedException(LambdaError):
+    status_code = 403
+
+
+class UnknownOperationException(LambdaError):
+    status_code = 404
+
+
+class IncompleteSignatureException(LambdaError):
+    status_code = 403

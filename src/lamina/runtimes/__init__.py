@@ -1,0 +1,1 @@
+"""Runtime clients that run inside execution environments, and the runtime catalog."""

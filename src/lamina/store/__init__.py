@@ -1,0 +1,1 @@
+"""Persistence: SQLite by default, PostgreSQL through the same SQLAlchemy Core tables."""

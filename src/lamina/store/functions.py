@@ -1,0 +1,123 @@
+"""Rows of functions, their versions and tags. Records go in and out as plain dicts."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from lamina.store.schema import function_versions, functions, sequences, tags
+
+
+class FunctionStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, name: str, version: str, revision_id: str, config: dict[str, Any],
+               tag_arn: str, tag_values: dict[str, str]) -> bool:
+        """Insert a new function with its first version; False if the name is taken."""
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(functions).values(name=name, created_at=now))
+                conn.execute(
+                    insert(function_versions).values(
+                        function_name=name, version=version, revision_id=revision_id,
+                        config=json.dumps(config),
+                    )
+                )
+                if tag_values:
+                    conn.execute(
+                        insert(tags),
+                        [{"resource_arn": tag_arn, "key": k, "value": v} for k, v in tag_values.items()],
+                    )
+        except IntegrityError:
+            return False
+        return True
+
+    def get_version(self, name: str, version: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(function_versions.c.config).where(
+                    function_versions.c.function_name == name, function_versions.c.version == version
+                )
+            ).first()
+        return json.loads(row.config) if row else None
+
+    def list_versions(self, version: str | None, after: tuple[str, str] | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """Versions ordered by (function, version); only `version` ones when given."""
+        query = select(function_versions.c.config).order_by(
+            function_versions.c.function_name, function_versions.c.version
+        )
+        if version is not None:
+            query = query.where(function_versions.c.version == version)
+        if after is not None:
+            name, ver = after
+            query = query.where(
+                (function_versions.c.function_name > name)
+                | and_(function_versions.c.function_name == name, function_versions.c.version > ver)
+            )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [json.loads(row.config) for row in rows]
+
+    def replace_version(self, name: str, version: str, expected_revision: str,
+                        revision_id: str, config: dict[str, Any]) -> bool:
+        """Compare-and-swap on RevisionId: False if someone else wrote in between."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(function_versions)
+                .where(
+                    function_versions.c.function_name == name,
+                    function_versions.c.version == version,
+                    function_versions.c.revision_id == expected_revision,
+                )
+                .values(revision_id=revision_id, config=json.dumps(config))
+            )
+        return result.rowcount == 1
+
+    def delete_function(self, name: str, tag_arn: str) -> bool:
+        with self._engine.begin() as conn:
+            conn.execute(delete(function_versions).where(function_versions.c.function_name == name))
+            conn.execute(delete(tags).where(tags.c.resource_arn == tag_arn))
+            result = conn.execute(delete(functions).where(functions.c.name == name))
+        return result.rowcount == 1
+
+    def count_and_code_size(self) -> tuple[int, int]:
+        with self._engine.connect() as conn:
+            count = conn.execute(select(func.count()).select_from(functions)).scalar_one()
+            configs = conn.execute(select(function_versions.c.config)).scalars()
+            total = sum(json.loads(c).get("code_size", 0) for c in configs)
+        return count, total
+
+    # -- tags ------------------------------------------------------------------
+
+    def get_tags(self, arn: str) -> dict[str, str]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(tags.c.key, tags.c.value).where(tags.c.resource_arn == arn))
+            return {row.key: row.value for row in rows}
+
+    def put_tags(self, arn: str, values: dict[str, str]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(tags).where(tags.c.resource_arn == arn, tags.c.key.in_(list(values))))
+            conn.execute(insert(tags), [{"resource_arn": arn, "key": k, "value": v} for k, v in values.items()])
+
+    def remove_tags(self, arn: str, keys: Iterable[str]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(tags).where(tags.c.resource_arn == arn, tags.c.key.in_(list(keys))))
+
+    # -- sequences ---------------------------------------------------------------
+
+    def next_value(self, name: str) -> int:
+        """The next number of a persistent counter (1, 2, ...), e.g. version numbers."""
+        with self._engine.begin() as conn:
+            current = conn.execute(select(sequences.c.value).where(sequences.c.name == name)).scalar()
+            if current is None:
+                conn.execute(insert(sequences).values(name=name, value=1))
+                return 1
+            conn.execute(update(sequences).where(sequences.c.name == name).values(value=current + 1))
+            return current + 1

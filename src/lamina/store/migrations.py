@@ -1,0 +1,44 @@
+"""Versioned schema migrations, applied in order, each once, at start-up.
+
+Append new migrations to MIGRATIONS with a new id; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Callable
+
+from sqlalchemy import Connection, select
+
+from lamina.store import schema
+
+Migration = Callable[[Connection], None]
+
+
+def _0001_functions(conn: Connection) -> None:
+    for table in (schema.functions, schema.function_versions, schema.tags, schema.sequences):
+        table.create(conn)
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("0001_functions", _0001_functions),
+]
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply every migration not yet recorded; return the ids applied."""
+    schema.schema_migrations.create(conn, checkfirst=True)
+    done = set(conn.execute(select(schema.schema_migrations.c.id)).scalars())
+    applied = []
+    for migration_id, apply in MIGRATIONS:
+        if migration_id in done:
+            continue
+        apply(conn)
+        conn.execute(
+            schema.schema_migrations.insert().values(
+                id=migration_id,
+                applied_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            )
+        )
+        applied.append(migration_id)
+    return applied

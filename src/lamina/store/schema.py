@@ -1,0 +1,48 @@
+"""The current schema, as SQLAlchemy Core tables. Migrations create and change them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("applied_at", String(32), nullable=False),
+)
+
+functions = Table(
+    "functions",
+    metadata,
+    Column("name", String(140), primary_key=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+# One row per version of a function; `$LATEST` is a row like any other, so the
+# versions feature adds rows, not tables. `config` is the FunctionVersion as JSON.
+function_versions = Table(
+    "function_versions",
+    metadata,
+    Column("function_name", String(140), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("revision_id", String(64), nullable=False),
+    Column("config", Text, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("resource_arn", String(512), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+# Counters that must survive restarts, e.g. the last published version of a function.
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(512), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
