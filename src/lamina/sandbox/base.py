@@ -1,0 +1,99 @@
+"""The sandbox seam: how one execution environment's process tree is isolated.
+
+Backends (plain processes, Linux namespaces + cgroups) share this small interface,
+chosen once at start-up. Nothing above `sandbox` knows how isolation is done: an
+environment asks for a `Sandbox` from a `SandboxSpec` and gets back a running
+process, its output, a listening socket for the Runtime API that only this
+sandbox can reach, and the kernel's view of its resource use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# AWS's per-environment quotas for processes/threads and open files.
+MAX_PROCESSES = 1024
+MAX_OPEN_FILES = 1024
+# Lambda gives one full vCPU at 1,769 MB and CPU in proportion below and above.
+MB_PER_VCPU = 1769
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    environment_id: str
+    # The command to run inside, with paths as seen inside the sandbox.
+    argv: list[str]
+    # The environment variables, except AWS_LAMBDA_RUNTIME_API (the backend sets it).
+    env: dict[str, str]
+    # Host directories presented read-only inside at /var/task, /opt, /var/runtime.
+    task_root: Path
+    runtime_root: Path
+    layers_root: Path | None = None
+    # Host directory backing /tmp for backends that cannot mount a sized tmpfs.
+    scratch_root: Path | None = None
+    memory_mb: int = 128
+    ephemeral_storage_mb: int = 512
+    # Outbound network access (Lambda's default); False leaves only loopback.
+    network: bool = True
+    max_processes: int = MAX_PROCESSES
+    max_open_files: int = MAX_OPEN_FILES
+    # Extra read-only host paths the runtime needs (e.g. an interpreter's prefix).
+    system_paths: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def cpu_cores(self) -> float:
+        return self.memory_mb / MB_PER_VCPU
+
+
+@dataclass
+class ResourceUsage:
+    max_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
+class Sandbox(Protocol):
+    """One running, isolated process tree."""
+
+    spec: SandboxSpec
+    pid: int
+    # The Runtime API listener: already bound and listening, reachable only from
+    # inside this sandbox (plus the host), at the address given to the runtime in
+    # AWS_LAMBDA_RUNTIME_API. The environment serves HTTP on it.
+    runtime_api_socket: socket.socket
+    runtime_api_address: str
+    # The runtime's stdout and stderr, merged, as Lambda sends both to the log.
+    output: asyncio.StreamReader
+
+    async def wait(self) -> int:
+        """Wait for the main process to exit; its return code (negative: signal)."""
+        ...
+
+    async def destroy(self) -> None:
+        """Kill every process of the sandbox and release its resources. Idempotent."""
+        ...
+
+    def usage(self) -> ResourceUsage:
+        """Peak memory and CPU time as the kernel accounts them (None if unknown)."""
+        ...
+
+    def oom_killed(self) -> bool:
+        """True when the memory limit killed a process of this sandbox."""
+        ...
+
+
+class SandboxBackend(Protocol):
+    name: str
+
+    async def launch(self, spec: SandboxSpec) -> Sandbox: ...
+
+    def enforced(self) -> list[str]:
+        """What this backend enforces, for the start-up message."""
+        ...
+
+    async def reap_leftovers(self) -> None:
+        """Remove what sandboxes of a crashed earlier server left behind."""
+        ...

@@ -1,0 +1,125 @@
+"""The plain-process backend: no kernel isolation, for machines that allow none.
+
+The process runs as the server's user in its own session (so the whole tree can be
+killed at once), with the inside paths (`/var/task`, `/opt`, `/var/runtime`, `/tmp`)
+rewritten to the host directories behind them. It enforces the open-files limit
+and the timeout, nothing else; the start-up warning says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import socket
+from pathlib import Path
+
+from lamina.sandbox.base import ResourceUsage, SandboxSpec
+
+
+def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
+    pairs = [("/var/task", spec.task_root), ("/var/runtime", spec.runtime_root)]
+    if spec.layers_root is not None:
+        pairs.append(("/opt", spec.layers_root))
+    if spec.scratch_root is not None:
+        pairs.append(("/tmp", spec.scratch_root))
+    return [(inside, str(host)) for inside, host in pairs]
+
+
+def _to_host(value: str, mapping: list[tuple[str, str]]) -> str:
+    """Rewrite inside paths in a value (also inside PATH-like lists) to host paths."""
+    parts = value.split(":")
+    for index, part in enumerate(parts):
+        for inside, host in mapping:
+            if part == inside or part.startswith(inside + "/"):
+                parts[index] = host + part[len(inside):]
+                break
+    return ":".join(parts)
+
+
+class ProcessSandbox:
+    def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process,
+                 listener: socket.socket, address: str) -> None:
+        self.spec = spec
+        self.process = process
+        self.pid = process.pid
+        self.runtime_api_socket = listener
+        self.runtime_api_address = address
+        assert process.stdout is not None
+        self.output = process.stdout
+        self._peak_rss = 0
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    def _sample_rss(self) -> None:
+        # VmHWM is the kernel's peak resident set of the main process.
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self._peak_rss = max(self._peak_rss, int(line.split()[1]) * 1024)
+        except (OSError, ValueError):
+            pass
+
+    def usage(self) -> ResourceUsage:
+        self._sample_rss()
+        return ResourceUsage(max_memory_bytes=self._peak_rss or None)
+
+    def oom_killed(self) -> bool:
+        return False
+
+    async def destroy(self) -> None:
+        if self.process.returncode is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await self.process.wait()
+        else:
+            # The main process is gone; children it left in the group may not be.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.runtime_api_socket.close()
+
+
+class ProcessBackend:
+    name = "process"
+
+    def enforced(self) -> list[str]:
+        return ["timeout", "open files"]
+
+    async def reap_leftovers(self) -> None:
+        return None
+
+    async def launch(self, spec: SandboxSpec) -> ProcessSandbox:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        mapping = _path_map(spec)
+        env = {key: _to_host(value, mapping) for key, value in spec.env.items()}
+        env["AWS_LAMBDA_RUNTIME_API"] = address
+        argv = [_to_host(arg, mapping) for arg in spec.argv]
+        if spec.scratch_root is not None:
+            spec.scratch_root.mkdir(parents=True, exist_ok=True)
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
+
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            cwd=str(spec.task_root),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=limit,
+            limit=1024 * 1024,
+        )
+        return ProcessSandbox(spec, process, listener, address)
