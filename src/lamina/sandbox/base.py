@@ -22,6 +22,10 @@ MAX_OPEN_FILES = 1024
 MB_PER_VCPU = 1769
 
 
+class SandboxError(Exception):
+    """A sandbox could not be created (the machine refused, or the launcher failed)."""
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     environment_id: str

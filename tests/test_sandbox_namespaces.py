@@ -1,0 +1,447 @@
+"""The namespaces backend, driven directly: real bubblewrap, real cgroups, hostile code.
+
+Every check runs a small program inside a real sandbox and asserts what the
+kernel lets it do. The server is not involved: the Runtime API listener is
+proven served by accepting, on the host, the connection the inside makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from lamina.sandbox import SandboxError, SandboxSpec, choose_backend
+from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, probe
+from lamina.sandbox.process import ProcessBackend
+
+UNAVAILABLE = probe()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no kernel isolation: {UNAVAILABLE}")
+
+PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class Run:
+    output: str
+    code: int
+    sandbox: NamespaceSandbox
+
+
+@pytest.fixture
+def backend() -> Iterator[NamespaceBackend]:
+    # A parent cgroup of its own, so reaping here never touches another server's sandboxes.
+    parent = f"lamina-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    backend = NamespaceBackend(cgroup_parent=parent)
+    yield backend
+    for directory in backend._cgroups.parents.values():
+        if directory.is_dir():
+            directory.rmdir()
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> dict[str, Path]:
+    task = tmp_path / "functions" / "mine"
+    sibling = tmp_path / "functions" / "theirs"
+    runtime = tmp_path / "runtime"
+    for directory in (task, sibling, runtime):
+        directory.mkdir(parents=True)
+    (task / "handler.py").write_text("def handler(event, context):\n    return event\n")
+    (sibling / "secret.txt").write_text("another function's code")
+    return {"task": task, "sibling": sibling, "runtime": runtime}
+
+
+def make_spec(roots: dict[str, Path], argv: list[str], **overrides: Any) -> SandboxSpec:
+    values: dict[str, Any] = dict(
+        environment_id=f"env-{uuid.uuid4().hex[:12]}",
+        argv=argv,
+        env={"PATH": "/usr/bin:/bin", "LAMBDA_TASK_ROOT": "/var/task"},
+        task_root=roots["task"],
+        runtime_root=roots["runtime"],
+        memory_mb=1769,
+    )
+    values.update(overrides)
+    return SandboxSpec(**values)
+
+
+def python(code: str) -> list[str]:
+    return [PYTHON, "-c", textwrap.dedent(code)]
+
+
+async def run(backend: NamespaceBackend, spec: SandboxSpec, timeout: float = 30) -> Run:
+    sandbox = await backend.launch(spec)
+    try:
+        output = await asyncio.wait_for(sandbox.output.read(), timeout)
+        code = await asyncio.wait_for(sandbox.wait(), timeout)
+    finally:
+        await sandbox.destroy()
+    return Run(output.decode(errors="replace"), code, sandbox)
+
+
+def run_python(backend: NamespaceBackend, roots: dict[str, Path], code: str, **overrides: Any) -> Run:
+    return asyncio.run(run(backend, make_spec(roots, python(code), **overrides)))
+
+
+def test_runtime_api_socket_receives_the_connection_the_inside_makes_to_its_address(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    code = """
+        import os, socket
+        host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"GET /2018-06-01/runtime/invocation/next")
+            print("reply:", conn.recv(100).decode())
+    """
+
+    async def scenario() -> tuple[str, bytes, str]:
+        sandbox = await backend.launch(make_spec(roots, python(code)))
+        loop = asyncio.get_running_loop()
+        try:
+            conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 10)
+            request = await loop.sock_recv(conn, 100)
+            await loop.sock_sendall(conn, b"served by the host")
+            conn.close()
+            output = (await sandbox.output.read()).decode()
+        finally:
+            await sandbox.destroy()
+        return sandbox.runtime_api_address, request, output
+
+    address, request, output = asyncio.run(scenario())
+    assert address == "127.0.0.1:9001"
+    assert request == b"GET /2018-06-01/runtime/invocation/next"
+    assert "reply: served by the host" in output
+
+
+def test_environment_variables_reach_the_command_with_the_runtime_api_address(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import os, socket
+        print(os.environ["AWS_LAMBDA_RUNTIME_API"], os.environ["LAMBDA_TASK_ROOT"], os.getcwd())
+        print(socket.gethostname())
+    """)
+    lines = result.output.split("\n")
+    assert lines[0] == "127.0.0.1:9001 /var/task /var/task"
+    assert lines[1].startswith("169.254.")
+
+
+def test_code_is_read_only_and_only_tmp_is_writable(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import errno
+        print(open("/var/task/handler.py").read().splitlines()[0])
+        for path in ("/var/task/handler.py", "/var/task/new.py", "/var/runtime/x", "/etc/passwd",
+                     "/usr/evil", "/evil"):
+            try:
+                open(path, "w").write("x")
+                print(path, "WRITABLE")
+            except OSError as error:
+                print(path, errno.errorcode[error.errno])
+        open("/tmp/scratch", "w").write("ok")
+        print("tmp", open("/tmp/scratch").read())
+    """)
+    assert "def handler(event, context):" in result.output
+    assert "WRITABLE" not in result.output
+    assert "/var/task/handler.py EROFS" in result.output
+    assert "tmp ok" in result.output
+    assert not (roots["task"] / "new.py").exists()
+
+
+def test_host_secrets_home_directories_and_other_functions_are_absent(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    sibling = roots["sibling"] / "secret.txt"
+    result = run_python(backend, roots, f"""
+        import os
+        for path in ("/etc/shadow", "/etc/gshadow", "/root", "/home", {str(sibling)!r},
+                     {str(roots["sibling"])!r}, {str(roots["task"])!r}, "/sys/fs/cgroup", "/data"):
+            print(path, "VISIBLE" if os.path.exists(path) else "absent")
+    """)
+    assert "VISIBLE" not in result.output, result.output
+    assert result.output.count("absent") == 9
+
+
+def test_system_paths_expose_only_the_interpreter_prefix_not_its_home(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    prefix = Path(sys.base_prefix)
+    interpreter = prefix / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    spec = make_spec(roots, [str(interpreter), "-c", textwrap.dedent("""
+        import os, sys, json
+        parents = []
+        path = sys.base_prefix
+        while path != "/":
+            path = os.path.dirname(path)
+            parents.append((path, sorted(os.listdir(path))))
+        print(json.dumps({"prefix": sys.base_prefix, "parents": parents}))
+    """)], system_paths=(prefix,))
+    result = asyncio.run(run(backend, spec))
+    assert result.code == 0, result.output
+    import json
+    seen = json.loads(result.output)
+    assert seen["prefix"] == str(prefix)
+    # Every directory above the prefix holds only the way down to it.
+    for path, entries in seen["parents"][:-1]:
+        below = str(prefix)[len(path):].strip("/").split("/")[0]
+        assert entries == [below], (path, entries)
+
+
+def test_only_the_sandbox_processes_are_visible(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import os
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        print(pids, os.getpid())
+    """)
+    pids, own = result.output.rsplit(" ", 1)
+    # PID 1 is the sandbox's init, the command is PID 2: nothing of the host.
+    assert pids == "[1, 2]"
+    assert own.strip() == "2"
+
+
+def test_host_loopback_port_and_other_environments_are_unreachable(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    host_server = socket.socket()
+    host_server.bind(("127.0.0.1", 0))
+    host_server.listen(1)
+    port = host_server.getsockname()[1]
+    code = f"""
+        import socket
+        for address in [("127.0.0.1", {port}), ("127.0.0.1", 9000), ("10.0.2.2", 80), ("1.1.1.1", 53)]:
+            try:
+                socket.create_connection(address, timeout=2).close()
+                print(address, "CONNECTED")
+            except OSError as error:
+                print(address, type(error).__name__, error.errno)
+    """
+
+    async def scenario() -> str:
+        # A second sandbox, listening on its own Runtime API, must not be reachable either.
+        other = await backend.launch(make_spec(roots, ["/bin/sleep", "30"]))
+        try:
+            first = await run(backend, make_spec(roots, python(code)))
+        finally:
+            await other.destroy()
+        return first.output
+
+    try:
+        output = asyncio.run(scenario())
+    finally:
+        host_server.close()
+    assert "CONNECTED" not in output, output
+    assert f"('127.0.0.1', {port}) ConnectionRefusedError" in output
+    assert "('1.1.1.1', 53) OSError 101" in output  # ENETUNREACH: no route out
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_network_namespace_has_only_loopback(backend: NamespaceBackend, roots: dict[str, Path],
+                                             network: bool) -> None:
+    result = run_python(backend, roots, "import socket; print([n for _, n in socket.if_nameindex()])",
+                        network=network)
+    assert result.output.strip() == "['lo']"
+
+
+def test_runs_as_unprivileged_user_without_capabilities_or_new_privileges(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import os, subprocess
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+        print("ids", os.getuid(), os.geteuid(), os.getgid())
+        for key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs"):
+            print(key, status[key].strip())
+        try:
+            os.setuid(0)
+            print("setuid WORKED")
+        except OSError:  # EINVAL: root does not even exist in the user namespace
+            print("setuid refused")
+        # A setuid-root binary must not raise privileges (no_new_privs).
+        su = subprocess.run(["/usr/bin/su", "-c", "id -u", "root"], capture_output=True,
+                            stdin=subprocess.DEVNULL, text=True)
+        print("su", su.returncode, su.stdout.strip() or "-")
+        mount = subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "x", "/mnt"], capture_output=True)
+        print("mount", mount.returncode)
+    """)
+    out = result.output
+    assert "ids 993 993 990" in out
+    assert "CapEff 0000000000000000" in out
+    assert "CapPrm 0000000000000000" in out
+    assert "NoNewPrivs 1" in out
+    assert "setuid refused" in out
+    assert "su 0" not in out and "WORKED" not in out
+    assert "mount 0" not in out
+
+
+def test_open_files_are_limited_to_1024(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE))")
+    assert result.output.strip() == "(1024, 1024)"
+
+
+@pytest.mark.slow
+def test_fork_bomb_is_stopped_by_the_process_limit(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import os, time
+        children = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children += 1
+        except OSError as error:
+            print("stopped", children, error.errno)
+    """, max_processes=64)
+    words = result.output.split()
+    assert words[0] == "stopped", result.output
+    # 64 tasks in the cgroup: init, the python parent and its children.
+    assert 50 <= int(words[1]) <= 62
+    assert words[2] == "11"  # EAGAIN
+    # The host still forks, and the sandbox's processes are gone with it.
+    assert os.fork() or os._exit(0)  # type: ignore[func-returns-value]
+    os.wait()
+    assert all(not d.exists() for d in result.sandbox._cgroup.dirs.values())
+
+
+@pytest.mark.slow
+def test_memory_hog_is_oom_killed_at_memory_size(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        chunks = []
+        for megabytes in range(1, 400):
+            chunks.append(bytearray(1024 * 1024))
+            if megabytes % 32 == 0:
+                print("allocated", megabytes, flush=True)
+    """, memory_mb=128)
+    assert result.code == -9, result.output
+    assert result.sandbox.oom_killed()
+    assert "allocated 96" in result.output
+    assert "allocated 160" not in result.output
+    peak = result.sandbox.usage().max_memory_bytes
+    assert peak is not None and 100 * 2**20 < peak <= 128 * 2**20
+
+
+def test_sandbox_within_memory_is_not_reported_oom_killed(backend: NamespaceBackend,
+                                                          roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, "print(len(bytearray(20 * 2**20)))", memory_mb=128)
+    assert result.code == 0 and not result.sandbox.oom_killed()
+    usage = result.sandbox.usage()
+    assert usage.max_memory_bytes is not None and usage.max_memory_bytes > 20 * 2**20
+    assert usage.cpu_seconds is not None and usage.cpu_seconds > 0
+
+
+def test_tmp_filler_gets_no_space_left_at_ephemeral_storage_size(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import errno, os
+        st = os.statvfs("/tmp")
+        print("size", st.f_blocks * st.f_frsize // 2**20)
+        written = 0
+        try:
+            with open("/tmp/fill", "wb") as f:
+                while True:
+                    f.write(b"x" * 2**20)
+                    f.flush()
+                    written += 1
+        except OSError as error:
+            print("stopped", written, errno.errorcode[error.errno])
+    """, ephemeral_storage_mb=24, memory_mb=256)
+    assert "size 24" in result.output
+    assert "ENOSPC" in result.output
+    written = int(result.output.split("stopped ")[1].split()[0])
+    assert 20 <= written <= 24
+
+
+@pytest.mark.slow
+def test_cpu_spinner_gets_a_share_proportional_to_memory(backend: NamespaceBackend,
+                                                         roots: dict[str, Path]) -> None:
+    # 442 MB is a quarter of 1,769 MB: a quarter of one core.
+    result = run_python(backend, roots, """
+        import time, os
+        start, cpu0 = time.monotonic(), time.process_time()
+        while time.monotonic() - start < 1.5:
+            pass
+        print((time.process_time() - cpu0) / (time.monotonic() - start))
+    """, memory_mb=442)
+    share = float(result.output)
+    # The quota is a ceiling; a busy shared machine can only give less.
+    assert 0.08 < share < 0.25 * 1.2, share
+    cpu = result.sandbox.usage().cpu_seconds
+    assert cpu is not None and cpu < 1.5 * 0.25 * 1.3
+
+
+def test_wait_reports_a_killing_signal_as_a_negative_code(backend: NamespaceBackend,
+                                                          roots: dict[str, Path]) -> None:
+    killed = asyncio.run(run(backend, make_spec(roots, ["/bin/sh", "-c", "kill -TERM $$"])))
+    exited = asyncio.run(run(backend, make_spec(roots, ["/bin/sh", "-c", "exit 3"])))
+    assert killed.code == -15
+    assert exited.code == 3
+
+
+def test_destroy_kills_background_processes_and_removes_the_cgroups(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    async def scenario() -> tuple[list[int], NamespaceSandbox]:
+        sandbox = await backend.launch(make_spec(
+            roots, ["/bin/sh", "-c", "sleep 300 & sleep 300 & echo started; wait"]))
+        assert (await sandbox.output.readline()) == b"started\n"
+        pids = sandbox._cgroup.pids()
+        await sandbox.destroy()
+        await sandbox.destroy()  # idempotent
+        return pids, sandbox
+
+    pids, sandbox = asyncio.run(scenario())
+    assert len(pids) == 4  # init, sh, two sleeps
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert all(not directory.exists() for directory in sandbox._cgroup.dirs.values())
+
+
+def test_reap_leftovers_kills_and_removes_cgroups_of_a_crashed_server(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    from lamina.sandbox.cgroups import CgroupLimits
+
+    group = backend._cgroups.create("left-behind", CgroupLimits(64 * 2**20, None, 16))
+    orphan = os.spawnv(os.P_NOWAIT, "/bin/sleep", ["sleep", "300"])
+    group.add(orphan)
+    asyncio.run(backend.reap_leftovers())
+    _, status = os.waitpid(orphan, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+    assert all(not directory.exists() for directory in group.dirs.values())
+
+
+def test_launch_with_a_missing_code_directory_fails_cleanly(backend: NamespaceBackend,
+                                                            roots: dict[str, Path]) -> None:
+    spec = make_spec(roots, ["/bin/true"], task_root=roots["task"] / "missing")
+    with pytest.raises(SandboxError, match="bubblewrap failed"):
+        asyncio.run(backend.launch(spec))
+    assert backend._cgroups.leftovers() == []
+
+
+def test_choose_backend_prefers_namespaces_here_and_honours_an_explicit_name() -> None:
+    assert choose_backend(None).name == "namespaces"
+    assert isinstance(choose_backend("process"), ProcessBackend)
+    assert choose_backend("namespaces").name == "namespaces"
+    with pytest.raises(SandboxError, match="unknown sandbox backend"):
+        choose_backend("docker")
+
+
+def test_launch_to_runtime_api_connection_is_fast(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    connect = 'exec 3<>/dev/tcp/127.0.0.1/9001'
+
+    async def once() -> float:
+        start = time.perf_counter()
+        sandbox = await backend.launch(make_spec(roots, ["/bin/bash", "-c", connect]))
+        loop = asyncio.get_running_loop()
+        try:
+            conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 10)
+            elapsed = time.perf_counter() - start
+            conn.close()
+        finally:
+            await sandbox.destroy()
+        return elapsed
+
+    async def best_of(n: int) -> float:
+        return min([await once() for _ in range(n)])
+
+    # Generous: the target is ~10 ms; a loaded shared machine must not make this flaky.
+    assert asyncio.run(best_of(5)) < 0.1
