@@ -158,12 +158,12 @@ def test_host_secrets_home_directories_and_other_functions_are_absent(
     sibling = roots["sibling"] / "secret.txt"
     result = run_python(backend, roots, f"""
         import os
-        for path in ("/etc/shadow", "/etc/gshadow", "/root", "/home", {str(sibling)!r},
+        for path in ("/etc/shadow", "/etc/gshadow", "/etc/ssl/private", "/root", "/home", {str(sibling)!r},
                      {str(roots["sibling"])!r}, {str(roots["task"])!r}, "/sys/fs/cgroup", "/data"):
             print(path, "VISIBLE" if os.path.exists(path) else "absent")
     """)
     assert "VISIBLE" not in result.output, result.output
-    assert result.output.count("absent") == 9
+    assert result.output.count("absent") == 10
 
 
 def test_system_paths_expose_only_the_interpreter_prefix_not_its_home(
@@ -188,6 +188,22 @@ def test_system_paths_expose_only_the_interpreter_prefix_not_its_home(
     for path, entries in seen["parents"][:-1]:
         below = str(prefix)[len(path):].strip("/").split("/")[0]
         assert entries == [below], (path, entries)
+
+
+def test_runtimes_find_their_system_files(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    result = run_python(backend, roots, """
+        import pwd, ssl, time, socket, subprocess
+        print("user", pwd.getpwuid(993).pw_name)
+        print("certificates", ssl.create_default_context().cert_store_stats()["x509_ca"] > 50)
+        print("zone", time.tzname[0])
+        print("localhost", socket.gethostbyname("localhost"))
+        print(subprocess.run(["/bin/sh", "-c", "echo shell works"], capture_output=True, text=True).stdout)
+    """)
+    assert "user sbx_user1051" in result.output
+    assert "certificates True" in result.output
+    assert "zone UTC" in result.output
+    assert "localhost 127.0.0.1" in result.output
+    assert "shell works" in result.output
 
 
 def test_only_the_sandbox_processes_are_visible(backend: NamespaceBackend, roots: dict[str, Path]) -> None:

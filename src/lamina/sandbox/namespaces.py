@@ -1,16 +1,23 @@
 """The kernel-isolation backend: bubblewrap namespaces plus cgroup limits.
 
 Each sandbox is one `bwrap` process tree with new user, mount, PID, IPC, UTS,
-cgroup and network namespaces. Inside, the runtime sees a Lambda-shaped root:
-`/var/task`, `/opt` and `/var/runtime` read-only, a private `/tmp` tmpfs sized
-by EphemeralStorage, a read-only `/usr` (with `/bin`, `/lib`, ... as on the
-host), a handful of `/etc` files runtimes need (no shadow file; stub passwd and
-group naming Lambda's `sbx_user1051`), a new `/proc`, a minimal `/dev`, and the
-interpreter prefixes given in `SandboxSpec.system_paths`. Nothing else of the
-host exists there: not `/root`, `/home`, the data dir, nor another function's
-code. It runs as uid 993 / gid 990 (Lambda's), with no capabilities,
-`no_new_privs` set (bubblewrap always sets it, so setuid binaries do not raise
-privileges) and a new session (no TIOCSTI into the server's terminal).
+cgroup and network namespaces, and a Lambda-shaped filesystem (rootfs.py:
+`/var/task`, `/opt`, `/var/runtime` read-only, a sized private `/tmp`, a
+read-only view of `/usr` and a small `/etc`, nothing of `/root`, `/home`, the
+data dir or other functions). The command runs as Lambda's uid 993 / gid 990
+with no capabilities, `no_new_privs` (bubblewrap always sets it, so setuid
+binaries such as `su` cannot raise privileges), a new session (no TIOCSTI into
+the server's terminal), and no way to create further user namespaces
+(`--disable-userns`: they are the usual door to kernel attack surface).
+
+User mapping: bubblewrap started by root maps the sandbox's uid 993 to the
+server's host uid, so inside, host-root-owned files appear as the sandbox
+user's. That only matters for what is visible, which is why the view is
+minimal and entirely read-only (and /proc/sys is read-only, bubblewrap's
+doing); the PID namespace keeps every host process unnameable. Mapping to an
+unprivileged host uid instead needs `--userns` with a pre-made namespace, which
+bubblewrap 0.8 cannot combine with a different gid (it drops CAP_SETGID by
+calling setuid first), or setuid mode, which forbids `--size` for `/tmp`.
 
 How the Runtime API is reached, and nothing else of Lamina
 -----------------------------------------------------------
@@ -78,32 +85,17 @@ from typing import Callable
 
 from lamina.sandbox.base import ResourceUsage, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import (
-    CPU_PERIOD_US, PARENT_NAME, CgroupLimits, CgroupTree, CgroupUnavailable, EnvironmentCgroup, cgroup_name,
+    CPU_PERIOD_US, PARENT_NAME, CgroupLimits, CgroupTree, CgroupUnavailable, EnvironmentCgroup,
+    cgroup_name,
 )
+from lamina.sandbox.rootfs import SANDBOX_GID, SANDBOX_UID, build_etc, mount_args
 
 log = logging.getLogger("lamina.sandbox")
 
-# Lambda's sandbox user (sbx_user1051) and group.
-SANDBOX_UID = 993
-SANDBOX_GID = 990
 RUNTIME_API_HOST = "127.0.0.1"
 RUNTIME_API_PORT = 9001
 # How long bubblewrap may take to set the sandbox up before the launch fails.
 LAUNCH_TIMEOUT_S = 10.0
-# Host /etc entries runtimes read: the dynamic linker cache, name resolution,
-# CA certificates, time zone, MIME types. Never shadow, sudoers or ssh keys.
-ETC_FILES = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "resolv.conf", "hosts", "host.conf",
-    "gai.conf", "nsswitch.conf", "protocols", "services", "ssl", "ca-certificates",
-    "localtime", "mime.types",
-)
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-PASSWD = (
-    "root:x:0:0:root:/root:/sbin/nologin\n"
-    f"sbx_user1051:x:{SANDBOX_UID}:{SANDBOX_GID}::/home/sbx_user1051:/sbin/nologin\n"
-    "nobody:x:65534:65534:nobody:/:/sbin/nologin\n"
-)
-GROUP = f"root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnobody:x:65534:\n"
 
 _CLONE_NEWNET = 0x40000000
 _IP_FREEBIND = 15
@@ -204,87 +196,51 @@ async def _read_info(fd: int) -> dict[str, int] | None:
             continue
 
 
-def _data_fd(content: str) -> int:
-    """A pipe's read end holding `content`, for bubblewrap's --ro-bind-data."""
-    read_end, write_end = os.pipe()
-    try:
-        os.write(write_end, content.encode())  # a few hundred bytes: fits the pipe
-    finally:
-        os.close(write_end)
-    return read_end
-
-
 def _hostname(environment_id: str) -> str:
     # Lambda's sandboxes are named after their link-local address, e.g. 169.254.42.9.
     digest = hashlib.sha1(environment_id.encode()).digest()
     return f"169.254.{digest[0]}.{digest[1] or 1}"
 
 
-def _covered(path: str, mounted: list[str]) -> bool:
-    return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounted)
-
-
-def _system_view() -> list[str]:
-    """bwrap arguments for a read-only view of the host's system directories."""
-    args: list[str] = []
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):
-            args += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            args += ["--ro-bind", path, path]
-    for name in ETC_FILES:
-        host = os.path.join("/etc", name)
-        if os.path.exists(host):
-            # The real file: /etc/localtime and friends are often symlinks into
-            # places the sandbox may not see.
-            args += ["--ro-bind", os.path.realpath(host), host]
-    return args
-
-
-def bwrap_argv(bwrap: str, spec: SandboxSpec, *, info_fd: int, block_fd: int,
-               passwd_fd: int, group_fd: int) -> list[str]:
-    argv = [
+def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
+               block_fd: int) -> list[str]:
+    return [
         bwrap,
-        "--unshare-all", "--unshare-user",
+        "--unshare-all", "--unshare-user", "--disable-userns",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
         "--cap-drop", "ALL",
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        "--proc", "/proc", "--dev", "/dev",
+        *mount_args(spec, etc_dir),
+        "--chdir", "/var/task", "--", *spec.argv,
     ]
-    argv += _system_view()
-    argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd",
-             "--ro-bind-data", str(group_fd), "/etc/group"]
-    mounted = [path for path in SYSTEM_DIRS if os.path.isdir(path) and not os.path.islink(path)]
-    for path in spec.system_paths:
-        host = os.path.realpath(path)
-        if not _covered(host, mounted):
-            argv += ["--ro-bind", host, host]
-            mounted.append(host)
-        # Keep the path the environment names valid when it is a symlink.
-        if str(path) != host and not _covered(str(path), mounted):
-            argv += ["--symlink", host, str(path)]
-    argv += ["--ro-bind", str(spec.task_root), "/var/task",
-             "--ro-bind", str(spec.runtime_root), "/var/runtime"]
-    if spec.layers_root is not None:
-        argv += ["--ro-bind", str(spec.layers_root), "/opt"]
-    # --size applies to the next --tmpfs only; after it, it is silently ignored.
-    argv += ["--size", str(spec.ephemeral_storage_mb * 1024 * 1024), "--perms", "1777",
-             "--tmpfs", "/tmp"]
-    # Everything outside /tmp is read-only, as on Lambda.
-    argv += ["--remount-ro", "/", "--chdir", "/var/task", "--"]
-    return argv + list(spec.argv)
+
+
+async def _end(process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    """Wait for bubblewrap to exit, killing it after `grace` seconds.
+
+    Not Process.kill(): Popen.send_signal() polls first and may reap the child
+    itself, racing asyncio's child watcher (which then reports exit code 255).
+    bubblewrap exits by itself once the sandbox's PID 1 is gone.
+    """
+    if process.returncode is None and grace > 0:
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+        except asyncio.TimeoutError:
+            pass
+    if process.returncode is None:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    await process.wait()
 
 
 async def _launch_failure(process: asyncio.subprocess.Process, detail: str) -> SandboxError:
     """The error for a bubblewrap that failed while setting up: its own message if it wrote one."""
     if process.returncode is None:
-        try:
-            await asyncio.wait_for(process.wait(), 1.0)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
+        await _end(process, grace=1.0)
     assert process.stdout is not None
     message = (await process.stdout.read(4096)).decode(errors="replace").strip()
     return SandboxError(f"bubblewrap failed to start the sandbox: {message or detail}")
@@ -346,12 +302,7 @@ class NamespaceSandbox:
             return
         self._destroyed = True
         self._kill_init()
-        if self.process.returncode is None:
-            try:
-                self.process.kill()
-            except ProcessLookupError:
-                pass
-        await self.process.wait()
+        await _end(self.process)
         self._final_usage = self._cgroup.usage()
         self._final_oom_kills = self._cgroup.oom_kills()
         self._cgroup.kill_all()
@@ -401,6 +352,7 @@ class NamespaceBackend:
             self._cgroups = CgroupTree(cgroup_parent)
         except CgroupUnavailable as error:
             raise SandboxError(str(error)) from error
+        self._etc = build_etc()
 
     def enforced(self) -> list[str]:
         return [
@@ -430,12 +382,10 @@ class NamespaceBackend:
     async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup) -> NamespaceSandbox:
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
-        passwd_fd, group_fd = _data_fd(PASSWD), _data_fd(GROUP)
-        child_fds = (info_write, block_read, passwd_fd, group_fd)
+        child_fds = (info_write, block_read)
         env = dict(spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
-        argv = bwrap_argv(self._bwrap, spec, info_fd=info_write, block_fd=block_read,
-                          passwd_fd=passwd_fd, group_fd=group_fd)
+        argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, pass_fds=child_fds,
@@ -474,9 +424,7 @@ class NamespaceBackend:
                 listener.close()
             if pidfd >= 0:
                 os.close(pidfd)
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+            await _end(process, grace=0.0)
             raise
         finally:
             os.close(block_write)
