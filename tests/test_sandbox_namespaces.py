@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -218,27 +219,33 @@ def test_only_the_sandbox_processes_are_visible(backend: NamespaceBackend, roots
     assert own.strip() == "2"
 
 
-def test_host_loopback_port_and_other_environments_are_unreachable(
-        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
-    host_server = socket.socket()
-    host_server.bind(("127.0.0.1", 0))
-    host_server.listen(1)
-    port = host_server.getsockname()[1]
-    code = f"""
+def probe_connections(addresses: list[tuple[str, int]]) -> str:
+    return f"""
         import socket
-        for address in [("127.0.0.1", {port}), ("127.0.0.1", 9000), ("10.0.2.2", 80), ("1.1.1.1", 53)]:
+        for address in {addresses!r}:
             try:
-                socket.create_connection(address, timeout=2).close()
+                socket.create_connection(tuple(address), timeout=2).close()
                 print(address, "CONNECTED")
             except OSError as error:
                 print(address, type(error).__name__, error.errno)
     """
 
+
+@pytest.mark.parametrize("network", [False, True], ids=["no-network", "outbound"])
+def test_host_loopback_and_other_environments_are_unreachable(
+        backend: NamespaceBackend, roots: dict[str, Path], network: bool) -> None:
+    host_server = socket.socket()
+    host_server.bind(("127.0.0.1", 0))
+    host_server.listen(1)
+    port = host_server.getsockname()[1]
+    # 10.0.2.2 is slirp4netns's alias for the host's loopback: disabled.
+    code = probe_connections([("127.0.0.1", port), ("127.0.0.1", 9000), ("10.0.2.2", port)])
+
     async def scenario() -> str:
-        # A second sandbox, listening on its own Runtime API, must not be reachable either.
+        # Another sandbox, with its own Runtime API listener, runs meanwhile.
         other = await backend.launch(make_spec(roots, ["/bin/sleep", "30"]))
         try:
-            first = await run(backend, make_spec(roots, python(code)))
+            first = await run(backend, make_spec(roots, python(code), network=network))
         finally:
             await other.destroy()
         return first.output
@@ -249,15 +256,53 @@ def test_host_loopback_port_and_other_environments_are_unreachable(
         host_server.close()
     assert "CONNECTED" not in output, output
     assert f"('127.0.0.1', {port}) ConnectionRefusedError" in output
-    assert "('1.1.1.1', 53) OSError 101" in output  # ENETUNREACH: no route out
 
 
-@pytest.mark.parametrize("network", [False, True])
-def test_network_namespace_has_only_loopback(backend: NamespaceBackend, roots: dict[str, Path],
-                                             network: bool) -> None:
-    result = run_python(backend, roots, "import socket; print([n for _, n in socket.if_nameindex()])",
-                        network=network)
-    assert result.output.strip() == "['lo']"
+def test_without_network_only_loopback_exists_and_nothing_is_routed(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    code = "import socket\nprint([name for _, name in socket.if_nameindex()])\n"
+    code += textwrap.dedent(probe_connections([("10.0.2.3", 53), ("192.0.2.1", 80)]))
+    result = run_python(backend, roots, code, network=False)
+    assert result.output.startswith("['lo']\n"), result.output
+    assert result.output.count("OSError 101") == 2  # ENETUNREACH
+
+
+DNS_QUERY = """
+import socket, struct
+query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + bytes(1) + struct.pack(">HH", 2, 1)
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+    udp.settimeout(3)
+    try:
+        udp.sendto(query, (SERVER, 53))
+        print("dns reply", udp.recvfrom(512)[0][:2] == bytes([0x12, 0x34]))
+    except OSError as error:
+        print("dns", type(error).__name__)
+"""
+
+
+def host_nameserver_answers() -> bool:
+    servers = [line.split()[1] for line in Path("/etc/resolv.conf").read_text().splitlines()
+               if line.startswith("nameserver") and len(line.split()) > 1]
+    if not servers:
+        return False
+    check = subprocess.run([sys.executable, "-c", DNS_QUERY.replace("SERVER", repr(servers[0]))],
+                           capture_output=True, text=True, timeout=10)
+    return "dns reply True" in check.stdout
+
+
+def test_with_network_the_sandbox_reaches_out_through_its_own_stack(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    if backend._slirp4netns is None:
+        pytest.skip("slirp4netns is not installed")
+    code = "import socket\nprint([name for _, name in socket.if_nameindex()])\n"
+    code += "print(open('/etc/resolv.conf').read().strip())\n"
+    code += DNS_QUERY.replace("SERVER", repr("10.0.2.3"))
+    result = run_python(backend, roots, code, network=True)
+    assert "['lo', 'tap0']" in result.output
+    assert "nameserver 10.0.2.3" in result.output
+    if host_nameserver_answers():
+        # The query left the sandbox and came back through the host's resolver.
+        assert "dns reply True" in result.output, result.output
 
 
 def test_runs_as_unprivileged_user_without_capabilities_or_new_privileges(

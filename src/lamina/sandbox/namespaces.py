@@ -19,38 +19,17 @@ unprivileged host uid instead needs `--userns` with a pre-made namespace, which
 bubblewrap 0.8 cannot combine with a different gid (it drops CAP_SETGID by
 calling setuid first), or setuid mode, which forbids `--size` for `/tmp`.
 
-How the Runtime API is reached, and nothing else of Lamina
------------------------------------------------------------
-The sandbox's network namespace holds only `lo`. The listener for its Runtime
-API is created *inside* that namespace, but by the server:
-
+Start-up, and why the limits hold from the first instruction
+------------------------------------------------------------
 1. `bwrap` starts with `--info-fd` (it reports the host PID of the sandbox's
    PID 1) and `--block-fd` (the sandbox waits before running the command).
-2. A short-lived thread `setns()`es into `/proc/<pid>/ns/net`, binds a TCP
-   socket to 127.0.0.1:9001 there, listens, and switches back. `setns` changes
-   only the calling thread's namespace, which is why this one step runs on its
-   own thread; the socket stays in the namespace it was created in.
-3. The server moves PID 1 into the cgroups and sets RLIMIT_NOFILE, then writes
-   to the block fd. The command starts with every limit already in place (its
-   processes inherit the cgroups) and `AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001`.
-
-The listening socket's fd belongs to the server, which serves it with asyncio
-like any other socket. From inside, 127.0.0.1 is the sandbox's own loopback: the
-control plane on the host's 127.0.0.1, other environments' listeners and every
-other host port are simply not there (no route, no address), and no socket file
-is shared. The dance costs well under a millisecond (measured by
-bench/sandbox.py together with the whole start). The alternatives were worse: a
-Unix socket bind-mounted into the sandbox needs a forwarder process inside (a
-runtime client speaks TCP), and a veth pair per sandbox needs routes and
-firewall rules on the host to keep the control plane out of reach.
-
-Network access
---------------
-`SandboxSpec.network=False` leaves the sandbox with loopback only. Outbound
-internet access (Lambda's default, `network=True`) is not provided yet: both
-settings get the same isolated namespace, since a route out (veth + NAT, or a
-user-mode stack such as slirp4netns run with its host-loopback access disabled)
-must never make the host's loopback reachable. `enforced()` says so.
+2. The server moves that PID 1 into the environment's cgroups and sets its
+   RLIMIT_NOFILE; whatever it forks later inherits both.
+3. The Runtime API listener is created inside the sandbox's network namespace,
+   and slirp4netns attached when outbound access is wanted (network.py says
+   how, and why the host's loopback, so the control plane, stays unreachable).
+4. The server writes to the block fd; the command starts with
+   `AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001`.
 
 Limits
 ------
@@ -69,7 +48,6 @@ Exit codes: bubblewrap's PID 1 reports a command killed by signal N as 128+N;
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import json
 import logging
@@ -79,121 +57,31 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
-from typing import Callable
 
 from lamina.sandbox.base import ResourceUsage, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import (
     CPU_PERIOD_US, PARENT_NAME, CgroupLimits, CgroupTree, CgroupUnavailable, EnvironmentCgroup,
     cgroup_name,
 )
-from lamina.sandbox.rootfs import SANDBOX_GID, SANDBOX_UID, build_etc, mount_args
+from lamina.sandbox.network import (
+    RUNTIME_API_HOST, RUNTIME_API_PORT, Outbound, listen_inside, read_pipe,
+)
+from lamina.sandbox.rootfs import (
+    SANDBOX_GID, SANDBOX_UID, build_etc, mount_args, outbound_resolv_conf,
+)
 
 log = logging.getLogger("lamina.sandbox")
 
-RUNTIME_API_HOST = "127.0.0.1"
-RUNTIME_API_PORT = 9001
 # How long bubblewrap may take to set the sandbox up before the launch fails.
 LAUNCH_TIMEOUT_S = 10.0
 
-_CLONE_NEWNET = 0x40000000
-_IP_FREEBIND = 15
-
-
-def _setns_function() -> Callable[[int, int], None]:
-    if hasattr(os, "setns"):  # Python 3.12+
-        return os.setns  # type: ignore[attr-defined,no-any-return]
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def setns(fd: int, nstype: int) -> None:
-        if libc.setns(fd, nstype) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns: {os.strerror(code)}")
-
-    return setns
-
-
-_setns = _setns_function()
-
-
-def _listen_in_netns(pid: int) -> socket.socket:
-    """Runs on a dedicated thread: a listener bound inside `pid`'s network namespace."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+def _parse_info(data: bytes) -> dict[str, int] | None:
+    """bubblewrap's --info-fd JSON once complete (it may arrive in pieces)."""
     try:
-        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target, _CLONE_NEWNET)
-        finally:
-            os.close(target)
-        try:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                # bubblewrap brings `lo` up in the child concurrently; FREEBIND lets the
-                # bind succeed even before 127.0.0.1 is configured.
-                listener.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
-                listener.bind((RUNTIME_API_HOST, RUNTIME_API_PORT))
-                listener.listen(64)
-            except BaseException:
-                listener.close()
-                raise
-        finally:
-            # If switching back failed this thread would be left in the sandbox's
-            # namespace; it ends right after, so nothing else runs there.
-            _setns(own, _CLONE_NEWNET)
-        return listener
-    finally:
-        os.close(own)
-
-
-async def _listen_inside(pid: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[socket.socket] = loop.create_future()
-
-    def deliver(listener: socket.socket | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            if listener is not None:
-                listener.close()
-        elif error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(listener)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            listener = _listen_in_netns(pid)
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(deliver, None, error)
-        else:
-            loop.call_soon_threadsafe(deliver, listener, None)
-
-    threading.Thread(target=run, name=f"lamina-netns-{pid}", daemon=True).start()
-    return await done
-
-
-async def _read_info(fd: int) -> dict[str, int] | None:
-    """bubblewrap's --info-fd JSON, or None when it exited before writing it."""
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    data = b""
-    while True:
-        readable: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
-        try:
-            await readable
-        finally:
-            loop.remove_reader(fd)
-        try:
-            chunk = os.read(fd, 4096)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            return None
-        data += chunk
-        try:
-            return json.loads(data)  # type: ignore[no-any-return]
-        except ValueError:
-            continue
+        return json.loads(data)  # type: ignore[no-any-return]
+    except ValueError:
+        return None
 
 
 def _hostname(environment_id: str) -> str:
@@ -203,7 +91,7 @@ def _hostname(environment_id: str) -> str:
 
 
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
-               block_fd: int) -> list[str]:
+               block_fd: int, resolv_conf: Path | None = None) -> list[str]:
     return [
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
@@ -212,7 +100,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir),
+        *mount_args(spec, etc_dir, resolv_conf),
         "--chdir", "/var/task", "--", *spec.argv,
     ]
 
@@ -257,7 +145,8 @@ def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
 
 class NamespaceSandbox:
     def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, init_pid: int,
-                 init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket) -> None:
+                 init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket,
+                 outbound: Outbound | None) -> None:
         self.spec = spec
         self.process = process
         # The host PID of the sandbox's PID 1 (bubblewrap's init); the command is its child.
@@ -268,6 +157,7 @@ class NamespaceSandbox:
         self.output = process.stdout
         self._pidfd = init_pidfd
         self._cgroup = cgroup
+        self._outbound = outbound
         self._final_usage: ResourceUsage | None = None
         self._final_oom_kills: int | None = None
         self._destroyed = False
@@ -303,6 +193,8 @@ class NamespaceSandbox:
         self._destroyed = True
         self._kill_init()
         await _end(self.process)
+        if self._outbound is not None:
+            await self._outbound.stop()
         self._final_usage = self._cgroup.usage()
         self._final_oom_kills = self._cgroup.oom_kills()
         self._cgroup.kill_all()
@@ -353,13 +245,18 @@ class NamespaceBackend:
         except CgroupUnavailable as error:
             raise SandboxError(str(error)) from error
         self._etc = build_etc()
+        self._slirp4netns = shutil.which("slirp4netns")
+        self._outbound_resolv_conf = outbound_resolv_conf(self._etc)
+        if self._slirp4netns is None:
+            log.warning("sandbox: slirp4netns is not installed; functions get no outbound network")
 
     def enforced(self) -> list[str]:
+        network = ("own network namespace, outbound through slirp4netns, host loopback unreachable"
+                   if self._slirp4netns else "own network namespace with loopback only (no outbound)")
         return [
             "timeout", "open files", f"memory (cgroup v{self._cgroups.version})", "CPU share",
             "process count", "/tmp size", "read-only code", "private filesystem view",
-            "PID/IPC/UTS/user namespaces", "no capabilities",
-            "network namespace with loopback only (no outbound access yet)",
+            "PID/IPC/UTS/user namespaces", "no capabilities", network,
         ]
 
     async def reap_leftovers(self) -> None:
@@ -385,7 +282,9 @@ class NamespaceBackend:
         child_fds = (info_write, block_read)
         env = dict(spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
-        argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read)
+        outbound_wanted = spec.network and self._slirp4netns is not None
+        argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
+                          resolv_conf=self._outbound_resolv_conf if outbound_wanted else None)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, pass_fds=child_fds,
@@ -397,9 +296,10 @@ class NamespaceBackend:
                 os.close(fd)
         pidfd = -1
         listener: socket.socket | None = None
+        outbound: Outbound | None = None
         try:
             try:
-                info = await asyncio.wait_for(_read_info(info_read), LAUNCH_TIMEOUT_S)
+                info = await asyncio.wait_for(read_pipe(info_read, _parse_info), LAUNCH_TIMEOUT_S)
             finally:
                 os.close(info_read)
             if info is None:
@@ -413,13 +313,17 @@ class NamespaceBackend:
                 limit = (spec.max_open_files, spec.max_open_files)
                 resource.prlimit(init_pid, resource.RLIMIT_NOFILE, limit)
                 resource.prlimit(init_pid, resource.RLIMIT_CORE, (0, 0))
-                listener = await _listen_inside(init_pid)
+                listener = await listen_inside(init_pid, wait_for_loopback=outbound_wanted)
+                if outbound_wanted:
+                    assert self._slirp4netns is not None
+                    outbound = await Outbound.start(self._slirp4netns, init_pid)
             except OSError as error:
                 # Typically the sandbox's PID 1 is already gone: a mount failed.
                 raise await _launch_failure(process, str(error)) from error
-            listener.setblocking(False)
             os.write(block_write, b"1")
         except BaseException:
+            if outbound is not None:
+                await outbound.stop()
             if listener is not None:
                 listener.close()
             if pidfd >= 0:
@@ -428,4 +332,4 @@ class NamespaceBackend:
             raise
         finally:
             os.close(block_write)
-        return NamespaceSandbox(spec, process, init_pid, pidfd, cgroup, listener)
+        return NamespaceSandbox(spec, process, init_pid, pidfd, cgroup, listener, outbound)

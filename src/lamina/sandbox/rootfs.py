@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from lamina.sandbox.base import SandboxError, SandboxSpec
+from lamina.sandbox.network import SLIRP_DNS
 
 SANDBOX_UID = 993  # Lambda's sbx_user1051
 SANDBOX_GID = 990
@@ -109,11 +110,26 @@ def build_etc() -> Path:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def outbound_resolv_conf(etc_dir: Path) -> Path:
+    """resolv.conf for sandboxes with outbound access: slirp4netns's DNS forwarder.
+
+    The host's own nameserver may be a loopback address (systemd-resolved's
+    127.0.0.53) that a sandbox cannot reach; the forwarder asks it for them.
+    """
+    path = etc_dir.parent / f"{etc_dir.name}.resolv.conf"
+    if not path.exists():
+        staging = path.with_suffix(f".{os.getpid()}")
+        staging.write_text(f"nameserver {SLIRP_DNS}\n")
+        staging.chmod(0o644)
+        staging.rename(path)
+    return path
+
+
 def _covered(path: str, mounted: list[str]) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounted)
 
 
-def mount_args(spec: SandboxSpec, etc_dir: Path) -> list[str]:
+def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None) -> list[str]:
     """bubblewrap arguments building the sandbox's whole filesystem."""
     args = ["--proc", "/proc", "--dev", "/dev"]
     mounted: list[str] = []
@@ -124,6 +140,8 @@ def mount_args(spec: SandboxSpec, etc_dir: Path) -> list[str]:
             args += ["--ro-bind", path, path]
             mounted.append(path)
     args += ["--ro-bind", str(etc_dir), "/etc"]
+    if resolv_conf is not None:
+        args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
     for path in spec.system_paths:
         # Only the prefix itself: binding /root/.pyenv/versions/3.11.7 shows that
         # one directory, the rest of /root stays absent.
