@@ -6,9 +6,10 @@ connected to its Runtime API socket.
 Two commands inside: bash opening a TCP connection (almost no start-up of its own,
 so the figure is the sandbox's cost) and python3 doing the same (a realistic
 runtime start). Memory is 1,769 MB (one full core), so the CPU quota does not
-stretch the start; the last rows show the 128 MB quota (7% of a core) on the same
-python start. "setns" is the part spent creating the listener inside the
-sandbox's network namespace.
+stretch the start, except in the 128 MB row (7% of a core). "outbound" adds
+slirp4netns; "setns" is the part spent creating the listener inside the
+sandbox's network namespace. Cases run interleaved, so load from elsewhere on a
+shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +39,18 @@ CONNECT = {
 }
 
 setns_times: list[float] = []
-_listen_inside = namespaces._listen_inside
+_listen_inside = namespaces.listen_inside
 
 
-async def _timed_listen_inside(pid: int) -> Any:
+async def _timed_listen_inside(pid: int, wait_for_loopback: bool = False) -> Any:
     start = time.perf_counter()
     try:
-        return await _listen_inside(pid)
+        return await _listen_inside(pid, wait_for_loopback)
     finally:
         setns_times.append(time.perf_counter() - start)
 
 
-namespaces._listen_inside = _timed_listen_inside  # type: ignore[assignment]
+namespaces.listen_inside = _timed_listen_inside  # type: ignore[assignment]
 
 
 async def cold_start(backend: SandboxBackend, spec: SandboxSpec) -> tuple[float, float]:
@@ -75,40 +77,57 @@ def ms(values: list[float]) -> str:
     return f"p50 {statistics.median(values) * 1000:6.1f} ms  p95 {percentile(values, 0.95) * 1000:6.1f} ms"
 
 
+@dataclass
+class Case:
+    backend: SandboxBackend
+    command: str
+    memory_mb: int = 1769
+    network: bool = False
+    launch: list[float] = field(default_factory=list)
+    connect: list[float] = field(default_factory=list)
+    setns: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        network = "outbound" if self.network else "loopback"
+        return f"{self.backend.name:10} {self.command:7} {self.memory_mb:5} MB {network:8}"
+
+
 async def main(runs: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="lamina-bench-"))
     for name in ("task", "runtime", "tmp"):
         (root / name).mkdir()
-    backends: list[SandboxBackend] = [ProcessBackend()]
+    process = ProcessBackend()
+    cases = [Case(process, "bash"), Case(process, "python3")]
     reason = probe()
+    namespaced: NamespaceBackend | None = None
     if reason is None:
-        backends.append(NamespaceBackend(cgroup_parent=f"lamina-bench-{uuid.uuid4().hex[:6]}"))
+        namespaced = NamespaceBackend(cgroup_parent=f"lamina-bench-{uuid.uuid4().hex[:6]}")
+        cases += [Case(namespaced, "bash"), Case(namespaced, "bash", network=True),
+                  Case(namespaced, "python3"), Case(namespaced, "python3", memory_mb=128)]
     else:
         print(f"namespaces backend unavailable: {reason}", file=sys.stderr)
-    cases = [(command, 1769) for command in CONNECT] + [("python3", 128)]
-    print(f"cold launch -> inside connects to the Runtime API, {runs} runs each")
-    for command, memory in cases:
-        for backend in backends:
-            if memory != 1769 and backend.name == "process":
-                continue  # no CPU quota there: same as the 1,769 MB row
-            launch_times, connect_times = [], []
-            setns_times.clear()
-            for _ in range(runs):
-                spec = SandboxSpec(
-                    environment_id=f"bench-{uuid.uuid4().hex[:12]}", argv=CONNECT[command],
-                    env={"PATH": "/usr/bin:/bin"}, task_root=root / "task",
-                    runtime_root=root / "runtime", scratch_root=root / "tmp", memory_mb=memory,
-                )
-                launched, connected = await cold_start(backend, spec)
-                launch_times.append(launched)
-                connect_times.append(connected)
-            extra = f"   setns {ms(setns_times)}" if setns_times else ""
-            print(f"{backend.name:10} {command:7} {memory:5} MB  connect {ms(connect_times)}"
-                  f"   launch() {ms(launch_times)}{extra}")
-    for backend in backends:
-        if isinstance(backend, NamespaceBackend):
-            for parent in backend._cgroups.parents.values():
-                parent.rmdir()
+    # Interleaved, so load from elsewhere on the machine hits every case alike.
+    for _ in range(runs):
+        for case in cases:
+            spec = SandboxSpec(
+                environment_id=f"bench-{uuid.uuid4().hex[:12]}", argv=CONNECT[case.command],
+                env={"PATH": "/usr/bin:/bin"}, task_root=root / "task",
+                runtime_root=root / "runtime", scratch_root=root / "tmp",
+                memory_mb=case.memory_mb, network=case.network,
+            )
+            before = len(setns_times)
+            launched, connected = await cold_start(case.backend, spec)
+            case.launch.append(launched)
+            case.connect.append(connected)
+            case.setns += setns_times[before:]
+    print(f"cold launch -> the process inside connects to its Runtime API; {runs} runs each")
+    for case in cases:
+        extra = f"  setns {ms(case.setns)}" if case.setns else ""
+        print(f"{case.label}  connect {ms(case.connect)}  launch() {ms(case.launch)}{extra}")
+    if namespaced is not None:
+        for parent in namespaced._cgroups.parents.values():
+            parent.rmdir()
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ calling setuid first), or setuid mode, which forbids `--size` for `/tmp`.
 
 Start-up, and why the limits hold from the first instruction
 ------------------------------------------------------------
-1. `bwrap` starts with `--info-fd` (it reports the host PID of the sandbox's
+1. A two-line shell moves itself into the environment's cgroups and sets
+   RLIMIT_NOFILE (and no core dumps), then execs `bwrap`: every process of the
+   sandbox, bubblewrap's own included, is born inside the limits.
+2. `bwrap` starts with `--info-fd` (it reports the host PID of the sandbox's
    PID 1) and `--block-fd` (the sandbox waits before running the command).
-2. The server moves that PID 1 into the environment's cgroups and sets its
-   RLIMIT_NOFILE; whatever it forks later inherits both.
 3. The Runtime API listener is created inside the sandbox's network namespace,
    and slirp4netns attached when outbound access is wanted (network.py says
    how, and why the host's loopback, so the control plane, stays unreachable).
@@ -52,7 +53,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -75,6 +75,16 @@ log = logging.getLogger("lamina.sandbox")
 
 # How long bubblewrap may take to set the sandbox up before the launch fails.
 LAUNCH_TIMEOUT_S = 10.0
+
+# Runs as the sandbox's first process, before bubblewrap: moves itself into the
+# environment's cgroups (cheaper than being moved, see cgroups.py) and sets the
+# resource limits, then becomes bubblewrap, which inherits all of it.
+# Arguments: N, N cgroup files, the open-files limit, the bwrap command line.
+ENTER_SCRIPT = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done; '
+    'ulimit -n "$1" && ulimit -c 0 || exit 125; shift; exec "$@"'
+)
+
 
 def _parse_info(data: bytes) -> dict[str, int] | None:
     """bubblewrap's --info-fd JSON once complete (it may arrive in pieces)."""
@@ -285,6 +295,9 @@ class NamespaceBackend:
         outbound_wanted = spec.network and self._slirp4netns is not None
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
                           resolv_conf=self._outbound_resolv_conf if outbound_wanted else None)
+        entry = [str(path) for path in cgroup.entry_files()]
+        argv = ["/bin/sh", "-c", ENTER_SCRIPT, "lamina-sandbox", str(len(entry)), *entry,
+                str(spec.max_open_files), *argv]
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, pass_fds=child_fds,
@@ -307,12 +320,6 @@ class NamespaceBackend:
             init_pid = int(info["child-pid"])
             try:
                 pidfd = os.pidfd_open(init_pid)
-                # The limits go on before the command exists: PID 1 is waiting on the
-                # block fd, and everything it forks inherits its cgroups and rlimits.
-                cgroup.add(init_pid)
-                limit = (spec.max_open_files, spec.max_open_files)
-                resource.prlimit(init_pid, resource.RLIMIT_NOFILE, limit)
-                resource.prlimit(init_pid, resource.RLIMIT_CORE, (0, 0))
                 listener = await listen_inside(init_pid, wait_for_loopback=outbound_wanted)
                 if outbound_wanted:
                     assert self._slirp4netns is not None
