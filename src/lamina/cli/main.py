@@ -52,10 +52,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     require_keys_for_bind(settings.host, settings.credentials)
-    app = create_app(Platform(settings))
+    platform = Platform(settings)
+    app = create_app(platform)
     console.print(
         f"Lamina listening on [bold]http://{settings.host}:{settings.port}[/bold] "
-        f"(data in {settings.data_dir.resolve()})"
+        f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
+        soft_wrap=True,
     )
     uvicorn.run(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
@@ -157,3 +159,7 @@ def delete(name: str, endpoint: str | None) -> None:
     except ClientError as error:
         _fail(error)
     console.print(f"[green]deleted[/green] {name}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -113,7 +113,7 @@ class ExecutionEnvironment:
         self._pending: Invocation | None = None
         self._current: _Current | None = None
         self._init_lines: list[str] = []
-        self.init_error: bytes | None = None
+        self.init_failure: bytes | None = None
         self.init_duration_ms: float | None = None
         self.invocations = 0
         self.last_used = time.monotonic()
@@ -205,11 +205,11 @@ class ExecutionEnvironment:
                                      return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         self.init_duration_ms = (time.perf_counter() - started) * 1000
-        if self._initialized.is_set() and self.init_error is None:
+        if self._initialized.is_set() and self.init_failure is None:
             self.lifecycle.to(State.READY)
             return
         self._drain_output()
-        if self.init_error is None:
+        if self.init_failure is None:
             if self._exit in done:
                 code = self._exit.result()
                 self._fail_init("Runtime.ExitError",
@@ -221,7 +221,7 @@ class ExecutionEnvironment:
             self.lifecycle.to(State.FAILED)
 
     def _fail_init(self, error_type: str, message: str) -> None:
-        self.init_error = _error_payload(error_type, message)
+        self.init_failure = _error_payload(error_type, message)
         self._emit(f"INIT_REPORT Init Duration: {self.init_duration_ms or 0:.2f} ms\t"
                    f"Phase: init\tStatus: error\tError Type: {error_type}")
         if self.lifecycle.state is not State.FAILED:
@@ -330,7 +330,7 @@ class ExecutionEnvironment:
             error_type = error_type or parsed.get("errorType")
         except (ValueError, AttributeError):
             pass
-        self.init_error = body or _error_payload(error_type or "Runtime.Unknown", "")
+        self.init_failure = body or _error_payload(error_type or "Runtime.Unknown", "")
         self._initialized.set()
         return ApiResponse.accepted()
 
@@ -352,8 +352,8 @@ class ExecutionEnvironment:
         self._emit(f"START RequestId: {invocation.request_id} Version: {fv.version}")
         started = time.perf_counter()
         status = "success"
-        if self.init_error is not None:
-            payload, error, status = self.init_error, "Unhandled", "init_error"
+        if self.init_failure is not None:
+            payload, error, status = self.init_failure, "Unhandled", "init_error"
         else:
             self.lifecycle.to(State.BUSY)
             if self._next_waiter is not None and not self._next_waiter.done():

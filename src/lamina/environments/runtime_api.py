@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import httptools
+
+log = logging.getLogger("lamina.runtime_api")
 
 _INVOCATION = re.compile(r"^/2018-06-01/runtime/invocation/([^/]+)/(response|error)$")
 NEXT = "/2018-06-01/runtime/invocation/next"
@@ -118,7 +121,11 @@ class _Connection(asyncio.Protocol):
     async def _serve(self) -> None:
         while (item := await self.queue.get()) is not None:
             method, path, headers, body, too_large = item
-            response = await self._route(method, path, headers, body, too_large)
+            try:
+                response = await self._route(method, path, headers, body, too_large)
+            except Exception:
+                log.exception("Runtime API %s %s", method, path)
+                response = ApiResponse.error(500, "ServiceException", "internal error")
             self._write(response)
 
     async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes,
