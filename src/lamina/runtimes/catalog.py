@@ -69,7 +69,9 @@ def runtime_spec(identifier: str) -> RuntimeSpec:
             exe = pythons[min(usable)]
             return RuntimeSpec(
                 identifier,
-                (str(exe), "-u", "/var/runtime/python/bootstrap.py"),
+                # -S: no site-packages of the host's interpreter leak into
+                # functions (and no site import on every cold start).
+                (str(exe), "-u", "-S", "/var/runtime/python/bootstrap.py"),
                 (_interpreter_prefix(exe),),
                 f"AWS_Lambda_{identifier}",
                 f"CPython at {exe}",
