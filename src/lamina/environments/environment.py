@@ -163,7 +163,7 @@ class ExecutionEnvironment:
             "HOME": "/tmp",
         }
         # The function's own variables override the defaults, never the reserved ones.
-        return {**defaults, **fv.environment, **reserved}
+        return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}
 
     async def start(self) -> None:
         """Run INIT: start the sandbox and wait until the runtime asks for work."""
