@@ -35,7 +35,7 @@ class AliasStore:
                 ).first()
                 if exists is None:
                     return False
-                conn.execute(insert(aliases).values(**record, routing=json.dumps(record["routing"])))
+                conn.execute(insert(aliases).values({**record, "routing": json.dumps(record["routing"])}))
         except IntegrityError:
             return False
         return True
