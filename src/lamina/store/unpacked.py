@@ -66,7 +66,8 @@ def _extract(archive_path: Path, root: Path) -> None:
             parts = _member_parts(info.filename)
             if not parts:
                 continue
-            unix_mode = info.external_attr >> 16
+            # Only zips made on Unix (create_system 3) carry a mode in the high bits.
+            unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
             if info.is_dir():
                 _parent_dir(root, parts + ("",))  # the directory itself and its parents
                 continue
