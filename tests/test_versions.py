@@ -172,7 +172,7 @@ def test_list_functions_all_includes_published_versions(lam):
         for page in lam.get_paginator("list_functions").paginate(FunctionVersion="ALL")
         for f in page["Functions"]
     ]
-    assert f"{ARN}{name}:1" in everything and f"{ARN}{name}" in everything
+    assert f"{ARN}{name}:1" in everything and f"{ARN}{name}:$LATEST" in everything
     latest_only = [
         f["FunctionArn"] for page in lam.get_paginator("list_functions").paginate() for f in page["Functions"]
     ]

@@ -317,7 +317,10 @@ class FunctionRegistry:
         architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
         name = self.resolve(function_name).name
-        current = self.get_version(name)  # 404 before storing anything
+        # 404 and 412 before storing anything: a refused update leaves no blob behind.
+        current = self.get_version(name)
+        if revision_id is not None and revision_id != current.revision_id:
+            raise revision_mismatch()
         info = self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
         digest = self.blobs.put(zip_file)

@@ -109,11 +109,13 @@ async def get_function(call: Call) -> dict[str, Any]:
 @operation("ListFunctions")
 async def list_functions(call: Call) -> dict[str, Any]:
     p = call.params
-    listing = call.platform.functions.list_functions(
-        p.get("Marker"), p.get("MaxItems"), all_versions=p.get("FunctionVersion") == "ALL"
-    )
+    all_versions = p.get("FunctionVersion") == "ALL"
+    listing = call.platform.functions.list_functions(p.get("Marker"), p.get("MaxItems"), all_versions)
     return {
-        "Functions": [function_output(call, fv) for fv in listing.functions],
+        # Listing every version, AWS qualifies each ARN, $LATEST's too.
+        "Functions": [
+            function_output(call, fv, fv.version if all_versions else None) for fv in listing.functions
+        ],
         "NextMarker": listing.next_marker,
     }
 
