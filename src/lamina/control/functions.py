@@ -93,8 +93,15 @@ class FunctionRegistry:
         self.blobs = blobs
         self.region = region
         self.limits = limits
-        # Raises for runtimes this host cannot run; installed by the invoke layer.
+        # Raises for runtimes this host cannot run (see runtimes.catalog).
         self._runtime_check = runtime_check
+        # Called with a function's name after its code or configuration changed or it
+        # was deleted, so running environments of the old revision can be retired.
+        self.change_listeners: list[Callable[[str], None]] = []
+
+    def _changed(self, name: str) -> None:
+        for listener in self.change_listeners:
+            listener(name)
 
     # -- reading ----------------------------------------------------------------
 
@@ -158,6 +165,13 @@ class FunctionRegistry:
             last = found[-1]
             next_marker = f"{last.function_name}:{last.version}"
         return FunctionListing(found, next_marker)
+
+    def sole_function_name(self) -> str | None:
+        """The function a single-function tool means: one named "function", or the only one."""
+        if self.store.get_version("function", LATEST) is not None:
+            return "function"
+        listing = self.list_functions(None, 2)
+        return listing.functions[0].function_name if len(listing.functions) == 1 else None
 
     def function_arn(self, name: str) -> str:
         return self.region.function_arn(name)
@@ -245,12 +259,15 @@ class FunctionRegistry:
         if len(tags) > MAX_TAGS:
             raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
         # Validate the configuration first: a refused function stores no code.
+        defaults = {
+            "timeout": self.limits.default_timeout_s,
+            "memory_size": self.limits.default_memory_size_mb,
+            "ephemeral_storage_mb": self.limits.default_ephemeral_storage_mb,
+        }
         draft = FunctionVersion(
             function_name=ref.name, version=LATEST, code_sha256_hex="0" * 64, code_size=0,
             revision_id=new_revision_id(), last_modified=aws_timestamp(),
-            timeout=self.limits.default_timeout_s, memory_size=self.limits.default_memory_size_mb,
-            ephemeral_storage_mb=self.limits.default_ephemeral_storage_mb,
-            **self._attach_layers(settings),
+            **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
         if self.store.get_version(ref.name, LATEST) is not None:
@@ -294,6 +311,7 @@ class FunctionRegistry:
             )
             if self.store.replace_version(ref.name, LATEST, current.revision_id,
                                           updated.revision_id, updated.to_json()):
+                self._changed(ref.name)
                 return updated
 
     def update_configuration(
@@ -378,9 +396,9 @@ class FunctionRegistry:
             )
         if ref.qualifier is not None:
             self._delete_version(ref.name, ref.qualifier)
-            return
-        if not self.store.delete_function(ref.name, self.function_arn(ref.name)):
+        elif not self.store.delete_function(ref.name, self.function_arn(ref.name)):
             raise self.not_found(ref.name)
+        self._changed(ref.name)
 
     def _delete_version(self, name: str, version: str) -> None:
         if not is_version_number(version):
