@@ -89,3 +89,16 @@ def test_layers_are_merged_in_order_under_opt(lam):
     lam.update_function_configuration(FunctionName=name, Layers=[second, first])
     lam.get_waiter("function_updated_v2").wait(FunctionName=name)
     assert invoke(lam, name)[1] == {"tool": "first", "other": "only-in-first"}
+
+
+def test_python_modules_of_a_layer_are_importable(lam):
+    layer = lam.publish_layer_version(
+        LayerName=f"pylib-{uuid.uuid4().hex[:8]}",
+        Content={"ZipFile": make_zip({"python/greeting.py": "TEXT = 'from a layer'\n"})},
+        CompatibleRuntimes=["python3.11"],
+    )["LayerVersionArn"]
+    name = f"imports-{uuid.uuid4().hex[:10]}"
+    code = "import greeting\ndef handler(event, context):\n    return greeting.TEXT\n"
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": code})}, Layers=[layer])
+    assert invoke(lam, name)[1] == "from a layer"

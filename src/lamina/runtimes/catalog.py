@@ -69,7 +69,9 @@ def runtime_spec(identifier: str) -> RuntimeSpec:
             exe = pythons[min(usable)]
             return RuntimeSpec(
                 identifier,
-                (str(exe), "-u", "/var/runtime/python/bootstrap.py"),
+                # /opt is passed as an argument, an inside path like the others, so a
+                # backend that cannot mount it (plain processes) rewrites it too.
+                (str(exe), "-u", "/var/runtime/python/bootstrap.py", "/opt"),
                 (_interpreter_prefix(exe),),
                 f"AWS_Lambda_{identifier}",
                 f"CPython at {exe}",
