@@ -179,7 +179,7 @@ class Aliases:
         for extra, weight in alias.routing.items():
             if self._rng.random() < weight:
                 version = extra
-        data = self.functions.store.get_version(ref.name, version)
-        if data is None:
+        fv = self.functions.load_version(ref.name, version)
+        if fv is None:
             raise self.functions.not_found(ref.name, wanted)
-        return ResolvedTarget(FunctionVersion.from_json(data), alias.name)
+        return ResolvedTarget(fv, alias.name)

@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import socket
-from pathlib import Path
 
 from lamina.sandbox.base import ResourceUsage, SandboxSpec
 
@@ -52,11 +51,17 @@ class ProcessSandbox:
         return await self.process.wait()
 
     def _sample_rss(self) -> None:
-        # VmHWM is the kernel's peak resident set of the main process.
+        # VmHWM is the kernel's peak resident set of the main process. Read with
+        # raw os calls: this runs for every REPORT line.
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self._peak_rss = max(self._peak_rss, int(line.split()[1]) * 1024)
+            fd = os.open(f"/proc/{self.pid}/status", os.O_RDONLY)
+            try:
+                status = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            start = status.index(b"VmHWM:") + 6
+            kilobytes = int(status[start:status.index(b"kB", start)])
+            self._peak_rss = max(self._peak_rss, kilobytes * 1024)
         except (OSError, ValueError):
             pass
 

@@ -7,30 +7,82 @@ context object, posting the result or the error. Standard library only: it runs 
 the function's interpreter, not Lamina's.
 """
 
-import http.client
 import importlib
 import json
-import logging
 import os
 import sys
 import time
-import traceback
+from _socket import IPPROTO_TCP, TCP_NODELAY, socket
+
+# Imported lazily: `http.client`, `logging` and `traceback` would add tens of
+# milliseconds to every cold start, and most functions never need them.
 
 RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 BASE = "/2018-06-01/runtime"
 
 
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def getheader(self, name):
+        return self.headers.get(name.lower())
+
+
 class RuntimeClient:
+    """HTTP/1.1 with one kept-alive connection, on the C socket module.
+
+    The Runtime API always answers with a Content-Length, so this is all the HTTP
+    a runtime client needs; a warm invoke costs two small requests on it.
+    """
+
     def __init__(self, address):
         host, _, port = address.rpartition(":")
-        # One kept-alive connection: a warm invoke costs two small requests.
-        self.conn = http.client.HTTPConnection(host, int(port))
+        self.address = (host, int(port))
+        self.sock = None
+        self.buffer = b""
 
-    def request(self, method, path, body=None, headers=None):
-        self.conn.request(method, path, body=body, headers=headers or {})
-        response = self.conn.getresponse()
-        data = response.read()
-        return response, data
+    def _connect(self):
+        self.sock = socket()
+        self.sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+        self.sock.connect(self.address)
+        self.buffer = b""
+
+    def _read_until(self, marker):
+        while marker not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exactly(self, size):
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(max(65536, size - len(self.buffer)))
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            self.buffer += chunk
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
+        return body
+
+    def request(self, method, path, body=b"", headers=None):
+        if self.sock is None:
+            self._connect()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address[0]}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        parsed = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            parsed[name.strip().lower()] = value.strip()
+        payload = self._read_exactly(int(parsed.get("content-length", "0")))
+        return Response(status, parsed, payload)
 
     def next(self):
         return self.request("GET", BASE + "/invocation/next")
@@ -79,6 +131,8 @@ class LambdaContext:
 
 
 def error_shape(exc, request_id="", error_type=None, skip_frames=0):
+    import traceback
+
     tb = exc.__traceback__
     for _ in range(skip_frames):
         tb = tb.tb_next if tb is not None else None
@@ -109,6 +163,8 @@ def load_handler(client, handler_name):
     try:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
+        import traceback
+
         report_init_error(client, {
             "errorMessage": f"Syntax error in module '{module_name}': {exc}",
             "errorType": "Runtime.UserCodeSyntaxError", "requestId": "",
@@ -130,16 +186,23 @@ def load_handler(client, handler_name):
     return handler
 
 
-class RequestIdFilter(logging.Filter):
-    request_id = ""
-
-    def filter(self, record):
-        record.aws_request_id = RequestIdFilter.request_id
-        return True
+class RequestId:
+    current = ""
 
 
 def configure_logging():
-    # The same root handler and format AWS's Python runtime installs.
+    """The root handler and format AWS's Python runtime installs.
+
+    Done only once the function has imported logging itself (checked after init
+    and before each invocation), so functions that never log never pay for it.
+    """
+    import logging
+
+    class RequestIdFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = RequestId.current
+            return True
+
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(
         "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
@@ -158,18 +221,22 @@ def main():
     # Lambda's import order: the function's code, then layers under /opt.
     sys.path[0:0] = [task_root, f"{opt}/python", f"{opt}/python/lib/{minor}/site-packages"]
     os.chdir(task_root)
-    configure_logging()
     client = RuntimeClient(RUNTIME_API)
     handler = load_handler(client, os.environ["_HANDLER"])
+    logging_configured = False
     while True:
-        response, body = client.next()
+        if not logging_configured and "logging" in sys.modules:
+            configure_logging()
+            logging_configured = True
+        response = client.next()
+        body = response.body
         request_id = response.getheader("Lambda-Runtime-Aws-Request-Id")
         trace_id = response.getheader("Lambda-Runtime-Trace-Id")
         if trace_id:
             os.environ["_X_AMZN_TRACE_ID"] = trace_id
         else:
             os.environ.pop("_X_AMZN_TRACE_ID", None)
-        RequestIdFilter.request_id = request_id
+        RequestId.current = request_id
         context = LambdaContext(
             request_id,
             int(response.getheader("Lambda-Runtime-Deadline-Ms") or 0),
