@@ -7,7 +7,6 @@ import base64
 import json
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -97,10 +97,6 @@ class FunctionVersion:
         values["layers"] = [AttachedLayer.from_json(item) for item in values.get("layers", [])]
         return cls(**values)
 
-    @property
-    def layer_arns(self) -> list[str]:
-        return [layer.arn for layer in self.layers]
-
     def to_api(self, region: Region, arn_qualifier: str | None = None) -> dict[str, Any]:
         """The FunctionConfiguration shape.
 
