@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamina.sandbox import SandboxBackend, SandboxSpec
+from lamina.sandbox.base import SandboxBackend, SandboxSpec
 from lamina.sandbox import namespaces
 from lamina.sandbox.namespaces import NamespaceBackend, probe
 from lamina.sandbox.process import ProcessBackend
@@ -38,6 +39,7 @@ CONNECT = {
                 "socket.create_connection((h, int(p))).close()"],
 }
 
+DEVNULL = os.open(os.devnull, os.O_WRONLY)
 setns_times: list[float] = []
 _listen_inside = namespaces.listen_inside
 
@@ -57,7 +59,7 @@ async def cold_start(backend: SandboxBackend, spec: SandboxSpec) -> tuple[float,
     """(seconds in launch(), seconds until the inside connected)."""
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
-    sandbox = await backend.launch(spec)
+    sandbox = await backend.launch(spec, DEVNULL)
     launched = time.perf_counter()
     try:
         conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 30)

@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from lamina.sandbox import SandboxError, SandboxSpec, choose_backend
+from lamina.sandbox import SandboxError, choose_backend
+from lamina.sandbox.base import SandboxSpec
 from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, probe
 from lamina.sandbox.process import ProcessBackend
 
@@ -78,10 +79,26 @@ def python(code: str) -> list[str]:
     return [PYTHON, "-c", textwrap.dedent(code)]
 
 
-async def run(backend: NamespaceBackend, spec: SandboxSpec, timeout: float = 30) -> Run:
-    sandbox = await backend.launch(spec)
+async def start(backend: NamespaceBackend, spec: SandboxSpec) -> tuple[NamespaceSandbox, asyncio.StreamReader]:
+    """Launch as an environment does: output into a pipe whose read end we keep."""
+    read_fd, write_fd = os.pipe()
     try:
-        output = await asyncio.wait_for(sandbox.output.read(), timeout)
+        sandbox = await backend.launch(spec, write_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    reader = asyncio.StreamReader(limit=2**20)
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+    return sandbox, reader
+
+
+async def run(backend: NamespaceBackend, spec: SandboxSpec, timeout: float = 30) -> Run:
+    sandbox, output_pipe = await start(backend, spec)
+    try:
+        output = await asyncio.wait_for(output_pipe.read(), timeout)
         code = await asyncio.wait_for(sandbox.wait(), timeout)
     finally:
         await sandbox.destroy()
@@ -103,14 +120,14 @@ def test_runtime_api_socket_receives_the_connection_the_inside_makes_to_its_addr
     """
 
     async def scenario() -> tuple[str, bytes, str]:
-        sandbox = await backend.launch(make_spec(roots, python(code)))
+        sandbox, output_pipe = await start(backend, make_spec(roots, python(code)))
         loop = asyncio.get_running_loop()
         try:
             conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 10)
             request = await loop.sock_recv(conn, 100)
             await loop.sock_sendall(conn, b"served by the host")
             conn.close()
-            output = (await sandbox.output.read()).decode()
+            output = (await output_pipe.read()).decode()
         finally:
             await sandbox.destroy()
         return sandbox.runtime_api_address, request, output
@@ -243,7 +260,7 @@ def test_host_loopback_and_other_environments_are_unreachable(
 
     async def scenario() -> str:
         # Another sandbox, with its own Runtime API listener, runs meanwhile.
-        other = await backend.launch(make_spec(roots, ["/bin/sleep", "30"]))
+        other, _ = await start(backend, make_spec(roots, ["/bin/sleep", "30"]))
         try:
             first = await run(backend, make_spec(roots, python(code), network=network))
         finally:
@@ -442,9 +459,9 @@ def test_wait_reports_a_killing_signal_as_a_negative_code(backend: NamespaceBack
 def test_destroy_kills_background_processes_and_removes_the_cgroups(
         backend: NamespaceBackend, roots: dict[str, Path]) -> None:
     async def scenario() -> tuple[list[int], NamespaceSandbox]:
-        sandbox = await backend.launch(make_spec(
+        sandbox, output_pipe = await start(backend, make_spec(
             roots, ["/bin/sh", "-c", "sleep 300 & sleep 300 & echo started; wait"]))
-        assert (await sandbox.output.readline()) == b"started\n"
+        assert (await output_pipe.readline()) == b"started\n"
         pids = sandbox._cgroup.pids()
         await sandbox.destroy()
         await sandbox.destroy()  # idempotent
@@ -474,7 +491,7 @@ def test_launch_with_a_missing_code_directory_fails_cleanly(backend: NamespaceBa
                                                             roots: dict[str, Path]) -> None:
     spec = make_spec(roots, ["/bin/true"], task_root=roots["task"] / "missing")
     with pytest.raises(SandboxError, match="bubblewrap failed"):
-        asyncio.run(backend.launch(spec))
+        asyncio.run(start(backend, spec))
     assert backend._cgroups.leftovers() == []
 
 
@@ -482,7 +499,7 @@ def test_choose_backend_prefers_namespaces_here_and_honours_an_explicit_name() -
     assert choose_backend(None).name == "namespaces"
     assert isinstance(choose_backend("process"), ProcessBackend)
     assert choose_backend("namespaces").name == "namespaces"
-    with pytest.raises(SandboxError, match="unknown sandbox backend"):
+    with pytest.raises(ValueError, match="unknown sandbox backend"):
         choose_backend("docker")
 
 
@@ -490,12 +507,12 @@ def test_launch_to_runtime_api_connection_is_fast(backend: NamespaceBackend, roo
     connect = 'exec 3<>/dev/tcp/127.0.0.1/9001'
 
     async def once() -> float:
-        start = time.perf_counter()
-        sandbox = await backend.launch(make_spec(roots, ["/bin/bash", "-c", connect]))
+        began = time.perf_counter()
+        sandbox, _ = await start(backend, make_spec(roots, ["/bin/bash", "-c", connect]))
         loop = asyncio.get_running_loop()
         try:
             conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 10)
-            elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - began
             conn.close()
         finally:
             await sandbox.destroy()
@@ -519,14 +536,14 @@ def test_concurrent_launches_each_serve_their_own_runtime_api(backend: Namespace
 
     async def one(name: str, network: bool) -> tuple[str, str, str]:
         spec = make_spec(roots, python(code), env={"PATH": "/usr/bin", "ME": name}, network=network)
-        sandbox = await backend.launch(spec)
+        sandbox, output_pipe = await start(backend, spec)
         loop = asyncio.get_running_loop()
         try:
             conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 20)
             heard = (await loop.sock_recv(conn, 100)).decode()
             await loop.sock_sendall(conn, f"hello {heard}".encode())
             conn.close()
-            output = (await sandbox.output.read()).decode().strip()
+            output = (await output_pipe.read()).decode().strip()
         finally:
             await sandbox.destroy()
         return name, heard, output

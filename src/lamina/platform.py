@@ -6,12 +6,27 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import logging
+
 from lamina.config import Settings
+from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
+from lamina.control.layers import Layers
+from lamina.control.policies import ResourcePolicies
+from lamina.environments.pool import EnvironmentPool, PoolSettings
+from lamina.invoke.service import Invoker
+from lamina.observe.logs import LogStore
+from lamina.runtimes.catalog import check_runtime
+from lamina.sandbox import choose_backend
+from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
 from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
+from lamina.store.layers import LayerStore
+from lamina.store.policies import PolicyStore
+
+log = logging.getLogger("lamina")
 
 
 class Platform:
@@ -21,12 +36,37 @@ class Platform:
         self.engine = open_database(settings.sqlalchemy_url)
         self.region = Region(settings.region, settings.account_id)
         self.blobs = BlobStore(settings.data_dir / "code")
-        self.functions = FunctionRegistry(
-            FunctionStore(self.engine), self.blobs, self.region, settings.limits
+        self.policies = ResourcePolicies(PolicyStore(self.engine))
+        self.layers = Layers(
+            LayerStore(self.engine), self.policies, self.blobs, self.region, settings.limits
         )
+        alias_store = AliasStore(self.engine)
+        self.logs = LogStore(settings.data_dir / "logs")
+        self.functions = FunctionRegistry(
+            FunctionStore(self.engine), self.blobs, self.region, settings.limits,
+            runtime_check=check_runtime, aliases=alias_store, layers=self.layers,
+        )
+        # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
+        self.aliases = Aliases(self.functions, alias_store)
+        self.sandbox = choose_backend(settings.sandbox or None)
+        self.environments = EnvironmentPool(
+            self.sandbox, self.blobs, self.logs,
+            PoolSettings(
+                data_dir=settings.data_dir,
+                region=settings.region,
+                account_id=settings.account_id,
+                idle_timeout_s=settings.environment_idle_s,
+                init_timeout_s=settings.limits.init_timeout_s,
+                max_response_bytes=settings.limits.max_sync_payload_bytes,
+            ),
+        )
+        self.functions.change_listeners.append(self.environments.retire_function)
+        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits)
 
     async def start(self) -> None:
-        pass
+        await self.environments.start()
 
     async def stop(self) -> None:
+        await self.invoker.stop()
+        await self.environments.stop()
         self.engine.dispose()

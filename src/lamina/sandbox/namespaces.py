@@ -136,12 +136,15 @@ async def _end(process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
 
 
 async def _launch_failure(process: asyncio.subprocess.Process, detail: str) -> SandboxError:
-    """The error for a bubblewrap that failed while setting up: its own message if it wrote one."""
+    """The error for a bubblewrap that failed while setting up.
+
+    Its own message (e.g. "Can't find source path") went to the output pipe,
+    which the environment reads and logs like the runtime's output.
+    """
     if process.returncode is None:
         await _end(process, grace=1.0)
-    assert process.stdout is not None
-    message = (await process.stdout.read(4096)).decode(errors="replace").strip()
-    return SandboxError(f"bubblewrap failed to start the sandbox: {message or detail}")
+    return SandboxError(f"bubblewrap failed to start the sandbox (exit code {process.returncode}, "
+                        f"{detail}); its message is in the function's output")
 
 
 def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
@@ -163,8 +166,6 @@ class NamespaceSandbox:
         self.pid = init_pid
         self.runtime_api_socket = listener
         self.runtime_api_address = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
-        assert process.stdout is not None
-        self.output = process.stdout
         self._pidfd = init_pidfd
         self._cgroup = cgroup
         self._outbound = outbound
@@ -275,18 +276,19 @@ class NamespaceBackend:
             if not await group.remove():
                 log.warning("could not remove leftover cgroup %s", group.dirs)
 
-    async def launch(self, spec: SandboxSpec) -> NamespaceSandbox:
+    async def launch(self, spec: SandboxSpec, output_fd: int) -> NamespaceSandbox:
         try:
             cgroup = self._cgroups.create(cgroup_name(spec.environment_id), cgroup_limits(spec))
         except (OSError, CgroupUnavailable) as error:
             raise SandboxError(f"cannot create the cgroup for {spec.environment_id}: {error}") from error
         try:
-            return await self._start(spec, cgroup)
+            return await self._start(spec, cgroup, output_fd)
         except BaseException:
             await cgroup.remove()
             raise
 
-    async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup) -> NamespaceSandbox:
+    async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup,
+                     output_fd: int) -> NamespaceSandbox:
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
         child_fds = (info_write, block_read)
@@ -301,8 +303,8 @@ class NamespaceBackend:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, pass_fds=child_fds,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True, limit=1024 * 1024,
+                stdin=asyncio.subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
+                start_new_session=True,
             )
         finally:
             for fd in child_fds:
@@ -316,7 +318,7 @@ class NamespaceBackend:
             finally:
                 os.close(info_read)
             if info is None:
-                raise await _launch_failure(process, "it exited before reporting")
+                raise await _launch_failure(process, "it exited before reporting its PID")
             init_pid = int(info["child-pid"])
             try:
                 pidfd = os.pidfd_open(init_pid)

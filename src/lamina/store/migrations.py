@@ -20,8 +20,15 @@ def _0001_functions(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0002_versions_aliases_layers(conn: Connection) -> None:
+    # Published versions are rows of function_versions already; these add the rest.
+    for table in (schema.aliases, schema.layer_versions, schema.policies):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
+    ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
 ]
 
 
