@@ -128,8 +128,7 @@ async def main(runs: int) -> None:
         extra = f"  setns {ms(case.setns)}" if case.setns else ""
         print(f"{case.label}  connect {ms(case.connect)}  launch() {ms(case.launch)}{extra}")
     if namespaced is not None:
-        for parent in namespaced._cgroups.parents.values():
-            parent.rmdir()
+        namespaced._cgroups.remove_empty_parents()
 
 
 if __name__ == "__main__":

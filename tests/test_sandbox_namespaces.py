@@ -23,6 +23,7 @@ import pytest
 
 from lamina.sandbox import SandboxError, choose_backend
 from lamina.sandbox.base import SandboxSpec
+from lamina.sandbox.cgroups import CgroupLimits, CgroupTree, server_id
 from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, probe
 from lamina.sandbox.process import ProcessBackend
 
@@ -45,9 +46,8 @@ def backend() -> Iterator[NamespaceBackend]:
     parent = f"lamina-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     backend = NamespaceBackend(cgroup_parent=parent)
     yield backend
-    for directory in backend._cgroups.parents.values():
-        if directory.is_dir():
-            directory.rmdir()
+    backend._cgroups.remove_empty_parents()
+    assert not any(root.exists() for root in backend._cgroups.roots.values())
 
 
 @pytest.fixture
@@ -476,15 +476,30 @@ def test_destroy_kills_background_processes_and_removes_the_cgroups(
 
 def test_reap_leftovers_kills_and_removes_cgroups_of_a_crashed_server(
         backend: NamespaceBackend, roots: dict[str, Path]) -> None:
-    from lamina.sandbox.cgroups import CgroupLimits
-
-    group = backend._cgroups.create("left-behind", CgroupLimits(64 * 2**20, None, 16))
+    parent = backend._cgroups.roots[next(iter(backend._cgroups.roots))].name
+    crashed = CgroupTree(parent, server="server-999999999-0")  # no such process
+    group = crashed.create("left-behind", CgroupLimits(64 * 2**20, None, 16))
     orphan = os.spawnv(os.P_NOWAIT, "/bin/sleep", ["sleep", "300"])
     group.add(orphan)
     asyncio.run(backend.reap_leftovers())
     _, status = os.waitpid(orphan, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
     assert all(not directory.exists() for directory in group.dirs.values())
+    assert all(not directory.exists() for directory in crashed.parents.values())
+
+
+def test_reap_leftovers_spares_the_sandboxes_of_a_server_still_running(
+        backend: NamespaceBackend, roots: dict[str, Path]) -> None:
+    parent = backend._cgroups.roots[next(iter(backend._cgroups.roots))].name
+    # Another server on the same machine: here, the process that started pytest.
+    running = CgroupTree(parent, server=server_id(os.getppid()))
+    group = running.create("in-use", CgroupLimits(64 * 2**20, None, 16))
+    try:
+        asyncio.run(backend.reap_leftovers())
+        assert all(directory.exists() for directory in group.dirs.values())
+    finally:
+        group.remove_now()
+        running.remove_empty_parents()
 
 
 def test_launch_with_a_missing_code_directory_fails_cleanly(backend: NamespaceBackend,
@@ -493,6 +508,8 @@ def test_launch_with_a_missing_code_directory_fails_cleanly(backend: NamespaceBa
     with pytest.raises(SandboxError, match="bubblewrap failed"):
         asyncio.run(start(backend, spec))
     assert backend._cgroups.leftovers() == []
+    assert not any(parent.exists() and any(entry.is_dir() for entry in parent.iterdir())
+                   for parent in backend._cgroups.parents.values())
 
 
 def test_choose_backend_prefers_namespaces_here_and_honours_an_explicit_name() -> None:

@@ -18,7 +18,9 @@ in each hierarchy, so sandboxes stay inside whatever accounting and limits the
 server itself runs under. On v2 the "no internal processes" rule forbids enabling
 controllers for children of a cgroup that holds processes (the server's own), so
 the parent sits at the root of the hierarchy (`/sys/fs/cgroup/lamina`), as
-container engines do.
+container engines do. Below it, one directory per running server (see
+CgroupTree), so that a server starting next to another never mistakes the
+other's sandboxes for leftovers.
 """
 
 from __future__ import annotations
@@ -108,28 +110,58 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
-class CgroupTree:
-    """Where the `lamina` parent cgroups are, for v1 or v2; created on first use."""
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot: with the PID, a unique identity."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; fields after it do not.
+    return stat.rsplit(")", 1)[1].split()[19]
 
-    def __init__(self, parent_name: str = PARENT_NAME) -> None:
+
+def server_id(pid: int | None = None) -> str:
+    """The name of one server's cgroup: its PID and start time, so a reused PID differs."""
+    pid = os.getpid() if pid is None else pid
+    return f"server-{pid}-{_start_time(pid)}"
+
+
+def _server_alive(name: str) -> bool:
+    _, pid, started = (name.split("-", 2) + ["", ""])[:3]
+    return pid.isdigit() and _start_time(int(pid)) == started
+
+
+class CgroupTree:
+    """Where this server's sandboxes' cgroups go, for v1 or v2.
+
+    Layout: `<hierarchy>/lamina/server-<pid>-<start time>/<environment>`. Several
+    servers can share a machine (and the same v1 hierarchies); each finds its own
+    sandboxes under its own directory, and only the directories of servers that
+    no longer run are leftovers.
+    """
+
+    def __init__(self, parent_name: str = PARENT_NAME, server: str | None = None) -> None:
+        self.server = server or server_id()
         mounts = _mounts()
         unified = next((m for m in mounts if m[1] == "cgroup2"
                         and set(self._v2_controllers(Path(m[0]))) >= set(V2_REQUIRED)), None)
+        self._ready = False
         if unified is not None:
             self.version = 2
-            self.parents = {"": Path(unified[0]) / parent_name}
-            return
-        self.version = 1
-        own = _own_paths()
-        self.parents = {}
-        for controller in V1_REQUIRED + V1_OPTIONAL:
-            mount = next((m for m in mounts if m[1] == "cgroup" and controller in m[2]), None)
-            if mount is None:
-                if controller in V1_REQUIRED:
-                    raise CgroupUnavailable(f"no cgroup v1 '{controller}' hierarchy is mounted")
-                continue
-            relative = own.get(controller, "/").lstrip("/")
-            self.parents[controller] = Path(mount[0]) / relative / parent_name
+            self.roots = {"": Path(unified[0]) / parent_name}
+        else:
+            self.version = 1
+            own = _own_paths()
+            self.roots = {}
+            for controller in V1_REQUIRED + V1_OPTIONAL:
+                mount = next((m for m in mounts if m[1] == "cgroup" and controller in m[2]), None)
+                if mount is None:
+                    if controller in V1_REQUIRED:
+                        raise CgroupUnavailable(f"no cgroup v1 '{controller}' hierarchy is mounted")
+                    continue
+                relative = own.get(controller, "/").lstrip("/")
+                self.roots[controller] = Path(mount[0]) / relative / parent_name
+        self.parents = {c: root / self.server for c, root in self.roots.items()}
 
     @staticmethod
     def _v2_controllers(root: Path) -> list[str]:
@@ -139,18 +171,22 @@ class CgroupTree:
             return []
 
     def ensure_parents(self) -> None:
-        """Create the `lamina` parents; raises CgroupUnavailable when that is not allowed."""
+        """Create this server's parents; raises CgroupUnavailable when that is not allowed."""
+        if self._ready:
+            return
         try:
             for parent in self.parents.values():
-                parent.mkdir(exist_ok=True)
+                parent.mkdir(parents=True, exist_ok=True)
             if self.version == 2:
                 wanted = " ".join("+" + c for c in V2_REQUIRED)
-                root = self.parents[""].parent
-                if not set(V2_REQUIRED) <= set((root / "cgroup.subtree_control").read_text().split()):
-                    _write(root / "cgroup.subtree_control", wanted)
-                _write(self.parents[""] / "cgroup.subtree_control", wanted)
+                root = self.roots[""]
+                for directory in (root.parent, root, self.parents[""]):
+                    enabled = (directory / "cgroup.subtree_control").read_text().split()
+                    if not set(V2_REQUIRED) <= set(enabled):
+                        _write(directory / "cgroup.subtree_control", wanted)
         except OSError as error:
             raise CgroupUnavailable(f"cannot create cgroups: {error}") from error
+        self._ready = True
 
     def create(self, name: str, limits: CgroupLimits) -> EnvironmentCgroup:
         self.ensure_parents()
@@ -166,13 +202,35 @@ class CgroupTree:
         return group
 
     def leftovers(self) -> list[EnvironmentCgroup]:
-        """Environment cgroups that exist now (at start-up: left by a crashed server)."""
-        names: set[str] = set()
-        for parent in self.parents.values():
-            if parent.is_dir():
-                names.update(p.name for p in parent.iterdir() if p.is_dir())
-        return [EnvironmentCgroup(self.version, {c: parent / name for c, parent in self.parents.items()})
-                for name in sorted(names)]
+        """Environment cgroups of servers that no longer run (crashed), and this one's."""
+        groups: dict[tuple[str, str], dict[str, Path]] = {}
+        for controller, root in self.roots.items():
+            if not root.is_dir():
+                continue
+            for server in root.iterdir():
+                if not server.is_dir() or (server.name != self.server and _server_alive(server.name)):
+                    continue
+                for environment in server.iterdir():
+                    if environment.is_dir():
+                        groups.setdefault((server.name, environment.name), {})[controller] = environment
+        return [EnvironmentCgroup(self.version, dirs) for _, dirs in sorted(groups.items())]
+
+    def remove_empty_parents(self) -> None:
+        """rmdir server directories with no environment left (ours included) and the root."""
+        for root in self.roots.values():
+            if not root.is_dir():
+                continue
+            for server in root.iterdir():
+                if server.is_dir() and (server.name == self.server or not _server_alive(server.name)):
+                    try:
+                        server.rmdir()
+                    except OSError:
+                        pass  # still holds environments
+            try:
+                root.rmdir()
+            except OSError:
+                pass  # other servers' directories
+        self._ready = False
 
 
 class EnvironmentCgroup:

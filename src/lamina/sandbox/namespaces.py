@@ -237,9 +237,11 @@ def probe() -> str | None:
     if not hasattr(os, "pidfd_open"):
         return "this kernel or Python lacks pidfd_open"
     try:
-        CgroupTree().ensure_parents()
+        tree = CgroupTree()
+        tree.ensure_parents()
     except CgroupUnavailable as error:
         return str(error)
+    tree.remove_empty_parents()  # created only to prove it can be
     return None
 
 
@@ -271,10 +273,15 @@ class NamespaceBackend:
         ]
 
     async def reap_leftovers(self) -> None:
+        """Kill the sandboxes of servers that no longer run, and remove their cgroups.
+
+        Their processes normally die with their server (--die-with-parent), leaving
+        empty cgroups; whatever still runs in them is killed first."""
         for group in self._cgroups.leftovers():
             group.kill_all()
             if not await group.remove():
                 log.warning("could not remove leftover cgroup %s", group.dirs)
+        self._cgroups.remove_empty_parents()
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> NamespaceSandbox:
         try:
