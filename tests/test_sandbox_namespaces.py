@@ -8,7 +8,10 @@ proven served by accepting, on the host, the connection the inside makes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from lamina.sandbox.base import SandboxSpec
 from lamina.sandbox.cgroups import CgroupLimits, CgroupTree, server_id
 from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, probe
 from lamina.sandbox.process import ProcessBackend
+from tests.conftest import ROLE, Server
 
 UNAVAILABLE = probe()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no kernel isolation: {UNAVAILABLE}")
@@ -199,7 +203,6 @@ def test_system_paths_expose_only_the_interpreter_prefix_not_its_home(
     """)], system_paths=(prefix,))
     result = asyncio.run(run(backend, spec))
     assert result.code == 0, result.output
-    import json
     seen = json.loads(result.output)
     assert seen["prefix"] == str(prefix)
     # Every directory above the prefix holds only the way down to it.
@@ -571,3 +574,61 @@ def test_concurrent_launches_each_serve_their_own_runtime_api(backend: Namespace
     for name, heard, output in asyncio.run(many()):
         assert heard == name
         assert output == f"hello {name}"
+
+
+# Through a real server: what a function's handler experiences.
+
+HOSTILE_HANDLER = '''
+import os, socket
+def handler(event, context):
+    if event["action"] == "hog":
+        chunks = [bytearray(2**20) for _ in range(event["mb"])]
+        return len(chunks)
+    if event["action"] == "probe":
+        found = {}
+        for port in event["ports"]:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                found[port] = "connected"
+            except OSError as error:
+                found[port] = type(error).__name__
+        found["uid"] = os.getuid()
+        found["code_dir"] = os.environ["LAMBDA_TASK_ROOT"]
+        found["shadow"] = os.path.exists("/etc/shadow")
+        return found
+'''
+
+
+def _hostile_function(server: Server, memory_mb: int) -> str:
+    if server.sandbox_backend() != "namespaces":
+        pytest.skip("the server runs another sandbox backend")
+    from tests.helpers import make_zip
+
+    name = f"hostile-{uuid.uuid4().hex[:8]}"
+    server.client().create_function(
+        FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+        MemorySize=memory_mb, Timeout=30, Code={"ZipFile": make_zip({"app.py": HOSTILE_HANDLER})})
+    return name
+
+
+def test_function_over_its_memory_size_fails_with_runtime_out_of_memory(server: Server) -> None:
+    name = _hostile_function(server, 128)
+    response = server.client().invoke(FunctionName=name, Payload=b'{"action": "hog", "mb": 400}',
+                                      LogType="Tail")
+    error = json.loads(response["Payload"].read())
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Runtime.OutOfMemory"
+    assert "signal: killed" in error["errorMessage"]
+    report = base64.b64decode(response["LogResult"]).decode()
+    used = int(re.search(r"Max Memory Used: (\d+) MB", report).group(1))
+    assert 100 <= used <= 128
+
+
+def test_function_cannot_reach_the_control_plane_or_see_host_secrets(server: Server) -> None:
+    name = _hostile_function(server, 256)
+    payload = json.dumps({"action": "probe", "ports": [server.port]}).encode()
+    result = json.loads(server.client().invoke(FunctionName=name, Payload=payload)["Payload"].read())
+    assert result[str(server.port)] == "ConnectionRefusedError"
+    assert result["uid"] == 993
+    assert result["code_dir"] == "/var/task"
+    assert result["shadow"] is False
