@@ -317,20 +317,19 @@ class EnvironmentCgroup:
             self._kill_listed()
             return
         freezer = self.dirs.get("freezer")
-        frozen = False
-        if freezer is not None and freezer.is_dir():
+        state = None if freezer is None else freezer / "freezer.state"
+        try:
             # A frozen group cannot fork, so one pass over cgroup.procs gets all;
             # SIGKILL is delivered once the group thaws.
-            try:
-                _write(freezer / "freezer.state", "FROZEN")
-                frozen = True
-            except OSError:
-                pass
+            if state is not None:
+                _write(state, "FROZEN")
+        except OSError:
+            state = None
         try:
             self._kill_listed()
         finally:
-            if frozen:
-                _write(freezer / "freezer.state", "THAWED")
+            if state is not None:
+                _write(state, "THAWED")
 
     def _kill_listed(self) -> None:
         for pid in self.pids():

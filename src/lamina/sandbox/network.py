@@ -149,7 +149,12 @@ async def read_pipe(fd: int, parse: Callable[[bytes], T | None]) -> T | None:
     data = b""
     while True:
         readable: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+        def wake(future: asyncio.Future[None] = readable) -> None:
+            if not future.done():  # the loop may call a reader more than once
+                future.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             await readable
         finally:

@@ -142,15 +142,15 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
     args += ["--ro-bind", str(etc_dir), "/etc"]
     if resolv_conf is not None:
         args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
-    for path in spec.system_paths:
+    for system_path in spec.system_paths:
         # Only the prefix itself: binding /root/.pyenv/versions/3.11.7 shows that
         # one directory, the rest of /root stays absent.
-        host = os.path.realpath(path)
+        named, host = str(system_path), os.path.realpath(system_path)
         if not _covered(host, mounted):
             args += ["--ro-bind", host, host]
             mounted.append(host)
-        if str(path) != host and not _covered(str(path), mounted):
-            args += ["--symlink", host, str(path)]
+        if named != host and not _covered(named, mounted):
+            args += ["--symlink", host, named]
     args += ["--ro-bind", str(spec.task_root), "/var/task",
              "--ro-bind", str(spec.runtime_root), "/var/runtime"]
     if spec.layers_root is not None:
