@@ -36,6 +36,10 @@ class Limits:
     # Concurrency.
     concurrent_executions: int = 1_000
     min_unreserved_concurrency: int = 100
+    # Scaling rate: each function may start this many new execution environments
+    # per window, refilled continuously (AWS: 1,000 every 10 seconds per function).
+    scaling_environments: int = 1_000
+    scaling_window_s: float = 10.0
     # Storage for all functions and layers (AWS: 75 GB per region).
     total_code_size_bytes: int = 75 * 1024 * MB
 

@@ -1,7 +1,7 @@
 """The one place an invocation is carried out, for every caller (API, queues, schedules).
 
-Resolve the version, check the payload, take an environment from the pool, run,
-and give the environment back. The async path (InvocationType=Event) answers at
+Resolve the version, check the payload, take a concurrency slot (or throttle),
+take an environment from the pool, run, and give both back. The async path (InvocationType=Event) answers at
 once and runs the same synchronous path in the background.
 """
 
@@ -25,8 +25,11 @@ from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     RequestEntityTooLargeException,
+    TooManyRequestsException,
 )
+from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.limits import Limits
+from lamina.observe.metrics import Metrics
 
 log = logging.getLogger("lamina.invoke")
 # Lambda's limit on the decoded X-Amz-Client-Context.
@@ -62,12 +65,14 @@ def new_trace_id() -> str:
 
 class Invoker:
     def __init__(self, functions: FunctionRegistry, pool: EnvironmentPool, region: Region,
-                 limits: Limits) -> None:
+                 limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics) -> None:
         self.functions = functions
         self.pool = pool
         self.region = region
         self.limits = limits
-        self._background: set[asyncio.Task[InvocationResult]] = set()
+        self.concurrency = concurrency
+        self.metrics = metrics
+        self._background: set[asyncio.Task[InvocationResult | None]] = set()
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
         asynchronous = request.invocation_type == "Event"
@@ -110,7 +115,7 @@ class Invoker:
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
             task = asyncio.get_running_loop().create_task(
-                self._run(fv, payload, client_context, request.qualifier, tail=False)
+                self._run_event(fv, payload, client_context, request.qualifier)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -118,20 +123,45 @@ class Invoker:
         return await self._run(fv, payload, client_context, request.qualifier,
                                tail=request.log_type == "Tail")
 
+    async def _run_event(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
+                         qualifier: str | None) -> InvocationResult | None:
+        try:
+            return await self._run(fv, payload, client_context, qualifier, tail=False)
+        except TooManyRequestsException as error:
+            # Counted as a throttle already; the durable async queue will retry these.
+            log.warning("asynchronous invocation of %s throttled: %s", fv.function_name,
+                        error.fields.get("Reason"))
+            return None
+
     async def _run(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
                    qualifier: str | None, tail: bool) -> InvocationResult:
-        invocation = Invocation(
-            request_id=str(uuid.uuid4()),
-            payload=payload,
-            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
-            trace_id=new_trace_id(),
-            client_context=client_context,
-        )
-        env = await self.pool.acquire(fv)
+        name = fv.function_name
+        # The slot is taken before anything else, so a throttled call costs nothing.
+        slot = self.concurrency.take(name)
         try:
-            outcome = await env.invoke(invocation)
+            invocation = Invocation(
+                request_id=str(uuid.uuid4()),
+                payload=payload,
+                invoked_function_arn=self.region.function_arn(name, qualifier),
+                trace_id=new_trace_id(),
+                client_context=client_context,
+            )
+            try:
+                env = await self.pool.acquire(fv)
+            except TooManyRequestsException:
+                # No memory or scaling rate left for a new environment.
+                self.metrics.function(name).throttles += 1
+                raise
+            try:
+                outcome = await env.invoke(invocation)
+            finally:
+                self.pool.release(env)
         finally:
-            self.pool.release(env)
+            self.concurrency.release(name, slot)
+        usage = self.metrics.function(name)
+        usage.invocations += 1
+        if outcome.function_error is not None:
+            usage.errors += 1
         log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
         return InvocationResult(
             status_code=200,

@@ -20,8 +20,14 @@ def _0001_functions(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0004_concurrency(conn: Connection) -> None:
+    for table in (schema.function_concurrency, schema.provisioned_concurrency):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
+    ("0004_concurrency", _0004_concurrency),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -45,4 +45,26 @@ sequences = Table(
     metadata,
     Column("name", String(512), primary_key=True),
     Column("value", Integer, nullable=False),
+)
+
+# Reserved concurrency (PutFunctionConcurrency): one row per function that has it.
+# Rows go with their function (ON DELETE CASCADE).
+function_concurrency = Table(
+    "function_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("reserved", Integer, nullable=False),
+)
+
+# Provisioned concurrency configs, per (function, qualifier): a version or an alias.
+# Only what the user asked for is stored; allocation status is live state.
+provisioned_concurrency = Table(
+    "provisioned_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("qualifier", String(128), primary_key=True),
+    Column("requested", Integer, nullable=False),
+    Column("last_modified", String(32), nullable=False),
 )
