@@ -1,0 +1,383 @@
+"""Concurrency: reserved and provisioned concurrency, throttling, memory and scaling limits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from botocore.exceptions import ClientError
+from sqlalchemy import insert
+
+from lamina.store.database import open_database
+from lamina.store.functions import FunctionStore
+from lamina.store.schema import function_versions
+from tests.conftest import ROLE, Server
+from tests.helpers import make_zip
+
+HANDLER = make_zip({"app.py": (
+    "import os, threading, time\n"
+    "def handler(event, context):\n"
+    "    time.sleep(event.get('sleep', 0))\n"
+    "    if event.get('die_later'):\n"
+    "        # Exit once this invocation has been answered: the environment dies idle.\n"
+    "        threading.Timer(0.3, os._exit, (1,)).start()\n"
+    "    return {'pid': os.getpid(), 'init': os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']}\n"
+)})
+
+
+def create(lam, code: bytes = HANDLER, **config: Any) -> str:
+    name = f"conc-{uuid.uuid4().hex[:10]}"
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": code}, **config)
+    return name
+
+
+def invoke(lam, name: str, event: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The handler's result and the REPORT line, or the error response when refused."""
+    try:
+        response = lam.invoke(FunctionName=name, Payload=json.dumps(event or {}), LogType="Tail",
+                              **kwargs)
+    except ClientError as error:
+        return {"error": error.response}
+    lines = base64.b64decode(response["LogResult"]).decode().splitlines()
+    report = next(line for line in lines if line.startswith("REPORT"))
+    return {"result": json.loads(response["Payload"].read()), "report": report}
+
+
+def parallel(count: int, call: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(count) as executor:
+        return list(executor.map(lambda _: call(), range(count)))
+
+
+def throttled(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o["error"] for o in outcomes if "error" in o]
+
+
+def publish_version(server: Server, name: str, version: str = "1") -> None:
+    """A published version of $LATEST, written straight into the server's store
+    (what PublishVersion stores; the server reads versions it has not cached)."""
+    engine = open_database(f"sqlite:///{server.data_dir / 'lamina.db'}")
+    try:
+        latest = FunctionStore(engine).get_version(name, "$LATEST")
+        assert latest is not None
+        config = {**latest, "version": version}
+        with engine.begin() as conn:
+            conn.execute(insert(function_versions).values(
+                function_name=name, version=version, revision_id=latest["revision_id"],
+                config=json.dumps(config)))
+    finally:
+        engine.dispose()
+
+
+def wait_for_status(lam, name: str, qualifier: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        if found["Status"] == status or time.monotonic() > deadline:
+            assert found["Status"] == status, found
+            return found
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def dedicated(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Servers with their own settings, stopped after the test."""
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(tmp_path / f"data{len(started)}", env)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# -- reserved concurrency ---------------------------------------------------------------
+
+
+def test_reserved_concurrency_of_2_throttles_3_of_5_parallel_calls_with_429(lam):
+    name = create(lam)
+    assert lam.put_function_concurrency(
+        FunctionName=name, ReservedConcurrentExecutions=2)["ReservedConcurrentExecutions"] == 2
+    outcomes = parallel(5, lambda: invoke(lam, name, {"sleep": 1.5}))
+    refused = throttled(outcomes)
+    assert len(refused) == 3
+    for error in refused:
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert error["Error"]["Code"] == "TooManyRequestsException"
+        assert error["Error"]["Message"] == "Rate Exceeded."
+        assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert sum("result" in o for o in outcomes) == 2
+
+
+def test_reserved_concurrency_shows_in_get_function_and_get_function_concurrency(lam):
+    name = create(lam)
+    assert "Concurrency" not in lam.get_function(FunctionName=name)
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=7)
+    assert lam.get_function(FunctionName=name)["Concurrency"] == {"ReservedConcurrentExecutions": 7}
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 7
+    lam.delete_function_concurrency(FunctionName=name)
+    assert "Concurrency" not in lam.get_function(FunctionName=name)
+
+
+def test_reserved_concurrency_0_throttles_every_call(lam):
+    name = create(lam)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    for _ in range(3):
+        error = invoke(lam, name)["error"]
+        assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    lam.delete_function_concurrency(FunctionName=name)
+    assert "result" in invoke(lam, name)
+
+
+def test_executions_in_flight_show_in_the_lamina_header_of_get_function_concurrency(lam):
+    name = create(lam)
+    header = "x-lamina-concurrent-executions"
+    with ThreadPoolExecutor(2) as executor:
+        running = [executor.submit(invoke, lam, name, {"sleep": 1.0}) for _ in range(2)]
+        time.sleep(0.6)
+        during = lam.get_function_concurrency(FunctionName=name)
+        assert during["ResponseMetadata"]["HTTPHeaders"][header] == "2"
+        assert all("result" in future.result() for future in running)
+    after = lam.get_function_concurrency(FunctionName=name)
+    assert after["ResponseMetadata"]["HTTPHeaders"][header] == "0"
+
+
+def test_reserving_below_the_unreserved_minimum_is_rejected_with_aws_message(lam):
+    name = create(lam)
+    before = lam.get_account_settings()["AccountLimit"]
+    assert before["ConcurrentExecutions"] == 1000
+    too_much = before["UnreservedConcurrentExecutions"] - 100 + 1
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=too_much)
+    assert refused.value.response["Error"]["Message"] == (
+        "Specified ReservedConcurrentExecutions for function decreases account's "
+        "UnreservedConcurrentExecution below its minimum value of [100]."
+    )
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=too_much - 1)
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 100
+    lam.delete_function(FunctionName=name)
+    assert lam.get_account_settings()["AccountLimit"] == before
+
+
+def test_reserved_concurrency_of_a_missing_function_is_404(lam):
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.put_function_concurrency(FunctionName="conc-missing", ReservedConcurrentExecutions=1)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_concurrency(FunctionName="conc-missing")
+
+
+@pytest.mark.slow
+def test_account_limit_throttles_the_shared_pool_and_keeps_reservations(dedicated):
+    server = dedicated(LAMINA_CONCURRENT_EXECUTIONS="3", LAMINA_MIN_UNRESERVED_CONCURRENCY="1")
+    lam = server.client()
+    reserved, shared = create(lam), create(lam)
+    lam.put_function_concurrency(FunctionName=reserved, ReservedConcurrentExecutions=1)
+    limits = lam.get_account_settings()["AccountLimit"]
+    assert (limits["ConcurrentExecutions"], limits["UnreservedConcurrentExecutions"]) == (3, 2)
+    with ThreadPoolExecutor(4) as executor:
+        busy = [executor.submit(invoke, lam, shared, {"sleep": 1.5}) for _ in range(3)]
+        time.sleep(0.5)
+        # The shared pool (2) is full, but the reservation is still there.
+        assert "result" in invoke(lam, reserved)
+        outcomes = [future.result() for future in busy]
+    refused = throttled(outcomes)
+    assert len(refused) == 1
+    assert refused[0]["Reason"] == "ConcurrentInvocationLimitExceeded"
+    assert refused[0]["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+# -- limits on new environments ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_environment_memory_ceiling_throttles_and_evicts_idle_environments_first(dedicated):
+    server = dedicated(LAMINA_ENVIRONMENT_MEMORY_MB="256")
+    lam = server.client()
+    first, second = create(lam, MemorySize=128), create(lam, MemorySize=128)
+    outcomes = parallel(3, lambda: invoke(lam, first, {"sleep": 1.0}))
+    refused = throttled(outcomes)
+    assert len(refused) == 1
+    assert refused[0]["Reason"] == "ConcurrentInvocationLimitExceeded"
+    assert "LAMINA_ENVIRONMENT_MEMORY_MB" in refused[0]["Error"]["Message"]
+    # Two idle environments of `first` fill the memory: a cold start of `second`
+    # stops the least recently used one instead of being refused.
+    assert "result" in invoke(lam, second)
+    assert "Init Duration" not in invoke(lam, first)["report"]  # the other one is still warm
+    assert len(throttled(parallel(2, lambda: invoke(lam, second, {"sleep": 0.5})))) == 0
+
+
+@pytest.mark.slow
+def test_scaling_rate_throttles_cold_starts_past_the_bucket(dedicated):
+    server = dedicated(LAMINA_SCALING_ENVIRONMENTS="2", LAMINA_SCALING_WINDOW_S="600")
+    lam = server.client()
+    name = create(lam)
+    refused = throttled(parallel(3, lambda: invoke(lam, name, {"sleep": 1.0})))
+    assert len(refused) == 1
+    assert refused[0]["Reason"] == "ConcurrentInvocationLimitExceeded"
+    # Warm environments need no token.
+    assert len(throttled(parallel(2, lambda: invoke(lam, name)))) == 0
+
+
+# -- provisioned concurrency -------------------------------------------------------------------
+
+
+def test_provisioned_concurrency_on_latest_is_refused(lam):
+    name = create(lam)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST",
+                                               ProvisionedConcurrentExecutions=1)
+    assert "unpublished function versions" in refused.value.response["Error"]["Message"]
+
+
+def test_provisioned_concurrency_of_a_missing_version_is_404(lam):
+    name = create(lam)
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="9",
+                                               ProvisionedConcurrentExecutions=1)
+
+
+def test_provisioned_concurrency_config_not_found_until_put(server, lam):
+    name = create(lam)
+    publish_version(server, name)
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+    assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
+
+
+def test_provisioned_concurrency_must_fit_the_reservation(server, lam):
+    name = create(lam)
+    publish_version(server, name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                               ProvisionedConcurrentExecutions=2)
+    assert "reservedConcurrentExecution" in refused.value.response["Error"]["Message"]
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=1)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+@pytest.mark.slow
+def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_demand(server, lam):
+    name = create(lam)
+    publish_version(server, name)
+    put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                                 ProvisionedConcurrentExecutions=3)
+    assert put["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert put["RequestedProvisionedConcurrentExecutions"] == 3
+    ready = wait_for_status(lam, name, "1", "READY")
+    assert ready["AllocatedProvisionedConcurrentExecutions"] == 3
+    assert ready["AvailableProvisionedConcurrentExecutions"] == 3
+    assert ready["LastModified"] == put["LastModified"]
+    listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+    assert [c["FunctionArn"].rsplit(":", 2)[1:] for c in listed] == [[name, "1"]]
+
+    outcomes = parallel(4, lambda: invoke(lam, name, {"sleep": 1.0}, Qualifier="1"))
+    warm = [o for o in outcomes if o["result"]["init"] == "provisioned-concurrency"]
+    cold = [o for o in outcomes if o["result"]["init"] == "on-demand"]
+    assert len(warm) == 3 and len(cold) == 1
+    assert not any("Init Duration" in o["report"] for o in warm)
+    assert "Init Duration" in cold[0]["report"]
+
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+    with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+@pytest.mark.slow
+def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(server, lam):
+    name = create(lam)
+    publish_version(server, name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=2)
+    wait_for_status(lam, name, "1", "READY")
+    dead = invoke(lam, name, {"die_later": True}, Qualifier="1")["result"]
+    assert dead["init"] == "provisioned-concurrency"
+    deadline = time.monotonic() + 10
+    while _alive(dead["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(dead["pid"])
+    ready = wait_for_status(lam, name, "1", "READY")
+    assert ready["AllocatedProvisionedConcurrentExecutions"] == 2
+    outcomes = parallel(2, lambda: invoke(lam, name, {"sleep": 0.5}, Qualifier="1"))
+    assert {o["result"]["init"] for o in outcomes} == {"provisioned-concurrency"}
+    assert dead["pid"] not in {o["result"]["pid"] for o in outcomes}
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too: only its parent has not collected it yet.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(server, lam):
+    name = create(lam, make_zip({"app.py": "raise RuntimeError('no init')\n"}))
+    publish_version(server, name)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=1)
+    failed = wait_for_status(lam, name, "1", "FAILED")
+    assert failed["StatusReason"].startswith("FUNCTION_ERROR_INIT_FAILURE")
+    assert failed["AllocatedProvisionedConcurrentExecutions"] == 0
+    lam.delete_function(FunctionName=name)
+
+
+@pytest.mark.slow
+def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
+    server = dedicated()
+    lam = server.client()
+    name = create(lam)
+    publish_version(server, name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=2)
+    wait_for_status(lam, name, "1", "READY")
+    server.stop()
+    server.start()
+    lam = server.client()
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 5
+    ready = wait_for_status(lam, name, "1", "READY")
+    assert ready["AllocatedProvisionedConcurrentExecutions"] == 2
+    assert invoke(lam, name, Qualifier="1")["result"]["init"] == "provisioned-concurrency"
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def test_lamina_concurrency_shows_in_use_reserved_and_provisioned(server, lam):
+    name = create(lam)
+    publish_version(server, name)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=4)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=1)
+    wait_for_status(lam, name, "1", "READY")
+    env = {**os.environ, "LAMINA_ENDPOINT": server.endpoint, "COLUMNS": "200"}
+    shown = subprocess.run([sys.executable, "-m", "lamina.cli.main", "concurrency", name],
+                           env=env, capture_output=True, text=True, check=True).stdout
+    assert "in use: 0" in shown
+    assert "reserved: 4" in shown
+    assert "1 (READY, 1 allocated)" in shown
+    listing = subprocess.run([sys.executable, "-m", "lamina.cli.main", "functions"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+    assert "Concurrency" in listing
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
