@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -381,3 +382,34 @@ def test_lamina_concurrency_shows_in_use_reserved_and_provisioned(server, lam):
                              env=env, capture_output=True, text=True, check=True).stdout
     assert "Concurrency" in listing
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+
+
+# -- in process: exact counting and the metrics ---------------------------------------------
+
+
+def test_counting_is_exact_when_calls_arrive_in_the_same_tick_and_metrics_count_them(tmp_path):
+    from lamina.config import load_settings
+    from lamina.errors import TooManyRequestsException
+    from lamina.invoke.service import InvocationRequest
+    from lamina.platform import Platform
+
+    async def scenario() -> None:
+        platform = Platform(load_settings(data_dir=tmp_path / "data"))
+        await platform.start()
+        try:
+            platform.functions.create_function(
+                "counted", HANDLER, {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {})
+            platform.concurrency.put_reserved("counted", 2)
+            request = InvocationRequest("counted", b'{"sleep": 0.3}')
+            outcomes = await asyncio.gather(*(platform.invoker.invoke(request) for _ in range(5)),
+                                            return_exceptions=True)
+            refused = [o for o in outcomes if isinstance(o, TooManyRequestsException)]
+            assert len(refused) == 3
+            usage = platform.metrics.snapshot()["counted"]
+            assert (usage.invocations, usage.throttles, usage.errors, usage.concurrent_executions) == (2, 3, 0, 0)
+            assert platform.environments.memory_in_use_mb == 2 * 128
+        finally:
+            await platform.stop()
+        assert platform.environments.memory_in_use_mb == 0
+
+    asyncio.run(scenario())
