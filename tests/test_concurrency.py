@@ -89,6 +89,18 @@ def wait_for_status(lam, name: str, qualifier: str, status: str, timeout: float 
         time.sleep(0.05)
 
 
+def provisioned_function(server: Server, lam, provisioned: int, reserved: int | None = None) -> str:
+    """A new function with version 1 provisioned (READY), and a reservation if given."""
+    name = create(lam)
+    publish_version(server, name)
+    if reserved is not None:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
+                                           ProvisionedConcurrentExecutions=provisioned)
+    wait_for_status(lam, name, "1", "READY")
+    return name
+
+
 @pytest.fixture
 def dedicated(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Servers with their own settings, stopped after the test."""
@@ -303,11 +315,7 @@ def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_
 
 @pytest.mark.slow
 def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(server, lam):
-    name = create(lam)
-    publish_version(server, name)
-    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
-                                           ProvisionedConcurrentExecutions=2)
-    wait_for_status(lam, name, "1", "READY")
+    name = provisioned_function(server, lam, provisioned=2)
     dead = invoke(lam, name, {"die_later": True}, Qualifier="1")["result"]
     assert dead["init"] == "provisioned-concurrency"
     deadline = time.monotonic() + 10
@@ -347,12 +355,7 @@ def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(server
 def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
     server = dedicated()
     lam = server.client()
-    name = create(lam)
-    publish_version(server, name)
-    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
-    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
-                                           ProvisionedConcurrentExecutions=2)
-    wait_for_status(lam, name, "1", "READY")
+    name = provisioned_function(server, lam, provisioned=2, reserved=5)
     server.stop()
     server.start()
     lam = server.client()
@@ -366,12 +369,7 @@ def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
 
 
 def test_lamina_concurrency_shows_in_use_reserved_and_provisioned(server, lam):
-    name = create(lam)
-    publish_version(server, name)
-    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=4)
-    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
-                                           ProvisionedConcurrentExecutions=1)
-    wait_for_status(lam, name, "1", "READY")
+    name = provisioned_function(server, lam, provisioned=1, reserved=4)
     env = {**os.environ, "LAMINA_ENDPOINT": server.endpoint, "COLUMNS": "200"}
     shown = subprocess.run([sys.executable, "-m", "lamina.cli.main", "concurrency", name],
                            env=env, capture_output=True, text=True, check=True).stdout
