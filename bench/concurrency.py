@@ -28,12 +28,6 @@ import time
 import zipfile
 from pathlib import Path
 
-from sqlalchemy import insert
-
-from lamina.store.database import open_database
-from lamina.store.functions import FunctionStore
-from lamina.store.schema import function_versions
-
 sys.path.insert(0, str(Path(__file__).parent))
 from invoke import ROLE, percentile, start_server  # noqa: E402
 
@@ -61,18 +55,9 @@ def create_function(port: int, name: str) -> None:
     assert status == 201, body
 
 
-def publish_version(data_dir: Path, name: str) -> None:
-    """Version 1 of $LATEST, written into the store the way PublishVersion stores it."""
-    engine = open_database(f"sqlite:///{data_dir / 'lamina.db'}")
-    try:
-        latest = FunctionStore(engine).get_version(name, "$LATEST")
-        assert latest is not None
-        with engine.begin() as conn:
-            conn.execute(insert(function_versions).values(
-                function_name=name, version="1", revision_id=latest["revision_id"],
-                config=json.dumps({**latest, "version": "1"})))
-    finally:
-        engine.dispose()
+def publish_version(port: int, name: str) -> None:
+    status, body = request(port, "POST", f"/2015-03-31/functions/{name}/versions", {})
+    assert status == 201 and body["Version"] == "1", body
 
 
 def provision(port: int, name: str) -> None:
@@ -148,7 +133,7 @@ def main() -> None:
                 create_function(port, f"cold{i}")
                 on_demand.append(first_invoke(port, f"cold{i}"))
                 create_function(port, f"warm{i}")
-                publish_version(data_dir, f"warm{i}")
+                publish_version(port, f"warm{i}")
                 provision(port, f"warm{i}")
                 provisioned.append(first_invoke(port, f"warm{i}", "1"))
             create_function(port, "burst")

@@ -16,11 +16,6 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from botocore.exceptions import ClientError
-from sqlalchemy import insert
-
-from lamina.store.database import open_database
-from lamina.store.functions import FunctionStore
-from lamina.store.schema import function_versions
 from tests.conftest import ROLE, Server
 from tests.helpers import make_zip
 
@@ -63,20 +58,8 @@ def throttled(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o["error"] for o in outcomes if "error" in o]
 
 
-def publish_version(server: Server, name: str, version: str = "1") -> None:
-    """A published version of $LATEST, written straight into the server's store
-    (what PublishVersion stores; the server reads versions it has not cached)."""
-    engine = open_database(f"sqlite:///{server.data_dir / 'lamina.db'}")
-    try:
-        latest = FunctionStore(engine).get_version(name, "$LATEST")
-        assert latest is not None
-        config = {**latest, "version": version}
-        with engine.begin() as conn:
-            conn.execute(insert(function_versions).values(
-                function_name=name, version=version, revision_id=latest["revision_id"],
-                config=json.dumps(config)))
-    finally:
-        engine.dispose()
+def publish_version(lam, name: str) -> str:
+    return lam.publish_version(FunctionName=name)["Version"]
 
 
 def wait_for_status(lam, name: str, qualifier: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -89,10 +72,10 @@ def wait_for_status(lam, name: str, qualifier: str, status: str, timeout: float 
         time.sleep(0.05)
 
 
-def provisioned_function(server: Server, lam, provisioned: int, reserved: int | None = None) -> str:
+def provisioned_function(lam, provisioned: int, reserved: int | None = None) -> str:
     """A new function with version 1 provisioned (READY), and a reservation if given."""
     name = create(lam)
-    publish_version(server, name)
+    assert publish_version(lam, name) == "1"
     if reserved is not None:
         lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
     lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
@@ -263,17 +246,17 @@ def test_provisioned_concurrency_of_a_missing_version_is_404(lam):
                                                ProvisionedConcurrentExecutions=1)
 
 
-def test_provisioned_concurrency_config_not_found_until_put(server, lam):
+def test_provisioned_concurrency_config_not_found_until_put(lam):
     name = create(lam)
-    publish_version(server, name)
+    publish_version(lam, name)
     with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
         lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
     assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
 
 
-def test_provisioned_concurrency_must_fit_the_reservation(server, lam):
+def test_provisioned_concurrency_must_fit_the_reservation(lam):
     name = create(lam)
-    publish_version(server, name)
+    publish_version(lam, name)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
         lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
@@ -287,9 +270,9 @@ def test_provisioned_concurrency_must_fit_the_reservation(server, lam):
 
 
 @pytest.mark.slow
-def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_demand(server, lam):
+def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_demand(lam):
     name = create(lam)
-    publish_version(server, name)
+    publish_version(lam, name)
     put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
                                                  ProvisionedConcurrentExecutions=3)
     assert put["ResponseMetadata"]["HTTPStatusCode"] == 202
@@ -314,8 +297,8 @@ def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_
 
 
 @pytest.mark.slow
-def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(server, lam):
-    name = provisioned_function(server, lam, provisioned=2)
+def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(lam):
+    name = provisioned_function(lam, provisioned=2)
     dead = invoke(lam, name, {"die_later": True}, Qualifier="1")["result"]
     assert dead["init"] == "provisioned-concurrency"
     deadline = time.monotonic() + 10
@@ -330,6 +313,27 @@ def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(server,
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
 
 
+def test_provisioned_concurrency_on_an_alias_serves_calls_through_the_alias(lam):
+    name = create(lam)
+    publish_version(lam, name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live",
+                                           ProvisionedConcurrentExecutions=1)
+    assert wait_for_status(lam, name, "live", "READY")["AllocatedProvisionedConcurrentExecutions"] == 1
+    listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+    assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed] == ["live"]
+    assert invoke(lam, name, Qualifier="live")["result"]["init"] == "provisioned-concurrency"
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+
+
+def test_deleting_a_version_removes_its_provisioned_concurrency(lam):
+    name = provisioned_function(lam, provisioned=1)
+    lam.delete_function(FunctionName=name, Qualifier="1")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
+    assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -340,9 +344,9 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(server, lam):
+def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(lam):
     name = create(lam, make_zip({"app.py": "raise RuntimeError('no init')\n"}))
-    publish_version(server, name)
+    publish_version(lam, name)
     lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="1",
                                            ProvisionedConcurrentExecutions=1)
     failed = wait_for_status(lam, name, "1", "FAILED")
@@ -355,7 +359,7 @@ def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(server
 def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
     server = dedicated()
     lam = server.client()
-    name = provisioned_function(server, lam, provisioned=2, reserved=5)
+    name = provisioned_function(lam, provisioned=2, reserved=5)
     server.stop()
     server.start()
     lam = server.client()
@@ -369,7 +373,7 @@ def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
 
 
 def test_lamina_concurrency_shows_in_use_reserved_and_provisioned(server, lam):
-    name = provisioned_function(server, lam, provisioned=1, reserved=4)
+    name = provisioned_function(lam, provisioned=1, reserved=4)
     env = {**os.environ, "LAMINA_ENDPOINT": server.endpoint, "COLUMNS": "200"}
     shown = subprocess.run([sys.executable, "-m", "lamina.cli.main", "concurrency", name],
                            env=env, capture_output=True, text=True, check=True).stdout

@@ -187,11 +187,18 @@ class ConcurrencyRegistry:
     # -- keeping in step with functions ----------------------------------------------
 
     def function_changed(self, function_name: str) -> None:
-        """A function changed or was deleted: a deleted one's settings go with it
-        (the store drops its rows by cascade; this drops the in-memory copies)."""
-        if self.functions.store.get_version(function_name, LATEST) is not None:
+        """A function changed, lost a version, or was deleted. A deleted function's
+        settings go with it (the store drops its rows by cascade; this drops the
+        in-memory copies), and so does the provisioned config of a deleted version."""
+        if self.functions.store.get_version(function_name, LATEST) is None:
+            self.reserved.pop(function_name, None)
+            for name, qualifier in [k for k in self.provisioned if k[0] == function_name]:
+                self._forget_provisioned(name, qualifier)
+            self._recount()
             return
-        self.reserved.pop(function_name, None)
         for name, qualifier in [k for k in self.provisioned if k[0] == function_name]:
-            self._forget_provisioned(name, qualifier)
-        self._recount()
+            try:
+                self.functions.get_version(name, qualifier)
+            except ResourceNotFoundException:
+                self.store.delete_provisioned(name, qualifier)
+                self._forget_provisioned(name, qualifier)

@@ -1,15 +1,16 @@
 """The one place an invocation is carried out, for every caller (API, queues, schedules).
 
 Resolve the version, check the payload, take a concurrency slot (or throttle),
-take an environment from the pool, run, and give both back. The async path (InvocationType=Event) answers at
-once and runs the same synchronous path in the background.
+take an environment from the pool, run, and give both back. The async path
+(InvocationType=Event) answers at once and runs the same synchronous path in the
+background.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import base64
+import binascii
 import json
 import logging
 import os
@@ -18,7 +19,8 @@ import uuid
 from dataclasses import dataclass
 
 from lamina.control.arns import Region
-from lamina.control.functions import FunctionRegistry
+from lamina.control.aliases import Aliases
+from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
 from lamina.errors import (
@@ -64,9 +66,10 @@ def new_trace_id() -> str:
 
 
 class Invoker:
-    def __init__(self, functions: FunctionRegistry, pool: EnvironmentPool, region: Region,
+    def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
                  limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics) -> None:
-        self.functions = functions
+        # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
+        self.targets = targets
         self.pool = pool
         self.region = region
         self.limits = limits
@@ -108,22 +111,26 @@ class Invoker:
         return decoded.decode()
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        fv = self.functions.get_version(request.function_name, request.qualifier)
+        fv = self.targets.resolve_invocation_target(
+            request.function_name, request.qualifier
+        ).function_version
+        # The qualifier may come inside FunctionName ("name:alias" or a qualified ARN).
+        qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
         payload = self._check_payload(request)
         client_context = self._client_context(request.client_context)
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
             task = asyncio.get_running_loop().create_task(
-                self._run_event(fv, payload, client_context, request.qualifier)
+                self._run_event(fv, payload, client_context, qualifier)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return InvocationResult(202, executed_version=fv.version)
-        return await self._run(fv, payload, client_context, request.qualifier,
+        return await self._run(fv, payload, client_context, qualifier,
                                tail=request.log_type == "Tail")
 
-    async def _run_event(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
+    async def _run_event(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                          qualifier: str | None) -> InvocationResult | None:
         try:
             return await self._run(fv, payload, client_context, qualifier, tail=False)
@@ -133,7 +140,7 @@ class Invoker:
                         error.fields.get("Reason"))
             return None
 
-    async def _run(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
+    async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool) -> InvocationResult:
         name = fv.function_name
         # The slot is taken before anything else, so a throttled call costs nothing.

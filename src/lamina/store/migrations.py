@@ -20,6 +20,12 @@ def _0001_functions(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0002_versions_aliases_layers(conn: Connection) -> None:
+    # Published versions are rows of function_versions already; these add the rest.
+    for table in (schema.aliases, schema.layer_versions, schema.policies):
+        table.create(conn)
+
+
 def _0004_concurrency(conn: Connection) -> None:
     for table in (schema.function_concurrency, schema.provisioned_concurrency):
         table.create(conn)
@@ -27,6 +33,7 @@ def _0004_concurrency(conn: Connection) -> None:
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
+    ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
     ("0004_concurrency", _0004_concurrency),
 ]
 

@@ -11,6 +11,7 @@ from lamina.api.operations import Call, operation
 async def get_account_settings(call: Call) -> dict[str, Any]:
     limits = call.platform.settings.limits
     count, code_size = call.platform.functions.store.count_and_code_size()
+    code_size += call.platform.layers.store.total_code_size()
     return {
         "AccountLimit": {
             "TotalCodeSize": limits.total_code_size_bytes,
