@@ -420,10 +420,6 @@ class ExecutionEnvironment:
         self.lifecycle.to(State.FAILED)
         return _error_payload(error_type, message), "Unhandled", "crash"
 
-    @property
-    def provisioned(self) -> bool:
-        return self.config.initialization_type == "provisioned-concurrency"
-
     async def wait_exit(self) -> None:
         """Until the runtime's main process has exited, for whatever reason (a crash,
         an OOM kill, our own shutdown); at once if it never started."""

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Coroutine
 
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import ExecutionEnvironment
@@ -56,13 +57,13 @@ class ProvisionedSet:
 
 
 def _init_failure_reason(env: ExecutionEnvironment) -> str:
-    detail = ""
+    parts = ["FUNCTION_ERROR_INIT_FAILURE"]
     try:
         error = json.loads(env.init_failure or b"{}")
-        detail = f": {error.get('errorType', '')}: {error.get('errorMessage', '')}".rstrip(": ")
-    except (ValueError, AttributeError):
-        pass
-    return f"FUNCTION_ERROR_INIT_FAILURE{detail}"
+        parts += [str(error[k]) for k in ("errorType", "errorMessage") if error.get(k)]
+    except (ValueError, TypeError, AttributeError):
+        pass  # not Lambda's error shape: the reason code alone
+    return ": ".join(parts)
 
 
 class ProvisionedEnvironments:
@@ -71,7 +72,7 @@ class ProvisionedEnvironments:
         self._sets: dict[tuple[str, str], ProvisionedSet] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coroutine) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
