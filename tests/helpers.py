@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
+from typing import Any, Iterator
+
+import pytest
+from botocore.exceptions import ClientError
 
 
 def make_zip(files: dict[str, str | bytes], mode: int = 0o644) -> bytes:
@@ -18,3 +23,37 @@ def make_zip(files: dict[str, str | bytes], mode: int = 0o644) -> bytes:
 
 
 ECHO = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
+
+
+ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+
+
+def function_args(name: str, code: bytes = ECHO, **overrides: object) -> dict[str, object]:
+    """CreateFunction arguments for a small Python function; overrides win."""
+    return {
+        "FunctionName": name,
+        "Runtime": "python3.11",
+        "Role": ROLE,
+        "Handler": "app.handler",
+        "Code": {"ZipFile": code},
+        **overrides,
+    }
+
+
+@contextlib.contextmanager
+def aws_error(client: Any, code: str, status: int | None = None) -> Iterator[pytest.ExceptionInfo]:
+    """Expect the AWS error `code`: boto3's own exception class when the model has one."""
+    modeled = {shape.name for shape in client.meta.service_model.error_shapes}
+    # Errors outside the model (ValidationException, the SigV4 ones) reach boto3 as a
+    # plain ClientError carrying the code, exactly as they do against AWS.
+    expected = getattr(client.exceptions, code) if code in modeled else ClientError
+    with pytest.raises(expected) as info:
+        yield info
+    error = info.value.response["Error"]
+    assert error["Code"] == code, error
+    if status is not None:
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+
+
+def error_message(info: pytest.ExceptionInfo) -> str:
+    return info.value.response["Error"]["Message"]

@@ -286,9 +286,7 @@ def validate(operation: OperationModel, params: dict[str, Any]) -> None:
     problems: list[str] = []
     _check(operation.input_shape, params, "", problems)
     if problems:
-        count = len(problems)
-        noun = "error" if count == 1 else "errors"
-        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(problems))
+        raise ValidationException.of(problems)
 
 
 # -- writing the response -------------------------------------------------------

@@ -157,3 +157,7 @@ def delete(name: str, endpoint: str | None) -> None:
     except ClientError as error:
         _fail(error)
     console.print(f"[green]deleted[/green] {name}")
+
+
+if __name__ == "__main__":
+    cli()

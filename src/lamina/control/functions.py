@@ -40,15 +40,18 @@ def new_revision_id() -> str:
     return str(uuid.uuid4())
 
 
-def out_of_range(field: str, value: int, low: int, high: int) -> ValidationException:
-    """AWS's own wording for a number outside the allowed range."""
+def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
+    """AWS's wording for a number outside Lambda's quota, as a validation problem.
+
+    The service model allows more than the quotas (e.g. MemorySize up to 32768), so
+    these are checked here, against limits.py, and reported the way the model's are.
+    """
+    if low <= value <= high:
+        return []
     bound = (
         f"greater than or equal to {low}" if value < low else f"less than or equal to {high}"
     )
-    return ValidationException(
-        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
-        f"constraint: Member must have value {bound}"
-    )
+    return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"]
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,15 @@ class FunctionRegistry:
 
     def _validate(self, fv: FunctionVersion) -> None:
         limits = self.limits
-        if not limits.min_memory_size_mb <= fv.memory_size <= limits.max_memory_size_mb:
-            raise out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
-                               limits.max_memory_size_mb)
-        if not limits.min_timeout_s <= fv.timeout <= limits.max_timeout_s:
-            raise out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s)
-        if not limits.min_ephemeral_storage_mb <= fv.ephemeral_storage_mb <= limits.max_ephemeral_storage_mb:
-            raise out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
-                               limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb)
+        problems = [
+            *out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
+                          limits.max_memory_size_mb),
+            *out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s),
+            *out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
+                          limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb),
+        ]
+        if problems:
+            raise ValidationException.of(problems)
         reserved = sorted(RESERVED_VARIABLES.intersection(fv.environment))
         if reserved:
             raise InvalidParameterValueException(
@@ -170,12 +174,18 @@ class FunctionRegistry:
         if len(tags) > MAX_TAGS:
             raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
         # Validate the configuration first: a refused function stores no code.
+        # Runtime and Handler may be absent (Image packages); _validate decides.
+        defaults = {
+            "runtime": None,
+            "handler": None,
+            "timeout": self.limits.default_timeout_s,
+            "memory_size": self.limits.default_memory_size_mb,
+            "ephemeral_storage_mb": self.limits.default_ephemeral_storage_mb,
+        }
         draft = FunctionVersion(
             function_name=ref.name, version=LATEST, code_sha256_hex="0" * 64, code_size=0,
             revision_id=new_revision_id(), last_modified=aws_timestamp(),
-            timeout=self.limits.default_timeout_s, memory_size=self.limits.default_memory_size_mb,
-            ephemeral_storage_mb=self.limits.default_ephemeral_storage_mb,
-            **settings,
+            **{**defaults, **settings},
         )
         self._validate(draft)
         if self.store.get_version(ref.name, LATEST) is not None:
@@ -189,6 +199,14 @@ class FunctionRegistry:
 
     def _exists(self, name: str) -> ResourceConflictException:
         return ResourceConflictException(f"Function already exist: {name}")
+
+    @staticmethod
+    def _check_revision(current: FunctionVersion, revision_id: str | None) -> None:
+        if revision_id is not None and revision_id != current.revision_id:
+            raise PreconditionFailedException(
+                "The Revision Id provided does not match the latest Revision Id. Call the "
+                "GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
 
     def _update_latest(
         self, function_name: str, revision_id: str | None,
@@ -209,11 +227,7 @@ class FunctionRegistry:
             if data is None:
                 raise self.not_found(ref.name)
             current = FunctionVersion.from_json(data)
-            if revision_id is not None and revision_id != current.revision_id:
-                raise PreconditionFailedException(
-                    "The Revision Id provided does not match the latest Revision Id. Call the "
-                    "GetFunction/GetAlias API to retrieve the latest Revision Id"
-                )
+            self._check_revision(current, revision_id)
             updated = dataclasses.replace(
                 change(current), revision_id=new_revision_id(), last_modified=aws_timestamp()
             )
@@ -239,7 +253,9 @@ class FunctionRegistry:
         self, function_name: str, zip_file: bytes, revision_id: str | None = None,
         architectures: list[str] | None = None,
     ) -> FunctionVersion:
-        self.get_version(self.resolve(function_name).name)  # 404 before storing anything
+        # 404 and 412 before storing anything: a refused update leaves no blob behind.
+        current = self.get_version(self.resolve(function_name).name)
+        self._check_revision(current, revision_id)
         digest, size = self._store_code(zip_file, "UpdateFunctionCode")
 
         def change(current: FunctionVersion) -> FunctionVersion:
