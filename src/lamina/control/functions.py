@@ -55,6 +55,14 @@ def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
 
 
 @dataclass(frozen=True)
+class AccountUsage:
+    """GetAccountSettings' AccountUsage: what this account has stored."""
+
+    function_count: int
+    total_code_size: int
+
+
+@dataclass(frozen=True)
 class FunctionListing:
     functions: list[FunctionVersion]
     next_marker: str | None
@@ -114,11 +122,15 @@ class FunctionRegistry:
     def tags(self, name: str) -> dict[str, str]:
         return self.store.get_tags(self.function_arn(name))
 
+    def account_usage(self) -> AccountUsage:
+        count, code_size = self.store.count_and_code_size()
+        return AccountUsage(function_count=count, total_code_size=code_size)
+
     # -- writing ----------------------------------------------------------------
 
     def _store_code(self, zip_file: bytes, operation: str) -> tuple[str, int]:
         info = inspect_package(zip_file, self.limits, operation)
-        _, used = self.store.count_and_code_size()
+        used = self.account_usage().total_code_size
         if used + info.zipped_size > self.limits.total_code_size_bytes:
             raise CodeStorageExceededException(
                 f"Code storage limit exceeded: {self.limits.total_code_size_bytes} bytes"
