@@ -129,3 +129,9 @@ class UnknownOperationException(LambdaError):
 
 class IncompleteSignatureException(LambdaError):
     status_code = 403
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    """A request with no Authorization header at all, where keys are required."""
+
+    status_code = 403
