@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
 
@@ -26,9 +27,16 @@ def _endpoint_option(f: Any) -> Any:
     )(f)
 
 
-def _fail(error: ClientError) -> None:
-    err = error.response.get("Error", {})
-    raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """AWS errors and unreachable servers as one-line messages, not tracebacks."""
+    try:
+        yield
+    except ClientError as error:
+        err = error.response.get("Error", {})
+        raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}") from None
+    except BotoCoreError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -97,21 +105,18 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
         config["Timeout"] = timeout
     if env:
         config["Environment"] = {"Variables": dict(item.split("=", 1) for item in env)}
-    try:
-        with console.status(f"uploading {len(code):,} bytes"):
-            try:
-                client.get_function_configuration(FunctionName=name)
-                exists = True
-            except client.exceptions.ResourceNotFoundException:
-                exists = False
-            if exists:
-                client.update_function_code(FunctionName=name, ZipFile=code)
-                client.get_waiter("function_updated_v2").wait(FunctionName=name)
-                result = client.update_function_configuration(FunctionName=name, **config)
-            else:
-                result = client.create_function(FunctionName=name, Code={"ZipFile": code}, **config)
-    except ClientError as error:
-        _fail(error)
+    with _api_errors(), console.status(f"uploading {len(code):,} bytes"):
+        try:
+            client.get_function_configuration(FunctionName=name)
+            exists = True
+        except client.exceptions.ResourceNotFoundException:
+            exists = False
+        if exists:
+            client.update_function_code(FunctionName=name, ZipFile=code)
+            client.get_waiter("function_updated_v2").wait(FunctionName=name)
+            result = client.update_function_configuration(FunctionName=name, **config)
+        else:
+            result = client.create_function(FunctionName=name, Code={"ZipFile": code}, **config)
     verb = "updated" if exists else "created"
     console.print(f"[green]{verb}[/green] {result['FunctionArn']} ({result['CodeSize']:,} bytes, "
                   f"sha256 {result['CodeSha256']})")
@@ -122,15 +127,18 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
 def functions(endpoint: str | None) -> None:
     """List functions."""
     client = lambda_client(endpoint)
-    table = Table("Name", "Runtime", "Handler", "Memory", "Timeout", "Code size", "Last modified")
-    try:
-        for page in client.get_paginator("list_functions").paginate():
-            for f in page["Functions"]:
-                table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
-                              str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
-                              f["LastModified"])
-    except ClientError as error:
-        _fail(error)
+    with _api_errors():
+        found = [f for page in client.get_paginator("list_functions").paginate()
+                 for f in page["Functions"]]
+    # Names are what users copy into the next command: never fold or cut them;
+    # the other columns give way in a narrow terminal.
+    longest = max((len(f["FunctionName"]) for f in found), default=4)
+    table = Table(Column("Name", no_wrap=True, min_width=longest), "Runtime", "Handler",
+                  "Memory", "Timeout", "Code size", "Last modified")
+    for f in found:
+        table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
+                      str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
+                      f["LastModified"])
     console.print(table)
 
 
@@ -139,10 +147,8 @@ def functions(endpoint: str | None) -> None:
 @_endpoint_option
 def get(name: str, endpoint: str | None) -> None:
     """Show a function's configuration."""
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).get_function(FunctionName=name)
-    except ClientError as error:
-        _fail(error)
     result.pop("ResponseMetadata", None)
     console.print_json(json.dumps(result))
 
@@ -152,10 +158,8 @@ def get(name: str, endpoint: str | None) -> None:
 @_endpoint_option
 def delete(name: str, endpoint: str | None) -> None:
     """Delete a function."""
-    try:
+    with _api_errors():
         lambda_client(endpoint).delete_function(FunctionName=name)
-    except ClientError as error:
-        _fail(error)
     console.print(f"[green]deleted[/green] {name}")
 
 
