@@ -26,7 +26,7 @@ class FunctionStore:
                 conn.execute(
                     insert(function_versions).values(
                         function_name=name, version=version, revision_id=revision_id,
-                        config=json.dumps(config),
+                        config=json.dumps(config), code_size=config.get("code_size", 0),
                     )
                 )
                 if tag_values:
@@ -76,7 +76,8 @@ class FunctionStore:
                     function_versions.c.version == version,
                     function_versions.c.revision_id == expected_revision,
                 )
-                .values(revision_id=revision_id, config=json.dumps(config))
+                .values(revision_id=revision_id, config=json.dumps(config),
+                        code_size=config.get("code_size", 0))
             )
         return result.rowcount == 1
 
@@ -90,9 +91,8 @@ class FunctionStore:
     def count_and_code_size(self) -> tuple[int, int]:
         with self._engine.connect() as conn:
             count = conn.execute(select(func.count()).select_from(functions)).scalar_one()
-            configs = conn.execute(select(function_versions.c.config)).scalars()
-            total = sum(json.loads(c).get("code_size", 0) for c in configs)
-        return count, total
+            total = conn.execute(select(func.coalesce(func.sum(function_versions.c.code_size), 0))).scalar_one()
+        return count, int(total)
 
     # -- tags ------------------------------------------------------------------
 

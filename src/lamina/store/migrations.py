@@ -6,9 +6,10 @@ Append new migrations to MIGRATIONS with a new id; never edit one that has shipp
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select, text
 
 from lamina.store import schema
 
@@ -20,8 +21,27 @@ def _0001_functions(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0002_function_versions_code_size(conn: Connection) -> None:
+    # 0001 creates tables from the current schema, so on a new database the column
+    # is already there; only databases made before it need it added and filled.
+    columns = {c["name"] for c in inspect(conn).get_columns("function_versions")}
+    if "code_size" not in columns:
+        conn.execute(text(
+            "ALTER TABLE function_versions ADD COLUMN code_size BIGINT NOT NULL DEFAULT 0"
+        ))
+    versions = schema.function_versions
+    rows = conn.execute(select(versions.c.function_name, versions.c.version, versions.c.config))
+    for name, version, config in rows.all():
+        conn.execute(
+            versions.update()
+            .where(versions.c.function_name == name, versions.c.version == version)
+            .values(code_size=int(json.loads(config).get("code_size", 0)))
+        )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
+    ("0002_function_versions_code_size", _0002_function_versions_code_size),
 ]
 
 
