@@ -261,6 +261,13 @@ def test_list_functions_without_max_items_returns_50_and_a_marker(listing_server
     assert "NextMarker" not in rest
 
 
+def test_list_functions_never_returns_more_than_50_per_page(listing_server):
+    client = listing_server.client()
+    first = client.list_functions(MaxItems=1000)
+    assert len(first["Functions"]) == 50
+    assert first["NextMarker"]
+
+
 def test_boto3_paginator_lists_every_function_once(listing_server):
     client = listing_server.client()
     pages = list(client.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 25}))

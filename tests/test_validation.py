@@ -397,3 +397,20 @@ def test_zip_file_that_is_not_base64_is_invalid_request_content(server):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request)
     assert info.value.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
+
+
+def test_max_items_that_is_not_a_number_is_validation_exception_naming_max_items(server):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(server.endpoint + "/2015-03-31/functions/?MaxItems=ten")
+    assert info.value.code == 400
+    assert info.value.headers["x-amzn-ErrorType"] == "ValidationException"
+    assert json.loads(info.value.read())["Message"] == (
+        "1 validation error detected: Value 'ten' at 'maxItems' failed to satisfy "
+        "constraint: Member must be a number"
+    )
+
+
+def test_max_items_of_zero_is_validation_exception(lam_unchecked):
+    with aws_error(lam_unchecked, "ValidationException") as info:
+        lam_unchecked.list_functions(MaxItems=0)
+    assert "Value '0' at 'maxItems' failed to satisfy constraint: Member must have value greater than or equal to 1" in error_message(info)

@@ -79,7 +79,8 @@ class Router:
 # -- reading a request ---------------------------------------------------------
 
 
-def _scalar_from_text(shape: Shape, text: str) -> Any:
+def _scalar_from_text(shape: Shape, text: str, member: str) -> Any:
+    """A URI, query or header value as the member's type; `member` names it in errors."""
     kind = shape.type_name
     try:
         if kind in ("integer", "long"):
@@ -88,7 +89,7 @@ def _scalar_from_text(shape: Shape, text: str) -> Any:
             return float(text)
     except ValueError:
         raise ValidationException(
-            f"1 validation error detected: Value '{text}' at '{_member_path(shape.name)}' "
+            f"1 validation error detected: Value '{text}' at '{_member_path(member)}' "
             f"failed to satisfy constraint: Member must be a number"
         ) from None
     if kind == "boolean":
@@ -96,7 +97,7 @@ def _scalar_from_text(shape: Shape, text: str) -> Any:
     if kind == "blob":
         return text.encode()
     if kind == "list":
-        return [_scalar_from_text(shape.member, text)]
+        return [_scalar_from_text(shape.member, text, member)]
     return text
 
 
@@ -145,17 +146,17 @@ def parse_request(
         wire_name = member.serialization.get("name", name)
         if location == "uri":
             if wire_name in path_params:
-                params[name] = _scalar_from_text(member, path_params[wire_name])
+                params[name] = _scalar_from_text(member, path_params[wire_name], name)
         elif location == "querystring":
             if wire_name in query_multi:
                 values = query_multi[wire_name]
                 if member.type_name == "list":
-                    params[name] = [_scalar_from_text(member.member, v) for v in values]
+                    params[name] = [_scalar_from_text(member.member, v, name) for v in values]
                 else:
-                    params[name] = _scalar_from_text(member, values[0])
+                    params[name] = _scalar_from_text(member, values[0], name)
         elif location == "header":
             if wire_name in headers:
-                params[name] = _scalar_from_text(member, headers[wire_name])
+                params[name] = _scalar_from_text(member, headers[wire_name], name)
         elif location == "headers":
             prefix = wire_name.lower()
             found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}

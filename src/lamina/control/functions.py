@@ -25,6 +25,7 @@ from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore
 
 MAX_TAGS = 50
+MAX_LIST_ITEMS = 50
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -103,7 +104,8 @@ class FunctionRegistry:
 
     def list_functions(self, marker: str | None, max_items: int | None,
                        all_versions: bool = False) -> FunctionListing:
-        limit = max_items or 50
+        # Lambda returns at most 50 functions per page, whatever MaxItems asks for.
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
         after = None
         if marker:
             name, _, version = marker.partition(":")
