@@ -16,7 +16,7 @@ import pytest
 from lamina.config import load_settings
 from lamina.platform import Platform
 from tests.conftest import Server
-from tests.helpers import ECHO, aws_error, function_args, make_zip
+from tests.helpers import ECHO, aws_error, error_message, function_args, make_zip
 
 ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 
@@ -396,3 +396,16 @@ def test_registry_retries_a_lost_compare_and_swap_so_no_update_is_lost(tmp_path)
     marks = re.findall(r"\[(\d+)\]", final.description)
     assert sorted(map(int, marks)) == list(range(WRITERS))
     assert len({r["RevisionId"] for r in results}) == WRITERS
+
+
+def test_tag_resource_with_no_tags_changes_nothing(lam_unchecked):
+    arn = lam_unchecked.create_function(**function_args("cp-tags-none", Tags={"keep": "me"}))["FunctionArn"]
+    lam_unchecked.tag_resource(Resource=arn, Tags={})
+    assert lam_unchecked.list_tags(Resource=arn)["Tags"] == {"keep": "me"}
+
+
+def test_function_arn_from_another_region_is_not_found(lam):
+    lam.create_function(**function_args("cp-region"))
+    with aws_error(lam, "ResourceNotFoundException", 404) as info:
+        lam.get_function(FunctionName="arn:aws:lambda:eu-west-1:000000000000:function:cp-region")
+    assert error_message(info) == "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"

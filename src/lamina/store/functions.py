@@ -102,6 +102,8 @@ class FunctionStore:
             return {row.key: row.value for row in rows}
 
     def put_tags(self, arn: str, values: dict[str, str]) -> None:
+        if not values:
+            return
         with self._engine.begin() as conn:
             conn.execute(delete(tags).where(tags.c.resource_arn == arn, tags.c.key.in_(list(values))))
             conn.execute(insert(tags), [{"resource_arn": arn, "key": k, "value": v} for k, v in values.items()])
