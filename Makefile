@@ -17,7 +17,7 @@ serve: $(STAMP)
 	$(BIN)/lamina serve
 
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/control_plane.py

@@ -55,6 +55,13 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("server did not start in 30 s")
 
+    def sandbox_backend(self) -> str:
+        """The sandbox backend the server chose, from its start-up line."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("Lamina listening on") and "sandbox: " in line:
+                return line.rsplit("sandbox: ", 1)[1].rstrip(")")
+        return "unknown"
+
     def stop(self, kill: bool = False) -> None:
         if self.process is None:
             return

@@ -28,6 +28,10 @@ class Settings:
     # Database URL; empty means SQLite in data_dir.
     database_url: str = ""
     log_level: str = "info"
+    # Sandbox backend: "namespaces", "process", or empty for the best this host allows.
+    sandbox: str = ""
+    # Idle execution environments are stopped after this long (Lambda: minutes).
+    environment_idle_s: float = 600.0
     limits: Limits = field(default_factory=Limits)
 
     @property

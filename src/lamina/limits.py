@@ -28,6 +28,8 @@ class Limits:
     max_ephemeral_storage_mb: int = 10_240
     default_ephemeral_storage_mb: int = 512
     max_environment_bytes: int = 4 * 1024
+    # Lambda stops an on-demand INIT phase after 10 seconds.
+    init_timeout_s: float = 10.0
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
     max_async_payload_bytes: int = 1 * MB

@@ -6,12 +6,21 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import logging
+
 from lamina.config import Settings
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
+from lamina.environments.pool import EnvironmentPool, PoolSettings
+from lamina.invoke.service import Invoker
+from lamina.observe.logs import LogStore
+from lamina.runtimes.catalog import check_runtime
+from lamina.sandbox import choose_backend
 from lamina.store.blobs import BlobStore
 from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
+
+log = logging.getLogger("lamina")
 
 
 class Platform:
@@ -21,12 +30,30 @@ class Platform:
         self.engine = open_database(settings.sqlalchemy_url)
         self.region = Region(settings.region, settings.account_id)
         self.blobs = BlobStore(settings.data_dir / "code")
+        self.logs = LogStore(settings.data_dir / "logs")
         self.functions = FunctionRegistry(
-            FunctionStore(self.engine), self.blobs, self.region, settings.limits
+            FunctionStore(self.engine), self.blobs, self.region, settings.limits,
+            runtime_check=check_runtime,
         )
+        self.sandbox = choose_backend(settings.sandbox or None)
+        self.environments = EnvironmentPool(
+            self.sandbox, self.blobs, self.logs,
+            PoolSettings(
+                data_dir=settings.data_dir,
+                region=settings.region,
+                account_id=settings.account_id,
+                idle_timeout_s=settings.environment_idle_s,
+                init_timeout_s=settings.limits.init_timeout_s,
+                max_response_bytes=settings.limits.max_sync_payload_bytes,
+            ),
+        )
+        self.functions.change_listeners.append(self.environments.retire_function)
+        self.invoker = Invoker(self.functions, self.environments, self.region, settings.limits)
 
     async def start(self) -> None:
-        pass
+        await self.environments.start()
 
     async def stop(self) -> None:
+        await self.invoker.stop()
+        await self.environments.stop()
         self.engine.dispose()

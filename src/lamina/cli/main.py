@@ -60,10 +60,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     require_keys_for_bind(settings.host, settings.credentials)
-    app = create_app(Platform(settings))
+    platform = Platform(settings)
+    app = create_app(platform)
     console.print(
         f"Lamina listening on [bold]http://{settings.host}:{settings.port}[/bold] "
-        f"(data in {settings.data_dir.resolve()})"
+        f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
+        soft_wrap=True,
     )
     uvicorn.run(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
@@ -151,6 +153,34 @@ def get(name: str, endpoint: str | None) -> None:
         result = lambda_client(endpoint).get_function(FunctionName=name)
     result.pop("ResponseMetadata", None)
     console.print_json(json.dumps(result))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--payload", default="{}", show_default=True, help="The event, as JSON.")
+@click.option("--qualifier", default=None, help="Version or alias.")
+@click.option("--log", "show_log", is_flag=True, help="Print the log tail (LogType=Tail).")
+@_endpoint_option
+def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
+           endpoint: str | None) -> None:
+    """Invoke a function synchronously and print its result."""
+    import base64
+
+    args: dict[str, Any] = {"FunctionName": name, "Payload": payload.encode()}
+    if qualifier:
+        args["Qualifier"] = qualifier
+    if show_log:
+        args["LogType"] = "Tail"
+    with _api_errors():
+        result = lambda_client(endpoint).invoke(**args)
+    body = result["Payload"].read().decode()
+    if show_log and "LogResult" in result:
+        console.print(base64.b64decode(result["LogResult"]).decode(), markup=False, highlight=False)
+    if "FunctionError" in result:
+        console.print(f"[red]{result['FunctionError']}[/red] (version {result.get('ExecutedVersion')})")
+    click.echo(body)
+    if "FunctionError" in result:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -3,13 +3,12 @@
 Backends (plain processes, Linux namespaces + cgroups) share this small interface,
 chosen once at start-up. Nothing above `sandbox` knows how isolation is done: an
 environment asks for a `Sandbox` from a `SandboxSpec` and gets back a running
-process, its output, a listening socket for the Runtime API that only this
+process, a listening socket for the Runtime API that only this
 sandbox can reach, and the kernel's view of its resource use.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +64,6 @@ class Sandbox(Protocol):
     # AWS_LAMBDA_RUNTIME_API. The environment serves HTTP on it.
     runtime_api_socket: socket.socket
     runtime_api_address: str
-    # The runtime's stdout and stderr, merged, as Lambda sends both to the log.
-    output: asyncio.StreamReader
 
     async def wait(self) -> int:
         """Wait for the main process to exit; its return code (negative: signal)."""
@@ -88,7 +85,11 @@ class Sandbox(Protocol):
 class SandboxBackend(Protocol):
     name: str
 
-    async def launch(self, spec: SandboxSpec) -> Sandbox: ...
+    async def launch(self, spec: SandboxSpec, output_fd: int) -> Sandbox:
+        """Start the sandbox. Its stdout and stderr both go to output_fd (the write
+        end of a pipe the environment owns and reads, so it can drain everything
+        the runtime wrote before it answered an invocation)."""
+        ...
 
     def enforced(self) -> list[str]:
         """What this backend enforces, for the start-up message."""

@@ -37,4 +37,4 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> None:
     """Import every handler module so its operations register."""
-    from lamina.api.operations import account, functions, tags  # noqa: F401
+    from lamina.api.operations import account, functions, invoke, tags  # noqa: F401

@@ -1,0 +1,37 @@
+"""Invoke (and the runtime interface emulator's single-function path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lamina.api.operations import Call, operation
+from lamina.invoke.service import InvocationRequest
+
+# The runtime interface emulator serves one function as "function"; tools written
+# for it POST to /2015-03-31/functions/function/invocations.
+EMULATOR_FUNCTION_NAME = "function"
+
+
+@operation("Invoke")
+async def invoke(call: Call) -> dict[str, Any]:
+    p = call.params
+    name = p["FunctionName"]
+    if name == EMULATOR_FUNCTION_NAME:
+        name = call.platform.functions.sole_function_name() or name
+    result = await call.platform.invoker.invoke(
+        InvocationRequest(
+            function_name=name,
+            payload=p.get("Payload") or b"",
+            qualifier=p.get("Qualifier"),
+            invocation_type=p.get("InvocationType", "RequestResponse"),
+            log_type=p.get("LogType", "None"),
+            client_context=p.get("ClientContext"),
+        )
+    )
+    return {
+        "StatusCode": result.status_code,
+        "FunctionError": result.function_error,
+        "LogResult": result.log_result,
+        "ExecutedVersion": result.executed_version,
+        "Payload": result.payload,
+    }

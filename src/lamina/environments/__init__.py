@@ -1,0 +1,1 @@
+"""Execution environments: lifecycle, Runtime API, and the pool per function version."""

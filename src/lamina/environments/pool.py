@@ -1,0 +1,157 @@
+"""The pool of execution environments, per function version.
+
+`invoke` asks for "an environment for this version" and gives it back after one
+invocation; the pool decides whether that is a warm one or a cold start, stops idle
+ones, and retires the environments of a superseded configuration. Environments are
+keyed by (function, version, revision): an update of $LATEST changes the revision,
+so new invocations start new environments and the old ones are shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.control.models import FunctionVersion
+from lamina.environments.code import unpacked_dir
+from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
+from lamina.environments.states import State
+from lamina.observe.logs import LogStore
+from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
+from lamina.sandbox.base import SandboxBackend
+from lamina.store.blobs import BlobStore
+
+log = logging.getLogger("lamina.environments")
+VersionKey = tuple[str, str, str]
+
+
+def version_key(fv: FunctionVersion) -> VersionKey:
+    return (fv.function_name, fv.version, fv.revision_id)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    data_dir: Path
+    region: str
+    account_id: str
+    idle_timeout_s: float = 600.0
+    init_timeout_s: float = 10.0
+    max_response_bytes: int = 6 * 1024 * 1024
+
+
+class EnvironmentPool:
+    def __init__(self, backend: SandboxBackend, blobs: BlobStore, logs: LogStore,
+                 settings: PoolSettings) -> None:
+        self.backend = backend
+        self.blobs = blobs
+        self.logs = logs
+        self.settings = settings
+        self._idle: dict[VersionKey, list[ExecutionEnvironment]] = {}
+        self._all: set[ExecutionEnvironment] = set()
+        # The newest revision seen per (function, version), to retire older ones.
+        self._current: dict[tuple[str, str], str] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    @property
+    def environments(self) -> frozenset[ExecutionEnvironment]:
+        return frozenset(self._all)
+
+    def _config(self, fv: FunctionVersion, initialization_type: str) -> EnvironmentConfig:
+        code_root = self.settings.data_dir / "unpacked"
+        return EnvironmentConfig(
+            function_version=fv,
+            runtime=runtime_spec(fv.runtime or "provided.al2023"),
+            task_root=unpacked_dir(self.blobs, fv.code_sha256_hex, code_root),
+            layers_root=None,
+            runtime_root=CLIENTS_DIR,
+            scratch_root=self.settings.data_dir / "environments" / uuid.uuid4().hex,
+            region=self.settings.region,
+            account_id=self.settings.account_id,
+            init_timeout_s=self.settings.init_timeout_s,
+            max_response_bytes=self.settings.max_response_bytes,
+            initialization_type=initialization_type,
+        )
+
+    async def start_environment(self, fv: FunctionVersion,
+                                initialization_type: str = "on-demand") -> ExecutionEnvironment:
+        """A new environment for fv, after its INIT phase (which may have failed)."""
+        env = ExecutionEnvironment(self._config(fv, initialization_type), self.backend, self.logs)
+        self._all.add(env)
+        await env.start()
+        return env
+
+    def _retire_superseded(self, fv: FunctionVersion) -> None:
+        slot = (fv.function_name, fv.version)
+        previous = self._current.get(slot)
+        self._current[slot] = fv.revision_id
+        if previous is None or previous == fv.revision_id:
+            return
+        for env in self._idle.pop((fv.function_name, fv.version, previous), []):
+            self._stop_later(env)
+
+    async def acquire(self, fv: FunctionVersion) -> ExecutionEnvironment:
+        """A ready environment for fv: the most recently used idle one, or a new one."""
+        self._retire_superseded(fv)
+        idle = self._idle.get(version_key(fv))
+        while idle:
+            env = idle.pop()
+            if env.state is State.READY:
+                return env
+            self._stop_later(env)
+        return await self.start_environment(fv)
+
+    def release(self, env: ExecutionEnvironment) -> None:
+        fv = env.function_version
+        stale = self._current.get((fv.function_name, fv.version)) != fv.revision_id
+        if env.state is not State.READY or stale:
+            self._stop_later(env)
+            return
+        self._idle.setdefault(version_key(fv), []).append(env)
+
+    def _stop_later(self, env: ExecutionEnvironment) -> None:
+        task = asyncio.get_running_loop().create_task(self._stop(env))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop(self, env: ExecutionEnvironment) -> None:
+        try:
+            await env.shutdown()
+        except Exception:
+            log.exception("stopping environment %s", env.id)
+        finally:
+            self._all.discard(env)
+
+    def retire_function(self, function_name: str) -> None:
+        """Stop the idle environments of a function (deleted or changed)."""
+        for key in [k for k in self._idle if k[0] == function_name]:
+            for env in self._idle.pop(key):
+                self._stop_later(env)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(10.0, self.settings.idle_timeout_s / 2))
+            deadline = time.monotonic() - self.settings.idle_timeout_s
+            for key, envs in list(self._idle.items()):
+                keep = [env for env in envs if env.last_used >= deadline]
+                for env in envs:
+                    if env.last_used < deadline:
+                        self._stop_later(env)
+                self._idle[key] = keep
+
+    async def start(self) -> None:
+        await self.backend.reap_leftovers()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def stop(self) -> None:
+        """SHUTDOWN for every environment, in parallel."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._idle.clear()
+        await asyncio.gather(*(self._stop(env) for env in list(self._all)), return_exceptions=True)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Turning "invoke F:qualifier with payload" into a result."""

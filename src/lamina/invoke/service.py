@@ -1,0 +1,147 @@
+"""The one place an invocation is carried out, for every caller (API, queues, schedules).
+
+Resolve the version, check the payload, take an environment from the pool, run,
+and give the environment back. The async path (InvocationType=Event) answers at
+once and runs the same synchronous path in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from lamina.control.arns import Region
+from lamina.control.functions import FunctionRegistry
+from lamina.environments.environment import Invocation, InvocationOutcome
+from lamina.environments.pool import EnvironmentPool
+from lamina.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    RequestEntityTooLargeException,
+)
+from lamina.limits import Limits
+
+log = logging.getLogger("lamina.invoke")
+# Lambda's limit on the decoded X-Amz-Client-Context.
+MAX_CLIENT_CONTEXT_BYTES = 3583
+
+
+@dataclass(frozen=True)
+class InvocationRequest:
+    function_name: str
+    payload: bytes = b""
+    qualifier: str | None = None
+    invocation_type: str = "RequestResponse"
+    log_type: str = "None"
+    # As sent in X-Amz-Client-Context: base64 of a JSON document.
+    client_context: str | None = None
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    status_code: int
+    payload: bytes = b""
+    function_error: str | None = None
+    executed_version: str | None = None
+    # Base64 of the last 4 KB of the log, when LogType=Tail.
+    log_result: str | None = None
+    outcome: InvocationOutcome | None = None
+
+
+def new_trace_id() -> str:
+    epoch = f"{int(time.time()):08x}"
+    return f"Root=1-{epoch}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
+
+
+class Invoker:
+    def __init__(self, functions: FunctionRegistry, pool: EnvironmentPool, region: Region,
+                 limits: Limits) -> None:
+        self.functions = functions
+        self.pool = pool
+        self.region = region
+        self.limits = limits
+        self._background: set[asyncio.Task[InvocationResult]] = set()
+
+    def _check_payload(self, request: InvocationRequest) -> bytes:
+        asynchronous = request.invocation_type == "Event"
+        limit = self.limits.max_async_payload_bytes if asynchronous else self.limits.max_sync_payload_bytes
+        if len(request.payload) > limit:
+            operation = "InvokeAsync" if asynchronous else "Invoke"
+            raise RequestEntityTooLargeException(
+                f"Request must be smaller than {limit} bytes for the {operation} operation"
+            )
+        payload = request.payload or b"{}"
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise InvalidRequestContentException(
+                f"Could not parse request body into json: Could not parse payload into json: {exc}"
+            ) from None
+        return payload
+
+    def _client_context(self, raw: str | None) -> str | None:
+        if not raw:
+            return None
+        try:
+            decoded = base64.b64decode(raw, validate=True)
+            json.loads(decoded)
+        except (binascii.Error, ValueError):
+            raise InvalidParameterValueException(
+                "Client context must be a valid Base64-encoded JSON object."
+            ) from None
+        if len(decoded) > MAX_CLIENT_CONTEXT_BYTES:
+            raise InvalidParameterValueException(
+                f"Client context must be at most {MAX_CLIENT_CONTEXT_BYTES} bytes."
+            )
+        return decoded.decode()
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        fv = self.functions.get_version(request.function_name, request.qualifier)
+        payload = self._check_payload(request)
+        client_context = self._client_context(request.client_context)
+        if request.invocation_type == "DryRun":
+            return InvocationResult(204, executed_version=fv.version)
+        if request.invocation_type == "Event":
+            task = asyncio.get_running_loop().create_task(
+                self._run(fv, payload, client_context, request.qualifier, tail=False)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return InvocationResult(202, executed_version=fv.version)
+        return await self._run(fv, payload, client_context, request.qualifier,
+                               tail=request.log_type == "Tail")
+
+    async def _run(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
+                   qualifier: str | None, tail: bool) -> InvocationResult:
+        invocation = Invocation(
+            request_id=str(uuid.uuid4()),
+            payload=payload,
+            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
+            trace_id=new_trace_id(),
+            client_context=client_context,
+        )
+        env = await self.pool.acquire(fv)
+        try:
+            outcome = await env.invoke(invocation)
+        finally:
+            self.pool.release(env)
+        log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
+        return InvocationResult(
+            status_code=200,
+            payload=outcome.payload,
+            function_error=outcome.function_error,
+            executed_version=fv.version,
+            log_result=log_result,
+            outcome=outcome,
+        )
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()

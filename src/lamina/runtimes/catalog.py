@@ -1,0 +1,105 @@
+"""Which runtime identifiers this host can run, and how.
+
+`python3.X` runs on a real CPython 3.X found on the host (`python3.X` on PATH, or
+the interpreter Lamina itself runs on). An identifier older than the newest host
+interpreter runs on that one (Python keeps backward compatibility across minor
+versions for ordinary code); a newer one with no interpreter is refused, like AWS
+refuses runtimes it cannot run. `provided`, `provided.al2` and `provided.al2023`
+run the package's own `bootstrap`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.errors import InvalidParameterValueException
+
+CLIENTS_DIR = Path(__file__).parent / "clients"
+PROVIDED = ("provided", "provided.al2", "provided.al2023")
+_PYTHON = re.compile(r"^python3\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    identifier: str
+    # The command inside the environment (inside paths).
+    argv: tuple[str, ...]
+    # Host paths the command needs, made visible read-only inside a sandbox.
+    system_paths: tuple[Path, ...]
+    # AWS_EXECUTION_ENV as Lambda sets it; None for custom runtimes (Lambda sets none).
+    execution_env: str | None
+    # Describes the mapping honestly, e.g. for GetAccountSettings and the docs.
+    interpreter: str
+
+
+@functools.cache
+def _host_pythons() -> dict[int, Path]:
+    """Minor version -> interpreter, for every CPython 3 found on this host."""
+    found: dict[int, Path] = {}
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if base.exists():
+        found[sys.version_info.minor] = base
+    for minor in range(8, 20):
+        exe = shutil.which(f"python3.{minor}")
+        if exe and minor not in found:
+            found[minor] = Path(exe).resolve()
+    return found
+
+
+def _interpreter_prefix(exe: Path) -> Path:
+    """The installation prefix to expose inside a sandbox (e.g. /usr or a pyenv dir)."""
+    return exe.parent.parent
+
+
+def runtime_spec(identifier: str) -> RuntimeSpec:
+    """How to run `identifier` here, or InvalidParameterValueException."""
+    if identifier in PROVIDED:
+        return RuntimeSpec(identifier, ("/var/task/bootstrap",), (), None, "the package's bootstrap")
+    found = _PYTHON.match(identifier)
+    if found:
+        wanted = int(found.group(1))
+        pythons = _host_pythons()
+        usable = [minor for minor in pythons if minor >= wanted]
+        if usable:
+            exe = pythons[min(usable)]
+            return RuntimeSpec(
+                identifier,
+                # -S: no site-packages of the host's interpreter leak into
+                # functions (and no site import on every cold start).
+                (str(exe), "-u", "-S", "/var/runtime/python/bootstrap.py"),
+                (_interpreter_prefix(exe),),
+                f"AWS_Lambda_{identifier}",
+                f"CPython at {exe}",
+            )
+        newest = max(pythons) if pythons else None
+        raise InvalidParameterValueException(
+            f"The runtime parameter of {identifier} is not supported by this Lamina host: no "
+            f"CPython 3.{wanted} or newer is installed"
+            + (f" (newest found: python3.{newest})." if newest else ".")
+        )
+    raise InvalidParameterValueException(
+        f"The runtime parameter of {identifier} is not supported by this Lamina host. "
+        f"Supported here: python3.8 to python3.{max(_host_pythons(), default=11)}, "
+        + ", ".join(PROVIDED)
+        + "."
+    )
+
+
+def check_runtime(identifier: str) -> None:
+    runtime_spec(identifier)
+
+
+def supported_runtimes() -> dict[str, str]:
+    """Identifier -> what runs it here."""
+    result = {}
+    for identifier in [f"python3.{m}" for m in range(8, 20)] + list(PROVIDED):
+        try:
+            result[identifier] = runtime_spec(identifier).interpreter
+        except InvalidParameterValueException:
+            continue
+    return result

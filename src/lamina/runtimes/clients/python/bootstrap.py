@@ -1,0 +1,271 @@
+"""Lamina's Python runtime client: runs inside an execution environment.
+
+It speaks the Lambda Runtime API at $AWS_LAMBDA_RUNTIME_API exactly as AWS's own
+Python runtime does: import the handler (reporting init errors with Lambda's error
+types), then loop on /invocation/next, calling the handler with the event and a
+context object, posting the result or the error. Standard library only: it runs on
+the function's interpreter, not Lamina's.
+"""
+
+import importlib
+import json
+import os
+import sys
+import time
+from _socket import IPPROTO_TCP, TCP_NODELAY, socket
+
+# Imported lazily: `http.client`, `logging` and `traceback` would add tens of
+# milliseconds to every cold start, and most functions never need them.
+
+RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+BASE = "/2018-06-01/runtime"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def getheader(self, name):
+        return self.headers.get(name.lower())
+
+
+class RuntimeClient:
+    """HTTP/1.1 with one kept-alive connection, on the C socket module.
+
+    The Runtime API always answers with a Content-Length, so this is all the HTTP
+    a runtime client needs; a warm invoke costs two small requests on it.
+    """
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.address = (host, int(port))
+        self.sock = None
+        self.buffer = b""
+
+    def _connect(self):
+        self.sock = socket()
+        self.sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+        self.sock.connect(self.address)
+        self.buffer = b""
+
+    def _read_until(self, marker):
+        while marker not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exactly(self, size):
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(max(65536, size - len(self.buffer)))
+            if not chunk:
+                raise ConnectionError("Runtime API closed the connection")
+            self.buffer += chunk
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
+        return body
+
+    def request(self, method, path, body=b"", headers=None):
+        if self.sock is None:
+            self._connect()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address[0]}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        parsed = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            parsed[name.strip().lower()] = value.strip()
+        payload = self._read_exactly(int(parsed.get("content-length", "0")))
+        return Response(status, parsed, payload)
+
+    def next(self):
+        return self.request("GET", BASE + "/invocation/next")
+
+    def post_response(self, request_id, body):
+        self.request("POST", f"{BASE}/invocation/{request_id}/response", body,
+                     {"Content-Type": "application/json"})
+
+    def post_error(self, path, error):
+        self.request("POST", path, json.dumps(error).encode(),
+                     {"Content-Type": "application/json",
+                      "Lambda-Runtime-Function-Error-Type": error["errorType"]})
+
+
+class CognitoIdentity:
+    def __init__(self, data):
+        self.cognito_identity_id = data.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = data.get("cognitoIdentityPoolId")
+
+
+class ClientContext:
+    def __init__(self, data):
+        self.client = data.get("client")
+        self.custom = data.get("custom")
+        self.env = data.get("env")
+
+
+class LambdaContext:
+    def __init__(self, request_id, deadline_ms, function_arn, client_context, identity):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = function_arn
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.client_context = ClientContext(json.loads(client_context)) if client_context else None
+        self.identity = CognitoIdentity(json.loads(identity)) if identity else None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+    def log(self, message):
+        sys.stdout.write(message)
+
+
+def error_shape(exc, request_id="", error_type=None, skip_frames=0):
+    import traceback
+
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        tb = tb.tb_next if tb is not None else None
+    frames = traceback.extract_tb(tb)
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type or type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+def report_init_error(client, error):
+    print(f"[ERROR] {error['errorType']}: {error['errorMessage']}", flush=True)
+    client.post_error(BASE + "/init/error", error)
+    sys.exit(1)
+
+
+def load_handler(client, handler_name):
+    module_path, _, function_name = handler_name.rpartition(".")
+    if not module_path or not function_name:
+        report_init_error(client, {
+            "errorMessage": f"Bad handler '{handler_name}': not enough values to unpack "
+                            "(expected 2, got 1)",
+            "errorType": "Runtime.MalformedHandlerName", "requestId": "", "stackTrace": [],
+        })
+    module_name = module_path.replace("/", ".")
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        import traceback
+
+        report_init_error(client, {
+            "errorMessage": f"Syntax error in module '{module_name}': {exc}",
+            "errorType": "Runtime.UserCodeSyntaxError", "requestId": "",
+            "stackTrace": traceback.format_exception_only(type(exc), exc),
+        })
+    except ImportError as exc:
+        report_init_error(client, {
+            "errorMessage": f"Unable to import module '{module_name}': {exc}",
+            "errorType": "Runtime.ImportModuleError", "requestId": "", "stackTrace": [],
+        })
+    except Exception as exc:
+        report_init_error(client, error_shape(exc))
+    handler = getattr(module, function_name, None)
+    if handler is None:
+        report_init_error(client, {
+            "errorMessage": f"Handler '{function_name}' missing on module '{module_name}'",
+            "errorType": "Runtime.HandlerNotFound", "requestId": "", "stackTrace": [],
+        })
+    return handler
+
+
+class RequestId:
+    current = ""
+
+
+def configure_logging():
+    """The root handler and format AWS's Python runtime installs.
+
+    Done only once the function has imported logging itself (checked after init
+    and before each invocation), so functions that never log never pay for it.
+    """
+    import logging
+
+    class RequestIdFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = RequestId.current
+            return True
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "%Y-%m-%dT%H:%M:%S"))
+    handler.formatter.converter = time.gmtime
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING").upper())
+
+
+def main():
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
+    minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    # Lambda's import order: the function's code, then layers under /opt.
+    sys.path[0:0] = [task_root, "/opt/python", f"/opt/python/lib/{minor}/site-packages"]
+    os.chdir(task_root)
+    client = RuntimeClient(RUNTIME_API)
+    handler = load_handler(client, os.environ["_HANDLER"])
+    logging_configured = False
+    while True:
+        if not logging_configured and "logging" in sys.modules:
+            configure_logging()
+            logging_configured = True
+        response = client.next()
+        body = response.body
+        request_id = response.getheader("Lambda-Runtime-Aws-Request-Id")
+        trace_id = response.getheader("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        RequestId.current = request_id
+        context = LambdaContext(
+            request_id,
+            int(response.getheader("Lambda-Runtime-Deadline-Ms") or 0),
+            response.getheader("Lambda-Runtime-Invoked-Function-Arn"),
+            response.getheader("Lambda-Runtime-Client-Context"),
+            response.getheader("Lambda-Runtime-Cognito-Identity"),
+        )
+        error_path = f"{BASE}/invocation/{request_id}/error"
+        try:
+            event = json.loads(body) if body else {}
+            result = handler(event, context)
+        except Exception as exc:
+            # Frame 0 is this loop; users see only their own frames, as on Lambda.
+            error = error_shape(exc, request_id, skip_frames=1)
+            print(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n"
+                  "Traceback (most recent call last):\n"
+                  + "".join(error["stackTrace"]).rstrip("\n"), flush=True)
+            client.post_error(error_path, error)
+            continue
+        try:
+            payload = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            error = {"errorMessage": f"Unable to marshal response: {exc}",
+                     "errorType": "Runtime.MarshalError", "requestId": request_id,
+                     "stackTrace": []}
+            print(f"[ERROR] Runtime.MarshalError: {error['errorMessage']}", flush=True)
+            client.post_error(error_path, error)
+            continue
+        client.post_response(request_id, payload)
+
+
+if __name__ == "__main__":
+    main()

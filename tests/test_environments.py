@@ -1,0 +1,119 @@
+"""Execution environment lifecycle: precision, reaping, shutdown, runtime choice."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import ROLE, Server
+from tests.helpers import make_zip
+
+PID_HANDLER = make_zip({"app.py": (
+    "import os, time\n"
+    "def handler(event, context):\n"
+    "    time.sleep(event.get('sleep', 0))\n"
+    "    return {'pid': os.getpid()}\n"
+)})
+
+# A custom runtime that posts its responses chunked, with a trailer, the way
+# streaming runtime clients do.
+CHUNKED_BOOTSTRAP = r'''#!/usr/bin/env python3
+import json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+sock = socket.create_connection((host, int(port)))
+reader = sock.makefile("rb")
+def read_response():
+    status = reader.readline()
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = reader.read(int(headers.get("content-length", 0)))
+    return status, headers, body
+while True:
+    sock.sendall(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, headers, body = read_response()
+    request_id = headers["lambda-runtime-aws-request-id"]
+    payload = json.dumps({"chunked": json.loads(body)}).encode()
+    half = len(payload) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (payload[:half], payload[half:]))
+    sock.sendall(
+        b"POST /2018-06-01/runtime/invocation/" + request_id.encode() + b"/response HTTP/1.1\r\n"
+        b"Host: x\r\nTransfer-Encoding: chunked\r\nTrailer: Lambda-Runtime-Function-Error-Type\r\n\r\n"
+        + chunks + b"0\r\nLambda-Runtime-Function-Error-Type: none\r\n\r\n")
+    read_response()
+'''
+
+
+def _name() -> str:
+    return f"env-{uuid.uuid4().hex[:10]}"
+
+
+def _report(response) -> str:
+    lines = base64.b64decode(response["LogResult"]).decode().splitlines()
+    return next(line for line in lines if line.startswith("REPORT"))
+
+
+def test_runtime_api_accepts_chunked_bodies_with_trailers(lam):
+    name = _name()
+    lam.create_function(FunctionName=name, Runtime="provided.al2", Role=ROLE, Handler="x",
+                        Code={"ZipFile": make_zip({"bootstrap": CHUNKED_BOOTSTRAP}, mode=0o755)})
+    response = lam.invoke(FunctionName=name, Payload=b'{"a": [1, 2, 3]}')
+    assert json.loads(response["Payload"].read()) == {"chunked": {"a": [1, 2, 3]}}
+
+
+def test_timeout_is_enforced_within_100_ms_of_the_deadline(lam):
+    name = _name()
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": PID_HANDLER}, Timeout=1)
+    response = lam.invoke(FunctionName=name, Payload=b'{"sleep": 10}', LogType="Tail")
+    duration = float(re.search(r"Duration: ([\d.]+) ms", _report(response)).group(1))
+    assert 1000 <= duration < 1100
+    assert "Status: timeout" in _report(response)
+
+
+@pytest.mark.parametrize("runtime", ["nodejs4.3", "python3.15"])
+def test_runtimes_this_host_cannot_run_are_refused(lam_unchecked, runtime):
+    with pytest.raises(lam_unchecked.exceptions.InvalidParameterValueException) as raised:
+        lam_unchecked.create_function(FunctionName=_name(), Runtime=runtime, Role=ROLE,
+                                      Handler="app.handler", Code={"ZipFile": PID_HANDLER})
+    assert runtime in str(raised.value)
+
+
+def test_idle_environments_are_stopped_and_the_next_invoke_starts_cold(tmp_path):
+    server = Server(tmp_path / "data", env={"LAMINA_ENVIRONMENT_IDLE_S": "1"})
+    server.start()
+    try:
+        lam = server.client()
+        name = _name()
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                            Handler="app.handler", Code={"ZipFile": PID_HANDLER})
+        pid = json.loads(lam.invoke(FunctionName=name)["Payload"].read())["pid"]
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{pid}")
+        response = lam.invoke(FunctionName=name, LogType="Tail")
+        assert "Init Duration" in _report(response)
+    finally:
+        server.stop()
+
+
+def test_server_shutdown_stops_every_environment(tmp_path):
+    server = Server(tmp_path / "data")
+    server.start()
+    lam = server.client()
+    name = _name()
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": PID_HANDLER})
+    pid = json.loads(lam.invoke(FunctionName=name)["Payload"].read())["pid"]
+    assert os.path.exists(f"/proc/{pid}")
+    server.stop()
+    assert not os.path.exists(f"/proc/{pid}")
+    assert not list((tmp_path / "data" / "environments").glob("*"))
