@@ -219,7 +219,7 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
             f"Value '{_shown(value)}' at '{path}' failed to satisfy constraint: {constraint}"
         )
 
-    expected = {
+    expected: type | tuple[type, ...] | None = {
         "structure": dict,
         "list": list,
         "map": dict,

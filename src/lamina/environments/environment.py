@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lamina.control.models import FunctionVersion
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
@@ -163,7 +164,7 @@ class ExecutionEnvironment:
             "HOME": "/tmp",
         }
         # The function's own variables override the defaults, never the reserved ones.
-        return {**defaults, **fv.environment, **reserved}
+        return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}
 
     async def start(self) -> None:
         """Run INIT: start the sandbox and wait until the runtime asks for work."""
@@ -352,6 +353,7 @@ class ExecutionEnvironment:
         self._emit(f"START RequestId: {invocation.request_id} Version: {fv.version}")
         started = time.perf_counter()
         status = "success"
+        error: str | None
         if self.init_failure is not None:
             payload, error, status = self.init_failure, "Unhandled", "init_error"
         else:
@@ -361,7 +363,8 @@ class ExecutionEnvironment:
             else:
                 self._pending = invocation
             assert self._exit is not None
-            done, _ = await asyncio.wait({current.result, self._exit}, timeout=fv.timeout,
+            waiting: set[asyncio.Future[Any]] = {current.result, self._exit}
+            done, _ = await asyncio.wait(waiting, timeout=fv.timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             if current.result in done:
                 payload, error = current.result.result()

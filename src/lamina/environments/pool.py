@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -144,7 +145,10 @@ class EnvironmentPool:
                 self._idle[key] = keep
 
     async def start(self) -> None:
+        # Whatever environments a crashed earlier server left: their sandboxes
+        # (processes, mounts, cgroups) and their scratch directories.
         await self.backend.reap_leftovers()
+        shutil.rmtree(self.settings.data_dir / "environments", ignore_errors=True)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
     async def stop(self) -> None:

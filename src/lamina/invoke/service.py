@@ -8,8 +8,8 @@ once and runs the same synchronous path in the background.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import base64
+import binascii
 import json
 import logging
 import os
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
+from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
 from lamina.errors import (
@@ -118,7 +119,7 @@ class Invoker:
         return await self._run(fv, payload, client_context, request.qualifier,
                                tail=request.log_type == "Tail")
 
-    async def _run(self, fv, payload: bytes, client_context: str | None,  # type: ignore[no-untyped-def]
+    async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool) -> InvocationResult:
         invocation = Invocation(
             request_id=str(uuid.uuid4()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from lamina.errors import InvalidParameterValueException
 CLIENTS_DIR = Path(__file__).parent / "clients"
 PROVIDED = ("provided", "provided.al2", "provided.al2023")
 _PYTHON = re.compile(r"^python3\.(\d+)$")
+_NODEJS = re.compile(r"^nodejs(\d+)\.x$")
+# Where Lambda's Node.js runtime looks for modules besides the function's own.
+NODE_PATH = "/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class RuntimeSpec:
     execution_env: str | None
     # Describes the mapping honestly, e.g. for GetAccountSettings and the docs.
     interpreter: str
+    # Variables the runtime needs (the function's own may override them).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @functools.cache
@@ -49,6 +55,18 @@ def _host_pythons() -> dict[int, Path]:
         if exe and minor not in found:
             found[minor] = Path(exe).resolve()
     return found
+
+
+@functools.cache
+def _host_node() -> tuple[int, Path] | None:
+    exe = shutil.which("node")
+    if exe is None:
+        return None
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return int(version.strip().lstrip("v").split(".")[0]), Path(exe).resolve()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
 
 
 def _interpreter_prefix(exe: Path) -> Path:
@@ -82,6 +100,23 @@ def runtime_spec(identifier: str) -> RuntimeSpec:
             f"CPython 3.{wanted} or newer is installed"
             + (f" (newest found: python3.{newest})." if newest else ".")
         )
+    found = _NODEJS.match(identifier)
+    if found:
+        node = _host_node()
+        if node is not None and node[0] >= int(found.group(1)) >= 18:
+            major, exe = node
+            return RuntimeSpec(
+                identifier,
+                (str(exe), "/var/runtime/nodejs/index.mjs"),
+                (_interpreter_prefix(exe),),
+                f"AWS_Lambda_{identifier}",
+                f"Node.js {major} at {exe}",
+                (("NODE_PATH", NODE_PATH),),
+            )
+        raise InvalidParameterValueException(
+            f"The runtime parameter of {identifier} is not supported by this Lamina host: "
+            + (f"its Node.js is version {node[0]}." if node else "no Node.js is installed.")
+        )
     raise InvalidParameterValueException(
         f"The runtime parameter of {identifier} is not supported by this Lamina host. "
         f"Supported here: python3.8 to python3.{max(_host_pythons(), default=11)}, "
@@ -97,7 +132,8 @@ def check_runtime(identifier: str) -> None:
 def supported_runtimes() -> dict[str, str]:
     """Identifier -> what runs it here."""
     result = {}
-    for identifier in [f"python3.{m}" for m in range(8, 20)] + list(PROVIDED):
+    candidates = [f"python3.{m}" for m in range(8, 20)] + [f"nodejs{m}.x" for m in range(18, 30, 2)]
+    for identifier in candidates + list(PROVIDED):
         try:
             result[identifier] = runtime_spec(identifier).interpreter
         except InvalidParameterValueException:
