@@ -37,7 +37,12 @@ from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation
 from lamina.platform import Platform
 
-HANDLER = "def handler(event, context):\n    return event\n"
+HANDLER = (
+    "import time\n"
+    "def handler(event, context):\n"
+    "    time.sleep(event.get('sleep', 0))\n"
+    "    return event\n"
+)
 ROLE = "arn:aws:iam::000000000000:role/bench"
 
 
@@ -169,7 +174,8 @@ def create_function(port: int, name: str) -> None:
 # -- in process: platform overhead and cold starts ---------------------------------
 
 
-async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: int) -> dict[str, list[float]]:
+async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: int,
+                     timeout_n: int) -> dict[str, list[float]]:
     settings = load_settings(data_dir=data_dir)
     if sandbox:
         settings = settings.replace(sandbox=sandbox)
@@ -200,7 +206,17 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             cold.append((time.perf_counter() - started) * 1000)
             init.append(env.init_duration_ms or 0)
             await env.shutdown()
-        return {"warm": warm, "cold": cold, "init": init}
+        # Timeout precision: how long after the deadline the invocation is stopped.
+        platform.functions.update_configuration("inproc", {"timeout": 1})
+        slow = platform.functions.get_version("inproc")
+        overshoot: list[float] = []
+        for i in range(timeout_n):
+            env = await pool.start_environment(slow)
+            outcome = await env.invoke(Invocation(f"slow-{i}", b'{"sleep": 5}', "arn", "Root=1-0-0"))
+            assert outcome.status == "timeout"
+            overshoot.append(outcome.duration_ms - 1000)
+            await env.shutdown()
+        return {"warm": warm, "cold": cold, "init": init, "overshoot": overshoot}
     finally:
         await platform.stop()
 
@@ -220,7 +236,8 @@ def main() -> None:
         (code_dir / "app.py").write_text(HANDLER)
 
         naive = [naive_call(code_dir, {"n": i}) for i in range(naive_n)]
-        results = asyncio.run(in_process(tmp_path / "inproc", args.sandbox, warm_n, cold_n))
+        results = asyncio.run(in_process(tmp_path / "inproc", args.sandbox, warm_n, cold_n,
+                                         3 if args.quick else 5))
 
         process, port = start_server(tmp_path / "server", args.sandbox)
         try:
@@ -250,6 +267,9 @@ def main() -> None:
     for label, ours, theirs in rows:
         ratio = theirs / ours if ours else float("nan")
         print(f"{label:<46}{ours:>14.3f}{theirs:>14.3f}{ratio:>9.1f}x")
+    overshoot = results["overshoot"]
+    print(f"{'timeout: stopped after the deadline, max (ms)':<46}{max(overshoot):>14.3f}"
+          f"   (target < 100; median {statistics.median(overshoot):.3f})")
     print()
     print(f"{'throughput (invocations/s)':<46}{'Lamina':>14}{'naive':>14}")
     for c in concurrency_levels:

@@ -9,16 +9,22 @@ from __future__ import annotations
 import logging
 
 from lamina.config import Settings
+from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
+from lamina.control.layers import Layers
+from lamina.control.policies import ResourcePolicies
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import choose_backend
+from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
 from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
+from lamina.store.layers import LayerStore
+from lamina.store.policies import PolicyStore
 
 log = logging.getLogger("lamina")
 
@@ -30,11 +36,18 @@ class Platform:
         self.engine = open_database(settings.sqlalchemy_url)
         self.region = Region(settings.region, settings.account_id)
         self.blobs = BlobStore(settings.data_dir / "code")
+        self.policies = ResourcePolicies(PolicyStore(self.engine))
+        self.layers = Layers(
+            LayerStore(self.engine), self.policies, self.blobs, self.region, settings.limits
+        )
+        alias_store = AliasStore(self.engine)
         self.logs = LogStore(settings.data_dir / "logs")
         self.functions = FunctionRegistry(
             FunctionStore(self.engine), self.blobs, self.region, settings.limits,
-            runtime_check=check_runtime,
+            runtime_check=check_runtime, aliases=alias_store, layers=self.layers,
         )
+        # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
+        self.aliases = Aliases(self.functions, alias_store)
         self.sandbox = choose_backend(settings.sandbox or None)
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
@@ -48,7 +61,7 @@ class Platform:
             ),
         )
         self.functions.change_listeners.append(self.environments.retire_function)
-        self.invoker = Invoker(self.functions, self.environments, self.region, settings.limits)
+        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits)
 
     async def start(self) -> None:
         await self.environments.start()

@@ -219,7 +219,7 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
             f"Value '{_shown(value)}' at '{path}' failed to satisfy constraint: {constraint}"
         )
 
-    expected: type | tuple[type, ...] | None = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "structure": dict,
         "list": list,
         "map": dict,
@@ -230,7 +230,8 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
         "blob": (bytes, str),
         "float": (int, float),
         "double": (int, float),
-    }.get(kind)
+    }
+    expected = kinds.get(kind)
     if expected is not None and (
         not isinstance(value, expected) or (kind in ("integer", "long") and isinstance(value, bool))
     ):

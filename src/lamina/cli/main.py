@@ -1,4 +1,4 @@
-"""`lamina serve | deploy | functions | get | delete`."""
+"""`lamina serve | deploy | functions | get | delete | versions | alias | layer`."""
 
 from __future__ import annotations
 
@@ -93,9 +93,13 @@ def _package(source: Path) -> bytes:
 @click.option("--timeout", type=int, default=None, help="Timeout in seconds.")
 @click.option("--role", default=DEFAULT_ROLE, show_default=True)
 @click.option("--env", "env", multiple=True, help="KEY=VALUE environment variable (repeatable).")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer version ARN (repeatable, in order); replaces the function's layers.")
+@click.option("--publish", is_flag=True, help="Publish a version of the result.")
 @_endpoint_option
 def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | None,
-           timeout: int | None, role: str, env: tuple[str, ...], endpoint: str | None) -> None:
+           timeout: int | None, role: str, env: tuple[str, ...], layers: tuple[str, ...],
+           publish: bool, endpoint: str | None) -> None:
     """Zip SOURCE (a directory, or an existing .zip) and create or update function NAME."""
     client = lambda_client(endpoint)
     with console.status("packaging"):
@@ -107,6 +111,8 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
         config["Timeout"] = timeout
     if env:
         config["Environment"] = {"Variables": dict(item.split("=", 1) for item in env)}
+    if layers:
+        config["Layers"] = list(layers)
     with _api_errors(), console.status(f"uploading {len(code):,} bytes"):
         try:
             client.get_function_configuration(FunctionName=name)
@@ -117,11 +123,16 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
             client.update_function_code(FunctionName=name, ZipFile=code)
             client.get_waiter("function_updated_v2").wait(FunctionName=name)
             result = client.update_function_configuration(FunctionName=name, **config)
+            if publish:
+                result = client.publish_version(FunctionName=name)
         else:
-            result = client.create_function(FunctionName=name, Code={"ZipFile": code}, **config)
+            result = client.create_function(FunctionName=name, Code={"ZipFile": code},
+                                            Publish=publish, **config)
     verb = "updated" if exists else "created"
     console.print(f"[green]{verb}[/green] {result['FunctionArn']} ({result['CodeSize']:,} bytes, "
                   f"sha256 {result['CodeSha256']})")
+    if publish:
+        console.print(f"[green]published[/green] version {result['Version']}")
 
 
 @cli.command()
@@ -191,6 +202,143 @@ def delete(name: str, endpoint: str | None) -> None:
     with _api_errors():
         lambda_client(endpoint).delete_function(FunctionName=name)
     console.print(f"[green]deleted[/green] {name}")
+
+
+
+@cli.command()
+@click.argument("name")
+@_endpoint_option
+def versions(name: str, endpoint: str | None) -> None:
+    """List the versions of function NAME."""
+    client = lambda_client(endpoint)
+    table = Table("Version", "Description", "Code SHA-256", "Memory", "Timeout", "Last modified")
+    with _api_errors():
+        for page in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
+            for v in page["Versions"]:
+                table.add_row(v["Version"], v.get("Description", ""), v["CodeSha256"],
+                              str(v["MemorySize"]), str(v["Timeout"]), v["LastModified"])
+    console.print(table)
+
+
+def _routing(weights: tuple[str, ...]) -> dict[str, Any] | None:
+    """--weight VERSION=SHARE options as a RoutingConfig."""
+    if not weights:
+        return None
+    try:
+        pairs = {v: float(w) for v, w in (item.split("=", 1) for item in weights)}
+    except ValueError:
+        raise click.BadParameter("use VERSION=WEIGHT, e.g. 3=0.1", param_hint="--weight") from None
+    return {"AdditionalVersionWeights": pairs}
+
+
+def _show_alias(verb: str, alias: dict[str, Any]) -> None:
+    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    routing = "".join(f", {share:.0%} to version {v}" for v, share in weights.items())
+    console.print(f"[green]{verb}[/green] {alias['AliasArn']} -> version "
+                  f"{alias['FunctionVersion']}{routing}")
+
+
+@cli.group()
+def alias() -> None:
+    """Create, update, list and delete function aliases."""
+
+
+_weight_option = click.option(
+    "--weight", "weights", multiple=True,
+    help="VERSION=SHARE: send that share (0-1) of invocations to a second version.",
+)
+
+
+@alias.command("create")
+@click.argument("function")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Version the alias points to.")
+@click.option("--description", default="")
+@_weight_option
+@_endpoint_option
+def alias_create(function: str, name: str, version: str, description: str,
+                 weights: tuple[str, ...], endpoint: str | None) -> None:
+    """Create alias NAME of FUNCTION."""
+    extra = {"RoutingConfig": _routing(weights)} if weights else {}
+    with _api_errors():
+        result = lambda_client(endpoint).create_alias(
+            FunctionName=function, Name=name, FunctionVersion=version, Description=description, **extra)
+    _show_alias("created", result)
+
+
+@alias.command("update")
+@click.argument("function")
+@click.argument("name")
+@click.option("--version", "version", default=None, help="Version the alias points to.")
+@click.option("--description", default=None)
+@_weight_option
+@click.option("--no-routing", is_flag=True, help="Send every invocation to the alias's version.")
+@_endpoint_option
+def alias_update(function: str, name: str, version: str | None, description: str | None,
+                 weights: tuple[str, ...], no_routing: bool, endpoint: str | None) -> None:
+    """Point alias NAME of FUNCTION elsewhere, or change its traffic split."""
+    changes: dict[str, Any] = {}
+    if version is not None:
+        changes["FunctionVersion"] = version
+    if description is not None:
+        changes["Description"] = description
+    if weights or no_routing:
+        changes["RoutingConfig"] = _routing(weights) or {"AdditionalVersionWeights": {}}
+    with _api_errors():
+        result = lambda_client(endpoint).update_alias(FunctionName=function, Name=name, **changes)
+    _show_alias("updated", result)
+
+
+@alias.command("list")
+@click.argument("function")
+@_endpoint_option
+def alias_list(function: str, endpoint: str | None) -> None:
+    """List the aliases of FUNCTION."""
+    table = Table("Alias", "Version", "Routing", "Description")
+    with _api_errors():
+        for page in lambda_client(endpoint).get_paginator("list_aliases").paginate(FunctionName=function):
+            for a in page["Aliases"]:
+                weights = (a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+                routing = ", ".join(f"{share:.0%} to {v}" for v, share in weights.items())
+                table.add_row(a["Name"], a["FunctionVersion"], routing or "-", a.get("Description", ""))
+    console.print(table)
+
+
+@alias.command("delete")
+@click.argument("function")
+@click.argument("name")
+@_endpoint_option
+def alias_delete(function: str, name: str, endpoint: str | None) -> None:
+    """Delete alias NAME of FUNCTION."""
+    with _api_errors():
+        lambda_client(endpoint).delete_alias(FunctionName=function, Name=name)
+    console.print(f"[green]deleted[/green] alias {name} of {function}")
+
+
+@cli.group()
+def layer() -> None:
+    """Publish layers."""
+
+
+@layer.command("publish")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", required=True, help="Layer name.")
+@click.option("--description", default="")
+@click.option("--runtime", "runtimes", multiple=True, help="Compatible runtime (repeatable).")
+@click.option("--architecture", "architectures", multiple=True,
+              type=click.Choice(["x86_64", "arm64"]), help="Compatible architecture (repeatable).")
+@_endpoint_option
+def layer_publish(source: Path, name: str, description: str, runtimes: tuple[str, ...],
+                  architectures: tuple[str, ...], endpoint: str | None) -> None:
+    """Zip SOURCE (a directory laid out as /opt, or an existing .zip) as a new version of layer NAME."""
+    content = _package(source)
+    with _api_errors():
+        result = lambda_client(endpoint).publish_layer_version(
+            LayerName=name, Content={"ZipFile": content}, Description=description,
+            CompatibleRuntimes=list(runtimes), CompatibleArchitectures=list(architectures),
+        )
+    console.print(f"[green]published[/green] {result['LayerVersionArn']} "
+                  f"({result['Content']['CodeSize']:,} bytes)")
 
 
 if __name__ == "__main__":

@@ -62,3 +62,34 @@ def parse_function_ref(value: str, region: Region, qualifier: str | None = None)
             "The derived qualifier from the function name does not match the specified qualifier."
         )
     return FunctionRef(found.group("name"), embedded or qualifier)
+
+
+# arn:aws:lambda:region:account:layer:name[:version]
+_LAYER_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):layer:"
+    r"(?P<name>[a-zA-Z0-9-_]{1,140})(?::(?P<version>[0-9]+))?$"
+)
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    region: str
+    account_id: str
+    name: str
+    version: int | None
+
+
+def parse_layer_arn(value: str) -> LayerRef | None:
+    """A layer or layer version ARN split up; None if it is not one."""
+    found = _LAYER_ARN.match(value)
+    if found is None:
+        return None
+    version = found.group("version")
+    return LayerRef(found.group("region"), found.group("account"), found.group("name"),
+                    int(version) if version is not None else None)
+
+
+def layer_name(value: str) -> str:
+    """LayerName as AWS takes it: a bare name or the layer's ARN."""
+    ref = parse_layer_arn(value)
+    return ref.name if ref is not None else value

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
-from lamina.control.models import LATEST, FunctionVersion, aws_timestamp
-from lamina.control.packages import inspect_package
+from lamina.control.layers import Layers
+from lamina.control.models import LATEST, Alias, FunctionVersion, ResolvedTarget, aws_timestamp
+from lamina.control.packages import PackageInfo, inspect_package
 from lamina.errors import (
     CodeStorageExceededException,
     InvalidParameterValueException,
@@ -21,8 +22,9 @@ from lamina.errors import (
 )
 from lamina.limits import Limits
 from lamina.runtimes.contract import RESERVED_VARIABLES
+from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
-from lamina.store.functions import FunctionStore
+from lamina.store.functions import FunctionStore, version_sequence
 
 MAX_TAGS = 50
 MAX_LIST_ITEMS = 50
@@ -39,6 +41,22 @@ CONFIGURABLE = frozenset(
 
 def new_revision_id() -> str:
     return str(uuid.uuid4())
+
+
+def revision_mismatch() -> PreconditionFailedException:
+    return PreconditionFailedException(
+        "The Revision Id provided does not match the latest Revision Id. Call the "
+        "GetFunction/GetAlias API to retrieve the latest Revision Id"
+    )
+
+
+def is_version_number(qualifier: str) -> bool:
+    return qualifier.isdigit()
+
+
+def version_order(version: str) -> tuple[int, int]:
+    """$LATEST first, then published versions by number (not by text: 2 before 10)."""
+    return (0, 0) if version == LATEST else (1, int(version))
 
 
 def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
@@ -77,8 +95,13 @@ class FunctionRegistry:
         region: Region,
         limits: Limits,
         runtime_check: Callable[[str], None] | None = None,
+        *,
+        aliases: AliasStore,
+        layers: Layers,
     ) -> None:
         self.store = store
+        self.aliases = aliases
+        self.layers = layers
         self.blobs = blobs
         self.region = region
         self.limits = limits
@@ -110,16 +133,55 @@ class FunctionRegistry:
         )
 
     def get_version(self, function_name: str, qualifier: str | None = None) -> FunctionVersion:
+        """The version a qualifier ($LATEST, a number or an alias) names; an alias's
+        primary version (its weighted routing applies to invocations only)."""
+        return self.target(function_name, qualifier).function_version
+
+    def target(self, function_name: str, qualifier: str | None = None) -> ResolvedTarget:
         ref = self.resolve(function_name, qualifier)
-        key = (ref.name, ref.qualifier or LATEST)
+        version = ref.qualifier or LATEST
+        alias = None
+        if version != LATEST and not is_version_number(version):
+            alias = self.get_alias(ref.name, version)
+            version = alias.function_version
+        fv = self.load_version(ref.name, version)
+        if fv is None:
+            raise self.not_found(ref.name, ref.qualifier)
+        return ResolvedTarget(fv, alias.name if alias else None)
+
+    def load_version(self, name: str, version: str) -> FunctionVersion | None:
+        """$LATEST or a version number, through the cache. Aliases are not cached:
+        they change without the function changing."""
+        key = (name, version)
         cached = self._versions.get(key)
         if cached is not None:
             return cached
-        data = self.store.get_version(*key)
+        data = self.store.get_version(name, version)
         if data is None:
-            raise self.not_found(ref.name, ref.qualifier)
+            return None
         fv = self._versions[key] = FunctionVersion.from_json(data)
         return fv
+
+    def get_alias(self, function_name: str, name: str) -> Alias:
+        data = self.aliases.get(function_name, name)
+        if data is None:
+            raise self.not_found(function_name, name)
+        return Alias.from_json(data)
+
+    def list_versions_by_function(self, function_name: str, marker: str | None,
+                                  max_items: int | None) -> FunctionListing:
+        ref = self.resolve(function_name)
+        versions = sorted(
+            (FunctionVersion.from_json(row) for row in self.store.versions_of(ref.name)),
+            key=lambda fv: version_order(fv.version),
+        )
+        if not versions:
+            raise self.not_found(ref.name)
+        if marker and (marker == LATEST or is_version_number(marker)):
+            versions = [fv for fv in versions if version_order(fv.version) > version_order(marker)]
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
+        page = versions[:limit]
+        return FunctionListing(page, page[-1].version if len(versions) > limit else None)
 
     def list_functions(self, marker: str | None, max_items: int | None,
                        all_versions: bool = False) -> FunctionListing:
@@ -151,19 +213,41 @@ class FunctionRegistry:
         return self.store.get_tags(self.function_arn(name))
 
     def account_usage(self) -> AccountUsage:
+        """Functions, and the code of every function version and layer version (as AWS counts)."""
         count, code_size = self.store.count_and_code_size()
-        return AccountUsage(function_count=count, total_code_size=code_size)
+        return AccountUsage(function_count=count,
+                            total_code_size=code_size + self.layers.store.total_code_size())
 
     # -- writing ----------------------------------------------------------------
 
-    def _store_code(self, zip_file: bytes, operation: str) -> tuple[str, int]:
+    def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
         info = inspect_package(zip_file, self.limits, operation)
         used = self.account_usage().total_code_size
         if used + info.zipped_size > self.limits.total_code_size_bytes:
             raise CodeStorageExceededException(
                 f"Code storage limit exceeded: {self.limits.total_code_size_bytes} bytes"
             )
-        return self.blobs.put(zip_file), info.zipped_size
+        return info
+
+    def _attach_layers(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Settings with Layers (ARNs) turned into the layer versions they name."""
+        if "layers" not in settings:
+            return settings
+        arns = settings["layers"]
+        if len(arns) > self.limits.max_layers:
+            raise InvalidParameterValueException(
+                f"Cannot reference more than {self.limits.max_layers} layers."
+            )
+        return {**settings, "layers": self.layers.attach(arns)}
+
+    def _check_unzipped_total(self, fv: FunctionVersion) -> None:
+        limit = self.limits.max_unzipped_code_bytes
+        total = fv.code_unzipped_size + sum(layer.unzipped_size for layer in fv.layers)
+        if total > limit:
+            raise InvalidParameterValueException(
+                f"Function code combined with layers exceeds the maximum allowed size of {limit} "
+                f"bytes. The actual size is {total} bytes."
+            )
 
     def _validate(self, fv: FunctionVersion) -> None:
         limits = self.limits
@@ -205,6 +289,7 @@ class FunctionRegistry:
 
     def create_function(
         self, name: str, zip_file: bytes, settings: dict[str, Any], tags: dict[str, str],
+        publish: bool = False,
     ) -> FunctionVersion:
         ref = self.resolve(name)
         if ref.qualifier:
@@ -225,28 +310,23 @@ class FunctionRegistry:
         draft = FunctionVersion(
             function_name=ref.name, version=LATEST, code_sha256_hex="0" * 64, code_size=0,
             revision_id=new_revision_id(), last_modified=aws_timestamp(),
-            **{**defaults, **settings},
+            **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
-        digest, size = self._store_code(zip_file, "CreateFunction")
-        fv = dataclasses.replace(draft, code_sha256_hex=digest, code_size=size)
+        info = self._inspect_code(zip_file, "CreateFunction")
+        fv = dataclasses.replace(draft, code_size=info.zipped_size,
+                                 code_unzipped_size=info.unzipped_size)
+        self._check_unzipped_total(fv)
+        fv.code_sha256_hex = self.blobs.put(zip_file)
         if not self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
                                  self.function_arn(ref.name), tags):
             raise self._exists(ref.name)
-        return fv
+        return self.publish_version(ref.name) if publish else fv
 
     def _exists(self, name: str) -> ResourceConflictException:
         return ResourceConflictException(f"Function already exist: {name}")
-
-    @staticmethod
-    def _check_revision(current: FunctionVersion, revision_id: str | None) -> None:
-        if revision_id is not None and revision_id != current.revision_id:
-            raise PreconditionFailedException(
-                "The Revision Id provided does not match the latest Revision Id. Call the "
-                "GetFunction/GetAlias API to retrieve the latest Revision Id"
-            )
 
     def _update_latest(
         self, function_name: str, revision_id: str | None,
@@ -267,7 +347,8 @@ class FunctionRegistry:
             if data is None:
                 raise self.not_found(ref.name)
             current = FunctionVersion.from_json(data)
-            self._check_revision(current, revision_id)
+            if revision_id is not None and revision_id != current.revision_id:
+                raise revision_mismatch()
             updated = dataclasses.replace(
                 change(current), revision_id=new_revision_id(), last_modified=aws_timestamp()
             )
@@ -282,30 +363,73 @@ class FunctionRegistry:
         unknown = set(settings) - CONFIGURABLE
         if unknown:
             raise InvalidParameterValueException(f"Unsupported configuration: {sorted(unknown)}")
+        settings = self._attach_layers(settings)
 
         def change(current: FunctionVersion) -> FunctionVersion:
             updated = dataclasses.replace(current, **settings)
             self._validate(updated)
+            self._check_unzipped_total(updated)
             return updated
 
         return self._update_latest(function_name, revision_id, change)
 
     def update_code(
         self, function_name: str, zip_file: bytes, revision_id: str | None = None,
-        architectures: list[str] | None = None,
+        architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
+        name = self.resolve(function_name).name
         # 404 and 412 before storing anything: a refused update leaves no blob behind.
-        current = self.get_version(self.resolve(function_name).name)
-        self._check_revision(current, revision_id)
-        digest, size = self._store_code(zip_file, "UpdateFunctionCode")
+        current = self.get_version(name)
+        if revision_id is not None and revision_id != current.revision_id:
+            raise revision_mismatch()
+        info = self._inspect_code(zip_file, "UpdateFunctionCode")
+        self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
+        digest = self.blobs.put(zip_file)
 
         def change(current: FunctionVersion) -> FunctionVersion:
-            return dataclasses.replace(
-                current, code_sha256_hex=digest, code_size=size,
+            updated = dataclasses.replace(
+                current, code_sha256_hex=digest, code_size=info.zipped_size,
+                code_unzipped_size=info.unzipped_size,
                 architectures=architectures or current.architectures,
             )
+            self._check_unzipped_total(updated)
+            return updated
 
-        return self._update_latest(function_name, revision_id, change)
+        updated = self._update_latest(function_name, revision_id, change)
+        return self.publish_version(name) if publish else updated
+
+    def publish_version(
+        self, function_name: str, code_sha256: str | None = None,
+        description: str | None = None, revision_id: str | None = None,
+    ) -> FunctionVersion:
+        """Snapshot $LATEST as the next version number; an unchanged $LATEST gives
+        back the version already published from it, as AWS does."""
+        name = self.resolve(function_name).name
+        latest = self.get_version(name)
+        if revision_id is not None and revision_id != latest.revision_id:
+            raise revision_mismatch()
+        if code_sha256 and code_sha256 != latest.code_sha256:
+            raise InvalidParameterValueException(
+                f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
+                f"({latest.code_sha256}). Please try again with the CodeSHA256 in $LATEST."
+            )
+        last = self.store.last_published(name)
+        if last:
+            data = self.store.get_version(name, str(last))
+            if data is not None and data.get("published_from_revision") == latest.revision_id:
+                return FunctionVersion.from_json(data)
+        published = dataclasses.replace(
+            latest,
+            version=str(self.store.next_value(version_sequence(name))),
+            revision_id=new_revision_id(),
+            last_modified=aws_timestamp(),
+            description=latest.description if description is None else description,
+            published_from_revision=latest.revision_id,
+        )
+        if not self.store.insert_version(name, published.version, published.revision_id,
+                                         published.to_json()):
+            raise self.not_found(name)
+        return published
 
     def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
         ref = self.resolve(function_name, qualifier)
@@ -314,10 +438,22 @@ class FunctionRegistry:
                 "$LATEST version cannot be deleted without deleting the function."
             )
         if ref.qualifier is not None:
-            raise self.not_found(ref.name, ref.qualifier)
-        if not self.store.delete_function(ref.name, self.function_arn(ref.name)):
+            self._delete_version(ref.name, ref.qualifier)
+        elif not self.store.delete_function(ref.name, self.function_arn(ref.name)):
             raise self.not_found(ref.name)
         self._changed(ref.name)
+
+    def _delete_version(self, name: str, version: str) -> None:
+        if not is_version_number(version):
+            raise InvalidParameterValueException("Deletion of aliases is not supported.")
+        users = [a["name"] for a in self.aliases.list(name) if version in Alias.from_json(a).versions]
+        if users:
+            raise ResourceConflictException(
+                "Unable to delete version because the following aliases reference it: "
+                f"[{', '.join(users)}]"
+            )
+        if not self.store.delete_version(name, version):
+            raise self.not_found(name, version)
 
     # -- tags -------------------------------------------------------------------
 

@@ -19,6 +19,26 @@ def aws_timestamp(moment: datetime.datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
+@dataclass(frozen=True)
+class AttachedLayer:
+    """A layer version as a function version uses it.
+
+    Kept with the function version (not looked up on each use) because a layer
+    version is immutable and, as on AWS, a function keeps working with a layer
+    version that was deleted after it was attached.
+    """
+
+    arn: str
+    code_sha256_hex: str = ""
+    code_size: int = 0
+    unzipped_size: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str) -> AttachedLayer:
+        # Rows written before layers were checked hold bare ARNs.
+        return cls(arn=data) if isinstance(data, str) else cls(**data)
+
+
 @dataclass
 class FunctionVersion:
     """One version of a function: its code and configuration (immutable once published)."""
@@ -37,7 +57,7 @@ class FunctionVersion:
     memory_size: int = 128
     ephemeral_storage_mb: int = 512
     environment: dict[str, str] = field(default_factory=dict)
-    layers: list[str] = field(default_factory=list)
+    layers: list[AttachedLayer] = field(default_factory=list)
     architectures: list[str] = field(default_factory=lambda: ["x86_64"])
     package_type: str = "Zip"
     tracing_mode: str = "PassThrough"
@@ -52,6 +72,11 @@ class FunctionVersion:
     state_reason: str | None = None
     state_reason_code: str | None = None
     last_update_status: str = "Successful"
+    # Sum of the sizes of the files in the zip: code plus layers must fit the quota.
+    code_unzipped_size: int = 0
+    # On a published version: the RevisionId $LATEST had when it was published, so
+    # publishing an unchanged $LATEST again returns this version, as AWS does.
+    published_from_revision: str | None = None
 
     @property
     def code_sha256(self) -> str:
@@ -68,11 +93,17 @@ class FunctionVersion:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FunctionVersion:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["layers"] = [AttachedLayer.from_json(item) for item in values.get("layers", [])]
+        return cls(**values)
 
-    def to_api(self, region: Region) -> dict[str, Any]:
-        """The FunctionConfiguration shape."""
-        qualifier = None if self.version == LATEST else self.version
+    def to_api(self, region: Region, arn_qualifier: str | None = None) -> dict[str, Any]:
+        """The FunctionConfiguration shape.
+
+        FunctionArn carries the qualifier the caller asked by (an alias name or
+        `$LATEST`) when given, else this version's number (none for $LATEST).
+        """
+        qualifier = arn_qualifier or (None if self.version == LATEST else self.version)
         config: dict[str, Any] = {
             "FunctionName": self.function_name,
             "FunctionArn": region.function_arn(self.function_name, qualifier),
@@ -108,7 +139,7 @@ class FunctionVersion:
         if self.environment:
             config["Environment"] = {"Variables": dict(self.environment)}
         if self.layers:
-            config["Layers"] = [{"Arn": arn} for arn in self.layers]
+            config["Layers"] = [{"Arn": layer.arn, "CodeSize": layer.code_size} for layer in self.layers]
         if self.dead_letter_target_arn:
             config["DeadLetterConfig"] = {"TargetArn": self.dead_letter_target_arn}
         if self.kms_key_arn:
@@ -117,3 +148,104 @@ class FunctionVersion:
             config["StateReason"] = self.state_reason
             config["StateReasonCode"] = self.state_reason_code
         return config
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """What an invocation of FUNCTION[:QUALIFIER] runs: one version, reached
+    directly or through an alias (after the alias's weighted routing)."""
+
+    function_version: FunctionVersion
+    alias: str | None = None
+
+
+@dataclass
+class Alias:
+    function_name: str
+    name: str
+    function_version: str
+    revision_id: str
+    description: str = ""
+    # AdditionalVersionWeights: {version: share of invocations sent to it}.
+    routing: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alias:
+        return cls(**data)
+
+    @property
+    def versions(self) -> set[str]:
+        """Every version the alias can send an invocation to."""
+        return {self.function_version, *self.routing}
+
+    def to_api(self, region: Region) -> dict[str, Any]:
+        """The AliasConfiguration shape."""
+        config: dict[str, Any] = {
+            "AliasArn": region.function_arn(self.function_name, self.name),
+            "Name": self.name,
+            "FunctionVersion": self.function_version,
+            "Description": self.description,
+            "RevisionId": self.revision_id,
+        }
+        if self.routing:
+            config["RoutingConfig"] = {"AdditionalVersionWeights": dict(self.routing)}
+        return config
+
+
+@dataclass
+class LayerVersion:
+    layer_name: str
+    version: int
+    code_sha256_hex: str
+    code_size: int
+    unzipped_size: int
+    created_date: str
+    description: str = ""
+    compatible_runtimes: list[str] = field(default_factory=list)
+    compatible_architectures: list[str] = field(default_factory=list)
+    license_info: str | None = None
+
+    @property
+    def code_sha256(self) -> str:
+        return base64.b64encode(bytes.fromhex(self.code_sha256_hex)).decode()
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerVersion:
+        return cls(**data)
+
+    def attached(self, region: Region) -> AttachedLayer:
+        return AttachedLayer(
+            arn=region.layer_arn(self.layer_name, self.version),
+            code_sha256_hex=self.code_sha256_hex,
+            code_size=self.code_size,
+            unzipped_size=self.unzipped_size,
+        )
+
+    def to_list_item(self, region: Region) -> dict[str, Any]:
+        """The LayerVersionsListItem shape."""
+        item: dict[str, Any] = {
+            "LayerVersionArn": region.layer_arn(self.layer_name, self.version),
+            "Version": self.version,
+            "Description": self.description,
+            "CreatedDate": self.created_date,
+            "CompatibleRuntimes": list(self.compatible_runtimes),
+            "CompatibleArchitectures": list(self.compatible_architectures),
+        }
+        if self.license_info is not None:
+            item["LicenseInfo"] = self.license_info
+        return item
+
+    def to_api(self, region: Region, location: str) -> dict[str, Any]:
+        """The GetLayerVersionResponse / PublishLayerVersionResponse shape."""
+        item = self.to_list_item(region)
+        return {
+            **item,
+            "LayerArn": region.layer_arn(self.layer_name),
+            "Content": {"Location": location, "CodeSha256": self.code_sha256, "CodeSize": self.code_size},
+        }

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lamina.control.models import FunctionVersion
-from lamina.environments.code import unpacked_dir
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.states import State
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
 from lamina.sandbox.base import SandboxBackend
 from lamina.store.blobs import BlobStore
+from lamina.store.unpacked import merged_layers_dir, unpacked_dir
 
 log = logging.getLogger("lamina.environments")
 VersionKey = tuple[str, str, str]
@@ -64,11 +64,12 @@ class EnvironmentPool:
 
     def _config(self, fv: FunctionVersion, initialization_type: str) -> EnvironmentConfig:
         code_root = self.settings.data_dir / "unpacked"
+        layer_shas = [layer.code_sha256_hex for layer in fv.layers]
         return EnvironmentConfig(
             function_version=fv,
             runtime=runtime_spec(fv.runtime or "provided.al2023"),
             task_root=unpacked_dir(self.blobs, fv.code_sha256_hex, code_root),
-            layers_root=None,
+            layers_root=merged_layers_dir(self.blobs, layer_shas, code_root) if layer_shas else None,
             runtime_root=CLIENTS_DIR,
             scratch_root=self.settings.data_dir / "environments" / uuid.uuid4().hex,
             region=self.settings.region,

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from lamina.control.arns import Region
-from lamina.control.functions import FunctionRegistry
+from lamina.control.aliases import Aliases
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
@@ -62,9 +62,10 @@ def new_trace_id() -> str:
 
 
 class Invoker:
-    def __init__(self, functions: FunctionRegistry, pool: EnvironmentPool, region: Region,
+    def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
                  limits: Limits) -> None:
-        self.functions = functions
+        # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
+        self.targets = targets
         self.pool = pool
         self.region = region
         self.limits = limits
@@ -104,19 +105,23 @@ class Invoker:
         return decoded.decode()
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
-        fv = self.functions.get_version(request.function_name, request.qualifier)
+        fv = self.targets.resolve_invocation_target(
+            request.function_name, request.qualifier
+        ).function_version
+        # The qualifier may come inside FunctionName ("name:alias" or a qualified ARN).
+        qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
         payload = self._check_payload(request)
         client_context = self._client_context(request.client_context)
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
             task = asyncio.get_running_loop().create_task(
-                self._run(fv, payload, client_context, request.qualifier, tail=False)
+                self._run(fv, payload, client_context, qualifier, tail=False)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return InvocationResult(202, executed_version=fv.version)
-        return await self._run(fv, payload, client_context, request.qualifier,
+        return await self._run(fv, payload, client_context, qualifier,
                                tail=request.log_type == "Tail")
 
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,

@@ -88,8 +88,10 @@ def runtime_spec(identifier: str) -> RuntimeSpec:
             return RuntimeSpec(
                 identifier,
                 # -S: no site-packages of the host's interpreter leak into
-                # functions (and no site import on every cold start).
-                (str(exe), "-u", "-S", "/var/runtime/python/bootstrap.py"),
+                # functions (and no site import on every cold start). /opt is passed
+                # as an argument, an inside path like the others, so a backend that
+                # cannot mount it (plain processes) rewrites it too.
+                (str(exe), "-u", "-S", "/var/runtime/python/bootstrap.py", "/opt"),
                 (_interpreter_prefix(exe),),
                 f"AWS_Lambda_{identifier}",
                 f"CPython at {exe}",

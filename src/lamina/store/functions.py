@@ -9,7 +9,18 @@ from typing import Any, Iterable
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from lamina.store.schema import function_versions, functions, sequences, tags
+from lamina.store import sequences
+from lamina.store.schema import aliases, function_versions, functions, tags
+
+
+def version_sequence(function_name: str) -> str:
+    """The counter of a function's published version numbers."""
+    return f"version:{function_name}"
+
+
+def _version_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The stored record, and the code size kept beside it for cheap account totals."""
+    return {"config": json.dumps(config), "code_size": config.get("code_size", 0)}
 
 
 class FunctionStore:
@@ -26,7 +37,7 @@ class FunctionStore:
                 conn.execute(
                     insert(function_versions).values(
                         function_name=name, version=version, revision_id=revision_id,
-                        config=json.dumps(config), code_size=config.get("code_size", 0),
+                        **_version_columns(config),
                     )
                 )
                 if tag_values:
@@ -76,14 +87,55 @@ class FunctionStore:
                     function_versions.c.version == version,
                     function_versions.c.revision_id == expected_revision,
                 )
-                .values(revision_id=revision_id, config=json.dumps(config),
-                        code_size=config.get("code_size", 0))
+                .values(revision_id=revision_id, **_version_columns(config))
             )
         return result.rowcount == 1
+
+    def versions_of(self, name: str) -> list[dict[str, Any]]:
+        """Every version of one function ($LATEST and published), in no set order."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(function_versions.c.config).where(function_versions.c.function_name == name)
+            ).all()
+        return [json.loads(row.config) for row in rows]
+
+    def insert_version(self, name: str, version: str, revision_id: str,
+                       config: dict[str, Any]) -> bool:
+        """Add a published version; False if the function is gone or the number taken."""
+        try:
+            with self._engine.begin() as conn:
+                if conn.execute(select(functions.c.name).where(functions.c.name == name)).first() is None:
+                    return False
+                conn.execute(
+                    insert(function_versions).values(
+                        function_name=name, version=version, revision_id=revision_id,
+                        **_version_columns(config),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def delete_version(self, name: str, version: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(function_versions).where(
+                    function_versions.c.function_name == name, function_versions.c.version == version
+                )
+            )
+        return result.rowcount == 1
+
+    def last_published(self, name: str) -> int:
+        """The highest version number ever published for the function, 0 if none."""
+        with self._engine.connect() as conn:
+            return sequences.current_value(conn, version_sequence(name))
 
     def delete_function(self, name: str, tag_arn: str) -> bool:
         with self._engine.begin() as conn:
             conn.execute(delete(function_versions).where(function_versions.c.function_name == name))
+            conn.execute(delete(aliases).where(aliases.c.function_name == name))
+            # A function created again under the same name starts over at version 1.
+            sequences.reset(conn, version_sequence(name))
             conn.execute(delete(tags).where(tags.c.resource_arn == tag_arn))
             result = conn.execute(delete(functions).where(functions.c.name == name))
         return result.rowcount == 1
@@ -117,9 +169,4 @@ class FunctionStore:
     def next_value(self, name: str) -> int:
         """The next number of a persistent counter (1, 2, ...), e.g. version numbers."""
         with self._engine.begin() as conn:
-            current = conn.execute(select(sequences.c.value).where(sequences.c.name == name)).scalar()
-            if current is None:
-                conn.execute(insert(sequences).values(name=name, value=1))
-                return 1
-            conn.execute(update(sequences).where(sequences.c.name == name).values(value=current + 1))
-            return current + 1
+            return sequences.next_value(conn, name)

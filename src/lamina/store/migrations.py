@@ -21,7 +21,13 @@ def _0001_functions(conn: Connection) -> None:
         table.create(conn)
 
 
-def _0002_function_versions_code_size(conn: Connection) -> None:
+def _0002_versions_aliases_layers(conn: Connection) -> None:
+    # Published versions are rows of function_versions already; these add the rest.
+    for table in (schema.aliases, schema.layer_versions, schema.policies):
+        table.create(conn)
+
+
+def _0003_function_versions_code_size(conn: Connection) -> None:
     # 0001 creates tables from the current schema, so on a new database the column
     # is already there; only databases made before it need it added and filled.
     columns = {c["name"] for c in inspect(conn).get_columns("function_versions")}
@@ -41,7 +47,8 @@ def _0002_function_versions_code_size(conn: Connection) -> None:
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
-    ("0002_function_versions_code_size", _0002_function_versions_code_size),
+    ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
+    ("0003_function_versions_code_size", _0003_function_versions_code_size),
 ]
 
 

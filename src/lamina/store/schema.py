@@ -48,3 +48,43 @@ sequences = Table(
     Column("name", String(512), primary_key=True),
     Column("value", Integer, nullable=False),
 )
+
+# An alias points at one version, optionally sending a share of traffic to a second
+# (`routing` is AdditionalVersionWeights as JSON: {"version": weight}).
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("function_name", String(140), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("function_version", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("routing", Text, nullable=False),
+    Column("revision_id", String(64), nullable=False),
+)
+
+# Published layer versions are immutable; their zips live in the blob store, and the
+# unzipped size is kept so a function's code plus its layers can be held to the quota.
+layer_versions = Table(
+    "layer_versions",
+    metadata,
+    Column("layer_name", String(140), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("created_date", String(32), nullable=False),
+    Column("compatible_runtimes", Text, nullable=False),
+    Column("compatible_architectures", Text, nullable=False),
+    Column("license_info", String(512)),
+    Column("code_sha256_hex", String(64), nullable=False),
+    Column("code_size", Integer, nullable=False),
+    Column("unzipped_size", Integer, nullable=False),
+)
+
+# Resource-based policies (a layer version's today, a function's later), one JSON
+# document per resource ARN, changed by compare-and-swap on revision_id.
+policies = Table(
+    "policies",
+    metadata,
+    Column("resource_arn", String(512), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("revision_id", String(64), nullable=False),
+)

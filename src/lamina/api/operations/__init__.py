@@ -37,4 +37,6 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> None:
     """Import every handler module so its operations register."""
-    from lamina.api.operations import account, functions, invoke, tags  # noqa: F401
+    from lamina.api.operations import (  # noqa: F401
+        account, aliases, functions, invoke, layers, tags, versions,
+    )

@@ -56,8 +56,17 @@ def _zip_file(code: dict[str, Any]) -> bytes:
     )
 
 
-def function_output(call: Call, fv: Any) -> dict[str, Any]:
-    return fv.to_api(call.platform.region)
+def function_output(call: Call, fv: Any, arn_qualifier: str | None = None) -> dict[str, Any]:
+    return fv.to_api(call.platform.region, arn_qualifier)
+
+
+def qualified_output(call: Call) -> tuple[Any, dict[str, Any]]:
+    """The version FunctionName/Qualifier names and its FunctionConfiguration, whose
+    FunctionArn carries the qualifier asked by (version, alias or $LATEST)."""
+    registry = call.platform.functions
+    ref = registry.resolve(call.params["FunctionName"], call.params.get("Qualifier"))
+    fv = registry.get_version(ref.name, ref.qualifier)
+    return fv, function_output(call, fv, ref.qualifier)
 
 
 @operation("CreateFunction")
@@ -68,24 +77,24 @@ async def create_function(call: Call) -> dict[str, Any]:
     if "Architectures" in p:
         settings["architectures"] = p["Architectures"]
     fv = call.platform.functions.create_function(
-        p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {}
+        p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {},
+        publish=bool(p.get("Publish")),
     )
     return function_output(call, fv)
 
 
 @operation("GetFunctionConfiguration")
 async def get_function_configuration(call: Call) -> dict[str, Any]:
-    fv = call.platform.functions.get_version(call.params["FunctionName"], call.params.get("Qualifier"))
-    return function_output(call, fv)
+    return qualified_output(call)[1]
 
 
 @operation("GetFunction")
 async def get_function(call: Call) -> dict[str, Any]:
     registry = call.platform.functions
-    fv = registry.get_version(call.params["FunctionName"], call.params.get("Qualifier"))
+    fv, configuration = qualified_output(call)
     signer = call.request.app.state.code_urls
     output: dict[str, Any] = {
-        "Configuration": function_output(call, fv),
+        "Configuration": configuration,
         "Code": {
             "RepositoryType": "S3",
             "Location": signer.url(str(call.request.base_url), fv.code_sha256_hex),
@@ -100,11 +109,13 @@ async def get_function(call: Call) -> dict[str, Any]:
 @operation("ListFunctions")
 async def list_functions(call: Call) -> dict[str, Any]:
     p = call.params
-    listing = call.platform.functions.list_functions(
-        p.get("Marker"), p.get("MaxItems"), all_versions=p.get("FunctionVersion") == "ALL"
-    )
+    all_versions = p.get("FunctionVersion") == "ALL"
+    listing = call.platform.functions.list_functions(p.get("Marker"), p.get("MaxItems"), all_versions)
     return {
-        "Functions": [function_output(call, fv) for fv in listing.functions],
+        # Listing every version, AWS qualifies each ARN, $LATEST's too.
+        "Functions": [
+            function_output(call, fv, fv.version if all_versions else None) for fv in listing.functions
+        ],
         "NextMarker": listing.next_marker,
     }
 
@@ -113,7 +124,8 @@ async def list_functions(call: Call) -> dict[str, Any]:
 async def update_function_code(call: Call) -> dict[str, Any]:
     p = call.params
     fv = call.platform.functions.update_code(
-        p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures")
+        p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures"),
+        publish=bool(p.get("Publish")),
     )
     return function_output(call, fv)
 

@@ -217,8 +217,9 @@ def configure_logging():
 def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
     minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    opt = sys.argv[1] if len(sys.argv) > 1 else "/opt"
     # Lambda's import order: the function's code, then layers under /opt.
-    sys.path[0:0] = [task_root, "/opt/python", f"/opt/python/lib/{minor}/site-packages"]
+    sys.path[0:0] = [task_root, f"{opt}/python", f"{opt}/python/lib/{minor}/site-packages"]
     os.chdir(task_root)
     client = RuntimeClient(RUNTIME_API)
     handler = load_handler(client, os.environ["_HANDLER"])
