@@ -218,6 +218,21 @@ def test_get_account_settings_reports_quotas_and_counts_new_functions(lam):
     assert lam.get_account_settings()["AccountUsage"] == before["AccountUsage"]
 
 
+def test_account_code_size_counts_published_versions_and_layers(lam):
+    # AWS counts every version's package and every layer version's archive.
+    before = lam.get_account_settings()["AccountUsage"]
+    package = make_zip({"app.py": "def handler(e, c):\n    return 'versioned'\n"})
+    lam.create_function(**function_args("cp-account-versions", package, Publish=True))
+    layer = make_zip({"python/shared.py": "X = 1\n"})
+    published = lam.publish_layer_version(LayerName="cp-account-layer", Content={"ZipFile": layer})
+    after = lam.get_account_settings()["AccountUsage"]
+    assert after["FunctionCount"] == before["FunctionCount"] + 1
+    assert after["TotalCodeSize"] == before["TotalCodeSize"] + 2 * len(package) + len(layer)
+    lam.delete_function(FunctionName="cp-account-versions")
+    lam.delete_layer_version(LayerName="cp-account-layer", VersionNumber=published["Version"])
+    assert lam.get_account_settings()["AccountUsage"] == before
+
+
 # -- listing 60 functions, and a restart ------------------------------------------------
 
 LISTED = [f"fn-{i:03d}" for i in range(60)]
