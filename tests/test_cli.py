@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import aws_error, function_args, make_zip
+from tests.helpers import ROLE, aws_error, function_args, make_zip
 
 BIN = Path(sys.executable).parent
 
@@ -66,7 +66,7 @@ def test_aws_cli_create_function_from_a_zip_file_is_seen_by_boto3(lam, aws, tmp_
     package = tmp_path / "fn.zip"
     package.write_bytes(make_zip({"app.py": "def handler(e, c):\n    return 'cli'\n"}))
     aws("create-function", "--function-name", "cli-aws-created", "--runtime", "python3.12",
-        "--handler", "app.handler", "--role", function_args("x")["Role"],
+        "--handler", "app.handler", "--role", ROLE,
         "--zip-file", f"fileb://{package}", "--memory-size", "256")
     config = lam.get_function_configuration(FunctionName="cli-aws-created")
     assert (config["Runtime"], config["MemorySize"], config["CodeSize"]) == (

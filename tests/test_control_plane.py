@@ -16,7 +16,7 @@ import pytest
 from lamina.config import load_settings
 from lamina.platform import Platform
 from tests.conftest import Server
-from tests.helpers import ECHO, aws_error, error_message, function_args, make_zip
+from tests.helpers import ECHO, ROLE, aws_error, error_message, function_args, make_zip
 
 ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 
@@ -394,7 +394,7 @@ def test_registry_retries_a_lost_compare_and_swap_so_no_update_is_lost(tmp_path)
     # from many threads on one SQLite file, so writers really do collide.
     platform = Platform(load_settings(env={}, data_dir=tmp_path / "data"))
     registry = platform.functions
-    registry.create_function("racy", ECHO, {"role": function_args("x")["Role"], "runtime": "python3.11",
+    registry.create_function("racy", ECHO, {"role": ROLE, "runtime": "python3.11",
                                             "handler": "app.handler"}, {})
 
     def write(i: int) -> dict:
