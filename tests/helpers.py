@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -57,3 +61,22 @@ def aws_error(client: Any, code: str, status: int | None = None) -> Iterator[pyt
 
 def error_message(info: pytest.ExceptionInfo) -> str:
     return info.value.response["Error"]["Message"]
+
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment minus any AWS/Lamina settings, with its own HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMINA_"))}
+    return {**env, "HOME": str(home), "COLUMNS": "200", **extra}
+
+
+def aws_cli(endpoint: str, home: Path, key: str, secret: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`aws lambda ARGS` against endpoint with these credentials and nothing else configured."""
+    return subprocess.run(
+        [str(BIN / "aws"), "lambda", *args, "--endpoint-url", endpoint, "--region", "us-east-1",
+         "--output", "json"],
+        env=clean_env(home, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret),
+        capture_output=True, text=True, timeout=60,
+    )

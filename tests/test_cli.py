@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROLE, aws_error, function_args, make_zip
-
-BIN = Path(sys.executable).parent
-
-
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment minus any AWS/Lamina settings, with its own HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMINA_"))}
-    return {**env, "HOME": str(home), "COLUMNS": "200", **extra}
-
+from tests.helpers import BIN, ROLE, aws_cli, aws_error, clean_env, function_args, make_zip
 
 # -- the AWS CLI ---------------------------------------------------------------------
 
@@ -30,14 +18,9 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def aws(server, tmp_path_factory):
     home = tmp_path_factory.mktemp("aws-home")
-    env = clean_env(home, AWS_ACCESS_KEY_ID="cli-key", AWS_SECRET_ACCESS_KEY="cli-secret")
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "aws"), "lambda", *args, "--endpoint-url", server.endpoint,
-             "--region", "us-east-1", "--output", "json"],
-            env=env, capture_output=True, text=True, timeout=60,
-        )
+        result = aws_cli(server.endpoint, home, "cli-key", "cli-secret", *args)
         if check:
             assert result.returncode == 0, result.stderr
         return result

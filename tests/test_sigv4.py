@@ -18,7 +18,7 @@ from botocore.credentials import Credentials
 from lamina.api.auth import SignedRequest, SigV4Verifier
 from lamina.errors import InvalidSignatureException
 from tests.conftest import Server, free_port
-from tests.helpers import aws_error, error_message, function_args
+from tests.helpers import aws_cli, aws_error, error_message, function_args
 
 KEY, SECRET = "AKIDTEST", "secret123"
 ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
@@ -100,6 +100,16 @@ def test_body_changed_after_signing_is_invalid_signature(signed_server, signed):
     with aws_error(client, "InvalidSignatureException", 403):
         client.update_function_configuration(FunctionName="signed-fn", Description="original")
     assert signed.get_function_configuration(FunctionName="signed-fn")["Description"] == ""
+
+
+def test_aws_cli_signs_requests_the_server_accepts(signed_server, signed, tmp_path):
+    listed = aws_cli(signed_server.endpoint, tmp_path, KEY, SECRET, "get-function",
+                     "--function-name", ARN_PREFIX + "signed-fn")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["Configuration"]["FunctionName"] == "signed-fn"
+    refused = aws_cli(signed_server.endpoint, tmp_path, KEY, "wrong", "list-functions")
+    assert refused.returncode != 0
+    assert "InvalidSignatureException" in refused.stderr
 
 
 def run_serve(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
