@@ -404,3 +404,34 @@ def test_max_items_of_zero_is_validation_exception(lam_unchecked):
     with aws_error(lam_unchecked, "ValidationException") as info:
         lam_unchecked.list_functions(MaxItems=0)
     assert "Value '0' at 'maxItems' failed to satisfy constraint: Member must have value greater than or equal to 1" in error_message(info)
+
+
+def test_bad_environment_variable_name_is_reported_for_the_map_without_its_values(server, lam_unchecked):
+    # AWS's wording; variables are sensitive, so the message never echoes them.
+    message = refused_create(server, lam_unchecked, "val-env-name", "ValidationException",
+                             Environment={"Variables": {"A": "secret-value", "OK_NAME": "x"}})
+    assert message == (
+        "1 validation error detected: Value at 'environment.variables' failed to satisfy "
+        "constraint: Map keys must satisfy constraint: [Member must satisfy regular "
+        "expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]"
+    )
+    assert "secret-value" not in message
+
+
+def test_non_string_environment_value_is_a_map_value_violation(server, lam_unchecked):
+    message = refused_create(server, lam_unchecked, "val-env-value", "ValidationException",
+                             Environment={"Variables": {"COUNT": 3}})
+    assert message == (
+        "1 validation error detected: Value at 'environment.variables' failed to satisfy "
+        "constraint: Map value must satisfy constraint: [Member must be of type string]"
+    )
+
+
+def test_bad_tag_value_names_the_tags_map(server, lam_unchecked):
+    message = refused_create(server, lam_unchecked, "val-tag-value", "ValidationException",
+                             Tags={"team": "x" * 300})
+    assert message.startswith("1 validation error detected: Value '{team=")
+    assert message.endswith(
+        "at 'tags' failed to satisfy constraint: Map value must satisfy constraint: "
+        "[Member must have length less than or equal to 256]"
+    )
