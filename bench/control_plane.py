@@ -2,7 +2,8 @@
 
 Starts its own `lamina serve` on a free loopback port with a temporary data dir (the
 same Server the tests use), then drives it with boto3, first from one thread and
-then from several, and prints a table.
+then from several, and prints a table. A last row times GetFunction over plain
+HTTP, so the server's own cost can be told apart from the SDK's.
 
     .venv/bin/python bench/control_plane.py [--count 300] [--threads 4]
 """
@@ -10,6 +11,7 @@ then from several, and prints a table.
 from __future__ import annotations
 
 import argparse
+import http.client
 import statistics
 import sys
 import tempfile
@@ -91,6 +93,17 @@ def run(count: int, threads: int) -> list[Result]:
                 results.append(measure("CreateFunction", [creator(a, c) for a, c in zip(names, pick)], n))
                 results.append(measure("GetFunction", [getter(a, c) for a, c in zip(names, pick)], n))
                 results.append(measure("ListFunctions (50 per page)", [lister(c) for c in pick], n))
+            # The server's own cost, without boto3's signing and parsing on top.
+            connection = http.client.HTTPConnection("127.0.0.1", server.port)
+
+            def raw_get(name: str) -> Callable[[], Any]:
+                def call() -> None:
+                    connection.request("GET", f"/2015-03-31/functions/{name}")
+                    connection.getresponse().read()
+                return call
+
+            results.append(measure("GetFunction (raw HTTP)", [raw_get(a) for a in names], 1))
+            connection.close()
         finally:
             server.stop()
     return results
@@ -106,7 +119,8 @@ def print_table(results: list[Result], count: int) -> None:
             f"{r.percentile_ms(0.5):>8.2f} {r.percentile_ms(0.99):>8.2f} "
             f"{1000 * statistics.fmean(r.latencies):>8.2f}"
         )
-    print(f"\n{count} functions per round; ListFunctions runs over up to {2 * count} functions.")
+    print(f"\n{count} functions per round; ListFunctions runs over up to {2 * count} functions. "
+          "Raw HTTP: the same GetFunction without an SDK (unsigned, keys are off).")
 
 
 def main() -> None:
