@@ -9,7 +9,18 @@ import datetime
 import json
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 
 from lamina.store import schema
 
@@ -17,7 +28,24 @@ Migration = Callable[[Connection], None]
 
 
 def _0001_functions(conn: Connection) -> None:
-    for table in (schema.functions, schema.function_versions, schema.tags, schema.sequences):
+    # The tables as they were first released, frozen here: building them from
+    # schema.py would give a new database columns that later migrations add.
+    first = MetaData()
+    tables = [
+        Table("functions", first, Column("name", String(140), primary_key=True),
+              Column("created_at", String(32), nullable=False)),
+        Table("function_versions", first,
+              Column("function_name", String(140), primary_key=True),
+              Column("version", String(32), primary_key=True),
+              Column("revision_id", String(64), nullable=False),
+              Column("config", Text, nullable=False)),
+        Table("tags", first, Column("resource_arn", String(512), primary_key=True),
+              Column("key", String(128), primary_key=True),
+              Column("value", String(256), nullable=False)),
+        Table("sequences", first, Column("name", String(512), primary_key=True),
+              Column("value", Integer, nullable=False)),
+    ]
+    for table in tables:
         table.create(conn)
 
 
@@ -28,8 +56,7 @@ def _0002_versions_aliases_layers(conn: Connection) -> None:
 
 
 def _0003_function_versions_code_size(conn: Connection) -> None:
-    # 0001 creates tables from the current schema, so on a new database the column
-    # is already there; only databases made before it need it added and filled.
+    # Development databases briefly got this column from 0001; add it only if missing.
     columns = {c["name"] for c in inspect(conn).get_columns("function_versions")}
     if "code_size" not in columns:
         conn.execute(text(
