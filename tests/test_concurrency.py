@@ -30,10 +30,27 @@ HANDLER = make_zip({"app.py": (
 )})
 
 
+# Functions created by the running test, deleted after it: the session server is
+# shared, and reservations left behind would change other tests' account settings.
+_created: list[tuple[Any, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _delete_created_functions() -> Iterator[None]:
+    yield
+    while _created:
+        lam, name = _created.pop()
+        try:
+            lam.delete_function(FunctionName=name)
+        except Exception:
+            pass  # deleted by the test itself, or its dedicated server is gone
+
+
 def create(lam, code: bytes = HANDLER, **config: Any) -> str:
     name = f"conc-{uuid.uuid4().hex[:10]}"
     lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
                         Code={"ZipFile": code}, **config)
+    _created.append((lam, name))
     return name
 
 

@@ -31,6 +31,12 @@ class LambdaError(Exception):
 class ValidationException(LambdaError):
     """A request that breaks the service model's constraints (min, max, enum, pattern)."""
 
+    @classmethod
+    def of(cls, problems: list[str]) -> ValidationException:
+        """AWS's wording: "2 validation errors detected: <problem>; <problem>"."""
+        noun = "error" if len(problems) == 1 else "errors"
+        return cls(f"{len(problems)} validation {noun} detected: " + "; ".join(problems))
+
 
 class InvalidParameterValueException(LambdaError):
     pass
@@ -122,4 +128,10 @@ class UnknownOperationException(LambdaError):
 
 
 class IncompleteSignatureException(LambdaError):
+    status_code = 403
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    """A request with no Authorization header at all, where keys are required."""
+
     status_code = 403

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lamina.errors import InvalidParameterValueException
+from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 
 # name | account:function:name | arn:aws:lambda:region:account:function:name, each
 # optionally followed by :qualifier (a version number, $LATEST or an alias).
@@ -45,6 +45,12 @@ def parse_function_ref(value: str, region: Region, qualifier: str | None = None)
     found = _FUNCTION_REF.match(value)
     if found is None:
         raise InvalidParameterValueException(f"Invalid function name or ARN: {value}")
+    if found.group("region") and found.group("region") != region.region:
+        # AWS's answer to an ARN from another region, type and wording.
+        raise ResourceNotFoundException(
+            f"Functions from '{found.group('region')}' are not reachable in this region "
+            f"('{region.region}')"
+        )
     if found.group("account") and found.group("account") != region.account_id:
         raise InvalidParameterValueException(
             f"The account {found.group('account')} in the ARN does not match this "

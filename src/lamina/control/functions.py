@@ -27,6 +27,7 @@ from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
 
 MAX_TAGS = 50
+MAX_LIST_ITEMS = 50
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -58,15 +59,26 @@ def version_order(version: str) -> tuple[int, int]:
     return (0, 0) if version == LATEST else (1, int(version))
 
 
-def out_of_range(field: str, value: int, low: int, high: int) -> ValidationException:
-    """AWS's own wording for a number outside the allowed range."""
+def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
+    """AWS's wording for a number outside Lambda's quota, as a validation problem.
+
+    The service model allows more than the quotas (e.g. MemorySize up to 32768), so
+    these are checked here, against limits.py, and reported the way the model's are.
+    """
+    if low <= value <= high:
+        return []
     bound = (
         f"greater than or equal to {low}" if value < low else f"less than or equal to {high}"
     )
-    return ValidationException(
-        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
-        f"constraint: Member must have value {bound}"
-    )
+    return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"]
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    """GetAccountSettings' AccountUsage: what this account has stored."""
+
+    function_count: int
+    total_code_size: int
 
 
 @dataclass(frozen=True)
@@ -167,13 +179,14 @@ class FunctionRegistry:
             raise self.not_found(ref.name)
         if marker and (marker == LATEST or is_version_number(marker)):
             versions = [fv for fv in versions if version_order(fv.version) > version_order(marker)]
-        limit = max_items or 50
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
         page = versions[:limit]
         return FunctionListing(page, page[-1].version if len(versions) > limit else None)
 
     def list_functions(self, marker: str | None, max_items: int | None,
                        all_versions: bool = False) -> FunctionListing:
-        limit = max_items or 50
+        # Lambda returns at most 50 functions per page, whatever MaxItems asks for.
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
         after = None
         if marker:
             name, _, version = marker.partition(":")
@@ -199,11 +212,17 @@ class FunctionRegistry:
     def tags(self, name: str) -> dict[str, str]:
         return self.store.get_tags(self.function_arn(name))
 
+    def account_usage(self) -> AccountUsage:
+        """Functions, and the code of every function version and layer version (as AWS counts)."""
+        count, code_size = self.store.count_and_code_size()
+        return AccountUsage(function_count=count,
+                            total_code_size=code_size + self.layers.store.total_code_size())
+
     # -- writing ----------------------------------------------------------------
 
     def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
         info = inspect_package(zip_file, self.limits, operation)
-        _, used = self.store.count_and_code_size()
+        used = self.account_usage().total_code_size
         if used + info.zipped_size > self.limits.total_code_size_bytes:
             raise CodeStorageExceededException(
                 f"Code storage limit exceeded: {self.limits.total_code_size_bytes} bytes"
@@ -232,14 +251,15 @@ class FunctionRegistry:
 
     def _validate(self, fv: FunctionVersion) -> None:
         limits = self.limits
-        if not limits.min_memory_size_mb <= fv.memory_size <= limits.max_memory_size_mb:
-            raise out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
-                               limits.max_memory_size_mb)
-        if not limits.min_timeout_s <= fv.timeout <= limits.max_timeout_s:
-            raise out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s)
-        if not limits.min_ephemeral_storage_mb <= fv.ephemeral_storage_mb <= limits.max_ephemeral_storage_mb:
-            raise out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
-                               limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb)
+        problems = [
+            *out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
+                          limits.max_memory_size_mb),
+            *out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s),
+            *out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
+                          limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb),
+        ]
+        if problems:
+            raise ValidationException.of(problems)
         reserved = sorted(RESERVED_VARIABLES.intersection(fv.environment))
         if reserved:
             raise InvalidParameterValueException(
@@ -279,7 +299,10 @@ class FunctionRegistry:
         if len(tags) > MAX_TAGS:
             raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
         # Validate the configuration first: a refused function stores no code.
+        # Runtime and Handler may be absent (Image packages); _validate decides.
         defaults = {
+            "runtime": None,
+            "handler": None,
             "timeout": self.limits.default_timeout_s,
             "memory_size": self.limits.default_memory_size_mb,
             "ephemeral_storage_mb": self.limits.default_ephemeral_storage_mb,

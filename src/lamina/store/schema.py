@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -29,6 +29,8 @@ function_versions = Table(
     Column("version", String(32), primary_key=True),
     Column("revision_id", String(64), nullable=False),
     Column("config", Text, nullable=False),
+    # Copied out of `config` so account usage is one SUM, not a parse of every row.
+    Column("code_size", BigInteger, nullable=False, server_default="0"),
 )
 
 tags = Table(
