@@ -1,5 +1,8 @@
 """AWS's rest-json protocol, driven by botocore's service model.
 
+The JSON values, validation and output conversion here are shared with the
+target-addressed JSON protocol (`api.json_protocol`).
+
 Routes, request parsing, validation and response shapes all come from the model
 that boto3 itself uses (`botocore/data/<service>/<version>/service-2.json`), so a
 request that boto3 can build, Lamina can read, and a response Lamina writes, boto3
@@ -100,20 +103,20 @@ def _scalar_from_text(shape: Shape, text: str) -> Any:
     return text
 
 
-def _from_json(shape: Shape, value: Any) -> Any:
+def from_json(shape: Shape, value: Any) -> Any:
     """JSON body values to Python: base64 blobs to bytes, recursively."""
     if value is None:
         return None
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict):
         return {
-            k: _from_json(shape.members[k], v) if k in shape.members else v
+            k: from_json(shape.members[k], v) if k in shape.members else v
             for k, v in value.items()
         }
     if kind == "list" and isinstance(value, list):
-        return [_from_json(shape.member, v) for v in value]
+        return [from_json(shape.member, v) for v in value]
     if kind == "map" and isinstance(value, dict):
-        return {k: _from_json(shape.value, v) for k, v in value.items()}
+        return {k: from_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)
@@ -165,15 +168,22 @@ def parse_request(
             if member.type_name in ("blob", "string"):
                 params[name] = body
             elif body:
-                params[name] = _from_json(member, _decode_json(body))
+                params[name] = from_json(member, _decode_json(body))
     if payload_member is None and body:
-        document = _decode_json(body)
-        if not isinstance(document, dict):
-            raise InvalidRequestContentException("Could not parse request body into json")
-        for name, member in shape.members.items():
-            if member.serialization.get("location") is None and name in document:
-                params[name] = _from_json(member, document[name])
+        params.update(body_members(shape, body))
     return params
+
+
+def body_members(shape: Shape, body: bytes) -> dict[str, Any]:
+    """The members of `shape` carried in a JSON object body."""
+    document = _decode_json(body)
+    if not isinstance(document, dict):
+        raise InvalidRequestContentException("Could not parse request body into json")
+    return {
+        name: from_json(member, document[name])
+        for name, member in shape.members.items()
+        if member.serialization.get("location") is None and name in document
+    }
 
 
 def _decode_json(body: bytes) -> Any:
@@ -209,7 +219,7 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
+def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool) -> None:
     kind = shape.type_name
     meta = shape.metadata
 
@@ -247,7 +257,7 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
         for name, member_value in value.items():
             if name in shape.members and member_value is not None:
                 child = _member_path(name) if not path else f"{path}.{_member_path(name)}"
-                _check(shape.members[name], member_value, child, problems)
+                _check(shape.members[name], member_value, child, problems, enums)
         return
 
     size: int | None = None
@@ -265,7 +275,7 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
             fail(f"Member must have value less than or equal to {meta['max']}")
 
     if kind == "string":
-        if shape.enum and value not in shape.enum:
+        if enums and shape.enum and value not in shape.enum:
             fail(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
         regex = meta.get("pattern")
         compiled = _pattern(regex) if regex else None
@@ -273,19 +283,23 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
             fail(f"Member must satisfy regular expression pattern: {regex}")
     elif kind == "list":
         for index, item in enumerate(value):
-            _check(shape.member, item, f"{path}.{index + 1}.member", problems)
+            _check(shape.member, item, f"{path}.{index + 1}.member", problems, enums)
     elif kind == "map":
         for key, item in value.items():
-            _check(shape.key, key, f"{path}.key", problems)
-            _check(shape.value, item, f"{path}.{key}.member", problems)
+            _check(shape.key, key, f"{path}.key", problems, enums)
+            _check(shape.value, item, f"{path}.{key}.member", problems, enums)
 
 
-def validate(operation: OperationModel, params: dict[str, Any]) -> None:
-    """Raise ValidationException, worded like AWS's, if params break the model."""
+def validate(operation: OperationModel, params: dict[str, Any], enums: bool = True) -> None:
+    """Raise ValidationException, worded like AWS's, if params break the model.
+
+    `enums=False` for services whose servers accept values beyond the model's enums
+    (SQS takes ApproximateReceiveCount in AttributeNames, typed QueueAttributeName).
+    """
     if operation.input_shape is None:
         return
     problems: list[str] = []
-    _check(operation.input_shape, params, "", problems)
+    _check(operation.input_shape, params, "", problems, enums)
     if problems:
         count = len(problems)
         noun = "error" if count == 1 else "errors"
@@ -295,18 +309,18 @@ def validate(operation: OperationModel, params: dict[str, Any]) -> None:
 # -- writing the response -------------------------------------------------------
 
 
-def _to_json(shape: Shape | None, value: Any) -> Any:
+def to_json(shape: Shape | None, value: Any) -> Any:
     if value is None or shape is None:
         return value
     kind = shape.type_name
     if kind == "structure":
         return {
-            k: _to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
+            k: to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
         }
     if kind == "list":
-        return [_to_json(shape.member, v) for v in value]
+        return [to_json(shape.member, v) for v in value]
     if kind == "map":
-        return {k: _to_json(shape.value, v) for k, v in value.items()}
+        return {k: to_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if kind == "timestamp" and isinstance(value, datetime.datetime):
@@ -347,9 +361,9 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
             elif isinstance(value, str):
                 body = value.encode()
             else:
-                body = json.dumps(_to_json(member, value)).encode()
+                body = json.dumps(to_json(member, value)).encode()
         else:
-            body_fields[name] = _to_json(member, value)
+            body_fields[name] = to_json(member, value)
     if body is None:
         body = json.dumps(body_fields).encode() if (body_fields or payload_member is None) else b""
         headers.setdefault("Content-Type", "application/json")

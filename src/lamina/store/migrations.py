@@ -26,9 +26,15 @@ def _0002_versions_aliases_layers(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0003_queues(conn: Connection) -> None:
+    for table in (schema.queues, schema.queue_messages):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
+    ("0003_queues", _0003_queues),
 ]
 
 
