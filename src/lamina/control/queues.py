@@ -40,8 +40,7 @@ from lamina.errors import (
 from lamina.limits import Limits
 from lamina.store.queues import (
     HandleMatch,
-    MessageRow,
-    NewMessage,
+    QueueMessage,
     QueueRow,
     QueueStore,
     Redrive,
@@ -173,7 +172,7 @@ class SentMessage:
 
 @dataclass(frozen=True)
 class ReceivedMessage:
-    row: MessageRow
+    row: QueueMessage
     receipt_handle: str
 
     def to_api(self, system_names: Iterable[str], attribute_names: Iterable[str]) -> dict[str, Any]:
@@ -497,7 +496,7 @@ class QueueRegistry:
         return stored, size
 
     def _prepare(self, queue: Queue, message: OutgoingMessage,
-                 now: int) -> tuple[NewMessage, SentMessage]:
+                 now: int) -> tuple[QueueMessage, SentMessage]:
         if not message.body:
             raise MissingRequiredParameterException(
                 "The request must contain the parameter MessageBody."
@@ -523,7 +522,7 @@ class QueueRegistry:
                 f"DelaySeconds must be >= 0 and <= {self.limits.max_delay_s}.",
             )
         system = _checked_system_attributes(message.system_attributes)
-        new = NewMessage(
+        new = QueueMessage(
             message_id=str(uuid.uuid4()),
             body=message.body,
             message_attributes=attributes,

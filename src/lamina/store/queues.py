@@ -31,7 +31,7 @@ class QueueRow:
 
 
 @dataclass(frozen=True)
-class MessageRow:
+class QueueMessage:
     message_id: str
     body: str
     # {"name": {"DataType": ..., "StringValue": ...}}, BinaryValue as base64 text.
@@ -39,21 +39,12 @@ class MessageRow:
     trace_header: str | None
     sender_id: str
     sent_at: int
-    receive_count: int
-    first_received_at: int | None
-    receipt_token: str | None
-    dead_letter_source_arn: str | None
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    message_id: str
-    body: str
-    message_attributes: dict[str, dict[str, str]]
-    trace_header: str | None
-    sender_id: str
-    sent_at: int
     visible_at: int
+    # What receiving has done to it so far.
+    receive_count: int = 0
+    first_received_at: int | None = None
+    receipt_token: str | None = None
+    dead_letter_source_arn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,14 +69,15 @@ class HandleMatch(Enum):
     GONE = "gone"
 
 
-def _message(row: Any) -> MessageRow:
-    return MessageRow(
+def _message(row: Any) -> QueueMessage:
+    return QueueMessage(
         message_id=row.message_id,
         body=row.body,
         message_attributes=json.loads(row.message_attributes),
         trace_header=row.trace_header,
         sender_id=row.sender_id,
         sent_at=row.sent_at,
+        visible_at=row.visible_at,
         receive_count=row.receive_count,
         first_received_at=row.first_received_at,
         receipt_token=row.receipt_token,
@@ -146,7 +138,7 @@ class QueueStore:
 
     # -- messages ----------------------------------------------------------------
 
-    def add_messages(self, queue_name: str, messages: list[NewMessage]) -> None:
+    def add_messages(self, queue_name: str, messages: list[QueueMessage]) -> None:
         """Insert messages in one transaction: a batch is stored whole or not at all."""
         rows = [
             {
@@ -178,13 +170,13 @@ class QueueStore:
             ).rowcount
 
     def claim(self, queue_name: str, now: int, limit: int, invisible_until: int,
-              sent_after: int, token: str, redrive: Redrive | None) -> list[MessageRow]:
+              sent_after: int, token: str, redrive: Redrive | None) -> list[QueueMessage]:
         """Take up to `limit` visible messages, hiding each until `invisible_until`.
 
         Messages already received `max_receive_count` times move to the dead-letter
         queue instead, as SQS does on the receive that would exceed the count.
         """
-        claimed: list[MessageRow] = []
+        claimed: list[QueueMessage] = []
         with self._engine.begin() as conn:
             while len(claimed) < limit:
                 rows = conn.execute(
@@ -223,7 +215,8 @@ class QueueStore:
                     if done.rowcount == 1:
                         claimed.append(
                             dataclasses.replace(
-                                _message(row), receive_count=row.receive_count + 1,
+                                _message(row), visible_at=invisible_until,
+                                receive_count=row.receive_count + 1,
                                 first_received_at=first, receipt_token=token,
                             )
                         )
