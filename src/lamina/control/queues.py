@@ -622,6 +622,9 @@ class QueueRegistry:
             token = uuid.uuid4().hex
             rows = self.store.claim(name, now, count, now + hide_s * 1000,
                                     now - queue.retention_ms, token, redrive)
+            if redrive is not None:
+                # The claim may have moved messages there; its receivers look again.
+                self._notify(redrive.target_queue)
             if rows:
                 return [ReceivedMessage(row, _receipt_handle(name, row.message_id, token))
                         for row in rows]
