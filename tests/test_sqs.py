@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lamina.config import Settings
+from lamina.errors import QueueDoesNotExist
 from lamina.platform import Platform
 from tests.conftest import Server
 
@@ -101,7 +102,9 @@ def test_error_body_is_json_protocol_shaped_with_query_error_header(server):
     assert response.status_code == 400
     assert response.json() == {"__type": "com.amazonaws.sqs#QueueDoesNotExist",
                                "message": "The specified queue does not exist."}
-    assert response.headers["x-amzn-query-error"] == "AWS.SimpleQueueService.NonExistentQueue;Sender"
+    assert response.headers["x-amzn-query-error"] == (
+        "AWS.SimpleQueueService.NonExistentQueue;Sender"
+    )
     assert response.headers["content-type"] == "application/x-amz-json-1.0"
 
 
@@ -534,7 +537,8 @@ def test_delete_message_batch_deletes_good_entries_and_reports_bad_ones(sqs, que
         {"Id": "broken", "ReceiptHandle": "nope"},
     ])
     assert sorted(e["Id"] for e in result["Successful"]) == ["d0", "d1", "d2"]
-    assert [(e["Id"], e["Code"]) for e in result["Failed"]] == [("broken", "ReceiptHandleIsInvalid")]
+    failed = [(e["Id"], e["Code"]) for e in result["Failed"]]
+    assert failed == [("broken", "ReceiptHandleIsInvalid")]
     counts = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
 
@@ -574,7 +578,9 @@ def test_send_message_batch_over_256_kib_in_total_raises_batch_request_too_long(
 
 def test_redrive_policy_moves_message_to_dead_letter_queue_after_max_receive_count(sqs):
     dlq = sqs.create_queue(QueueName=queue_name("dlq"))["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
     source = sqs.create_queue(QueueName=queue_name("src"), Attributes={
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
     })["QueueUrl"]
@@ -638,7 +644,6 @@ def test_in_process_send_message_by_arn_reaches_receivers(tmp_path: Path):
         assert received.row.message_id == message_id
         assert received.row.body == '{"event": 1}'
         assert received.row.message_attributes["origin"]["StringValue"] == "async-invoke"
-        from lamina.errors import QueueDoesNotExist
         with pytest.raises(QueueDoesNotExist):
             queues.send_message("arn:aws:sqs:us-east-1:000000000000:absent", "x")
     finally:

@@ -132,7 +132,9 @@ class Dispatcher:
     def _handler(service: str, operation: str) -> Handler:
         handler = HANDLERS.get((service, operation))
         if handler is None:
-            raise UnknownOperationException(f"{operation} is not supported by this Lamina server yet")
+            raise UnknownOperationException(
+                f"{operation} is not supported by this Lamina server yet"
+            )
         return handler
 
     async def _verified_body(self, request: Request) -> bytes:

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
-import hashlib
 import json
 import re
-import struct
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from lamina.control.arns import Region
+from lamina.control.messages import (
+    OutgoingMessage,
+    ReceivedMessage,
+    SentMessage,
+    check_body,
+    checked_message_attributes,
+    checked_system_attributes,
+    invalid_value,
+    md5_of_attributes,
+    md5_of_body,
+    now_ms,
+    parse_receipt_handle,
+    receipt_handle,
+)
 from lamina.errors import (
     BatchEntryIdsNotDistinct,
     BatchRequestTooLong,
@@ -28,30 +39,16 @@ from lamina.errors import (
     InvalidAttributeName,
     InvalidAttributeValue,
     InvalidBatchEntryId,
-    InvalidMessageContents,
     InvalidParameterValueException,
     LambdaError,
-    MissingRequiredParameterException,
     QueueDoesNotExist,
     QueueNameExists,
-    ReceiptHandleIsInvalid,
     TooManyEntriesInBatchRequest,
 )
 from lamina.limits import Limits
-from lamina.store.queues import (
-    HandleMatch,
-    QueueMessage,
-    QueueRow,
-    QueueStore,
-    Redrive,
-)
+from lamina.store.queues import HandleMatch, QueueMessage, QueueRow, QueueStore, Redrive
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-# XML 1.0's characters: SQS rejects anything else in a body.
-_INVALID_BODY_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
-_DATA_TYPE = re.compile(r"^(String|Number|Binary)(\..{1,255})?$")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 COMPUTED_ATTRIBUTES = (
     "QueueArn",
@@ -65,59 +62,11 @@ COMPUTED_ATTRIBUTES = (
 _FREE_ATTRIBUTES = ("Policy", "RedriveAllowPolicy", "KmsMasterKeyId",
                     "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled")
 _JSON_ATTRIBUTES = ("Policy", "RedriveAllowPolicy", "RedrivePolicy")
-SYSTEM_ATTRIBUTES = ("SenderId", "SentTimestamp", "ApproximateReceiveCount",
-                     "ApproximateFirstReceiveTimestamp", "AWSTraceHeader",
-                     "DeadLetterQueueSourceArn")
 # Expired messages are deleted at most this often per queue; until then queries
 # simply skip them.
 _EXPIRY_SWEEP_S = 60.0
 
 T = TypeVar("T")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def md5_of_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> str:
-    """MD5OfMessageAttributes exactly as SQS computes it, and as SDKs verify it.
-
-    Attributes sorted by name; each contributes its name and data type, each as a
-    4-byte big-endian length and UTF-8 bytes, then a transport byte (1 for
-    String/Number, 2 for Binary) and the value, length-prefixed the same way.
-    """
-    digest = hashlib.md5()
-
-    def put(data: bytes) -> None:
-        digest.update(struct.pack(">I", len(data)))
-        digest.update(data)
-
-    for name in sorted(attributes):
-        value = attributes[name]
-        put(name.encode())
-        put(value["DataType"].encode())
-        if "BinaryValue" in value:
-            digest.update(b"\x02")
-            put(_binary(value["BinaryValue"]))
-        else:
-            digest.update(b"\x01")
-            put(value["StringValue"].encode())
-    return digest.hexdigest()
-
-
-def _binary(value: bytes | str) -> bytes:
-    # Stored attributes keep binary values as base64 text.
-    return value if isinstance(value, bytes) else base64.b64decode(value)
-
-
-def md5_of_body(body: str) -> str:
-    return hashlib.md5(body.encode()).hexdigest()
-
-
-def invalid_value(parameter: str, value: object, reason: str) -> InvalidParameterValueException:
-    return InvalidParameterValueException(
-        f"Value {value} for parameter {parameter} is invalid. Reason: {reason}"
-    )
 
 
 def _in_range(parameter: str, value: int, low: int, high: int) -> int:
@@ -140,89 +89,6 @@ class Queue:
     @property
     def retention_ms(self) -> int:
         return self.number("MessageRetentionPeriod") * 1000
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """A message as a sender gives it: body, optional delay and attributes."""
-
-    body: str
-    delay_seconds: int | None = None
-    # {"name": {"DataType": "String", "StringValue": "..."}} (BinaryValue as bytes).
-    message_attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # MessageSystemAttributes; SQS knows one, AWSTraceHeader.
-    system_attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    message_id: str
-    md5_of_body: str
-    md5_of_message_attributes: str | None
-    md5_of_system_attributes: str | None
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "MessageId": self.message_id,
-            "MD5OfMessageBody": self.md5_of_body,
-            "MD5OfMessageAttributes": self.md5_of_message_attributes,
-            "MD5OfMessageSystemAttributes": self.md5_of_system_attributes,
-        }
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    row: QueueMessage
-    receipt_handle: str
-
-    def to_api(self, system_names: Iterable[str], attribute_names: Iterable[str]) -> dict[str, Any]:
-        """The Message shape, with the system and message attributes the caller asked for."""
-        row = self.row
-        message: dict[str, Any] = {
-            "MessageId": row.message_id,
-            "ReceiptHandle": self.receipt_handle,
-            "MD5OfBody": md5_of_body(row.body),
-            "Body": row.body,
-        }
-        available = {
-            "SenderId": row.sender_id,
-            "SentTimestamp": str(row.sent_at),
-            "ApproximateReceiveCount": str(row.receive_count),
-            "ApproximateFirstReceiveTimestamp": str(row.first_received_at),
-            "AWSTraceHeader": row.trace_header,
-            "DeadLetterQueueSourceArn": row.dead_letter_source_arn,
-        }
-        wanted = set(system_names)
-        system = {
-            name: value for name, value in available.items()
-            if value is not None and ("All" in wanted or name in wanted)
-        }
-        if system:
-            message["Attributes"] = system
-        selected = _select_attributes(row.message_attributes, list(attribute_names))
-        if selected:
-            # The digest covers the attributes returned, which is what SDKs recompute.
-            message["MD5OfMessageAttributes"] = md5_of_attributes(selected)
-            message["MessageAttributes"] = {
-                name: (
-                    {"DataType": value["DataType"], "BinaryValue": _binary(value["BinaryValue"])}
-                    if "BinaryValue" in value else dict(value)
-                )
-                for name, value in selected.items()
-            }
-        return message
-
-
-def _select_attributes(attributes: dict[str, dict[str, str]],
-                       names: list[str]) -> dict[str, dict[str, str]]:
-    if "All" in names or ".*" in names:
-        return attributes
-    prefixes = tuple(name[:-1] for name in names if name.endswith(".*"))
-    exact = set(names)
-    return {
-        name: value for name, value in attributes.items()
-        if name in exact or (prefixes and name.startswith(prefixes))
-    }
 
 
 @dataclass(frozen=True)
@@ -445,68 +311,12 @@ class QueueRegistry:
 
     # -- sending -----------------------------------------------------------------
 
-    def _checked_message_attributes(
-        self, attributes: Mapping[str, Mapping[str, Any]]
-    ) -> tuple[dict[str, dict[str, str]], int]:
-        """Attributes in stored form (binary as base64 text) and their size in bytes."""
-        limit = self.limits.max_message_attributes
-        if len(attributes) > limit:
-            raise InvalidParameterValueException(
-                f"Number of message attributes [{len(attributes)}] exceeds the allowed "
-                f"maximum [{limit}]."
-            )
-        stored: dict[str, dict[str, str]] = {}
-        size = 0
-        for name, value in attributes.items():
-            lowered = name.lower()
-            if (not _ATTRIBUTE_NAME.match(name) or ".." in name or name.startswith(".")
-                    or name.endswith(".") or lowered.startswith(("aws.", "amazon."))):
-                raise InvalidParameterValueException(
-                    f"Message (user) attribute name '{name}' is invalid. The attribute name can "
-                    "contain A-Z, a-z, 0-9, underscore (_), hyphen (-), and period (.) characters."
-                )
-            data_type = value.get("DataType") or ""
-            found = _DATA_TYPE.match(data_type)
-            if found is None:
-                raise InvalidParameterValueException(
-                    f"The type of message (user) attribute '{name}' is invalid. You must use "
-                    "only the following supported type prefixes: Binary, Number, String."
-                )
-            kind = found.group(1)
-            member = "BinaryValue" if kind == "Binary" else "StringValue"
-            raw = value.get(member)
-            if not raw:
-                raise InvalidParameterValueException(
-                    f"Message (user) attribute '{name}' must contain a non-empty value of "
-                    f"message attribute type '{kind}'."
-                )
-            if kind == "Number" and not _NUMBER.match(raw):
-                raise InvalidParameterValueException(
-                    f"Can't cast the value of message (user) attribute '{name}' to a number."
-                )
-            if kind == "Binary":
-                data = raw if isinstance(raw, bytes) else raw.encode()
-                stored[name] = {"DataType": data_type,
-                                "BinaryValue": base64.b64encode(data).decode()}
-                size += len(data)
-            else:
-                stored[name] = {"DataType": data_type, "StringValue": raw}
-                size += len(raw.encode())
-            size += len(name.encode()) + len(data_type.encode())
-        return stored, size
-
     def _prepare(self, queue: Queue, message: OutgoingMessage,
                  now: int) -> tuple[QueueMessage, SentMessage]:
-        if not message.body:
-            raise MissingRequiredParameterException(
-                "The request must contain the parameter MessageBody."
-            )
-        if _INVALID_BODY_CHARS.search(message.body):
-            raise InvalidMessageContents(
-                "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | "
-                "#x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"
-            )
-        attributes, attributes_size = self._checked_message_attributes(message.message_attributes)
+        check_body(message.body)
+        attributes, attributes_size = checked_message_attributes(
+            message.message_attributes, self.limits.max_message_attributes
+        )
         limit = queue.number("MaximumMessageSize")
         if len(message.body.encode()) + attributes_size > limit:
             raise InvalidParameterValueException(
@@ -521,7 +331,7 @@ class QueueRegistry:
                 "DelaySeconds", delay,
                 f"DelaySeconds must be >= 0 and <= {self.limits.max_delay_s}.",
             )
-        system = _checked_system_attributes(message.system_attributes)
+        system = checked_system_attributes(message.system_attributes)
         new = QueueMessage(
             message_id=str(uuid.uuid4()),
             body=message.body,
@@ -550,7 +360,8 @@ class QueueRegistry:
                      attributes: dict[str, dict] | None = None) -> str:
         """Send to a queue named by ARN (dead-letter queues, destinations): the message id."""
         queue = self.queue_for_arn(queue_arn)
-        return self.send(queue.name, OutgoingMessage(body, message_attributes=attributes or {})).message_id
+        sent = self.send(queue.name, OutgoingMessage(body, message_attributes=attributes or {}))
+        return sent.message_id
 
     def send_batch(self, name: str, entries: list[tuple[str, OutgoingMessage]]) -> BatchResult:
         queue = self.get_queue(name)
@@ -603,8 +414,10 @@ class QueueRegistry:
         queue = self.get_queue(name)
         count = 1 if max_messages is None else max_messages
         if not 1 <= count <= limits.max_receive_messages:
-            raise invalid_value("MaxNumberOfMessages", count,
-                                f"Must be between 1 and {limits.max_receive_messages}, if provided.")
+            raise invalid_value(
+                "MaxNumberOfMessages", count,
+                f"Must be between 1 and {limits.max_receive_messages}, if provided.",
+            )
         hide_s = queue.number("VisibilityTimeout") if visibility_timeout is None else \
             _in_range("VisibilityTimeout", visibility_timeout, 0, limits.max_visibility_timeout_s)
         wait_s = queue.number("ReceiveMessageWaitTimeSeconds") if wait_seconds is None else \
@@ -626,7 +439,7 @@ class QueueRegistry:
                 # The claim may have moved messages there; its receivers look again.
                 self._notify(redrive.target_queue)
             if rows:
-                return [ReceivedMessage(row, _receipt_handle(name, row.message_id, token))
+                return [ReceivedMessage(row, receipt_handle(name, row.message_id, token))
                         for row in rows]
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -675,7 +488,7 @@ class QueueRegistry:
     def delete_message(self, name: str, receipt_handle: str) -> None:
         """Delete by the latest receipt handle; an older one succeeds and does nothing."""
         self.get_queue(name)
-        message_id, token = _parse_receipt_handle(name, receipt_handle)
+        message_id, token = parse_receipt_handle(name, receipt_handle)
         self.store.delete_message(name, message_id, token)
 
     def delete_batch(self, name: str, entries: list[tuple[str, str]]) -> BatchResult:
@@ -694,7 +507,7 @@ class QueueRegistry:
     def change_visibility(self, name: str, receipt_handle: str, visibility_timeout: int) -> None:
         self.get_queue(name)
         _in_range("VisibilityTimeout", visibility_timeout, 0, self.limits.max_visibility_timeout_s)
-        message_id, token = _parse_receipt_handle(name, receipt_handle)
+        message_id, token = parse_receipt_handle(name, receipt_handle)
         match = self.store.set_visible_at(name, message_id, token,
                                           now_ms() + visibility_timeout * 1000)
         if match is not HandleMatch.CURRENT:
@@ -704,23 +517,6 @@ class QueueRegistry:
             )
         if visibility_timeout == 0:
             self._notify(name)
-
-
-def _checked_system_attributes(
-    attributes: Mapping[str, Mapping[str, Any]]
-) -> dict[str, dict[str, str]]:
-    for name, value in attributes.items():
-        if name != "AWSTraceHeader":
-            raise InvalidParameterValueException(
-                f"Message system attribute name '{name}' is invalid."
-            )
-        if value.get("DataType") != "String" or not value.get("StringValue"):
-            raise InvalidParameterValueException(
-                "Message system attribute 'AWSTraceHeader' must be of type String with a "
-                "non-empty StringValue."
-            )
-    return {name: {"DataType": "String", "StringValue": value["StringValue"]}
-            for name, value in attributes.items()}
 
 
 def run_batch(entries: list[tuple[str, T]], apply: Callable[[T], Any]) -> BatchResult:
@@ -736,18 +532,3 @@ def run_batch(entries: list[tuple[str, T]], apply: Callable[[T], Any]) -> BatchR
     return BatchResult(successful, failed)
 
 
-def _receipt_handle(queue_name: str, message_id: str, token: str) -> str:
-    return base64.b64encode(f"{queue_name} {message_id} {token}".encode()).decode()
-
-
-def _parse_receipt_handle(queue_name: str, handle: str) -> tuple[str, str]:
-    """(message id, receive token); the handle must be one this queue gave out."""
-    try:
-        parts = base64.b64decode(handle, validate=True).decode().split(" ")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        parts = []
-    if len(parts) != 3 or parts[0] != queue_name:
-        raise ReceiptHandleIsInvalid(
-            f'The input receipt handle "{handle}" is not a valid receipt handle.'
-        )
-    return parts[1], parts[2]

@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lamina.api.operations import Call, operation
-from lamina.control.queues import BatchResult, OutgoingMessage
+from lamina.control.messages import OutgoingMessage
+from lamina.control.queues import BatchResult
 from lamina.errors import QueueDoesNotExist
 
 
@@ -141,7 +142,9 @@ async def delete_message_batch(call: Call) -> dict[str, Any]:
 @operation("ChangeMessageVisibility", service="sqs")
 async def change_message_visibility(call: Call) -> dict[str, Any]:
     p = call.params
-    call.platform.queues.change_visibility(_queue_name(call), p["ReceiptHandle"], p["VisibilityTimeout"])
+    call.platform.queues.change_visibility(
+        _queue_name(call), p["ReceiptHandle"], p["VisibilityTimeout"]
+    )
     return {}
 
 
