@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lamina.config import Settings
+from lamina.control.messages import OutgoingMessage
 from lamina.errors import QueueDoesNotExist
 from lamina.platform import Platform
 from tests.conftest import Server
@@ -648,6 +649,43 @@ def test_in_process_send_message_by_arn_reaches_receivers(tmp_path: Path):
             queues.send_message("arn:aws:sqs:us-east-1:000000000000:absent", "x")
     finally:
         asyncio.run(platform.stop())
+
+
+def test_two_servers_sharing_one_database_never_claim_the_same_message(tmp_path: Path):
+    # Two platforms on one SQLite file stand for two server processes: each claim is
+    # a conditional update, so a message goes to exactly one of them.
+    settings = Settings(data_dir=tmp_path / "data")
+    platforms = [Platform(settings), Platform(settings)]
+    try:
+        first = platforms[0].queues
+        first.create_queue("shared", {})
+        for start in range(0, 200, 10):
+            first.send_batch("shared", [(str(i), OutgoingMessage(str(i)))
+                                        for i in range(start, start + 10)])
+        got: list[list[str]] = [[], []]
+        barrier = threading.Barrier(2)
+
+        def drain(index: int) -> None:
+            async def run() -> None:
+                barrier.wait()
+                while True:
+                    messages = await platforms[index].queues.receive("shared", 2, 60)
+                    if not messages:
+                        return
+                    got[index].extend(m.row.body for m in messages)
+
+            asyncio.run(run())
+
+        threads = [threading.Thread(target=drain, args=(i,)) for i in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(got[0] + got[1], key=int) == [str(i) for i in range(200)]
+        assert got[0] and got[1]
+    finally:
+        for platform in platforms:
+            asyncio.run(platform.stop())
 
 
 # -- durability, signatures and the CLI ----------------------------------------------------
