@@ -488,14 +488,15 @@ class QueueRegistry:
     def delete_message(self, name: str, receipt_handle: str) -> None:
         """Delete by the latest receipt handle; an older one succeeds and does nothing."""
         self.get_queue(name)
-        message_id, token = parse_receipt_handle(name, receipt_handle)
-        self.store.delete_message(name, message_id, token)
+        self.store.delete_messages(name, [parse_receipt_handle(name, receipt_handle)])
 
     def delete_batch(self, name: str, entries: list[tuple[str, str]]) -> BatchResult:
         """DeleteMessageBatch: entries are (entry id, receipt handle)."""
         self.get_queue(name)
         self._check_batch([entry_id for entry_id, _ in entries])
-        return run_batch(entries, lambda handle: self.delete_message(name, handle))
+        parsed = run_batch(entries, lambda handle: parse_receipt_handle(name, handle))
+        self.store.delete_messages(name, [handle for _, handle in parsed.successful])
+        return BatchResult([(entry_id, None) for entry_id, _ in parsed.successful], parsed.failed)
 
     def change_visibility_batch(self, name: str,
                                 entries: list[tuple[str, tuple[str, int]]]) -> BatchResult:

@@ -188,38 +188,45 @@ class QueueStore:
                 ).all()
                 if not rows:
                     break
+                fresh = []
                 for row in rows:
-                    # The condition repeats what the select saw: if another receiver
-                    # took the message in between, this matches no row.
-                    still_visible = (_m.seq == row.seq) & (_m.visible_at <= now) & (
-                        _m.queue_name == queue_name
-                    )
                     if redrive is not None and row.receive_count >= redrive.max_receive_count:
                         conn.execute(
-                            update(queue_messages).where(still_visible).values(
+                            update(queue_messages).where(
+                                _m.seq == row.seq, _m.queue_name == queue_name,
+                                _m.visible_at <= now,
+                            ).values(
                                 queue_name=redrive.target_queue, visible_at=now,
                                 receive_count=0, first_received_at=None, receipt_token=None,
                                 dead_letter_source_arn=redrive.source_arn,
                             )
                         )
-                        continue
-                    first = row.first_received_at or now
-                    done = conn.execute(
-                        update(queue_messages).where(still_visible).values(
-                            visible_at=invisible_until,
-                            receive_count=_m.receive_count + 1,
-                            first_received_at=first,
-                            receipt_token=token,
-                        )
+                    else:
+                        fresh.append(row)
+                if not fresh:
+                    continue
+                # The conditions repeat what the select saw: a message another
+                # receiver took (or moved) in between is not updated, nor returned.
+                taken = set(conn.execute(
+                    update(queue_messages)
+                    .where(_m.seq.in_([row.seq for row in fresh]),
+                           _m.queue_name == queue_name, _m.visible_at <= now)
+                    .values(
+                        visible_at=invisible_until,
+                        receive_count=_m.receive_count + 1,
+                        first_received_at=func.coalesce(_m.first_received_at, now),
+                        receipt_token=token,
                     )
-                    if done.rowcount == 1:
-                        claimed.append(
-                            dataclasses.replace(
-                                _message(row), visible_at=invisible_until,
-                                receive_count=row.receive_count + 1,
-                                first_received_at=first, receipt_token=token,
-                            )
-                        )
+                    .returning(_m.seq)
+                ).scalars())
+                claimed += [
+                    dataclasses.replace(
+                        _message(row), visible_at=invisible_until,
+                        receive_count=row.receive_count + 1,
+                        first_received_at=row.first_received_at or now, receipt_token=token,
+                    )
+                    for row in fresh if row.seq in taken
+                ]
         return claimed
 
     def match_handle(self, queue_name: str, message_id: str, token: str) -> HandleMatch:
@@ -233,18 +240,16 @@ class QueueStore:
             return HandleMatch.GONE
         return HandleMatch.CURRENT if current.receipt_token == token else HandleMatch.STALE
 
-    def delete_message(self, queue_name: str, message_id: str, token: str) -> HandleMatch:
-        """Delete the message if `token` is from its latest receive."""
+    def delete_messages(self, queue_name: str, handles: list[tuple[str, str]]) -> None:
+        """Delete each (message id, token) whose token is from the latest receive."""
         with self._engine.begin() as conn:
-            result = conn.execute(
-                delete(queue_messages).where(
-                    _m.queue_name == queue_name, _m.message_id == message_id,
-                    _m.receipt_token == token,
+            for message_id, token in handles:
+                conn.execute(
+                    delete(queue_messages).where(
+                        _m.queue_name == queue_name, _m.message_id == message_id,
+                        _m.receipt_token == token,
+                    )
                 )
-            )
-        if result.rowcount == 1:
-            return HandleMatch.CURRENT
-        return self.match_handle(queue_name, message_id, token)
 
     def set_visible_at(self, queue_name: str, message_id: str, token: str,
                        visible_at: int) -> HandleMatch:
