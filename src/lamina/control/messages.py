@@ -237,7 +237,7 @@ def checked_system_attributes(
             for name, value in attributes.items()}
 
 
-def receipt_handle(queue_name: str, message_id: str, token: str) -> str:
+def new_receipt_handle(queue_name: str, message_id: str, token: str) -> str:
     return base64.b64encode(f"{queue_name} {message_id} {token}".encode()).decode()
 
 

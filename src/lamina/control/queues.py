@@ -28,9 +28,9 @@ from lamina.control.messages import (
     invalid_value,
     md5_of_attributes,
     md5_of_body,
+    new_receipt_handle,
     now_ms,
     parse_receipt_handle,
-    receipt_handle,
 )
 from lamina.errors import (
     BatchEntryIdsNotDistinct,
@@ -50,14 +50,13 @@ from lamina.store.queues import HandleMatch, QueueMessage, QueueRow, QueueStore,
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
-COMPUTED_ATTRIBUTES = (
-    "QueueArn",
+_COUNT_ATTRIBUTES = (
     "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
-    "CreatedTimestamp",
-    "LastModifiedTimestamp",
 )
+_COMPUTED_ATTRIBUTES = ("QueueArn", "CreatedTimestamp", "LastModifiedTimestamp",
+                        *_COUNT_ATTRIBUTES)
 # Settable attributes kept as given (after a JSON check where they are JSON).
 _FREE_ATTRIBUTES = ("Policy", "RedriveAllowPolicy", "KmsMasterKeyId",
                     "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled")
@@ -277,27 +276,26 @@ class QueueRegistry:
         queue = self.get_queue(name)
         wanted = set(names)
         known = set(self._defaults()) | set(self._number_ranges()) | set(_FREE_ATTRIBUTES) \
-            | {"RedrivePolicy", "FifoQueue", *COMPUTED_ATTRIBUTES}
+            | {"RedrivePolicy", "FifoQueue", *_COMPUTED_ATTRIBUTES}
         unknown = sorted(wanted - known - {"All"})
         if unknown:
             raise InvalidAttributeName(f"Unknown Attribute {unknown[0]}.")
         everything = "All" in wanted
-        result = {k: v for k, v in queue.attributes.items() if everything or k in wanted}
-        computed: dict[str, Callable[[], str]] = {
-            "QueueArn": lambda: queue.arn,
-            "CreatedTimestamp": lambda: str(queue.created_at),
-            "LastModifiedTimestamp": lambda: str(queue.modified_at),
+        computed = {
+            "QueueArn": queue.arn,
+            "CreatedTimestamp": str(queue.created_at),
+            "LastModifiedTimestamp": str(queue.modified_at),
         }
-        if everything or wanted & set(COMPUTED_ATTRIBUTES[1:4]):
+        if everything or wanted & set(_COUNT_ATTRIBUTES):
             now = now_ms()
             counts = self.store.counts(name, now, now - queue.retention_ms)
-            computed["ApproximateNumberOfMessages"] = lambda: str(counts.visible)
-            computed["ApproximateNumberOfMessagesNotVisible"] = lambda: str(counts.in_flight)
-            computed["ApproximateNumberOfMessagesDelayed"] = lambda: str(counts.delayed)
-        for key, value in computed.items():
-            if everything or key in wanted:
-                result[key] = value()
-        return result
+            computed.update(zip(_COUNT_ATTRIBUTES, map(str, (
+                counts.visible, counts.in_flight, counts.delayed
+            ))))
+        return {
+            key: value for key, value in {**queue.attributes, **computed}.items()
+            if everything or key in wanted
+        }
 
     def set_attributes(self, name: str, attributes: Mapping[str, str]) -> None:
         queue = self.get_queue(name)
@@ -439,7 +437,7 @@ class QueueRegistry:
                 # The claim may have moved messages there; its receivers look again.
                 self._notify(redrive.target_queue)
             if rows:
-                return [ReceivedMessage(row, receipt_handle(name, row.message_id, token))
+                return [ReceivedMessage(row, new_receipt_handle(name, row.message_id, token))
                         for row in rows]
             remaining = deadline - loop.time()
             if remaining <= 0:
