@@ -693,8 +693,9 @@ def test_two_servers_sharing_one_database_never_claim_the_same_message(tmp_path:
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A one-second minimum retention, so expiry can be seen in a test.
     srv = Server(tmp_path_factory.mktemp("sqs-durable") / "data",
-                 env={"LAMINA_ACCESS_KEYS": "AKIDSQS:sqs-secret"})
+                 env={"LAMINA_ACCESS_KEYS": "AKIDSQS:sqs-secret", "LAMINA_MIN_RETENTION_S": "1"})
     srv.start()
     yield srv
     srv.stop()
@@ -729,6 +730,17 @@ def test_sqs_requests_with_a_wrong_secret_are_rejected(keyed_server: Server):
         sqs.list_queues()
     assert error_code(excinfo) == "InvalidSignatureException"
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_messages_older_than_the_retention_period_are_gone(keyed_server: Server):
+    sqs = keyed_server.client("sqs", key="AKIDSQS", secret="sqs-secret")
+    url = sqs.create_queue(QueueName=queue_name("brief"),
+                           Attributes={"MessageRetentionPeriod": "1"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="short-lived")
+    time.sleep(1.1)
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)
 
 
 def test_aws_cli_sends_and_receives_a_message(server: Server, sqs, queue):

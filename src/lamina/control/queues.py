@@ -423,7 +423,10 @@ class QueueRegistry:
         redrive = self._redrive(queue)
         self._sweep_expired(queue)
         loop = asyncio.get_running_loop()
-        self._loop = loop
+        if self._loop is not loop:
+            # Events belong to the loop they were first awaited in.
+            self._arrivals.clear()
+            self._loop = loop
         deadline = loop.time() + wait_s
         while True:
             # Take the event before looking, so a send between the look and the wait
