@@ -368,6 +368,18 @@ def test_long_poll_with_no_message_waits_about_wait_time_seconds(sqs, queue):
     assert 1.9 < elapsed < 3.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_long_poll_sleeps_instead_of_spinning(server, sqs, queue):
+    assert server.process is not None
+    before = _cpu_seconds(server.process.pid)
+    sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=3)
+    assert _cpu_seconds(server.process.pid) - before < 0.3
+
+
 def test_queue_receive_wait_time_applies_when_request_gives_none(sqs):
     url = sqs.create_queue(QueueName=queue_name(),
                            Attributes={"ReceiveMessageWaitTimeSeconds": "1"})["QueueUrl"]
