@@ -376,7 +376,7 @@ def _cpu_seconds(pid: int) -> float:
 def test_idle_long_poll_sleeps_instead_of_spinning(server, sqs, queue):
     assert server.process is not None
     before = _cpu_seconds(server.process.pid)
-    sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=3)
+    sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2)
     assert _cpu_seconds(server.process.pid) - before < 0.3
 
 
@@ -393,7 +393,7 @@ def test_long_poll_does_not_block_other_requests(server, sqs, queue):
     results: list[float] = []
 
     def poll() -> None:
-        sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=3)
+        sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2)
 
     waiter = threading.Thread(target=poll)
     waiter.start()
