@@ -14,6 +14,7 @@ from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.policies import ResourcePolicies
+from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
@@ -25,6 +26,7 @@ from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
+from lamina.store.queues import QueueStore
 
 log = logging.getLogger("lamina")
 
@@ -62,6 +64,7 @@ class Platform:
         )
         self.functions.change_listeners.append(self.environments.retire_function)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits)
+        self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
 
     async def start(self) -> None:
         await self.environments.start()

@@ -72,10 +72,16 @@ def _0003_function_versions_code_size(conn: Connection) -> None:
         )
 
 
+def _0004_queues(conn: Connection) -> None:
+    for table in (schema.queues, schema.queue_messages):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
     ("0003_function_versions_code_size", _0003_function_versions_code_size),
+    ("0004_queues", _0004_queues),
 ]
 
 
