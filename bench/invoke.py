@@ -182,7 +182,7 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
     platform = Platform(settings)
     await platform.start()
     try:
-        platform.functions.create_function(
+        await platform.functions.create_function(
             "inproc", code_zip(), {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {}
         )
         fv: FunctionVersion = platform.functions.get_version("inproc")

@@ -416,7 +416,7 @@ def test_counting_is_exact_when_calls_arrive_in_the_same_tick_and_metrics_count_
         platform = Platform(load_settings(data_dir=tmp_path / "data"))
         await platform.start()
         try:
-            platform.functions.create_function(
+            await platform.functions.create_function(
                 "counted", HANDLER, {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {})
             platform.concurrency.put_reserved("counted", 2)
             request = InvocationRequest("counted", b'{"sleep": 0.3}')

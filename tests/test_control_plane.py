@@ -3,6 +3,8 @@ update, wait, tag, delete, restart, and concurrent writers."""
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import dataclasses
 import hashlib
@@ -394,8 +396,8 @@ def test_registry_retries_a_lost_compare_and_swap_so_no_update_is_lost(tmp_path)
     # from many threads on one SQLite file, so writers really do collide.
     platform = Platform(load_settings(env={}, data_dir=tmp_path / "data"))
     registry = platform.functions
-    registry.create_function("racy", ECHO, {"role": ROLE, "runtime": "python3.11",
-                                            "handler": "app.handler"}, {})
+    asyncio.run(registry.create_function("racy", ECHO, {"role": ROLE, "runtime": "python3.11",
+                                                        "handler": "app.handler"}, {}))
 
     def write(i: int) -> dict:
         def change(current):

@@ -15,6 +15,7 @@ from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.policies import ResourcePolicies
+from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.errors import LambdaError
@@ -31,6 +32,7 @@ from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
+from lamina.store.queues import QueueStore
 
 log = logging.getLogger("lamina")
 
@@ -78,6 +80,7 @@ class Platform:
         self.metrics = Metrics()
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics)
+        self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
 
     async def start(self) -> None:
         await self.environments.start()

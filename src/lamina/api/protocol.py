@@ -101,20 +101,20 @@ def _scalar_from_text(shape: Shape, text: str, member: str) -> Any:
     return text
 
 
-def _from_json(shape: Shape, value: Any) -> Any:
+def from_json(shape: Shape, value: Any) -> Any:
     """JSON body values to Python: base64 blobs to bytes, recursively."""
     if value is None:
         return None
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict):
         return {
-            k: _from_json(shape.members[k], v) if k in shape.members else v
+            k: from_json(shape.members[k], v) if k in shape.members else v
             for k, v in value.items()
         }
     if kind == "list" and isinstance(value, list):
-        return [_from_json(shape.member, v) for v in value]
+        return [from_json(shape.member, v) for v in value]
     if kind == "map" and isinstance(value, dict):
-        return {k: _from_json(shape.value, v) for k, v in value.items()}
+        return {k: from_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)
@@ -166,15 +166,22 @@ def parse_request(
             if member.type_name in ("blob", "string"):
                 params[name] = body
             elif body:
-                params[name] = _from_json(member, _decode_json(body))
+                params[name] = from_json(member, _decode_json(body))
     if payload_member is None and body:
-        document = _decode_json(body)
-        if not isinstance(document, dict):
-            raise InvalidRequestContentException("Could not parse request body into json")
-        for name, member in shape.members.items():
-            if member.serialization.get("location") is None and name in document:
-                params[name] = _from_json(member, document[name])
+        params.update(body_members(shape, body))
     return params
+
+
+def body_members(shape: Shape, body: bytes) -> dict[str, Any]:
+    """The members of `shape` carried in a JSON object body."""
+    document = _decode_json(body)
+    if not isinstance(document, dict):
+        raise InvalidRequestContentException("Could not parse request body into json")
+    return {
+        name: from_json(member, document[name])
+        for name, member in shape.members.items()
+        if member.serialization.get("location") is None and name in document
+    }
 
 
 def _decode_json(body: bytes) -> Any:
@@ -235,7 +242,7 @@ def _value_at(shape: Shape, value: Any, path: str) -> str:
     return f"Value '{_shown(value)}' at '{path}'"
 
 
-def _failures(shape: Shape, value: Any) -> list[str]:
+def _failures(shape: Shape, value: Any, enums: bool = True) -> list[str]:
     """The constraints of shape itself (type, length, range, enum, pattern) value breaks."""
     kind = shape.type_name
     meta = shape.metadata
@@ -256,7 +263,7 @@ def _failures(shape: Shape, value: Any) -> list[str]:
         if "max" in meta and value > meta["max"]:
             failed.append(f"Member must have value less than or equal to {meta['max']}")
     if kind == "string":
-        if shape.enum and value not in shape.enum:
+        if enums and shape.enum and value not in shape.enum:
             failed.append(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
         regex = meta.get("pattern")
         compiled = _pattern(regex) if regex else None
@@ -265,8 +272,8 @@ def _failures(shape: Shape, value: Any) -> list[str]:
     return failed
 
 
-def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
-    failed = _failures(shape, value)
+def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool) -> None:
+    failed = _failures(shape, value, enums)
     problems.extend(f"{_value_at(shape, value, path)} failed to satisfy constraint: {c}" for c in failed)
     kind = shape.type_name
     if kind in _CONTAINERS and not isinstance(value, _TYPES[kind]):
@@ -281,17 +288,17 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
         for name, member_value in value.items():
             if name in shape.members and member_value is not None:
                 child = _member_path(name) if not path else f"{path}.{_member_path(name)}"
-                _check(shape.members[name], member_value, child, problems)
+                _check(shape.members[name], member_value, child, problems, enums)
     elif kind == "list":
         for index, item in enumerate(value):
-            _check(shape.member, item, f"{path}.{index + 1}.member", problems)
+            _check(shape.member, item, f"{path}.{index + 1}.member", problems, enums)
     elif kind == "map":
         # AWS reports a map's bad keys (and scalar values) once, for the whole map:
         # "Map keys must satisfy constraint: [Member must satisfy ...]".
         for part, part_shape, items in (("keys", shape.key, value.keys()), ("value", shape.value, value.values())):
             if part_shape.type_name in _CONTAINERS:
                 continue
-            broken = list(dict.fromkeys(c for item in items for c in _failures(part_shape, item)))
+            broken = list(dict.fromkeys(c for item in items for c in _failures(part_shape, item, enums)))
             if broken:
                 problems.append(
                     f"{_value_at(shape, value, path)} failed to satisfy constraint: "
@@ -299,15 +306,15 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
                 )
         if shape.value.type_name in _CONTAINERS:
             for key, item in value.items():
-                _check(shape.value, item, f"{path}.{key}.member", problems)
+                _check(shape.value, item, f"{path}.{key}.member", problems, enums)
 
 
-def validate(operation: OperationModel, params: dict[str, Any]) -> None:
+def validate(operation: OperationModel, params: dict[str, Any], enums: bool = True) -> None:
     """Raise ValidationException, worded like AWS's, if params break the model."""
     if operation.input_shape is None:
         return
     problems: list[str] = []
-    _check(operation.input_shape, params, "", problems)
+    _check(operation.input_shape, params, "", problems, enums)
     if problems:
         raise ValidationException.of(problems)
 
@@ -315,18 +322,18 @@ def validate(operation: OperationModel, params: dict[str, Any]) -> None:
 # -- writing the response -------------------------------------------------------
 
 
-def _to_json(shape: Shape | None, value: Any) -> Any:
+def to_json(shape: Shape | None, value: Any) -> Any:
     if value is None or shape is None:
         return value
     kind = shape.type_name
     if kind == "structure":
         return {
-            k: _to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
+            k: to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
         }
     if kind == "list":
-        return [_to_json(shape.member, v) for v in value]
+        return [to_json(shape.member, v) for v in value]
     if kind == "map":
-        return {k: _to_json(shape.value, v) for k, v in value.items()}
+        return {k: to_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if kind == "timestamp" and isinstance(value, datetime.datetime):
@@ -367,9 +374,9 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
             elif isinstance(value, str):
                 body = value.encode()
             else:
-                body = json.dumps(_to_json(member, value)).encode()
+                body = json.dumps(to_json(member, value)).encode()
         else:
-            body_fields[name] = _to_json(member, value)
+            body_fields[name] = to_json(member, value)
     if body is None:
         body = json.dumps(body_fields).encode() if (body_fields or payload_member is None) else b""
         headers.setdefault("Content-Type", "application/json")

@@ -1,4 +1,4 @@
-"""Lambda ARNs and the forms of FunctionName AWS accepts."""
+"""Lambda and SQS ARNs, and the forms of FunctionName AWS accepts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ _FUNCTION_REF = re.compile(
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]{1,128}))?$"
 )
 
+_QUEUE_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<name>[A-Za-z0-9_-]{1,80})$"
+)
+
 
 @dataclass(frozen=True)
 class Region:
@@ -29,6 +33,16 @@ class Region:
     def layer_arn(self, name: str, version: int | None = None) -> str:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:layer:{name}"
         return f"{arn}:{version}" if version is not None else arn
+
+    def queue_arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
+
+    def queue_name(self, arn: str) -> str | None:
+        """The name of the queue an SQS ARN names in this region and account, else None."""
+        found = _QUEUE_ARN.match(arn)
+        if found is None or (found["region"], found["account"]) != (self.region, self.account_id):
+            return None
+        return found["name"]
 
 
 @dataclass(frozen=True)

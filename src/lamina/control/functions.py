@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -220,8 +221,10 @@ class FunctionRegistry:
 
     # -- writing ----------------------------------------------------------------
 
-    def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
-        info = inspect_package(zip_file, self.limits, operation)
+    async def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
+        # Reading a package to its end takes up to a second for 250 MB unzipped:
+        # on a worker thread, so other requests and invocations go on meanwhile.
+        info = await asyncio.to_thread(inspect_package, zip_file, self.limits, operation)
         used = self.account_usage().total_code_size
         if used + info.zipped_size > self.limits.total_code_size_bytes:
             raise CodeStorageExceededException(
@@ -287,7 +290,7 @@ class FunctionRegistry:
             if self._runtime_check is not None:
                 self._runtime_check(fv.runtime)
 
-    def create_function(
+    async def create_function(
         self, name: str, zip_file: bytes, settings: dict[str, Any], tags: dict[str, str],
         publish: bool = False,
     ) -> FunctionVersion:
@@ -315,11 +318,11 @@ class FunctionRegistry:
         self._validate(draft)
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
-        info = self._inspect_code(zip_file, "CreateFunction")
+        info = await self._inspect_code(zip_file, "CreateFunction")
         fv = dataclasses.replace(draft, code_size=info.zipped_size,
                                  code_unzipped_size=info.unzipped_size)
         self._check_unzipped_total(fv)
-        fv.code_sha256_hex = self.blobs.put(zip_file)
+        fv.code_sha256_hex = await asyncio.to_thread(self.blobs.put, zip_file)
         if not self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
                                  self.function_arn(ref.name), tags):
             raise self._exists(ref.name)
@@ -373,7 +376,7 @@ class FunctionRegistry:
 
         return self._update_latest(function_name, revision_id, change)
 
-    def update_code(
+    async def update_code(
         self, function_name: str, zip_file: bytes, revision_id: str | None = None,
         architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
@@ -382,9 +385,9 @@ class FunctionRegistry:
         current = self.get_version(name)
         if revision_id is not None and revision_id != current.revision_id:
             raise revision_mismatch()
-        info = self._inspect_code(zip_file, "UpdateFunctionCode")
+        info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
-        digest = self.blobs.put(zip_file)
+        digest = await asyncio.to_thread(self.blobs.put, zip_file)
 
         def change(current: FunctionVersion) -> FunctionVersion:
             updated = dataclasses.replace(

@@ -73,7 +73,12 @@ def _0003_function_versions_code_size(conn: Connection) -> None:
         )
 
 
-def _0004_concurrency(conn: Connection) -> None:
+def _0004_queues(conn: Connection) -> None:
+    for table in (schema.queues, schema.queue_messages):
+        table.create(conn)
+
+
+def _0005_concurrency(conn: Connection) -> None:
     # Frozen like 0001; `functions` is named only so the foreign keys resolve.
     meta = MetaData()
     Table("functions", meta, Column("name", String(140), primary_key=True))
@@ -97,7 +102,8 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
     ("0003_function_versions_code_size", _0003_function_versions_code_size),
-    ("0004_concurrency", _0004_concurrency),
+    ("0004_queues", _0004_queues),
+    ("0005_concurrency", _0005_concurrency),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -87,6 +87,40 @@ policies = Table(
     Column("resource_arn", String(512), primary_key=True),
     Column("document", Text, nullable=False),
     Column("revision_id", String(64), nullable=False),
+)
+
+# SQS queues. `attributes` holds the settable attributes (VisibilityTimeout, ...)
+# as a JSON object of strings, the way SQS itself reports them.
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("attributes", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # epoch seconds
+    Column("modified_at", BigInteger, nullable=False),
+)
+
+# One row per message still in a queue. A message is visible when visible_at has
+# passed; receiving it moves visible_at forward by the visibility timeout and
+# replaces receipt_token, which is what makes older receipt handles stale.
+# Times are epoch milliseconds, as SQS reports them.
+queue_messages = Table(
+    "queue_messages",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("queue_name", String(80), nullable=False),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("body", Text, nullable=False),
+    Column("message_attributes", Text, nullable=False),
+    Column("trace_header", Text),
+    Column("sender_id", String(128), nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("visible_at", BigInteger, nullable=False),
+    Column("receive_count", Integer, nullable=False, default=0),
+    Column("first_received_at", BigInteger),
+    Column("receipt_token", String(64)),
+    Column("dead_letter_source_arn", String(256)),
+    Index("ix_queue_messages_ready", "queue_name", "visible_at", "seq"),
 )
 
 # Reserved concurrency (PutFunctionConcurrency): one row per function that has it.
