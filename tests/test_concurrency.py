@@ -101,22 +101,6 @@ def provisioned_function(lam, provisioned: int, reserved: int | None = None) -> 
     return name
 
 
-@pytest.fixture
-def dedicated(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Servers with their own settings, stopped after the test."""
-    started: list[Server] = []
-
-    def start(**env: str) -> Server:
-        server = Server(tmp_path / f"data{len(started)}", env)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 # -- reserved concurrency ---------------------------------------------------------------
 
 
@@ -194,8 +178,8 @@ def test_reserved_concurrency_of_a_missing_function_is_404(lam):
 
 
 @pytest.mark.slow
-def test_account_limit_throttles_the_shared_pool_and_keeps_reservations(dedicated):
-    server = dedicated(LAMINA_CONCURRENT_EXECUTIONS="3", LAMINA_MIN_UNRESERVED_CONCURRENCY="1")
+def test_account_limit_throttles_the_shared_pool_and_keeps_reservations(start_server):
+    server = start_server({"LAMINA_CONCURRENT_EXECUTIONS": "3", "LAMINA_MIN_UNRESERVED_CONCURRENCY": "1"})
     lam = server.client()
     reserved, shared = create(lam), create(lam)
     lam.put_function_concurrency(FunctionName=reserved, ReservedConcurrentExecutions=1)
@@ -217,8 +201,8 @@ def test_account_limit_throttles_the_shared_pool_and_keeps_reservations(dedicate
 
 
 @pytest.mark.slow
-def test_environment_memory_ceiling_throttles_and_evicts_idle_environments_first(dedicated):
-    server = dedicated(LAMINA_ENVIRONMENT_MEMORY_MB="256")
+def test_environment_memory_ceiling_throttles_and_evicts_idle_environments_first(start_server):
+    server = start_server({"LAMINA_ENVIRONMENT_MEMORY_MB": "256"})
     lam = server.client()
     first, second = create(lam, MemorySize=128), create(lam, MemorySize=128)
     outcomes = parallel(3, lambda: invoke(lam, first, {"sleep": 1.0}))
@@ -234,8 +218,8 @@ def test_environment_memory_ceiling_throttles_and_evicts_idle_environments_first
 
 
 @pytest.mark.slow
-def test_scaling_rate_throttles_cold_starts_past_the_bucket(dedicated):
-    server = dedicated(LAMINA_SCALING_ENVIRONMENTS="2", LAMINA_SCALING_WINDOW_S="600")
+def test_scaling_rate_throttles_cold_starts_past_the_bucket(start_server):
+    server = start_server({"LAMINA_SCALING_ENVIRONMENTS": "2", "LAMINA_SCALING_WINDOW_S": "600"})
     lam = server.client()
     name = create(lam)
     refused = throttled(parallel(3, lambda: invoke(lam, name, {"sleep": 1.0})))
@@ -373,8 +357,8 @@ def test_provisioned_concurrency_whose_init_fails_is_failed_with_a_reason(lam):
 
 
 @pytest.mark.slow
-def test_provisioned_and_reserved_concurrency_survive_a_restart(dedicated):
-    server = dedicated()
+def test_provisioned_and_reserved_concurrency_survive_a_restart(start_server):
+    server = start_server()
     lam = server.client()
     name = provisioned_function(lam, provisioned=2, reserved=5)
     server.stop()

@@ -40,6 +40,7 @@ class JsonService:
 
 SERVICES: dict[str, JsonService] = {
     "AmazonSQS": JsonService("sqs", "com.amazonaws.sqs#", check_enums=False),
+    "Logs_20140328": JsonService("logs", ""),
 }
 
 

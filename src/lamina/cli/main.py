@@ -199,6 +199,39 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
 
 @cli.command()
 @click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they arrive.")
+@click.option("--since", default=3600, show_default=True, type=int,
+              help="Start this many seconds ago.")
+@click.option("--filter", "pattern", default=None, help="Only events containing these terms.")
+@_endpoint_option
+def logs(name: str, follow: bool, since: int, pattern: str | None, endpoint: str | None) -> None:
+    """Print a function's log events (group /aws/lambda/NAME), oldest first."""
+    import time
+
+    client = lambda_client(endpoint, "logs")
+    group = name if name.startswith("/") else f"/aws/lambda/{name}"
+    start = int((time.time() - since) * 1000)
+    seen: set[str] = set()
+    with _api_errors():
+        while True:
+            args: dict[str, Any] = {"logGroupName": group, "startTime": start}
+            if pattern:
+                args["filterPattern"] = pattern
+            for page in client.get_paginator("filter_log_events").paginate(**args):
+                for event in page["events"]:
+                    if event["eventId"] in seen:
+                        continue
+                    seen.add(event["eventId"])
+                    start = max(start, event["timestamp"])
+                    moment = time.strftime("%H:%M:%S", time.localtime(event["timestamp"] / 1000))
+                    click.echo(f"{moment} {event['logStreamName'][-8:]} {event['message']}")
+            if not follow:
+                return
+            time.sleep(1)
+
+
+@cli.command()
+@click.argument("name")
 @_endpoint_option
 def concurrency(name: str, endpoint: str | None) -> None:
     """Show a function's concurrency: in use now, reserved, provisioned."""
