@@ -20,13 +20,15 @@ from tests.conftest import ROLE, Server
 from tests.helpers import make_zip
 
 HANDLER = make_zip({"app.py": (
-    "import os, threading, time\n"
+    "import os, threading, time, uuid\n"
+    "ENVIRONMENT = uuid.uuid4().hex\n"
     "def handler(event, context):\n"
     "    time.sleep(event.get('sleep', 0))\n"
     "    if event.get('die_later'):\n"
     "        # Exit once this invocation has been answered: the environment dies idle.\n"
     "        threading.Timer(0.3, os._exit, (1,)).start()\n"
-    "    return {'pid': os.getpid(), 'init': os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']}\n"
+    "    return {'pid': os.getpid(), 'environment': ENVIRONMENT,\n"
+    "            'init': os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']}\n"
 )})
 
 
@@ -278,6 +280,7 @@ def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_
                                                  ProvisionedConcurrentExecutions=3)
     assert put["ResponseMetadata"]["HTTPStatusCode"] == 202
     assert put["RequestedProvisionedConcurrentExecutions"] == 3
+    assert put["Status"] == "IN_PROGRESS"
     ready = wait_for_status(lam, name, "1", "READY")
     assert ready["AllocatedProvisionedConcurrentExecutions"] == 3
     assert ready["AvailableProvisionedConcurrentExecutions"] == 3
@@ -298,23 +301,20 @@ def test_provisioned_concurrency_3_serves_3_calls_warm_and_spills_the_4th_to_on_
 
 
 @pytest.mark.slow
-def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(lam):
+def test_a_provisioned_environment_that_dies_is_replaced_and_ready_again(server, lam):
     name = provisioned_function(lam, provisioned=2)
     dead = invoke(lam, name, {"die_later": True}, Qualifier="1")["result"]
     assert dead["init"] == "provisioned-concurrency"
-    deadline = time.monotonic() + 10
-    while _alive(dead["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(dead["pid"])
+    wait_until_dead(server, dead["pid"])
     ready = wait_for_status(lam, name, "1", "READY")
     assert ready["AllocatedProvisionedConcurrentExecutions"] == 2
     outcomes = parallel(2, lambda: invoke(lam, name, {"sleep": 0.5}, Qualifier="1"))
     assert {o["result"]["init"] for o in outcomes} == {"provisioned-concurrency"}
-    assert dead["pid"] not in {o["result"]["pid"] for o in outcomes}
+    assert dead["environment"] not in {o["result"]["environment"] for o in outcomes}
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
 
 
-def test_provisioned_concurrency_on_an_alias_serves_calls_through_the_alias(lam):
+def test_provisioned_concurrency_on_an_alias_serves_calls_through_the_alias(server, lam):
     name = create(lam)
     publish_version(lam, name)
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
@@ -323,8 +323,10 @@ def test_provisioned_concurrency_on_an_alias_serves_calls_through_the_alias(lam)
     assert wait_for_status(lam, name, "live", "READY")["AllocatedProvisionedConcurrentExecutions"] == 1
     listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
     assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed] == ["live"]
-    assert invoke(lam, name, Qualifier="live")["result"]["init"] == "provisioned-concurrency"
+    served = invoke(lam, name, Qualifier="live")["result"]
+    assert served["init"] == "provisioned-concurrency"
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    wait_until_dead(server, served["pid"])
 
 
 def test_deleting_a_version_removes_its_provisioned_concurrency(lam):
@@ -333,6 +335,18 @@ def test_deleting_a_version_removes_its_provisioned_concurrency(lam):
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
     assert lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == []
+
+
+def wait_until_dead(server: Server, pid: int, timeout: float = 10.0) -> None:
+    """Until the runtime process the handler ran in is gone."""
+    if server.sandbox_backend() != "process":
+        # In a PID namespace the handler's pid means nothing out here.
+        time.sleep(1.0)
+        return
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
