@@ -24,6 +24,8 @@ HANDLER = make_zip({"app.py": (
     "ENVIRONMENT = uuid.uuid4().hex\n"
     "def handler(event, context):\n"
     "    time.sleep(event.get('sleep', 0))\n"
+    "    if event.get('mark'):\n"
+    "        print(event['mark'])\n"
     "    if event.get('die_later'):\n"
     "        # Exit once this invocation has been answered: the environment dies idle.\n"
     "        threading.Timer(0.3, os._exit, (1,)).start()\n"
@@ -140,6 +142,35 @@ def test_reserved_concurrency_0_throttles_every_call(lam):
         assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
     lam.delete_function_concurrency(FunctionName=name)
     assert "result" in invoke(lam, name)
+
+
+def test_a_throttled_asynchronous_event_is_retried_until_it_runs(server, lam):
+    name = create(lam)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    marker = f"event-{uuid.uuid4().hex}"
+    with ThreadPoolExecutor(1) as executor:
+        busy = executor.submit(invoke, lam, name, {"sleep": 1.0})
+        time.sleep(0.4)
+        accepted = lam.invoke(FunctionName=name, InvocationType="Event",
+                              Payload=json.dumps({"mark": marker}))
+        assert accepted["StatusCode"] == 202
+        assert "result" in busy.result()
+    logs = server.client("logs")
+    deadline = time.monotonic() + 10
+    while True:
+        found = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}", filterPattern=marker)
+        if found["events"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["message"].strip() for e in found["events"]] == [marker]
+
+
+def test_provisioned_concurrency_on_an_alias_of_latest_is_refused(lam):
+    name = create(lam)
+    lam.create_alias(FunctionName=name, Name="head", FunctionVersion="$LATEST")
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="head",
+                                               ProvisionedConcurrentExecutions=1)
 
 
 def test_executions_in_flight_show_in_the_lamina_header_of_get_function_concurrency(lam):

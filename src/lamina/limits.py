@@ -40,6 +40,9 @@ class Limits:
     # per window, refilled continuously (AWS: 1,000 every 10 seconds per function).
     scaling_environments: int = 1_000
     scaling_window_s: float = 10.0
+    # An asynchronous event that keeps being throttled is retried until it is this
+    # old (Lambda's maximum event age: 6 hours).
+    max_event_age_s: int = 21_600
     # Storage for all functions and layers (AWS: 75 GB per region).
     total_code_size_bytes: int = 75 * 1024 * MB
     # SQS queues. SQS's classic 256 KiB message limit (body plus attributes), which

@@ -120,11 +120,15 @@ class ConcurrencyRegistry:
 
     def _version(self, function_name: str, qualifier: str | None) -> tuple[str, str, FunctionVersion]:
         ref = self.functions.resolve(function_name, qualifier)
+        unpublished = InvalidParameterValueException(
+            "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+        )
         if ref.qualifier is None or ref.qualifier == LATEST:
-            raise InvalidParameterValueException(
-                "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
-            )
-        return ref.name, ref.qualifier, self.functions.get_version(ref.name, ref.qualifier)
+            raise unpublished
+        fv = self.functions.get_version(ref.name, ref.qualifier)
+        if fv.version == LATEST:  # an alias of $LATEST
+            raise unpublished
+        return ref.name, ref.qualifier, fv
 
     def put_provisioned(self, function_name: str, qualifier: str | None,
                         requested: int) -> ProvisionedConfig:

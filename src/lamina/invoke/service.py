@@ -132,13 +132,20 @@ class Invoker:
 
     async def _run_event(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                          qualifier: str | None) -> InvocationResult | None:
-        try:
-            return await self._run(fv, payload, client_context, qualifier, tail=False)
-        except TooManyRequestsException as error:
-            # Counted as a throttle already; the durable async queue will retry these.
-            log.warning("asynchronous invocation of %s throttled: %s", fv.function_name,
-                        error.fields.get("Reason"))
-            return None
+        # Lambda retries throttled events with backoff (1 s doubling, at most a
+        # minute apart) until they reach the maximum event age.
+        accepted = time.monotonic()
+        delay = 1.0
+        while True:
+            try:
+                return await self._run(fv, payload, client_context, qualifier, tail=False)
+            except TooManyRequestsException as error:
+                if time.monotonic() - accepted + delay > self.limits.max_event_age_s:
+                    log.warning("asynchronous event for %s dropped: throttled (%s) until its "
+                                "maximum age", fv.function_name, error.fields.get("Reason"))
+                    return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool) -> InvocationResult:
