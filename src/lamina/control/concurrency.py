@@ -13,7 +13,6 @@ least `min_unreserved_concurrency` slots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from lamina.control.functions import FunctionRegistry
@@ -24,24 +23,12 @@ from lamina.errors import (
     ResourceNotFoundException,
 )
 from lamina.limits import Limits
-from lamina.store.concurrency import ConcurrencyStore, ProvisionedConfigRow
+from lamina.store.concurrency import ConcurrencyStore, ProvisionedConfig
 
 ProvisionedKey = tuple[str, str]
 # Called with (function, qualifier), the version the qualifier resolves to and the
 # requested count; a count of 0 (and no version) means the config was removed.
 ProvisionedListener = Callable[[str, str, FunctionVersion | None, int], None]
-
-
-@dataclass(frozen=True)
-class ProvisionedConfig:
-    function_name: str
-    qualifier: str
-    requested: int
-    last_modified: str
-
-
-def _config(row: ProvisionedConfigRow) -> ProvisionedConfig:
-    return ProvisionedConfig(row.function_name, row.qualifier, row.requested, row.last_modified)
 
 
 class ConcurrencyRegistry:
@@ -51,7 +38,7 @@ class ConcurrencyRegistry:
         self.limits = limits
         self.reserved: dict[str, int] = store.reserved()
         self.provisioned: dict[ProvisionedKey, ProvisionedConfig] = {
-            (row.function_name, row.qualifier): _config(row) for row in store.provisioned()
+            (row.function_name, row.qualifier): row for row in store.provisioned()
         }
         # Sum of requested provisioned concurrency per function, for the counter.
         self.provisioned_by_function: dict[str, int] = {}
@@ -153,7 +140,7 @@ class ConcurrencyRegistry:
                     f"[{self.limits.min_unreserved_concurrency}]."
                 )
         config = ProvisionedConfig(name, qualifier, requested, aws_timestamp())
-        self.store.put_provisioned(ProvisionedConfigRow(name, qualifier, requested, config.last_modified))
+        self.store.put_provisioned(config)
         self.provisioned[(name, qualifier)] = config
         self._recount()
         for listener in self.provisioned_listeners:

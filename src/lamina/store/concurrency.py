@@ -10,7 +10,9 @@ from lamina.store.schema import function_concurrency, provisioned_concurrency
 
 
 @dataclass(frozen=True)
-class ProvisionedConfigRow:
+class ProvisionedConfig:
+    """A provisioned concurrency config as put: what was asked for, and when."""
+
     function_name: str
     qualifier: str
     requested: int
@@ -47,16 +49,16 @@ class ConcurrencyStore:
 
     # -- provisioned ---------------------------------------------------------------
 
-    def provisioned(self) -> list[ProvisionedConfigRow]:
+    def provisioned(self) -> list[ProvisionedConfig]:
         """Every provisioned concurrency config, ordered by function and qualifier."""
         query = select(provisioned_concurrency).order_by(
             provisioned_concurrency.c.function_name, provisioned_concurrency.c.qualifier)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [ProvisionedConfigRow(r.function_name, r.qualifier, r.requested, r.last_modified)
+        return [ProvisionedConfig(r.function_name, r.qualifier, r.requested, r.last_modified)
                 for r in rows]
 
-    def put_provisioned(self, row: ProvisionedConfigRow) -> None:
+    def put_provisioned(self, row: ProvisionedConfig) -> None:
         key = (provisioned_concurrency.c.function_name == row.function_name,
                provisioned_concurrency.c.qualifier == row.qualifier)
         with self._engine.begin() as conn:
