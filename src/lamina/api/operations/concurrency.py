@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lamina.api.operations import Call, operation
-from lamina.store.concurrency import ProvisionedConfig
+from lamina.control.concurrency import ProvisionedConfig
 
 # Lamina extension on GetFunctionConcurrency: executions of the function in flight
 # now. AWS has no API for this live number; `lamina concurrency NAME` shows it.
