@@ -230,6 +230,25 @@ def test_account_limit_throttles_the_shared_pool_and_keeps_reservations(start_se
     assert refused[0]["ResponseMetadata"]["HTTPStatusCode"] == 429
 
 
+@pytest.mark.slow
+def test_provisioned_concurrency_is_set_aside_from_the_shared_pool(start_server):
+    server = start_server({"LAMINA_CONCURRENT_EXECUTIONS": "3", "LAMINA_MIN_UNRESERVED_CONCURRENCY": "1"})
+    lam = server.client()
+    provisioned = provisioned_function(lam, provisioned=1)
+    with pytest.raises(lam.exceptions.InvalidParameterValueException) as refused:
+        lam.put_provisioned_concurrency_config(FunctionName=provisioned, Qualifier="1",
+                                               ProvisionedConcurrentExecutions=3)
+    assert "below its minimum value of [1]" in refused.value.response["Error"]["Message"]
+    shared = create(lam)
+    with ThreadPoolExecutor(4) as executor:
+        busy = [executor.submit(invoke, lam, shared, {"sleep": 1.5}) for _ in range(3)]
+        time.sleep(0.5)
+        # Its provisioned slot is still free while the shared pool (3 - 1) is full.
+        assert invoke(lam, provisioned, Qualifier="1")["result"]["init"] == "provisioned-concurrency"
+        outcomes = [future.result() for future in busy]
+    assert [e["Reason"] for e in throttled(outcomes)] == ["ConcurrentInvocationLimitExceeded"]
+
+
 # -- limits on new environments ------------------------------------------------------------
 
 
