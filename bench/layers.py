@@ -70,11 +70,11 @@ async def run(data_dir: Path, sandbox: str | None, count: int, files: int) -> No
     try:
         arns = []
         for index in range(5):
-            layer = platform.layers.publish(f"bench-layer-{index}", layer_zip(index, files))
+            layer = await platform.layers.publish(f"bench-layer-{index}", layer_zip(index, files))
             arns.append(platform.region.layer_arn(layer.layer_name, layer.version))
         base = {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}
-        platform.functions.create_function("plain", zipped({"app.py": PLAIN_HANDLER}), base, {})
-        platform.functions.create_function(
+        await platform.functions.create_function("plain", zipped({"app.py": PLAIN_HANDLER}), base, {})
+        await platform.functions.create_function(
             "layered", zipped({"app.py": HANDLER}), {**base, "layers": arns}, {}
         )
         plain_first, plain = await cold_starts(platform, "plain", count)

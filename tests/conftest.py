@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import boto3
 import pytest
 from botocore.config import Config
 
-ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+from tests.helpers import ROLE  # noqa: F401  (re-exported for test modules)
 
 
 def free_port() -> int:
@@ -87,6 +87,7 @@ class Server:
                 parameter_validation=validate,
                 retries={"max_attempts": 1},
                 read_timeout=120,
+                max_pool_connections=int(kwargs.pop("max_pool_connections", 10)),
             ),
         )
 
@@ -108,3 +109,19 @@ def lam(server: Server):
 def lam_unchecked(server: Server):
     """A client that skips boto3's own parameter checks, to reach the server's."""
     return server.client(validate=False)
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start a dedicated server (own data dir, own LAMINA_* env); stopped at session end."""
+    started: list[Server] = []
+
+    def start(env: dict[str, str] | None = None, name: str = "lamina-dedicated") -> Server:
+        srv = Server(tmp_path_factory.mktemp(name) / "data", env)
+        srv.start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from botocore.exceptions import ClientError
 
 
 def make_zip(files: dict[str, str | bytes], mode: int = 0o644) -> bytes:
@@ -18,3 +27,56 @@ def make_zip(files: dict[str, str | bytes], mode: int = 0o644) -> bytes:
 
 
 ECHO = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
+
+
+ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+
+
+def function_args(name: str, code: bytes = ECHO, **overrides: object) -> dict[str, object]:
+    """CreateFunction arguments for a small Python function; overrides win."""
+    return {
+        "FunctionName": name,
+        "Runtime": "python3.11",
+        "Role": ROLE,
+        "Handler": "app.handler",
+        "Code": {"ZipFile": code},
+        **overrides,
+    }
+
+
+@contextlib.contextmanager
+def aws_error(client: Any, code: str, status: int | None = None) -> Iterator[pytest.ExceptionInfo]:
+    """Expect the AWS error `code`: boto3's own exception class when the model has one."""
+    modeled = {shape.name for shape in client.meta.service_model.error_shapes}
+    # Errors outside the model (ValidationException, the SigV4 ones) reach boto3 as a
+    # plain ClientError carrying the code, exactly as they do against AWS.
+    expected = getattr(client.exceptions, code) if code in modeled else ClientError
+    with pytest.raises(expected) as info:
+        yield info
+    error = info.value.response["Error"]
+    assert error["Code"] == code, error
+    if status is not None:
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+
+
+def error_message(info: pytest.ExceptionInfo) -> str:
+    return info.value.response["Error"]["Message"]
+
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment minus any AWS/Lamina settings, with its own HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMINA_"))}
+    return {**env, "HOME": str(home), "COLUMNS": "200", **extra}
+
+
+def aws_cli(endpoint: str, home: Path, key: str, secret: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`aws lambda ARGS` against endpoint with these credentials and nothing else configured."""
+    return subprocess.run(
+        [str(BIN / "aws"), "lambda", *args, "--endpoint-url", endpoint, "--region", "us-east-1",
+         "--output", "json"],
+        env=clean_env(home, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret),
+        capture_output=True, text=True, timeout=60,
+    )

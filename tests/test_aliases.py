@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import random
 import uuid
 from pathlib import Path
@@ -181,7 +183,7 @@ def platform(tmp_path: Path) -> Platform:
 
 def published_function(platform: Platform, versions: int) -> str:
     registry = platform.functions
-    registry.create_function("fn", ECHO, {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {})
+    asyncio.run(registry.create_function("fn", ECHO, {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {}))
     for number in range(1, versions + 1):
         registry.update_configuration("fn", {"timeout": number})
         registry.publish_version("fn")

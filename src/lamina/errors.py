@@ -16,6 +16,10 @@ class LambdaError(Exception):
     status_code: ClassVar[int] = 400
     # "User" for the caller's fault, "Service" for ours; AWS puts it in the body.
     fault: ClassVar[str] = "User"
+    # The code this error had in the older query protocol. Services that moved from
+    # query to JSON (SQS) still send it in `x-amzn-query-error`, and SDKs show it as
+    # the error code; None means the code is the type name.
+    query_code: ClassVar[str | None] = None
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -31,9 +35,15 @@ class LambdaError(Exception):
 class ValidationException(LambdaError):
     """A request that breaks the service model's constraints (min, max, enum, pattern)."""
 
+    @classmethod
+    def of(cls, problems: list[str]) -> ValidationException:
+        """AWS's wording: "2 validation errors detected: <problem>; <problem>"."""
+        noun = "error" if len(problems) == 1 else "errors"
+        return cls(f"{len(problems)} validation {noun} detected: " + "; ".join(problems))
+
 
 class InvalidParameterValueException(LambdaError):
-    pass
+    query_code = "InvalidParameterValue"
 
 
 class InvalidRequestContentException(LambdaError):
@@ -123,3 +133,60 @@ class UnknownOperationException(LambdaError):
 
 class IncompleteSignatureException(LambdaError):
     status_code = 403
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    """A request with no Authorization header at all, where keys are required."""
+
+    status_code = 403
+
+
+# -- SQS (the queue service served beside the Lambda API) ------------------------
+
+
+class QueueDoesNotExist(LambdaError):
+    query_code = "AWS.SimpleQueueService.NonExistentQueue"
+
+
+class QueueNameExists(LambdaError):
+    query_code = "QueueAlreadyExists"
+
+
+class InvalidAttributeName(LambdaError):
+    pass
+
+
+class InvalidAttributeValue(LambdaError):
+    pass
+
+
+class InvalidMessageContents(LambdaError):
+    pass
+
+
+class MissingRequiredParameterException(LambdaError):
+    query_code = "MissingParameter"
+
+
+class ReceiptHandleIsInvalid(LambdaError):
+    pass
+
+
+class EmptyBatchRequest(LambdaError):
+    query_code = "AWS.SimpleQueueService.EmptyBatchRequest"
+
+
+class TooManyEntriesInBatchRequest(LambdaError):
+    query_code = "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
+
+
+class BatchEntryIdsNotDistinct(LambdaError):
+    query_code = "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+
+
+class InvalidBatchEntryId(LambdaError):
+    query_code = "AWS.SimpleQueueService.InvalidBatchEntryId"
+
+
+class BatchRequestTooLong(LambdaError):
+    query_code = "AWS.SimpleQueueService.BatchRequestTooLong"

@@ -36,8 +36,31 @@ class Limits:
     # Concurrency.
     concurrent_executions: int = 1_000
     min_unreserved_concurrency: int = 100
+    # Scaling rate: each function may start this many new execution environments
+    # per window, refilled continuously (AWS: 1,000 every 10 seconds per function).
+    scaling_environments: int = 1_000
+    scaling_window_s: float = 10.0
+    # An asynchronous event that keeps being throttled is retried until it is this
+    # old (Lambda's maximum event age: 6 hours).
+    max_event_age_s: int = 21_600
     # Storage for all functions and layers (AWS: 75 GB per region).
     total_code_size_bytes: int = 75 * 1024 * MB
+    # SQS queues. SQS's classic 256 KiB message limit (body plus attributes), which
+    # is also what a Lambda async event may be when it is queued.
+    max_message_bytes: int = 256 * 1024
+    min_message_bytes: int = 1024
+    max_batch_entries: int = 10
+    max_message_attributes: int = 10
+    max_receive_messages: int = 10
+    max_receive_wait_s: int = 20
+    max_visibility_timeout_s: int = 43_200
+    default_visibility_timeout_s: int = 30
+    max_delay_s: int = 900
+    min_retention_s: int = 60
+    max_retention_s: int = 1_209_600
+    default_retention_s: int = 345_600
+    max_receive_count: int = 1_000
+    max_queues_listed: int = 1_000
 
     @property
     def max_request_bytes(self) -> int:

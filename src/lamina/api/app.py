@@ -1,4 +1,5 @@
-"""The ASGI application: one dispatcher for every operation in the Lambda model."""
+"""The ASGI application: one dispatcher for every operation in the Lambda model,
+and for JSON-protocol services (SQS) addressed by X-Amz-Target on the same endpoint."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from lamina.api import protocol
+from lamina.api import json_protocol, protocol
 from lamina.api.auth import SignedRequest, SigV4Verifier
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
-from lamina.api.operations import HANDLERS, Call, load_all
+from lamina.api.operations import HANDLERS, Call, Handler, load_all
 from lamina.errors import (
     AccessDeniedException,
     LambdaError,
@@ -66,13 +67,22 @@ class Dispatcher:
 
     async def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
+        target = request.headers.get("x-amz-target")
         try:
+            if target is not None:
+                return await self._dispatch_json(request, request_id, target)
             return await self._dispatch(request, request_id)
         except LambdaError as error:
-            return error_response(error, request_id)
+            return self._error(error, request_id, target)
         except Exception:
             log.exception("unhandled error in request %s %s", request.method, request.url.path)
-            return error_response(ServiceException("An internal error occurred."), request_id)
+            return self._error(ServiceException("An internal error occurred."), request_id, target)
+
+    @staticmethod
+    def _error(error: LambdaError, request_id: str, target: str | None) -> Response:
+        if target is None:
+            return error_response(error, request_id)
+        return json_protocol.error_response(error, request_id, json_protocol.service_for(target))
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.platform.settings.limits.max_request_bytes
@@ -96,11 +106,41 @@ class Dispatcher:
                 f"No Lambda operation matches {request.method} {request.url.path}"
             )
         operation, path_params = found
-        handler = HANDLERS.get(operation.name)
+        handler = self._handler("lambda", operation.name)
+        body = await self._verified_body(request)
+        params = protocol.parse_request(operation, path_params, query_pairs, request.headers, body)
+        protocol.validate(operation, params)
+        call = Call(self.platform, params, request, request_id)
+        output = await handler(call)
+        serialized = protocol.serialize_response(operation, output)
+        serialized.headers.update(call.headers)
+        serialized.headers["x-amzn-RequestId"] = request_id
+        return Response(serialized.body, serialized.status_code, serialized.headers)
+
+    async def _dispatch_json(self, request: Request, request_id: str, target: str) -> Response:
+        service, operation = json_protocol.resolve(target)
+        handler = self._handler(service.name, operation.name)
+        body = await self._verified_body(request)
+        params = json_protocol.parse_request(operation, body)
+        protocol.validate(operation, params, enums=service.check_enums)
+        output = await handler(Call(self.platform, params, request, request_id))
+        return Response(
+            json_protocol.serialize_response(operation, output),
+            headers={"x-amzn-RequestId": request_id},
+            media_type=service.content_type,
+        )
+
+    @staticmethod
+    def _handler(service: str, operation: str) -> Handler:
+        handler = HANDLERS.get((service, operation))
         if handler is None:
             raise UnknownOperationException(
-                f"{operation.name} is not supported by this Lamina server yet"
+                f"{operation} is not supported by this Lamina server yet"
             )
+        return handler
+
+    async def _verified_body(self, request: Request) -> bytes:
+        """The request body, once its SigV4 signature checks out."""
         body = await self._read_body(request)
         self.verifier.verify(
             SignedRequest(
@@ -111,12 +151,7 @@ class Dispatcher:
                 body=body,
             )
         )
-        params = protocol.parse_request(operation, path_params, query_pairs, request.headers, body)
-        protocol.validate(operation, params)
-        output = await handler(Call(self.platform, params, request, request_id))
-        serialized = protocol.serialize_response(operation, output)
-        serialized.headers["x-amzn-RequestId"] = request_id
-        return Response(serialized.body, serialized.status_code, serialized.headers)
+        return body
 
 
 async def download_code(request: Request) -> Response:

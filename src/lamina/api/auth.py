@@ -21,6 +21,7 @@ from botocore.credentials import Credentials
 from lamina.errors import (
     IncompleteSignatureException,
     InvalidSignatureException,
+    MissingAuthenticationTokenException,
     UnrecognizedClientException,
 )
 
@@ -74,9 +75,8 @@ class SigV4Verifier:
             found = _AUTHORIZATION.match(header or "")
             return found.group("key") if found else None
         if header is None:
-            raise IncompleteSignatureException(
-                "Request is missing Authentication Token"
-            )
+            # AWS's answer to an unsigned request, type and wording.
+            raise MissingAuthenticationTokenException("Missing Authentication Token")
         found = _AUTHORIZATION.match(header)
         if found is None:
             raise IncompleteSignatureException(

@@ -79,7 +79,8 @@ class Router:
 # -- reading a request ---------------------------------------------------------
 
 
-def _scalar_from_text(shape: Shape, text: str) -> Any:
+def _scalar_from_text(shape: Shape, text: str, member: str) -> Any:
+    """A URI, query or header value as the member's type; `member` names it in errors."""
     kind = shape.type_name
     try:
         if kind in ("integer", "long"):
@@ -88,7 +89,7 @@ def _scalar_from_text(shape: Shape, text: str) -> Any:
             return float(text)
     except ValueError:
         raise ValidationException(
-            f"1 validation error detected: Value '{text}' at '{_member_path(shape.name)}' "
+            f"1 validation error detected: Value '{text}' at '{_member_path(member)}' "
             f"failed to satisfy constraint: Member must be a number"
         ) from None
     if kind == "boolean":
@@ -96,24 +97,24 @@ def _scalar_from_text(shape: Shape, text: str) -> Any:
     if kind == "blob":
         return text.encode()
     if kind == "list":
-        return [_scalar_from_text(shape.member, text)]
+        return [_scalar_from_text(shape.member, text, member)]
     return text
 
 
-def _from_json(shape: Shape, value: Any) -> Any:
+def from_json(shape: Shape, value: Any) -> Any:
     """JSON body values to Python: base64 blobs to bytes, recursively."""
     if value is None:
         return None
     kind = shape.type_name
     if kind == "structure" and isinstance(value, dict):
         return {
-            k: _from_json(shape.members[k], v) if k in shape.members else v
+            k: from_json(shape.members[k], v) if k in shape.members else v
             for k, v in value.items()
         }
     if kind == "list" and isinstance(value, list):
-        return [_from_json(shape.member, v) for v in value]
+        return [from_json(shape.member, v) for v in value]
     if kind == "map" and isinstance(value, dict):
-        return {k: _from_json(shape.value, v) for k, v in value.items()}
+        return {k: from_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)
@@ -145,17 +146,17 @@ def parse_request(
         wire_name = member.serialization.get("name", name)
         if location == "uri":
             if wire_name in path_params:
-                params[name] = _scalar_from_text(member, path_params[wire_name])
+                params[name] = _scalar_from_text(member, path_params[wire_name], name)
         elif location == "querystring":
             if wire_name in query_multi:
                 values = query_multi[wire_name]
                 if member.type_name == "list":
-                    params[name] = [_scalar_from_text(member.member, v) for v in values]
+                    params[name] = [_scalar_from_text(member.member, v, name) for v in values]
                 else:
-                    params[name] = _scalar_from_text(member, values[0])
+                    params[name] = _scalar_from_text(member, values[0], name)
         elif location == "header":
             if wire_name in headers:
-                params[name] = _scalar_from_text(member, headers[wire_name])
+                params[name] = _scalar_from_text(member, headers[wire_name], name)
         elif location == "headers":
             prefix = wire_name.lower()
             found = {k[len(prefix):]: v for k, v in headers.items() if k.lower().startswith(prefix)}
@@ -165,15 +166,22 @@ def parse_request(
             if member.type_name in ("blob", "string"):
                 params[name] = body
             elif body:
-                params[name] = _from_json(member, _decode_json(body))
+                params[name] = from_json(member, _decode_json(body))
     if payload_member is None and body:
-        document = _decode_json(body)
-        if not isinstance(document, dict):
-            raise InvalidRequestContentException("Could not parse request body into json")
-        for name, member in shape.members.items():
-            if member.serialization.get("location") is None and name in document:
-                params[name] = _from_json(member, document[name])
+        params.update(body_members(shape, body))
     return params
+
+
+def body_members(shape: Shape, body: bytes) -> dict[str, Any]:
+    """The members of `shape` carried in a JSON object body."""
+    document = _decode_json(body)
+    if not isinstance(document, dict):
+        raise InvalidRequestContentException("Could not parse request body into json")
+    return {
+        name: from_json(member, document[name])
+        for name, member in shape.members.items()
+        if member.serialization.get("location") is None and name in document
+    }
 
 
 def _decode_json(body: bytes) -> Any:
@@ -209,36 +217,69 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "structure": dict,
+    "list": list,
+    "map": dict,
+    "string": str,
+    "integer": int,
+    "long": int,
+    "boolean": bool,
+    "blob": (bytes, str),
+    "float": (int, float),
+    "double": (int, float),
+}
+_CONTAINERS = ("structure", "list", "map")
+
+
+def _value_at(shape: Shape, value: Any, path: str) -> str:
+    """How AWS names the offending value; never the value itself when it is sensitive."""
+    if shape.metadata.get("sensitive"):
+        return f"Value at '{path}'"
+    if isinstance(value, dict):
+        # Java's Map.toString, which is what AWS prints.
+        return f"Value '{{{', '.join(f'{k}={_shown(v)}' for k, v in value.items())}}}' at '{path}'"
+    return f"Value '{_shown(value)}' at '{path}'"
+
+
+def _failures(shape: Shape, value: Any, enums: bool = True) -> list[str]:
+    """The constraints of shape itself (type, length, range, enum, pattern) value breaks."""
     kind = shape.type_name
     meta = shape.metadata
-
-    def fail(constraint: str) -> None:
-        problems.append(
-            f"Value '{_shown(value)}' at '{path}' failed to satisfy constraint: {constraint}"
-        )
-
-    kinds: dict[str, type | tuple[type, ...]] = {
-        "structure": dict,
-        "list": list,
-        "map": dict,
-        "string": str,
-        "integer": int,
-        "long": int,
-        "boolean": bool,
-        "blob": (bytes, str),
-        "float": (int, float),
-        "double": (int, float),
-    }
-    expected = kinds.get(kind)
+    expected = _TYPES.get(kind)
     if expected is not None and (
         not isinstance(value, expected) or (kind in ("integer", "long") and isinstance(value, bool))
     ):
-        fail(f"Member must be of type {kind}")
-        return
+        return [f"Member must be of type {kind}"]
+    failed = []
+    if kind in ("string", "blob", "list", "map"):
+        if "min" in meta and len(value) < meta["min"]:
+            failed.append(f"Member must have length greater than or equal to {meta['min']}")
+        if "max" in meta and len(value) > meta["max"]:
+            failed.append(f"Member must have length less than or equal to {meta['max']}")
+    elif kind in ("integer", "long", "float", "double"):
+        if "min" in meta and value < meta["min"]:
+            failed.append(f"Member must have value greater than or equal to {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            failed.append(f"Member must have value less than or equal to {meta['max']}")
+    if kind == "string":
+        if enums and shape.enum and value not in shape.enum:
+            failed.append(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+        regex = meta.get("pattern")
+        compiled = _pattern(regex) if regex else None
+        if compiled is not None and not compiled.fullmatch(value):
+            failed.append(f"Member must satisfy regular expression pattern: {regex}")
+    return failed
 
+
+def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool) -> None:
+    failed = _failures(shape, value, enums)
+    problems.extend(f"{_value_at(shape, value, path)} failed to satisfy constraint: {c}" for c in failed)
+    kind = shape.type_name
+    if kind in _CONTAINERS and not isinstance(value, _TYPES[kind]):
+        return
     if kind == "structure":
-        for required in meta.get("required", []):
+        for required in shape.metadata.get("required", []):
             if value.get(required) is None:
                 problems.append(
                     f"Value null at '{_member_path(required) if not path else path + '.' + _member_path(required)}' "
@@ -247,66 +288,52 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str]) -> None:
         for name, member_value in value.items():
             if name in shape.members and member_value is not None:
                 child = _member_path(name) if not path else f"{path}.{_member_path(name)}"
-                _check(shape.members[name], member_value, child, problems)
-        return
-
-    size: int | None = None
-    if kind in ("string", "blob", "list", "map"):
-        size = len(value)
-    if size is not None:
-        if "min" in meta and size < meta["min"]:
-            fail(f"Member must have length greater than or equal to {meta['min']}")
-        if "max" in meta and size > meta["max"]:
-            fail(f"Member must have length less than or equal to {meta['max']}")
-    elif kind in ("integer", "long", "float", "double"):
-        if "min" in meta and value < meta["min"]:
-            fail(f"Member must have value greater than or equal to {meta['min']}")
-        if "max" in meta and value > meta["max"]:
-            fail(f"Member must have value less than or equal to {meta['max']}")
-
-    if kind == "string":
-        if shape.enum and value not in shape.enum:
-            fail(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
-        regex = meta.get("pattern")
-        compiled = _pattern(regex) if regex else None
-        if compiled is not None and not compiled.fullmatch(value):
-            fail(f"Member must satisfy regular expression pattern: {regex}")
+                _check(shape.members[name], member_value, child, problems, enums)
     elif kind == "list":
         for index, item in enumerate(value):
-            _check(shape.member, item, f"{path}.{index + 1}.member", problems)
+            _check(shape.member, item, f"{path}.{index + 1}.member", problems, enums)
     elif kind == "map":
-        for key, item in value.items():
-            _check(shape.key, key, f"{path}.key", problems)
-            _check(shape.value, item, f"{path}.{key}.member", problems)
+        # AWS reports a map's bad keys (and scalar values) once, for the whole map:
+        # "Map keys must satisfy constraint: [Member must satisfy ...]".
+        for part, part_shape, items in (("keys", shape.key, value.keys()), ("value", shape.value, value.values())):
+            if part_shape.type_name in _CONTAINERS:
+                continue
+            broken = list(dict.fromkeys(c for item in items for c in _failures(part_shape, item, enums)))
+            if broken:
+                problems.append(
+                    f"{_value_at(shape, value, path)} failed to satisfy constraint: "
+                    f"Map {part} must satisfy constraint: [{', '.join(broken)}]"
+                )
+        if shape.value.type_name in _CONTAINERS:
+            for key, item in value.items():
+                _check(shape.value, item, f"{path}.{key}.member", problems, enums)
 
 
-def validate(operation: OperationModel, params: dict[str, Any]) -> None:
+def validate(operation: OperationModel, params: dict[str, Any], enums: bool = True) -> None:
     """Raise ValidationException, worded like AWS's, if params break the model."""
     if operation.input_shape is None:
         return
     problems: list[str] = []
-    _check(operation.input_shape, params, "", problems)
+    _check(operation.input_shape, params, "", problems, enums)
     if problems:
-        count = len(problems)
-        noun = "error" if count == 1 else "errors"
-        raise ValidationException(f"{count} validation {noun} detected: " + "; ".join(problems))
+        raise ValidationException.of(problems)
 
 
 # -- writing the response -------------------------------------------------------
 
 
-def _to_json(shape: Shape | None, value: Any) -> Any:
+def to_json(shape: Shape | None, value: Any) -> Any:
     if value is None or shape is None:
         return value
     kind = shape.type_name
     if kind == "structure":
         return {
-            k: _to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
+            k: to_json(shape.members.get(k), v) for k, v in value.items() if v is not None
         }
     if kind == "list":
-        return [_to_json(shape.member, v) for v in value]
+        return [to_json(shape.member, v) for v in value]
     if kind == "map":
-        return {k: _to_json(shape.value, v) for k, v in value.items()}
+        return {k: to_json(shape.value, v) for k, v in value.items()}
     if kind == "blob" and isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if kind == "timestamp" and isinstance(value, datetime.datetime):
@@ -347,9 +374,9 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
             elif isinstance(value, str):
                 body = value.encode()
             else:
-                body = json.dumps(_to_json(member, value)).encode()
+                body = json.dumps(to_json(member, value)).encode()
         else:
-            body_fields[name] = _to_json(member, value)
+            body_fields[name] = to_json(member, value)
     if body is None:
         body = json.dumps(body_fields).encode() if (body_fields or payload_member is None) else b""
         headers.setdefault("Content-Type", "application/json")

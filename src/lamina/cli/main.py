@@ -1,17 +1,18 @@
-"""`lamina serve | deploy | functions | get | delete | versions | alias | layer`."""
+"""`lamina serve | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer`."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
 
@@ -26,9 +27,16 @@ def _endpoint_option(f: Any) -> Any:
     )(f)
 
 
-def _fail(error: ClientError) -> None:
-    err = error.response.get("Error", {})
-    raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}")
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """AWS errors and unreachable servers as one-line messages, not tracebacks."""
+    try:
+        yield
+    except ClientError as error:
+        err = error.response.get("Error", {})
+        raise click.ClickException(f"{err.get('Code')}: {err.get('Message')}") from None
+    except BotoCoreError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -105,24 +113,21 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
         config["Environment"] = {"Variables": dict(item.split("=", 1) for item in env)}
     if layers:
         config["Layers"] = list(layers)
-    try:
-        with console.status(f"uploading {len(code):,} bytes"):
-            try:
-                client.get_function_configuration(FunctionName=name)
-                exists = True
-            except client.exceptions.ResourceNotFoundException:
-                exists = False
-            if exists:
-                client.update_function_code(FunctionName=name, ZipFile=code)
-                client.get_waiter("function_updated_v2").wait(FunctionName=name)
-                result = client.update_function_configuration(FunctionName=name, **config)
-                if publish:
-                    result = client.publish_version(FunctionName=name)
-            else:
-                result = client.create_function(FunctionName=name, Code={"ZipFile": code},
-                                                Publish=publish, **config)
-    except ClientError as error:
-        _fail(error)
+    with _api_errors(), console.status(f"uploading {len(code):,} bytes"):
+        try:
+            client.get_function_configuration(FunctionName=name)
+            exists = True
+        except client.exceptions.ResourceNotFoundException:
+            exists = False
+        if exists:
+            client.update_function_code(FunctionName=name, ZipFile=code)
+            client.get_waiter("function_updated_v2").wait(FunctionName=name)
+            result = client.update_function_configuration(FunctionName=name, **config)
+            if publish:
+                result = client.publish_version(FunctionName=name)
+        else:
+            result = client.create_function(FunctionName=name, Code={"ZipFile": code},
+                                            Publish=publish, **config)
     verb = "updated" if exists else "created"
     console.print(f"[green]{verb}[/green] {result['FunctionArn']} ({result['CodeSize']:,} bytes, "
                   f"sha256 {result['CodeSha256']})")
@@ -135,15 +140,21 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
 def functions(endpoint: str | None) -> None:
     """List functions."""
     client = lambda_client(endpoint)
-    table = Table("Name", "Runtime", "Handler", "Memory", "Timeout", "Code size", "Last modified")
-    try:
-        for page in client.get_paginator("list_functions").paginate():
-            for f in page["Functions"]:
-                table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
-                              str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
-                              f["LastModified"])
-    except ClientError as error:
-        _fail(error)
+    with _api_errors():
+        found = [f for page in client.get_paginator("list_functions").paginate()
+                 for f in page["Functions"]]
+        reserved = {f["FunctionName"]: client.get_function_concurrency(
+            FunctionName=f["FunctionName"]).get("ReservedConcurrentExecutions") for f in found}
+    # Names are what users copy into the next command: never fold or cut them;
+    # the other columns give way in a narrow terminal.
+    longest = max((len(f["FunctionName"]) for f in found), default=4)
+    table = Table(Column("Name", no_wrap=True, min_width=longest), "Runtime", "Handler",
+                  "Memory", "Timeout", "Code size", "Concurrency", "Last modified")
+    for f in found:
+        limit = reserved[f["FunctionName"]]
+        table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
+                      str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
+                      "-" if limit is None else f"{limit} reserved", f["LastModified"])
     console.print(table)
 
 
@@ -152,10 +163,8 @@ def functions(endpoint: str | None) -> None:
 @_endpoint_option
 def get(name: str, endpoint: str | None) -> None:
     """Show a function's configuration."""
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).get_function(FunctionName=name)
-    except ClientError as error:
-        _fail(error)
     result.pop("ResponseMetadata", None)
     console.print_json(json.dumps(result))
 
@@ -176,10 +185,8 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
         args["Qualifier"] = qualifier
     if show_log:
         args["LogType"] = "Tail"
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).invoke(**args)
-    except ClientError as error:
-        _fail(error)
     body = result["Payload"].read().decode()
     if show_log and "LogResult" in result:
         console.print(base64.b64decode(result["LogResult"]).decode(), markup=False, highlight=False)
@@ -192,13 +199,70 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
 
 @cli.command()
 @click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they arrive.")
+@click.option("--since", default=3600, show_default=True, type=int,
+              help="Start this many seconds ago.")
+@click.option("--filter", "pattern", default=None, help="Only events containing these terms.")
+@_endpoint_option
+def logs(name: str, follow: bool, since: int, pattern: str | None, endpoint: str | None) -> None:
+    """Print a function's log events (group /aws/lambda/NAME), oldest first."""
+    import time
+
+    client = lambda_client(endpoint, "logs")
+    group = name if name.startswith("/") else f"/aws/lambda/{name}"
+    start = int((time.time() - since) * 1000)
+    seen: set[str] = set()
+    with _api_errors():
+        while True:
+            args: dict[str, Any] = {"logGroupName": group, "startTime": start}
+            if pattern:
+                args["filterPattern"] = pattern
+            for page in client.get_paginator("filter_log_events").paginate(**args):
+                for event in page["events"]:
+                    if event["eventId"] in seen:
+                        continue
+                    seen.add(event["eventId"])
+                    start = max(start, event["timestamp"])
+                    moment = time.strftime("%H:%M:%S", time.localtime(event["timestamp"] / 1000))
+                    click.echo(f"{moment} {event['logStreamName'][-8:]} {event['message']}")
+            if not follow:
+                return
+            time.sleep(1)
+
+
+@cli.command()
+@click.argument("name")
+@_endpoint_option
+def concurrency(name: str, endpoint: str | None) -> None:
+    """Show a function's concurrency: in use now, reserved, provisioned."""
+    client = lambda_client(endpoint)
+    with _api_errors():
+        found = client.get_function_concurrency(FunctionName=name)
+        configs = client.list_provisioned_concurrency_configs(FunctionName=name)
+    # A Lamina extension header: AWS has no API for the live number.
+    in_use = found["ResponseMetadata"]["HTTPHeaders"].get("x-lamina-concurrent-executions", "?")
+    reserved = found.get("ReservedConcurrentExecutions")
+    console.print(f"in use: {in_use}")
+    console.print(f"reserved: {reserved}" if reserved is not None
+                  else "reserved: - (shares the account's unreserved concurrency)")
+    provisioned = configs["ProvisionedConcurrencyConfigs"]
+    console.print("provisioned:" + ("" if provisioned else " -"))
+    for config in provisioned:
+        qualifier = config["FunctionArn"].rsplit(":", 1)[1]
+        line = (f"  {qualifier}: {config['RequestedProvisionedConcurrentExecutions']} "
+                f"({config['Status']}, {config['AllocatedProvisionedConcurrentExecutions']} allocated)")
+        if config.get("StatusReason"):
+            line += f" {config['StatusReason']}"
+        console.print(line, markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("name")
 @_endpoint_option
 def delete(name: str, endpoint: str | None) -> None:
     """Delete a function."""
-    try:
+    with _api_errors():
         lambda_client(endpoint).delete_function(FunctionName=name)
-    except ClientError as error:
-        _fail(error)
     console.print(f"[green]deleted[/green] {name}")
 
 
@@ -210,13 +274,11 @@ def versions(name: str, endpoint: str | None) -> None:
     """List the versions of function NAME."""
     client = lambda_client(endpoint)
     table = Table("Version", "Description", "Code SHA-256", "Memory", "Timeout", "Last modified")
-    try:
+    with _api_errors():
         for page in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
             for v in page["Versions"]:
                 table.add_row(v["Version"], v.get("Description", ""), v["CodeSha256"],
                               str(v["MemorySize"]), str(v["Timeout"]), v["LastModified"])
-    except ClientError as error:
-        _fail(error)
     console.print(table)
 
 
@@ -260,11 +322,9 @@ def alias_create(function: str, name: str, version: str, description: str,
                  weights: tuple[str, ...], endpoint: str | None) -> None:
     """Create alias NAME of FUNCTION."""
     extra = {"RoutingConfig": _routing(weights)} if weights else {}
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).create_alias(
             FunctionName=function, Name=name, FunctionVersion=version, Description=description, **extra)
-    except ClientError as error:
-        _fail(error)
     _show_alias("created", result)
 
 
@@ -286,10 +346,8 @@ def alias_update(function: str, name: str, version: str | None, description: str
         changes["Description"] = description
     if weights or no_routing:
         changes["RoutingConfig"] = _routing(weights) or {"AdditionalVersionWeights": {}}
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).update_alias(FunctionName=function, Name=name, **changes)
-    except ClientError as error:
-        _fail(error)
     _show_alias("updated", result)
 
 
@@ -299,14 +357,12 @@ def alias_update(function: str, name: str, version: str | None, description: str
 def alias_list(function: str, endpoint: str | None) -> None:
     """List the aliases of FUNCTION."""
     table = Table("Alias", "Version", "Routing", "Description")
-    try:
+    with _api_errors():
         for page in lambda_client(endpoint).get_paginator("list_aliases").paginate(FunctionName=function):
             for a in page["Aliases"]:
                 weights = (a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
                 routing = ", ".join(f"{share:.0%} to {v}" for v, share in weights.items())
                 table.add_row(a["Name"], a["FunctionVersion"], routing or "-", a.get("Description", ""))
-    except ClientError as error:
-        _fail(error)
     console.print(table)
 
 
@@ -316,10 +372,8 @@ def alias_list(function: str, endpoint: str | None) -> None:
 @_endpoint_option
 def alias_delete(function: str, name: str, endpoint: str | None) -> None:
     """Delete alias NAME of FUNCTION."""
-    try:
+    with _api_errors():
         lambda_client(endpoint).delete_alias(FunctionName=function, Name=name)
-    except ClientError as error:
-        _fail(error)
     console.print(f"[green]deleted[/green] alias {name} of {function}")
 
 
@@ -340,13 +394,11 @@ def layer_publish(source: Path, name: str, description: str, runtimes: tuple[str
                   architectures: tuple[str, ...], endpoint: str | None) -> None:
     """Zip SOURCE (a directory laid out as /opt, or an existing .zip) as a new version of layer NAME."""
     content = _package(source)
-    try:
+    with _api_errors():
         result = lambda_client(endpoint).publish_layer_version(
             LayerName=name, Content={"ZipFile": content}, Description=description,
             CompatibleRuntimes=list(runtimes), CompatibleArchitectures=list(architectures),
         )
-    except ClientError as error:
-        _fail(error)
     console.print(f"[green]published[/green] {result['LayerVersionArn']} "
                   f"({result['Content']['CodeSize']:,} bytes)")
 

@@ -1,11 +1,11 @@
-"""Lambda ARNs and the forms of FunctionName AWS accepts."""
+"""Lambda and SQS ARNs, and the forms of FunctionName AWS accepts."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from lamina.errors import InvalidParameterValueException
+from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 
 # name | account:function:name | arn:aws:lambda:region:account:function:name, each
 # optionally followed by :qualifier (a version number, $LATEST or an alias).
@@ -14,6 +14,10 @@ _FUNCTION_REF = re.compile(
     r"(?:(?P<account>\d{12}):function:)?"
     r"(?P<name>[a-zA-Z0-9-_]{1,140})"
     r"(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]{1,128}))?$"
+)
+
+_QUEUE_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:sqs:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<name>[A-Za-z0-9_-]{1,80})$"
 )
 
 
@@ -30,6 +34,16 @@ class Region:
         arn = f"arn:aws:lambda:{self.region}:{self.account_id}:layer:{name}"
         return f"{arn}:{version}" if version is not None else arn
 
+    def queue_arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
+
+    def queue_name(self, arn: str) -> str | None:
+        """The name of the queue an SQS ARN names in this region and account, else None."""
+        found = _QUEUE_ARN.match(arn)
+        if found is None or (found["region"], found["account"]) != (self.region, self.account_id):
+            return None
+        return found["name"]
+
 
 @dataclass(frozen=True)
 class FunctionRef:
@@ -45,6 +59,12 @@ def parse_function_ref(value: str, region: Region, qualifier: str | None = None)
     found = _FUNCTION_REF.match(value)
     if found is None:
         raise InvalidParameterValueException(f"Invalid function name or ARN: {value}")
+    if found.group("region") and found.group("region") != region.region:
+        # AWS's answer to an ARN from another region, type and wording.
+        raise ResourceNotFoundException(
+            f"Functions from '{found.group('region')}' are not reachable in this region "
+            f"('{region.region}')"
+        )
     if found.group("account") and found.group("account") != region.account_id:
         raise InvalidParameterValueException(
             f"The account {found.group('account')} in the ARN does not match this "

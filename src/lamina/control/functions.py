@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -27,6 +28,7 @@ from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
 
 MAX_TAGS = 50
+MAX_LIST_ITEMS = 50
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -58,15 +60,26 @@ def version_order(version: str) -> tuple[int, int]:
     return (0, 0) if version == LATEST else (1, int(version))
 
 
-def out_of_range(field: str, value: int, low: int, high: int) -> ValidationException:
-    """AWS's own wording for a number outside the allowed range."""
+def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
+    """AWS's wording for a number outside Lambda's quota, as a validation problem.
+
+    The service model allows more than the quotas (e.g. MemorySize up to 32768), so
+    these are checked here, against limits.py, and reported the way the model's are.
+    """
+    if low <= value <= high:
+        return []
     bound = (
         f"greater than or equal to {low}" if value < low else f"less than or equal to {high}"
     )
-    return ValidationException(
-        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
-        f"constraint: Member must have value {bound}"
-    )
+    return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"]
+
+
+@dataclass(frozen=True)
+class AccountUsage:
+    """GetAccountSettings' AccountUsage: what this account has stored."""
+
+    function_count: int
+    total_code_size: int
 
 
 @dataclass(frozen=True)
@@ -167,13 +180,14 @@ class FunctionRegistry:
             raise self.not_found(ref.name)
         if marker and (marker == LATEST or is_version_number(marker)):
             versions = [fv for fv in versions if version_order(fv.version) > version_order(marker)]
-        limit = max_items or 50
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
         page = versions[:limit]
         return FunctionListing(page, page[-1].version if len(versions) > limit else None)
 
     def list_functions(self, marker: str | None, max_items: int | None,
                        all_versions: bool = False) -> FunctionListing:
-        limit = max_items or 50
+        # Lambda returns at most 50 functions per page, whatever MaxItems asks for.
+        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
         after = None
         if marker:
             name, _, version = marker.partition(":")
@@ -199,11 +213,19 @@ class FunctionRegistry:
     def tags(self, name: str) -> dict[str, str]:
         return self.store.get_tags(self.function_arn(name))
 
+    def account_usage(self) -> AccountUsage:
+        """Functions, and the code of every function version and layer version (as AWS counts)."""
+        count, code_size = self.store.count_and_code_size()
+        return AccountUsage(function_count=count,
+                            total_code_size=code_size + self.layers.store.total_code_size())
+
     # -- writing ----------------------------------------------------------------
 
-    def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
-        info = inspect_package(zip_file, self.limits, operation)
-        _, used = self.store.count_and_code_size()
+    async def _inspect_code(self, zip_file: bytes, operation: str) -> PackageInfo:
+        # Reading a package to its end takes up to a second for 250 MB unzipped:
+        # on a worker thread, so other requests and invocations go on meanwhile.
+        info = await asyncio.to_thread(inspect_package, zip_file, self.limits, operation)
+        used = self.account_usage().total_code_size
         if used + info.zipped_size > self.limits.total_code_size_bytes:
             raise CodeStorageExceededException(
                 f"Code storage limit exceeded: {self.limits.total_code_size_bytes} bytes"
@@ -232,14 +254,15 @@ class FunctionRegistry:
 
     def _validate(self, fv: FunctionVersion) -> None:
         limits = self.limits
-        if not limits.min_memory_size_mb <= fv.memory_size <= limits.max_memory_size_mb:
-            raise out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
-                               limits.max_memory_size_mb)
-        if not limits.min_timeout_s <= fv.timeout <= limits.max_timeout_s:
-            raise out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s)
-        if not limits.min_ephemeral_storage_mb <= fv.ephemeral_storage_mb <= limits.max_ephemeral_storage_mb:
-            raise out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
-                               limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb)
+        problems = [
+            *out_of_range("memorySize", fv.memory_size, limits.min_memory_size_mb,
+                          limits.max_memory_size_mb),
+            *out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s),
+            *out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
+                          limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb),
+        ]
+        if problems:
+            raise ValidationException.of(problems)
         reserved = sorted(RESERVED_VARIABLES.intersection(fv.environment))
         if reserved:
             raise InvalidParameterValueException(
@@ -267,7 +290,7 @@ class FunctionRegistry:
             if self._runtime_check is not None:
                 self._runtime_check(fv.runtime)
 
-    def create_function(
+    async def create_function(
         self, name: str, zip_file: bytes, settings: dict[str, Any], tags: dict[str, str],
         publish: bool = False,
     ) -> FunctionVersion:
@@ -279,7 +302,10 @@ class FunctionRegistry:
         if len(tags) > MAX_TAGS:
             raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
         # Validate the configuration first: a refused function stores no code.
+        # Runtime and Handler may be absent (Image packages); _validate decides.
         defaults = {
+            "runtime": None,
+            "handler": None,
             "timeout": self.limits.default_timeout_s,
             "memory_size": self.limits.default_memory_size_mb,
             "ephemeral_storage_mb": self.limits.default_ephemeral_storage_mb,
@@ -292,11 +318,11 @@ class FunctionRegistry:
         self._validate(draft)
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
-        info = self._inspect_code(zip_file, "CreateFunction")
+        info = await self._inspect_code(zip_file, "CreateFunction")
         fv = dataclasses.replace(draft, code_size=info.zipped_size,
                                  code_unzipped_size=info.unzipped_size)
         self._check_unzipped_total(fv)
-        fv.code_sha256_hex = self.blobs.put(zip_file)
+        fv.code_sha256_hex = await asyncio.to_thread(self.blobs.put, zip_file)
         if not self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
                                  self.function_arn(ref.name), tags):
             raise self._exists(ref.name)
@@ -350,7 +376,7 @@ class FunctionRegistry:
 
         return self._update_latest(function_name, revision_id, change)
 
-    def update_code(
+    async def update_code(
         self, function_name: str, zip_file: bytes, revision_id: str | None = None,
         architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
@@ -359,9 +385,9 @@ class FunctionRegistry:
         current = self.get_version(name)
         if revision_id is not None and revision_id != current.revision_id:
             raise revision_mismatch()
-        info = self._inspect_code(zip_file, "UpdateFunctionCode")
+        info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
-        digest = self.blobs.put(zip_file)
+        digest = await asyncio.to_thread(self.blobs.put, zip_file)
 
         def change(current: FunctionVersion) -> FunctionVersion:
             updated = dataclasses.replace(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -48,14 +50,15 @@ class Layers:
         self.region = region
         self.limits = limits
 
-    def publish(
+    async def publish(
         self, name_or_arn: str, zip_file: bytes, description: str = "",
         compatible_runtimes: list[str] | None = None,
         compatible_architectures: list[str] | None = None, license_info: str | None = None,
     ) -> LayerVersion:
         name = self._own_layer_name(name_or_arn)
-        info = inspect_package(zip_file, self.limits, "PublishLayerVersion")
-        digest = self.blobs.put(zip_file)
+        # Off the event loop, like function code (see FunctionRegistry._inspect_code).
+        info = await asyncio.to_thread(inspect_package, zip_file, self.limits, "PublishLayerVersion")
+        digest = await asyncio.to_thread(self.blobs.put, zip_file)
         draft = LayerVersion(
             layer_name=name, version=0, code_sha256_hex=digest, code_size=info.zipped_size,
             unzipped_size=info.unzipped_size, created_date=aws_timestamp(),

@@ -8,6 +8,7 @@ AWS's errors before a byte reaches the store.
 
 from __future__ import annotations
 
+import copy
 import io
 import zipfile
 import zlib
@@ -64,8 +65,15 @@ def inspect_package(data: bytes, limits: Limits, operation: str) -> PackageInfo:
                 continue
             files += 1
             real = 0
+            # zipfile itself stops inflating at the header's declared size, so a
+            # member whose header lies (and whose CRC matches the truncated prefix)
+            # would pass here yet inflate fully in another unzip tool. Reading with a
+            # larger allowance (more than one chunk, so zipfile does not stop and fail
+            # the CRC first) exposes the lie.
+            probe = copy.copy(info)
+            probe.file_size = info.file_size + 2 * _CHUNK
             try:
-                with archive.open(info) as member:
+                with archive.open(probe) as member:
                     while chunk := member.read(_CHUNK):
                         real += len(chunk)
                         if real > info.file_size:

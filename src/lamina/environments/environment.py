@@ -364,8 +364,15 @@ class ExecutionEnvironment:
                 self._pending = invocation
             assert self._exit is not None
             waiting: set[asyncio.Future[Any]] = {current.result, self._exit}
-            done, _ = await asyncio.wait(waiting, timeout=fv.timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            deadline = started + fv.timeout
+            while True:
+                # asyncio may fire a timer up to one clock tick early; a function
+                # must never be stopped before its deadline, so wait out the rest.
+                remaining = deadline - time.perf_counter()
+                done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done or time.perf_counter() >= deadline:
+                    break
             if current.result in done:
                 payload, error = current.result.result()
                 status = "error" if error else "success"
@@ -419,6 +426,12 @@ class ExecutionEnvironment:
         self._emit(error_type)
         self.lifecycle.to(State.FAILED)
         return _error_payload(error_type, message), "Unhandled", "crash"
+
+    async def wait_exit(self) -> None:
+        """Until the runtime's main process has exited, for whatever reason (a crash,
+        an OOM kill, our own shutdown); at once if it never started."""
+        if self._exit is not None:
+            await asyncio.wait({self._exit})
 
     # -- SHUTDOWN ---------------------------------------------------------------------
 

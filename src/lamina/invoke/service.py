@@ -1,8 +1,9 @@
 """The one place an invocation is carried out, for every caller (API, queues, schedules).
 
-Resolve the version, check the payload, take an environment from the pool, run,
-and give the environment back. The async path (InvocationType=Event) answers at
-once and runs the same synchronous path in the background.
+Resolve the version, check the payload, take a concurrency slot (or throttle),
+take an environment from the pool, run, and give both back. The async path
+(InvocationType=Event) answers at once and runs the same synchronous path in the
+background.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     RequestEntityTooLargeException,
+    TooManyRequestsException,
 )
+from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.limits import Limits
+from lamina.observe.metrics import Metrics
 
 log = logging.getLogger("lamina.invoke")
 # Lambda's limit on the decoded X-Amz-Client-Context.
@@ -63,13 +67,15 @@ def new_trace_id() -> str:
 
 class Invoker:
     def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
-                 limits: Limits) -> None:
+                 limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics) -> None:
         # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
         self.targets = targets
         self.pool = pool
         self.region = region
         self.limits = limits
-        self._background: set[asyncio.Task[InvocationResult]] = set()
+        self.concurrency = concurrency
+        self.metrics = metrics
+        self._background: set[asyncio.Task[InvocationResult | None]] = set()
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
         asynchronous = request.invocation_type == "Event"
@@ -116,7 +122,7 @@ class Invoker:
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
             task = asyncio.get_running_loop().create_task(
-                self._run(fv, payload, client_context, qualifier, tail=False)
+                self._run_event(fv, payload, client_context, qualifier)
             )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -124,20 +130,52 @@ class Invoker:
         return await self._run(fv, payload, client_context, qualifier,
                                tail=request.log_type == "Tail")
 
+    async def _run_event(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
+                         qualifier: str | None) -> InvocationResult | None:
+        # Lambda retries throttled events with backoff (1 s doubling, at most a
+        # minute apart) until they reach the maximum event age.
+        accepted = time.monotonic()
+        delay = 1.0
+        while True:
+            try:
+                return await self._run(fv, payload, client_context, qualifier, tail=False)
+            except TooManyRequestsException as error:
+                if time.monotonic() - accepted + delay > self.limits.max_event_age_s:
+                    log.warning("asynchronous event for %s dropped: throttled (%s) until its "
+                                "maximum age", fv.function_name, error.fields.get("Reason"))
+                    return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool) -> InvocationResult:
-        invocation = Invocation(
-            request_id=str(uuid.uuid4()),
-            payload=payload,
-            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
-            trace_id=new_trace_id(),
-            client_context=client_context,
-        )
-        env = await self.pool.acquire(fv)
+        name = fv.function_name
+        # The slot is taken before anything else, so a throttled call costs nothing.
+        slot = self.concurrency.take(name)
         try:
-            outcome = await env.invoke(invocation)
+            invocation = Invocation(
+                request_id=str(uuid.uuid4()),
+                payload=payload,
+                invoked_function_arn=self.region.function_arn(name, qualifier),
+                trace_id=new_trace_id(),
+                client_context=client_context,
+            )
+            try:
+                env = await self.pool.acquire(fv)
+            except TooManyRequestsException:
+                # No memory or scaling rate left for a new environment.
+                self.metrics.function(name).throttles += 1
+                raise
+            try:
+                outcome = await env.invoke(invocation)
+            finally:
+                self.pool.release(env)
         finally:
-            self.pool.release(env)
+            self.concurrency.release(name, slot)
+        usage = self.metrics.function(name)
+        usage.invocations += 1
+        if outcome.function_error is not None:
+            usage.errors += 1
         log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
         return InvocationResult(
             status_code=200,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,32 @@ class LogEvent:
     timestamp_ms: int
     message: str
     stream: str
+    # Unique within the group: the stream and the event's line in it.
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    name: str
+    created_ms: int
+    first_event_ms: int | None
+    last_event_ms: int | None
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    name: str
+    created_ms: int
+    stored_bytes: int
+
+
+def matches_filter(message: str, pattern: str | None) -> bool:
+    """CloudWatch Logs' plain-text filter: every term (or "quoted phrase") appears."""
+    if not pattern or not pattern.strip():
+        return True
+    terms = shlex.split(pattern) if pattern.count('"') % 2 == 0 else pattern.split()
+    return all(term in message for term in terms)
 
 
 def now_ms() -> int:
@@ -71,22 +98,59 @@ class LogStore:
         files = sorted(directory.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
         return [unquote(p.name[: -len(".jsonl")]) for p in files]
 
-    def events(self, group: str, stream: str | None = None, start_ms: int = 0) -> Iterator[LogEvent]:
-        """Events of one stream, or of every stream of the group merged by time."""
-        names = [stream] if stream else self.streams(group)
+    def _stream_path(self, group: str, stream: str) -> Path:
+        return self._group_dir(group) / (quote(stream, safe="") + ".jsonl")
+
+    def has_group(self, group: str) -> bool:
+        return self._group_dir(group).is_dir()
+
+    def group_infos(self, prefix: str = "") -> list[GroupInfo]:
+        found = []
+        for name in self.groups():
+            if name.startswith(prefix):
+                directory = self._group_dir(name)
+                size = sum(p.stat().st_size for p in directory.glob("*.jsonl"))
+                found.append(GroupInfo(name, int(directory.stat().st_ctime * 1000), size))
+        return found
+
+    def stream_infos(self, group: str, prefix: str = "") -> list[StreamInfo]:
+        """Streams of a group, oldest last write first."""
+        found = []
+        for name in self.streams(group):
+            if not name.startswith(prefix):
+                continue
+            path = self._stream_path(group, name)
+            stat = path.stat()
+            first = None
+            with open(path, encoding="utf-8") as lines:
+                try:
+                    first = json.loads(lines.readline())[0]
+                except (ValueError, IndexError):
+                    pass
+            found.append(StreamInfo(name, int(stat.st_ctime * 1000), first,
+                                    int(stat.st_mtime * 1000) if first is not None else None,
+                                    stat.st_size))
+        return found
+
+    def events(self, group: str, streams: list[str] | None = None, start_ms: int = 0,
+               end_ms: int | None = None, pattern: str | None = None) -> Iterator[LogEvent]:
+        """Events of the given streams (default: all of the group), merged by time."""
+        names = streams if streams is not None else self.streams(group)
         found: list[LogEvent] = []
         for name in names:
-            path = self._group_dir(group) / (quote(name, safe="") + ".jsonl")
+            path = self._stream_path(group, name)
             if not path.exists():
                 continue
             with open(path, encoding="utf-8") as lines:
-                for line in lines:
+                for number, line in enumerate(lines):
                     try:
                         timestamp, message = json.loads(line)
                     except ValueError:
                         continue  # a torn last line after a crash
-                    if timestamp >= start_ms:
-                        found.append(LogEvent(timestamp, message, name))
+                    if timestamp < start_ms or (end_ms is not None and timestamp >= end_ms):
+                        continue
+                    if matches_filter(message, pattern):
+                        found.append(LogEvent(timestamp, message, name, f"{name}/{number}"))
         found.sort(key=lambda e: e.timestamp_ms)
         return iter(found)
 

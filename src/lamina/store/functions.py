@@ -18,6 +18,11 @@ def version_sequence(function_name: str) -> str:
     return f"version:{function_name}"
 
 
+def _version_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The stored record, and the code size kept beside it for cheap account totals."""
+    return {"config": json.dumps(config), "code_size": config.get("code_size", 0)}
+
+
 class FunctionStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -32,7 +37,7 @@ class FunctionStore:
                 conn.execute(
                     insert(function_versions).values(
                         function_name=name, version=version, revision_id=revision_id,
-                        config=json.dumps(config),
+                        **_version_columns(config),
                     )
                 )
                 if tag_values:
@@ -82,7 +87,7 @@ class FunctionStore:
                     function_versions.c.version == version,
                     function_versions.c.revision_id == expected_revision,
                 )
-                .values(revision_id=revision_id, config=json.dumps(config))
+                .values(revision_id=revision_id, **_version_columns(config))
             )
         return result.rowcount == 1
 
@@ -104,7 +109,7 @@ class FunctionStore:
                 conn.execute(
                     insert(function_versions).values(
                         function_name=name, version=version, revision_id=revision_id,
-                        config=json.dumps(config),
+                        **_version_columns(config),
                     )
                 )
         except IntegrityError:
@@ -138,9 +143,8 @@ class FunctionStore:
     def count_and_code_size(self) -> tuple[int, int]:
         with self._engine.connect() as conn:
             count = conn.execute(select(func.count()).select_from(functions)).scalar_one()
-            configs = conn.execute(select(function_versions.c.config)).scalars()
-            total = sum(json.loads(c).get("code_size", 0) for c in configs)
-        return count, total
+            total = conn.execute(select(func.coalesce(func.sum(function_versions.c.code_size), 0))).scalar_one()
+        return count, int(total)
 
     # -- tags ------------------------------------------------------------------
 
@@ -150,6 +154,8 @@ class FunctionStore:
             return {row.key: row.value for row in rows}
 
     def put_tags(self, arn: str, values: dict[str, str]) -> None:
+        if not values:
+            return
         with self._engine.begin() as conn:
             conn.execute(delete(tags).where(tags.c.resource_arn == arn, tags.c.key.in_(list(values))))
             conn.execute(insert(tags), [{"resource_arn": arn, "key": k, "value": v} for k, v in values.items()])

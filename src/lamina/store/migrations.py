@@ -6,9 +6,22 @@ Append new migrations to MIGRATIONS with a new id; never edit one that has shipp
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 
 from lamina.store import schema
 
@@ -16,7 +29,24 @@ Migration = Callable[[Connection], None]
 
 
 def _0001_functions(conn: Connection) -> None:
-    for table in (schema.functions, schema.function_versions, schema.tags, schema.sequences):
+    # The tables as they were first released, frozen here: building them from
+    # schema.py would give a new database columns that later migrations add.
+    first = MetaData()
+    tables = [
+        Table("functions", first, Column("name", String(140), primary_key=True),
+              Column("created_at", String(32), nullable=False)),
+        Table("function_versions", first,
+              Column("function_name", String(140), primary_key=True),
+              Column("version", String(32), primary_key=True),
+              Column("revision_id", String(64), nullable=False),
+              Column("config", Text, nullable=False)),
+        Table("tags", first, Column("resource_arn", String(512), primary_key=True),
+              Column("key", String(128), primary_key=True),
+              Column("value", String(256), nullable=False)),
+        Table("sequences", first, Column("name", String(512), primary_key=True),
+              Column("value", Integer, nullable=False)),
+    ]
+    for table in tables:
         table.create(conn)
 
 
@@ -26,9 +56,54 @@ def _0002_versions_aliases_layers(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0003_function_versions_code_size(conn: Connection) -> None:
+    # Development databases briefly got this column from 0001; add it only if missing.
+    columns = {c["name"] for c in inspect(conn).get_columns("function_versions")}
+    if "code_size" not in columns:
+        conn.execute(text(
+            "ALTER TABLE function_versions ADD COLUMN code_size BIGINT NOT NULL DEFAULT 0"
+        ))
+    versions = schema.function_versions
+    rows = conn.execute(select(versions.c.function_name, versions.c.version, versions.c.config))
+    for name, version, config in rows.all():
+        conn.execute(
+            versions.update()
+            .where(versions.c.function_name == name, versions.c.version == version)
+            .values(code_size=int(json.loads(config).get("code_size", 0)))
+        )
+
+
+def _0004_queues(conn: Connection) -> None:
+    for table in (schema.queues, schema.queue_messages):
+        table.create(conn)
+
+
+def _0005_concurrency(conn: Connection) -> None:
+    # Frozen like 0001; `functions` is named only so the foreign keys resolve.
+    meta = MetaData()
+    Table("functions", meta, Column("name", String(140), primary_key=True))
+    tables = [
+        Table("function_concurrency", meta,
+              Column("function_name", String(140),
+                     ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+              Column("reserved", Integer, nullable=False)),
+        Table("provisioned_concurrency", meta,
+              Column("function_name", String(140),
+                     ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+              Column("qualifier", String(128), primary_key=True),
+              Column("requested", Integer, nullable=False),
+              Column("last_modified", String(32), nullable=False)),
+    ]
+    for table in tables:
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
+    ("0003_function_versions_code_size", _0003_function_versions_code_size),
+    ("0004_queues", _0004_queues),
+    ("0005_concurrency", _0005_concurrency),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -29,6 +29,8 @@ function_versions = Table(
     Column("version", String(32), primary_key=True),
     Column("revision_id", String(64), nullable=False),
     Column("config", Text, nullable=False),
+    # Copied out of `config` so account usage is one SUM, not a parse of every row.
+    Column("code_size", BigInteger, nullable=False, server_default="0"),
 )
 
 tags = Table(
@@ -85,4 +87,60 @@ policies = Table(
     Column("resource_arn", String(512), primary_key=True),
     Column("document", Text, nullable=False),
     Column("revision_id", String(64), nullable=False),
+)
+
+# SQS queues. `attributes` holds the settable attributes (VisibilityTimeout, ...)
+# as a JSON object of strings, the way SQS itself reports them.
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("attributes", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # epoch seconds
+    Column("modified_at", BigInteger, nullable=False),
+)
+
+# One row per message still in a queue. A message is visible when visible_at has
+# passed; receiving it moves visible_at forward by the visibility timeout and
+# replaces receipt_token, which is what makes older receipt handles stale.
+# Times are epoch milliseconds, as SQS reports them.
+queue_messages = Table(
+    "queue_messages",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("queue_name", String(80), nullable=False),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("body", Text, nullable=False),
+    Column("message_attributes", Text, nullable=False),
+    Column("trace_header", Text),
+    Column("sender_id", String(128), nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("visible_at", BigInteger, nullable=False),
+    Column("receive_count", Integer, nullable=False, default=0),
+    Column("first_received_at", BigInteger),
+    Column("receipt_token", String(64)),
+    Column("dead_letter_source_arn", String(256)),
+    Index("ix_queue_messages_ready", "queue_name", "visible_at", "seq"),
+)
+
+# Reserved concurrency (PutFunctionConcurrency): one row per function that has it.
+# Rows go with their function (ON DELETE CASCADE).
+function_concurrency = Table(
+    "function_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("reserved", Integer, nullable=False),
+)
+
+# Provisioned concurrency configs, per (function, qualifier): a version or an alias.
+# Only what the user asked for is stored; allocation status is live state.
+provisioned_concurrency = Table(
+    "provisioned_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("qualifier", String(128), primary_key=True),
+    Column("requested", Integer, nullable=False),
+    Column("last_modified", String(32), nullable=False),
 )

@@ -1,4 +1,7 @@
-"""Operation handlers, one per Lambda API operation, registered by name.
+"""Operation handlers, one per API operation, registered by (service, operation).
+
+Lambda's are the default; other services served on the same endpoint (SQS) name
+their botocore service: `@operation("SendMessage", service="sqs")`.
 
 A handler gets the parsed and validated input (model member names) and returns the
 output members; `api.app` does the HTTP. Handlers stay thin: the logic lives with
@@ -7,7 +10,7 @@ the resource in `control` or `invoke`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -21,15 +24,18 @@ class Call:
     params: dict[str, Any]
     request: Request
     request_id: str
+    # Extra response headers, beyond the output members (Lamina extensions such as
+    # X-Lamina-Concurrent-Executions; AWS's clients ignore headers they do not model).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: dict[tuple[str, str], Handler] = {}
 
 
-def operation(name: str) -> Callable[[Handler], Handler]:
+def operation(name: str, service: str = "lambda") -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        HANDLERS[name] = handler
+        HANDLERS[(service, name)] = handler
         return handler
 
     return register
@@ -38,5 +44,5 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 def load_all() -> None:
     """Import every handler module so its operations register."""
     from lamina.api.operations import (  # noqa: F401
-        account, aliases, functions, invoke, layers, tags, versions,
+        account, aliases, concurrency, functions, invoke, layers, logs, sqs, tags, versions,
     )

@@ -76,7 +76,7 @@ async def create_function(call: Call) -> dict[str, Any]:
     settings["package_type"] = p.get("PackageType", "Zip")
     if "Architectures" in p:
         settings["architectures"] = p["Architectures"]
-    fv = call.platform.functions.create_function(
+    fv = await call.platform.functions.create_function(
         p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {},
         publish=bool(p.get("Publish")),
     )
@@ -103,6 +103,9 @@ async def get_function(call: Call) -> dict[str, Any]:
     tags = registry.tags(fv.function_name)
     if tags:
         output["Tags"] = tags
+    reserved = call.platform.concurrency.reserved.get(fv.function_name)
+    if reserved is not None:
+        output["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
     return output
 
 
@@ -123,7 +126,7 @@ async def list_functions(call: Call) -> dict[str, Any]:
 @operation("UpdateFunctionCode")
 async def update_function_code(call: Call) -> dict[str, Any]:
     p = call.params
-    fv = call.platform.functions.update_code(
+    fv = await call.platform.functions.update_code(
         p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures"),
         publish=bool(p.get("Publish")),
     )

@@ -24,7 +24,7 @@ async def publish_layer_version(call: Call) -> dict[str, Any]:
         raise InvalidParameterValueException(
             "Content.S3Bucket/S3Key: this Lamina server has no S3; upload the layer as Content.ZipFile"
         )
-    layer = call.platform.layers.publish(
+    layer = await call.platform.layers.publish(
         p["LayerName"], content["ZipFile"], p.get("Description", ""),
         p.get("CompatibleRuntimes"), p.get("CompatibleArchitectures"), p.get("LicenseInfo"),
     )

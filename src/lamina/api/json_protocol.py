@@ -1,0 +1,87 @@
+"""AWS's JSON protocol: `POST /` with `X-Amz-Target: <TargetPrefix>.<Operation>`.
+
+SQS speaks it (`AmazonSQS.SendMessage`), and so does CloudWatch Logs
+(`Logs_20140328.PutLogEvents`). A service plugs in with one entry in SERVICES
+and handlers registered under its botocore name (`@operation("SendMessage",
+service="sqs")`); parsing, validation and output shapes come from the same
+botocore model boto3 uses, through the helpers in `api.protocol`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from botocore.model import OperationModel, ServiceModel
+from starlette.responses import Response
+
+from lamina.api import protocol
+from lamina.errors import LambdaError, UnknownOperationException
+
+
+@dataclass(frozen=True)
+class JsonService:
+    # botocore's service name; also the handlers' registry key.
+    name: str
+    # What precedes the error name in an error's "__type".
+    error_namespace: str
+    # SQS accepts values outside its model's enums (see protocol.validate).
+    check_enums: bool = True
+
+    @property
+    def model(self) -> ServiceModel:
+        return protocol.service_model(self.name)
+
+    @property
+    def content_type(self) -> str:
+        return f"application/x-amz-json-{self.model.metadata.get('jsonVersion', '1.0')}"
+
+
+SERVICES: dict[str, JsonService] = {
+    "AmazonSQS": JsonService("sqs", "com.amazonaws.sqs#", check_enums=False),
+    "Logs_20140328": JsonService("logs", ""),
+}
+
+
+def service_for(target: str) -> JsonService | None:
+    return SERVICES.get(target.rpartition(".")[0])
+
+
+def resolve(target: str) -> tuple[JsonService, OperationModel]:
+    """The service and operation an X-Amz-Target header names."""
+    service = service_for(target)
+    name = target.rpartition(".")[2]
+    if service is None or name not in service.model.operation_names:
+        raise UnknownOperationException(f"No operation matches X-Amz-Target {target}")
+    return service, service.model.operation_model(name)
+
+
+def parse_request(operation: OperationModel, body: bytes) -> dict[str, Any]:
+    shape = operation.input_shape
+    if shape is None or not body.strip():
+        return {}
+    return protocol.body_members(shape, body)
+
+
+def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> bytes:
+    shape = operation.output_shape
+    return json.dumps(protocol.to_json(shape, output) if shape is not None else {}).encode()
+
+
+def error_response(error: LambdaError, request_id: str, service: JsonService | None) -> Response:
+    """{"__type", "message"}; services that moved from the query protocol (SQS) also
+    send the old error code in `x-amzn-query-error`, which SDKs report as the code."""
+    namespace = service.error_namespace if service is not None else ""
+    body: dict[str, Any] = {"__type": namespace + error.error_type, "message": error.message}
+    body.update(error.fields)
+    headers = {"x-amzn-RequestId": request_id}
+    if service is not None and service.model.is_query_compatible:
+        fault = "Sender" if error.fault == "User" else "Receiver"
+        headers["x-amzn-query-error"] = f"{error.query_code or error.error_type};{fault}"
+    return Response(
+        json.dumps(body),
+        status_code=error.status_code,
+        headers=headers,
+        media_type=service.content_type if service is not None else "application/json",
+    )
