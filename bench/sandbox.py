@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -109,6 +110,19 @@ async def main(runs: int) -> None:
                   Case(namespaced, "python3"), Case(namespaced, "python3", memory_mb=128)]
     else:
         print(f"namespaces backend unavailable: {reason}", file=sys.stderr)
+    try:
+        await measure(cases, root, runs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if namespaced is not None:
+            namespaced._cgroups.remove_empty_parents()
+    print(f"cold launch -> the process inside connects to its Runtime API; {runs} runs each")
+    for case in cases:
+        extra = f"  setns {ms(case.setns)}" if case.setns else ""
+        print(f"{case.label}  connect {ms(case.connect)}  launch() {ms(case.launch)}{extra}")
+
+
+async def measure(cases: list[Case], root: Path, runs: int) -> None:
     # Interleaved, so load from elsewhere on the machine hits every case alike.
     for _ in range(runs):
         for case in cases:
@@ -123,12 +137,6 @@ async def main(runs: int) -> None:
             case.launch.append(launched)
             case.connect.append(connected)
             case.setns += setns_times[before:]
-    print(f"cold launch -> the process inside connects to its Runtime API; {runs} runs each")
-    for case in cases:
-        extra = f"  setns {ms(case.setns)}" if case.setns else ""
-        print(f"{case.label}  connect {ms(case.connect)}  launch() {ms(case.launch)}{extra}")
-    if namespaced is not None:
-        namespaced._cgroups.remove_empty_parents()
 
 
 if __name__ == "__main__":
