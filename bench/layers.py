@@ -57,7 +57,7 @@ async def cold_starts(platform: Platform, name: str, count: int) -> tuple[float,
         outcome = await env.invoke(Invocation(f"{name}-{i}", b"{}", "arn", "Root=1-0-0"))
         timings.append((time.perf_counter() - started) * 1000)
         assert outcome.function_error is None, outcome.payload
-        await env.shutdown()
+        await platform.environments.stop_environment(env)
     return timings[0], timings[1:]
 
 

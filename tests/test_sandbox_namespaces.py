@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,7 +442,7 @@ def test_cpu_spinner_gets_a_share_proportional_to_memory(backend: NamespaceBacke
         while time.monotonic() - start < 1.5:
             pass
         print((time.process_time() - cpu0) / (time.monotonic() - start))
-    """, memory_mb=442)
+    """, memory_mb=442, init_cpu_boost=False)
     share = float(result.output)
     # The quota is a ceiling; a busy shared machine can only give less.
     assert 0.08 < share < 0.25 * 1.2, share
@@ -521,28 +520,6 @@ def test_choose_backend_prefers_namespaces_here_and_honours_an_explicit_name() -
     assert choose_backend("namespaces").name == "namespaces"
     with pytest.raises(ValueError, match="unknown sandbox backend"):
         choose_backend("docker")
-
-
-def test_launch_to_runtime_api_connection_is_fast(backend: NamespaceBackend, roots: dict[str, Path]) -> None:
-    connect = 'exec 3<>/dev/tcp/127.0.0.1/9001'
-
-    async def once() -> float:
-        began = time.perf_counter()
-        sandbox, _ = await start(backend, make_spec(roots, ["/bin/bash", "-c", connect]))
-        loop = asyncio.get_running_loop()
-        try:
-            conn, _ = await asyncio.wait_for(loop.sock_accept(sandbox.runtime_api_socket), 10)
-            elapsed = time.perf_counter() - began
-            conn.close()
-        finally:
-            await sandbox.destroy()
-        return elapsed
-
-    async def best_of(n: int) -> float:
-        return min([await once() for _ in range(n)])
-
-    # Generous: the target is ~10 ms; a loaded shared machine must not make this flaky.
-    assert asyncio.run(best_of(5)) < 0.1
 
 
 def test_concurrent_launches_each_serve_their_own_runtime_api(backend: NamespaceBackend,

@@ -51,6 +51,8 @@ class Settings:
     log_level: str = "info"
     # Sandbox backend: "namespaces", "process", or empty for the best this host allows.
     sandbox: str = ""
+    # INIT runs unthrottled; the CPU share in proportion to memory applies after it.
+    init_cpu_boost: bool = True
     # Idle execution environments are stopped after this long (Lambda: minutes).
     environment_idle_s: float = 600.0
     # The memory (MB) Lamina may hand out to execution environments: the sum of the

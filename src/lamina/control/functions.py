@@ -11,7 +11,13 @@ from typing import Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
 from lamina.control.layers import Layers
-from lamina.control.models import LATEST, Alias, FunctionVersion, ResolvedTarget, aws_timestamp
+from lamina.control.models import (
+    LATEST,
+    Alias,
+    FunctionVersion,
+    ResolvedTarget,
+    aws_timestamp,
+)
 from lamina.control.packages import PackageInfo, inspect_package
 from lamina.errors import (
     CodeStorageExceededException,

@@ -10,7 +10,11 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable
 
-from lamina.errors import PreconditionFailedException, ResourceConflictException, ResourceNotFoundException
+from lamina.errors import (
+    PreconditionFailedException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+)
 from lamina.store.policies import PolicyStore
 
 NO_POLICY = "No policy is associated with the given resource."

@@ -69,6 +69,7 @@ class EnvironmentConfig:
     account_id: str
     network: bool = True
     init_timeout_s: float = 10.0
+    init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
     initialization_type: str = "on-demand"
 
@@ -183,6 +184,7 @@ class ExecutionEnvironment:
             ephemeral_storage_mb=fv.ephemeral_storage_mb,
             network=self.config.network,
             system_paths=self.config.runtime.system_paths,
+            init_cpu_boost=self.config.init_cpu_boost,
         )
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
@@ -206,6 +208,7 @@ class ExecutionEnvironment:
                                      return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         self.init_duration_ms = (time.perf_counter() - started) * 1000
+        self._sandbox.end_init()
         if self._initialized.is_set() and self.init_failure is None:
             self.lifecycle.to(State.READY)
             return

@@ -49,6 +49,7 @@ class PoolSettings:
     account_id: str
     idle_timeout_s: float = 600.0
     init_timeout_s: float = 10.0
+    init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
     # The memory (MB) all live environments together may have (Settings.environment_memory_mb).
     memory_mb: int = 1 << 30
@@ -95,6 +96,7 @@ class EnvironmentPool:
             region=self.settings.region,
             account_id=self.settings.account_id,
             init_timeout_s=self.settings.init_timeout_s,
+            init_cpu_boost=self.settings.init_cpu_boost,
             max_response_bytes=self.settings.max_response_bytes,
             initialization_type=initialization_type,
         )
@@ -211,6 +213,10 @@ class EnvironmentPool:
         task = asyncio.get_running_loop().create_task(self._stop(env))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+
+    async def stop_environment(self, env: ExecutionEnvironment) -> None:
+        """SHUTDOWN for one environment, giving back the memory it was charged."""
+        await self._stop(env)
 
     async def _stop(self, env: ExecutionEnvironment) -> None:
         try:

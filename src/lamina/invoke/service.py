@@ -18,8 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from lamina.control.arns import Region
 from lamina.control.aliases import Aliases
+from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool

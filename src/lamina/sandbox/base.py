@@ -47,6 +47,10 @@ class SandboxSpec:
     network: bool = True
     max_processes: int = MAX_PROCESSES
     max_open_files: int = MAX_OPEN_FILES
+    # INIT runs with the machine's CPU; the share in proportion to memory applies
+    # from end_init() on (Lambda's init phase is measured to get a CPU boost, and
+    # a 128 MB Python runtime otherwise takes a quarter of a second to start).
+    init_cpu_boost: bool = True
     # Extra read-only host paths the runtime needs (e.g. an interpreter's prefix).
     system_paths: tuple[Path, ...] = field(default_factory=tuple)
 
@@ -78,6 +82,10 @@ class Sandbox(Protocol):
 
     async def destroy(self) -> None:
         """Kill every process of the sandbox and release its resources. Idempotent."""
+        ...
+
+    def end_init(self) -> None:
+        """INIT is over: apply the steady-state CPU share (see init_cpu_boost)."""
         ...
 
     def usage(self) -> ResourceUsage:

@@ -266,6 +266,14 @@ class EnvironmentCgroup:
         _write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us or -1))
         _write(self.dirs["pids"] / "pids.max", str(limits.max_processes))
 
+    def set_cpu_quota(self, quota_us: int | None) -> None:
+        """CPU time per period the group may use; None for no limit."""
+        if self.version == 2:
+            quota = "max" if quota_us is None else str(quota_us)
+            _write(self.dirs[""] / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+        else:
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota_us or -1))
+
     def entry_files(self) -> list[Path]:
         """The files a process writes "0" to, to move itself in (see below why)."""
         if self.version == 2:

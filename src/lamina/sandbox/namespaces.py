@@ -61,14 +61,27 @@ from pathlib import Path
 
 from lamina.sandbox.base import ResourceUsage, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import (
-    CPU_PERIOD_US, PARENT_NAME, CgroupLimits, CgroupTree, CgroupUnavailable, EnvironmentCgroup,
+    CPU_PERIOD_US,
+    PARENT_NAME,
+    CgroupLimits,
+    CgroupTree,
+    CgroupUnavailable,
+    EnvironmentCgroup,
     cgroup_name,
 )
 from lamina.sandbox.network import (
-    RUNTIME_API_HOST, RUNTIME_API_PORT, Outbound, listen_inside, read_pipe,
+    RUNTIME_API_HOST,
+    RUNTIME_API_PORT,
+    Outbound,
+    listen_inside,
+    read_pipe,
 )
 from lamina.sandbox.rootfs import (
-    SANDBOX_GID, SANDBOX_UID, build_etc, mount_args, outbound_resolv_conf,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    build_etc,
+    mount_args,
+    outbound_resolv_conf,
 )
 
 log = logging.getLogger("lamina.sandbox")
@@ -147,11 +160,15 @@ async def _launch_failure(process: asyncio.subprocess.Process, detail: str) -> S
                         f"{detail}); its message is in the function's output")
 
 
-def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
+def cpu_quota_us(spec: SandboxSpec) -> int:
     cores = min(spec.cpu_cores, float(os.cpu_count() or 1))
+    return max(1000, int(cores * CPU_PERIOD_US))
+
+
+def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
     return CgroupLimits(
         memory_bytes=spec.memory_mb * 1024 * 1024,
-        cpu_quota_us=max(1000, int(cores * CPU_PERIOD_US)),
+        cpu_quota_us=None if spec.init_cpu_boost else cpu_quota_us(spec),
         max_processes=spec.max_processes,
     )
 
@@ -183,6 +200,13 @@ class NamespaceSandbox:
         if self._final_usage is not None:
             return self._final_usage
         return self._cgroup.usage()
+
+    def end_init(self) -> None:
+        if self.spec.init_cpu_boost:
+            try:
+                self._cgroup.set_cpu_quota(cpu_quota_us(self.spec))
+            except OSError:
+                log.warning("sandbox %s: could not apply the CPU share", self.spec.environment_id)
 
     def oom_killed(self) -> bool:
         kills = self._final_oom_kills if self._final_oom_kills is not None else self._cgroup.oom_kills()
@@ -331,6 +355,9 @@ class NamespaceBackend:
                 pidfd = os.pidfd_open(init_pid)
                 listener = await listen_inside(init_pid, wait_for_loopback=outbound_wanted)
                 if outbound_wanted:
+                    # Only after bubblewrap has brought up `lo` (listen_inside waits
+                    # for it): slirp4netns configuring its tap at the same moment
+                    # makes bubblewrap's netlink call fail (see network.py).
                     assert self._slirp4netns is not None
                     outbound = await Outbound.start(self._slirp4netns, init_pid)
             except OSError as error:

@@ -69,6 +69,9 @@ class ProcessSandbox:
         self._sample_rss()
         return ResourceUsage(max_memory_bytes=self._peak_rss or None)
 
+    def end_init(self) -> None:
+        return None  # no CPU share to apply
+
     def oom_killed(self) -> bool:
         return False
 

@@ -44,5 +44,14 @@ def operation(name: str, service: str = "lambda") -> Callable[[Handler], Handler
 def load_all() -> None:
     """Import every handler module so its operations register."""
     from lamina.api.operations import (  # noqa: F401
-        account, aliases, concurrency, functions, invoke, layers, logs, sqs, tags, versions,
+        account,
+        aliases,
+        concurrency,
+        functions,
+        invoke,
+        layers,
+        logs,
+        sqs,
+        tags,
+        versions,
     )
