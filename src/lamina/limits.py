@@ -33,6 +33,9 @@ class Limits:
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
     max_async_payload_bytes: int = 1 * MB
+    # Asynchronous invocation: the defaults of an event invoke config.
+    async_retry_attempts: int = 2
+    max_event_age_s: int = 21_600
     # Concurrency.
     concurrent_executions: int = 1_000
     min_unreserved_concurrency: int = 100

@@ -11,16 +11,19 @@ import logging
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
+from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
+from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import choose_backend
 from lamina.store.aliases import AliasStore
+from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
 from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
@@ -63,13 +66,29 @@ class Platform:
             ),
         )
         self.functions.change_listeners.append(self.environments.retire_function)
-        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits)
         self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
+        self.event_invoke_configs = EventInvokeConfigs(
+            EventInvokeConfigStore(self.engine), self.functions, settings.limits
+        )
+        self.functions.change_listeners.append(self.event_invoke_configs.function_changed)
+        self.async_events = EventQueue(AsyncEventStore(self.engine))
+        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
+                               self.async_events)
+        self.async_workers = EventWorkers(
+            self.async_events, self.invoker, self.event_invoke_configs, self.queues,
+            AsyncSettings(
+                delay_scale=settings.async_retry_delay_scale,
+                workers_per_function=settings.async_workers_per_function,
+                lease_s=settings.async_lease_s,
+            ),
+        )
 
     async def start(self) -> None:
         await self.environments.start()
+        # Events accepted before a restart (or a crash) are picked up again.
+        await self.async_workers.start()
 
     async def stop(self) -> None:
-        await self.invoker.stop()
+        await self.async_workers.stop()
         await self.environments.stop()
         self.engine.dispose()

@@ -1,13 +1,13 @@
 """The one place an invocation is carried out, for every caller (API, queues, schedules).
 
 Resolve the version, check the payload, take an environment from the pool, run,
-and give the environment back. The async path (InvocationType=Event) answers at
-once and runs the same synchronous path in the background.
+and give the environment back. The async path (InvocationType=Event) stores the
+event durably and answers 202; the workers in async_events.py run it later through
+the same synchronous path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -22,6 +22,7 @@ from lamina.control.aliases import Aliases
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
+from lamina.invoke.async_events import EventQueue
 from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -43,6 +44,8 @@ class InvocationRequest:
     log_type: str = "None"
     # As sent in X-Amz-Client-Context: base64 of a JSON document.
     client_context: str | None = None
+    # The API request's id: on AWS the invocation (and its retries) carry it.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,13 @@ def new_trace_id() -> str:
 
 class Invoker:
     def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
-                 limits: Limits) -> None:
+                 limits: Limits, events: EventQueue) -> None:
         # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
         self.targets = targets
         self.pool = pool
         self.region = region
         self.limits = limits
-        self._background: set[asyncio.Task[InvocationResult]] = set()
+        self.events = events
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
         asynchronous = request.invocation_type == "Event"
@@ -115,19 +118,32 @@ class Invoker:
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
-            task = asyncio.get_running_loop().create_task(
-                self._run(fv, payload, client_context, qualifier, tail=False)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            # Committed before the 202: from here on the event is not lost.
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                raise InvalidRequestContentException(
+                    "Could not parse request body into json: the payload is not UTF-8"
+                ) from None
+            self.events.enqueue(fv.function_name, qualifier, text, client_context,
+                                request.request_id)
             return InvocationResult(202, executed_version=fv.version)
         return await self._run(fv, payload, client_context, qualifier,
-                               tail=request.log_type == "Tail")
+                               tail=request.log_type == "Tail", request_id=request.request_id)
+
+    async def invoke_event(self, function_name: str, qualifier: str | None, payload: bytes,
+                           client_context: str | None, request_id: str) -> InvocationResult:
+        """One attempt at a queued asynchronous event, synchronously; the version is
+        resolved again for each attempt (an alias may have moved)."""
+        fv = self.targets.resolve_invocation_target(function_name, qualifier).function_version
+        return await self._run(fv, payload, client_context, qualifier, tail=False,
+                               request_id=request_id)
 
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
-                   qualifier: str | None, tail: bool) -> InvocationResult:
+                   qualifier: str | None, tail: bool,
+                   request_id: str | None = None) -> InvocationResult:
         invocation = Invocation(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id or str(uuid.uuid4()),
             payload=payload,
             invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
             trace_id=new_trace_id(),
@@ -147,7 +163,3 @@ class Invoker:
             log_result=log_result,
             outcome=outcome,
         )
-
-    async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()

@@ -41,5 +41,6 @@ def operation(name: str, service: str = "lambda") -> Callable[[Handler], Handler
 def load_all() -> None:
     """Import every handler module so its operations register."""
     from lamina.api.operations import (  # noqa: F401
-        account, aliases, functions, invoke, layers, logs, sqs, tags, versions,
+        account, aliases, event_invoke_config, functions, invoke, layers, logs, sqs, tags,
+        versions,
     )
