@@ -214,6 +214,9 @@ class EventWorkers:
     # -- running ------------------------------------------------------------------
 
     async def start(self) -> None:
+        pending = self.store.pending()
+        if pending:
+            log.warning("resuming %d asynchronous events accepted before the last stop", pending)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._dispatch()), loop.create_task(self._renew())]
 

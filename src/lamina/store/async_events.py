@@ -121,8 +121,8 @@ class AsyncEventStore:
             result = conn.execute(
                 update(async_events)
                 .where(_e.request_id == request_id, _e.lease_token == token)
-                .values({counter: counter + 1}, visible_at=visible_at, lease_token=None,
-                        last_error=json.dumps(last_error))
+                .values({counter.name: counter + 1, "visible_at": visible_at,
+                         "lease_token": None, "last_error": json.dumps(last_error)})
             )
         return result.rowcount == 1
 
