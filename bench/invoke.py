@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import http.client
 import io
 import json
@@ -31,6 +32,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from lamina.config import load_settings
 from lamina.control.models import FunctionVersion
@@ -72,15 +74,18 @@ def naive_call(code_dir: Path, event: dict) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def naive_throughput(code_dir: Path, concurrency: int, seconds: float) -> float:
+def throughput(make_call: Callable[[], Callable[[], object]], concurrency: int,
+               seconds: float) -> float:
+    """Calls per second from `concurrency` threads, each with its own make_call()."""
     count = 0
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def worker() -> None:
         nonlocal count
+        call = make_call()
         while time.perf_counter() < deadline:
-            naive_call(code_dir, {"n": 1})
+            call()
             with lock:
                 count += 1
 
@@ -114,28 +119,6 @@ class HttpInvoker:
         response.read()
         assert response.status == 200, response.status
         return (time.perf_counter() - started) * 1000
-
-
-def http_throughput(port: int, name: str, concurrency: int, seconds: float) -> float:
-    count = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker() -> None:
-        nonlocal count
-        client = HttpInvoker(port, name)
-        while time.perf_counter() < deadline:
-            client.call(b'{"n": 1}')
-            with lock:
-                count += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return count / (time.perf_counter() - started)
 
 
 def start_server(data_dir: Path, sandbox: str | None) -> tuple[subprocess.Popen[bytes], int]:
@@ -246,11 +229,18 @@ def main() -> None:
             for _ in range(50):
                 client.call(b"{}")  # warm up: first environment, connection
             http_warm = [client.call(b'{"n": 1}') for _ in range(warm_n)]
-            throughput = {c: http_throughput(port, "bench", c, seconds) for c in concurrency_levels}
+            lamina_tp = {
+                c: throughput(lambda: functools.partial(HttpInvoker(port, "bench").call, b'{"n": 1}'),
+                              c, seconds)
+                for c in concurrency_levels
+            }
         finally:
             process.terminate()
             process.wait(timeout=30)
-        naive_tp = {c: naive_throughput(code_dir, c, seconds) for c in (1, 2)}
+        naive_tp = {
+            c: throughput(lambda: functools.partial(naive_call, code_dir, {"n": 1}), c, seconds)
+            for c in (1, 2)
+        }
 
     print(f"sandbox backend: {args.sandbox or 'auto'}; cores: {os.cpu_count()}")
     print()
@@ -274,7 +264,7 @@ def main() -> None:
     print(f"{'throughput (invocations/s)':<46}{'Lamina':>14}{'naive':>14}")
     for c in concurrency_levels:
         theirs = f"{naive_tp[c]:>14.1f}" if c in naive_tp else f"{'-':>14}"
-        print(f"{'  concurrency ' + str(c):<46}{throughput[c]:>14.1f}{theirs}")
+        print(f"{'  concurrency ' + str(c):<46}{lamina_tp[c]:>14.1f}{theirs}")
 
 
 if __name__ == "__main__":

@@ -99,9 +99,13 @@ def invoke_async(lam, name: str, event: dict[str, Any], **kwargs: Any) -> str:
 
 
 def start_lines(async_server: Server, name: str) -> list[str]:
+    """The START lines of the function's log: one per invocation."""
     logs = async_server.client("logs")
-    events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}",
-                                    filterPattern="START RequestId")["events"]
+    try:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{name}",
+                                        filterPattern="START RequestId")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []  # never ran: no log group yet
     return [e["message"] for e in events if e["message"].startswith("START RequestId")]
 
 
@@ -275,34 +279,46 @@ def test_config_of_an_alias_applies_to_events_invoked_through_it(lam, sqs):
     assert record["requestPayload"] == {"n": 7}
 
 
-def test_throttled_events_wait_and_run_once_concurrency_allows(lam, sqs):
-    if not hasattr(lam, "put_function_concurrency") or "PutFunctionConcurrency" not in _served(lam):
-        pytest.skip("reserved concurrency is not served by this server yet")
+def test_throttled_events_wait_and_run_once_concurrency_allows(async_server, lam, sqs):
     url, arn = new_queue(sqs)
     name = new_function(lam)
     lam.put_function_event_invoke_config(
         FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     request_id = invoke_async(lam, name, {"n": 8})
-    time.sleep(2)  # throttled again and again meanwhile (back-off of 10 ms and up)
+    # Throttled again and again meanwhile: back-off of 10 ms doubling (scaled).
+    time.sleep(2)
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
+    assert start_lines(async_server, name) == []  # throttled calls never start
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     [message] = receive(sqs, url, 1, timeout=30)
     record = json.loads(message["Body"])
     assert record["requestContext"]["requestId"] == request_id
-    # Throttles use up no retry attempts.
+    # Throttles use up no retry attempts, and are not invocations.
     assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert len(start_lines(async_server, name)) == 1
 
 
-def _served(lam) -> set[str]:
-    try:
-        lam.get_function_concurrency(FunctionName=unique("probe"))
-    except lam.exceptions.ResourceNotFoundException as error:
-        if "Function not found" in error.response["Error"]["Message"]:
-            return {"PutFunctionConcurrency"}
-    except Exception:
-        pass
-    return set()
+def test_event_throttled_until_its_maximum_age_fails_with_event_age_exceeded(lam, sqs):
+    url, arn = new_queue(sqs)
+    dlq_url, dlq_arn = new_queue(sqs)
+    name = new_function(lam, DeadLetterConfig={"TargetArn": dlq_arn})
+    lam.put_function_event_invoke_config(
+        FunctionName=name, MaximumEventAgeInSeconds=60,
+        DestinationConfig={"OnFailure": {"Destination": arn}})
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    request_id = invoke_async(lam, name, {"n": 9})
+    [message] = receive(sqs, url, 1)
+    record = json.loads(message["Body"])
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["responseContext"]["statusCode"] == 429
+    assert "responsePayload" not in record
+    [dead] = receive(sqs, dlq_url, 1)
+    assert dead["MessageAttributes"]["RequestID"]["StringValue"] == request_id
+    assert dead["MessageAttributes"]["ErrorCode"]["StringValue"] == "429"
+    assert "ReservedFunctionConcurrentInvocationLimitExceeded" in \
+        dead["MessageAttributes"]["ErrorMessage"]["StringValue"]
 
 
 # -- event invoke configs -----------------------------------------------------------------

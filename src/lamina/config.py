@@ -14,6 +14,27 @@ from typing import Any, Mapping
 
 from lamina.limits import Limits
 
+# Memory kept for the host (the server, the OS, page cache) when Lamina sizes the
+# memory it hands out to execution environments: the larger of these two.
+HOST_RESERVE_FRACTION = 0.2
+HOST_RESERVE_MB = 2048
+
+
+def default_environment_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """Most of the machine's RAM: MemTotal minus max(20 %, 2 GB), at least 128 MB."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total_mb = int(line.split()[1]) // 1024
+                break
+        else:
+            return 4096
+    except (OSError, ValueError, IndexError):
+        # Not Linux, or no /proc: a modest default the user can raise.
+        return 4096
+    reserve = max(int(total_mb * HOST_RESERVE_FRACTION), HOST_RESERVE_MB)
+    return max(total_mb - reserve, 128)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -32,6 +53,12 @@ class Settings:
     sandbox: str = ""
     # Idle execution environments are stopped after this long (Lambda: minutes).
     environment_idle_s: float = 600.0
+    # The memory (MB) Lamina may hand out to execution environments: the sum of the
+    # MemorySize of every live environment (busy, idle, starting, provisioned) stays
+    # within it. A cold start that would exceed it first stops idle environments of
+    # other functions (least recently used first), else it is throttled (429): the
+    # host never swaps. Default: MemTotal minus max(20 %, 2 GB).
+    environment_memory_mb: int = field(default_factory=default_environment_memory_mb)
     # Asynchronous invocation. Every delay of the retry schedule (1 and 2 minutes
     # after a function error, 1 s to 5 min of back-off after a throttle) and the
     # maximum event age are multiplied by this: 0.01 runs the whole schedule in

@@ -33,12 +33,19 @@ class Limits:
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
     max_async_payload_bytes: int = 1 * MB
-    # Asynchronous invocation: the defaults of an event invoke config.
+    # Asynchronous invocation: the default MaximumRetryAttempts of an event invoke
+    # config (its MaximumEventAgeInSeconds default is max_event_age_s below).
     async_retry_attempts: int = 2
-    max_event_age_s: int = 21_600
     # Concurrency.
     concurrent_executions: int = 1_000
     min_unreserved_concurrency: int = 100
+    # Scaling rate: each function may start this many new execution environments
+    # per window, refilled continuously (AWS: 1,000 every 10 seconds per function).
+    scaling_environments: int = 1_000
+    scaling_window_s: float = 10.0
+    # An asynchronous event that keeps being throttled is retried until it is this
+    # old (Lambda's maximum event age: 6 hours).
+    max_event_age_s: int = 21_600
     # Storage for all functions and layers (AWS: 75 GB per region).
     total_code_size_bytes: int = 75 * 1024 * MB
     # SQS queues. SQS's classic 256 KiB message limit (body plus attributes), which

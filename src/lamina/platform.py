@@ -11,20 +11,26 @@ import logging
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
+from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
+from lamina.environments.provisioned import ProvisionedEnvironments
+from lamina.errors import LambdaError
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
+from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
+from lamina.observe.metrics import Metrics
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import choose_backend
 from lamina.store.aliases import AliasStore
 from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
+from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
 from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
@@ -63,17 +69,27 @@ class Platform:
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 max_response_bytes=settings.limits.max_sync_payload_bytes,
+                memory_mb=settings.environment_memory_mb,
+                scaling_environments=settings.limits.scaling_environments,
+                scaling_window_s=settings.limits.scaling_window_s,
             ),
         )
         self.functions.change_listeners.append(self.environments.retire_function)
+        self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
+                                               settings.limits)
+        self.functions.change_listeners.append(self.concurrency.function_changed)
+        self.provisioned = ProvisionedEnvironments(self.environments)
+        self.concurrency.provisioned_listeners.append(self.provisioned.configure)
+        self.metrics = Metrics()
+        self.async_events = EventQueue(AsyncEventStore(self.engine))
+        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
+                               ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
+                               self.async_events)
         self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
         self.event_invoke_configs = EventInvokeConfigs(
             EventInvokeConfigStore(self.engine), self.functions, settings.limits
         )
         self.functions.change_listeners.append(self.event_invoke_configs.function_changed)
-        self.async_events = EventQueue(AsyncEventStore(self.engine))
-        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
-                               self.async_events)
         self.async_workers = EventWorkers(
             self.async_events, self.invoker, self.event_invoke_configs, self.queues,
             AsyncSettings(
@@ -81,14 +97,25 @@ class Platform:
                 workers_per_function=settings.async_workers_per_function,
                 lease_s=settings.async_lease_s,
             ),
+            reserved=lambda name: self.concurrency.reserved.get(name),
         )
 
     async def start(self) -> None:
         await self.environments.start()
+        # Provisioned concurrency put before a restart is allocated again.
+        for config in list(self.concurrency.provisioned.values()):
+            try:
+                fv = self.functions.get_version(config.function_name, config.qualifier)
+            except LambdaError as error:
+                log.warning("provisioned concurrency of %s:%s not started: %s",
+                            config.function_name, config.qualifier, error.message)
+                continue
+            self.provisioned.configure(config.function_name, config.qualifier, fv, config.requested)
         # Events accepted before a restart (or a crash) are picked up again.
         await self.async_workers.start()
 
     async def stop(self) -> None:
         await self.async_workers.stop()
+        await self.provisioned.stop()
         await self.environments.stop()
         self.engine.dispose()

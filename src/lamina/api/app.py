@@ -110,8 +110,10 @@ class Dispatcher:
         body = await self._verified_body(request)
         params = protocol.parse_request(operation, path_params, query_pairs, request.headers, body)
         protocol.validate(operation, params)
-        output = await handler(Call(self.platform, params, request, request_id))
+        call = Call(self.platform, params, request, request_id)
+        output = await handler(call)
         serialized = protocol.serialize_response(operation, output)
+        serialized.headers.update(call.headers)
         serialized.headers["x-amzn-RequestId"] = request_id
         return Response(serialized.body, serialized.status_code, serialized.headers)
 

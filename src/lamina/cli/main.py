@@ -1,4 +1,4 @@
-"""`lamina serve | deploy | functions | get | delete | versions | alias | layer`."""
+"""`lamina serve | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer`."""
 
 from __future__ import annotations
 
@@ -143,15 +143,18 @@ def functions(endpoint: str | None) -> None:
     with _api_errors():
         found = [f for page in client.get_paginator("list_functions").paginate()
                  for f in page["Functions"]]
+        reserved = {f["FunctionName"]: client.get_function_concurrency(
+            FunctionName=f["FunctionName"]).get("ReservedConcurrentExecutions") for f in found}
     # Names are what users copy into the next command: never fold or cut them;
     # the other columns give way in a narrow terminal.
     longest = max((len(f["FunctionName"]) for f in found), default=4)
     table = Table(Column("Name", no_wrap=True, min_width=longest), "Runtime", "Handler",
-                  "Memory", "Timeout", "Code size", "Last modified")
+                  "Memory", "Timeout", "Code size", "Concurrency", "Last modified")
     for f in found:
+        limit = reserved[f["FunctionName"]]
         table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
                       str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
-                      f["LastModified"])
+                      "-" if limit is None else f"{limit} reserved", f["LastModified"])
     console.print(table)
 
 
@@ -225,6 +228,32 @@ def logs(name: str, follow: bool, since: int, pattern: str | None, endpoint: str
             if not follow:
                 return
             time.sleep(1)
+
+
+@cli.command()
+@click.argument("name")
+@_endpoint_option
+def concurrency(name: str, endpoint: str | None) -> None:
+    """Show a function's concurrency: in use now, reserved, provisioned."""
+    client = lambda_client(endpoint)
+    with _api_errors():
+        found = client.get_function_concurrency(FunctionName=name)
+        configs = client.list_provisioned_concurrency_configs(FunctionName=name)
+    # A Lamina extension header: AWS has no API for the live number.
+    in_use = found["ResponseMetadata"]["HTTPHeaders"].get("x-lamina-concurrent-executions", "?")
+    reserved = found.get("ReservedConcurrentExecutions")
+    console.print(f"in use: {in_use}")
+    console.print(f"reserved: {reserved}" if reserved is not None
+                  else "reserved: - (shares the account's unreserved concurrency)")
+    provisioned = configs["ProvisionedConcurrencyConfigs"]
+    console.print("provisioned:" + ("" if provisioned else " -"))
+    for config in provisioned:
+        qualifier = config["FunctionArn"].rsplit(":", 1)[1]
+        line = (f"  {qualifier}: {config['RequestedProvisionedConcurrentExecutions']} "
+                f"({config['Status']}, {config['AllocatedProvisionedConcurrentExecutions']} allocated)")
+        if config.get("StatusReason"):
+            line += f" {config['StatusReason']}"
+        console.print(line, markup=False, highlight=False)
 
 
 @cli.command()

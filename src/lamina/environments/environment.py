@@ -427,6 +427,12 @@ class ExecutionEnvironment:
         self.lifecycle.to(State.FAILED)
         return _error_payload(error_type, message), "Unhandled", "crash"
 
+    async def wait_exit(self) -> None:
+        """Until the runtime's main process has exited, for whatever reason (a crash,
+        an OOM kill, our own shutdown); at once if it never started."""
+        if self._exit is not None:
+            await asyncio.wait({self._exit})
+
     # -- SHUTDOWN ---------------------------------------------------------------------
 
     async def shutdown(self) -> None:

@@ -5,6 +5,12 @@ invocation; the pool decides whether that is a warm one or a cold start, stops i
 ones, and retires the environments of a superseded configuration. Environments are
 keyed by (function, version, revision): an update of $LATEST changes the revision,
 so new invocations start new environments and the old ones are shut down.
+
+Two budgets bound the cold starts: the memory the host may hand out (the sum of
+MemorySize over every live environment; when full, idle environments are stopped
+least recently used first, else the call is throttled) and each function's scaling
+rate (environments.scaling). Provisioned environments (environments.provisioned)
+are handed out before on-demand ones and are never reaped for idleness.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from pathlib import Path
 
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
+from lamina.environments.scaling import ScalingRate
 from lamina.environments.states import State
+from lamina.errors import TooManyRequestsException
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
 from lamina.sandbox.base import SandboxBackend
@@ -42,6 +50,11 @@ class PoolSettings:
     idle_timeout_s: float = 600.0
     init_timeout_s: float = 10.0
     max_response_bytes: int = 6 * 1024 * 1024
+    # The memory (MB) all live environments together may have (Settings.environment_memory_mb).
+    memory_mb: int = 1 << 30
+    # New environments per function per window (Limits.scaling_*).
+    scaling_environments: int = 1_000
+    scaling_window_s: float = 10.0
 
 
 class EnvironmentPool:
@@ -53,6 +66,13 @@ class EnvironmentPool:
         self.settings = settings
         self._idle: dict[VersionKey, list[ExecutionEnvironment]] = {}
         self._all: set[ExecutionEnvironment] = set()
+        # Idle provisioned environments, and every environment enrolled as provisioned.
+        self._provisioned_idle: dict[VersionKey, list[ExecutionEnvironment]] = {}
+        self._provisioned: set[ExecutionEnvironment] = set()
+        # MemorySize charged per live environment, and their sum.
+        self._charged: dict[ExecutionEnvironment, int] = {}
+        self.memory_in_use_mb = 0
+        self._scaling = ScalingRate(settings.scaling_environments, settings.scaling_window_s)
         # The newest revision seen per (function, version), to retire older ones.
         self._current: dict[tuple[str, str], str] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -79,12 +99,59 @@ class EnvironmentPool:
             initialization_type=initialization_type,
         )
 
+    # -- memory -------------------------------------------------------------------
+
+    def _make_room(self, memory_mb: int) -> list[ExecutionEnvironment]:
+        """Idle on-demand environments to stop, least recently used first, so that
+        memory_mb more fits; TooManyRequestsException when even stopping all of them
+        would not do. Nothing changes unless there is room."""
+        limit = self.settings.memory_mb
+        if self.memory_in_use_mb + memory_mb <= limit:
+            return []
+        candidates = sorted((env for envs in self._idle.values() for env in envs),
+                            key=lambda env: env.last_used)
+        victims: list[ExecutionEnvironment] = []
+        freed = 0
+        for env in candidates:
+            if self.memory_in_use_mb - freed + memory_mb <= limit:
+                break
+            victims.append(env)
+            freed += self._charged.get(env, 0)
+        if self.memory_in_use_mb - freed + memory_mb > limit:
+            raise TooManyRequestsException(
+                f"Rate Exceeded. No memory left for another {memory_mb} MB execution environment "
+                f"({self.memory_in_use_mb} of {limit} MB in use; LAMINA_ENVIRONMENT_MEMORY_MB "
+                "sets the limit).",
+                Reason="ConcurrentInvocationLimitExceeded",
+            )
+        for env in victims:
+            key = version_key(env.function_version)
+            self._idle[key].remove(env)
+            self._uncharge(env)
+        return victims
+
+    def _uncharge(self, env: ExecutionEnvironment) -> None:
+        self.memory_in_use_mb -= self._charged.pop(env, 0)
+
     async def start_environment(self, fv: FunctionVersion,
                                 initialization_type: str = "on-demand") -> ExecutionEnvironment:
-        """A new environment for fv, after its INIT phase (which may have failed)."""
+        """A new environment for fv, after its INIT phase (which may have failed).
+
+        TooManyRequestsException when the host's environment memory is used up.
+        """
+        victims = self._make_room(fv.memory_size)
         env = ExecutionEnvironment(self._config(fv, initialization_type), self.backend, self.logs)
         self._all.add(env)
-        await env.start()
+        self._charged[env] = fv.memory_size
+        self.memory_in_use_mb += fv.memory_size
+        try:
+            if victims:
+                # Their memory is free only once their processes are gone.
+                await asyncio.gather(*(self._stop(victim) for victim in victims))
+            await env.start()
+        except BaseException:
+            self._stop_later(env)
+            raise
         return env
 
     def _retire_superseded(self, fv: FunctionVersion) -> None:
@@ -97,18 +164,43 @@ class EnvironmentPool:
             self._stop_later(env)
 
     async def acquire(self, fv: FunctionVersion) -> ExecutionEnvironment:
-        """A ready environment for fv: the most recently used idle one, or a new one."""
+        """A ready environment for fv: an idle provisioned one, the most recently used
+        idle on-demand one, or a new one (TooManyRequestsException if the function's
+        scaling rate or the host's environment memory is used up)."""
         self._retire_superseded(fv)
-        idle = self._idle.get(version_key(fv))
+        key = version_key(fv)
+        if self._provisioned_idle:
+            idle = self._provisioned_idle.get(key)
+            while idle:
+                env = idle.pop()
+                if env.state is State.READY:
+                    return env
+        idle = self._idle.get(key)
         while idle:
             env = idle.pop()
             if env.state is State.READY:
                 return env
             self._stop_later(env)
+        if not self._scaling.take(fv.function_name):
+            raise TooManyRequestsException(
+                f"Rate Exceeded. Function {fv.function_name} may start at most "
+                f"{self.settings.scaling_environments} execution environments per "
+                f"{self.settings.scaling_window_s:g} seconds.",
+                Reason="ConcurrentInvocationLimitExceeded",
+            )
         return await self.start_environment(fv)
 
     def release(self, env: ExecutionEnvironment) -> None:
         fv = env.function_version
+        if env in self._provisioned:
+            if env.state is State.READY:
+                self._provisioned_idle.setdefault(version_key(fv), []).append(env)
+                return
+            # A failed provisioned environment: its process is killed here, and the
+            # provisioned set sees the exit and starts a replacement.
+            self._provisioned.discard(env)
+            self._stop_later(env)
+            return
         stale = self._current.get((fv.function_name, fv.version)) != fv.revision_id
         if env.state is not State.READY or stale:
             self._stop_later(env)
@@ -127,6 +219,25 @@ class EnvironmentPool:
             log.exception("stopping environment %s", env.id)
         finally:
             self._all.discard(env)
+            self._uncharge(env)
+
+    # -- provisioned environments (driven by environments.provisioned) -----------------
+
+    def enroll_provisioned(self, env: ExecutionEnvironment) -> None:
+        """Hand out env before any on-demand environment of its version, and keep it warm."""
+        self._provisioned.add(env)
+        if env.state is State.READY:
+            self._provisioned_idle.setdefault(version_key(env.function_version), []).append(env)
+
+    def withdraw_provisioned(self, env: ExecutionEnvironment) -> None:
+        """Stop env now if idle, or when its current invocation ends."""
+        self._provisioned.discard(env)
+        idle = self._provisioned_idle.get(version_key(env.function_version), [])
+        if env in idle:
+            idle.remove(env)
+            self._stop_later(env)
+        elif env.state not in (State.BUSY, State.STOPPING, State.GONE):
+            self._stop_later(env)
 
     def retire_function(self, function_name: str) -> None:
         """Stop the idle environments of a function (deleted or changed)."""
@@ -157,6 +268,8 @@ class EnvironmentPool:
         if self._reaper is not None:
             self._reaper.cancel()
         self._idle.clear()
+        self._provisioned_idle.clear()
+        self._provisioned.clear()
         await asyncio.gather(*(self._stop(env) for env in list(self._all)), return_exceptions=True)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)

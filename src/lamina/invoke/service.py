@@ -1,9 +1,9 @@
 """The one place an invocation is carried out, for every caller (API, queues, schedules).
 
-Resolve the version, check the payload, take an environment from the pool, run,
-and give the environment back. The async path (InvocationType=Event) stores the
-event durably and answers 202; the workers in async_events.py run it later through
-the same synchronous path.
+Resolve the version, check the payload, take a concurrency slot (or throttle),
+take an environment from the pool, run, and give both back. The async path
+(InvocationType=Event) stores the event durably and answers 202; the workers in
+async_events.py run it later through the same synchronous path.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     RequestEntityTooLargeException,
+    TooManyRequestsException,
 )
+from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.limits import Limits
+from lamina.observe.metrics import Metrics
 
 log = logging.getLogger("lamina.invoke")
 # Lambda's limit on the decoded X-Amz-Client-Context.
@@ -66,12 +69,15 @@ def new_trace_id() -> str:
 
 class Invoker:
     def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
-                 limits: Limits, events: EventQueue) -> None:
+                 limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics,
+                 events: EventQueue) -> None:
         # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
         self.targets = targets
         self.pool = pool
         self.region = region
         self.limits = limits
+        self.concurrency = concurrency
+        self.metrics = metrics
         self.events = events
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
@@ -118,13 +124,13 @@ class Invoker:
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
-            # Committed before the 202: from here on the event is not lost.
             try:
                 text = payload.decode()
             except UnicodeDecodeError:
                 raise InvalidRequestContentException(
                     "Could not parse request body into json: the payload is not UTF-8"
                 ) from None
+            # Committed before the 202: from here on the event is not lost.
             self.events.enqueue(fv.function_name, qualifier, text, client_context,
                                 request.request_id)
             return InvocationResult(202, executed_version=fv.version)
@@ -134,7 +140,8 @@ class Invoker:
     async def invoke_event(self, function_name: str, qualifier: str | None, payload: bytes,
                            client_context: str | None, request_id: str) -> InvocationResult:
         """One attempt at a queued asynchronous event, synchronously; the version is
-        resolved again for each attempt (an alias may have moved)."""
+        resolved again for each attempt (an alias may have moved). Raises
+        TooManyRequestsException when the function is over its concurrency."""
         fv = self.targets.resolve_invocation_target(function_name, qualifier).function_version
         return await self._run(fv, payload, client_context, qualifier, tail=False,
                                request_id=request_id)
@@ -142,18 +149,33 @@ class Invoker:
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool,
                    request_id: str | None = None) -> InvocationResult:
-        invocation = Invocation(
-            request_id=request_id or str(uuid.uuid4()),
-            payload=payload,
-            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
-            trace_id=new_trace_id(),
-            client_context=client_context,
-        )
-        env = await self.pool.acquire(fv)
+        name = fv.function_name
+        # The slot is taken before anything else, so a throttled call costs nothing.
+        slot = self.concurrency.take(name)
         try:
-            outcome = await env.invoke(invocation)
+            invocation = Invocation(
+                request_id=request_id or str(uuid.uuid4()),
+                payload=payload,
+                invoked_function_arn=self.region.function_arn(name, qualifier),
+                trace_id=new_trace_id(),
+                client_context=client_context,
+            )
+            try:
+                env = await self.pool.acquire(fv)
+            except TooManyRequestsException:
+                # No memory or scaling rate left for a new environment.
+                self.metrics.function(name).throttles += 1
+                raise
+            try:
+                outcome = await env.invoke(invocation)
+            finally:
+                self.pool.release(env)
         finally:
-            self.pool.release(env)
+            self.concurrency.release(name, slot)
+        usage = self.metrics.function(name)
+        usage.invocations += 1
+        if outcome.function_error is not None:
+            usage.errors += 1
         log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
         return InvocationResult(
             status_code=200,

@@ -80,6 +80,26 @@ def _0004_queues(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0005_concurrency(conn: Connection) -> None:
+    # Frozen like 0001; `functions` is named only so the foreign keys resolve.
+    meta = MetaData()
+    Table("functions", meta, Column("name", String(140), primary_key=True))
+    tables = [
+        Table("function_concurrency", meta,
+              Column("function_name", String(140),
+                     ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+              Column("reserved", Integer, nullable=False)),
+        Table("provisioned_concurrency", meta,
+              Column("function_name", String(140),
+                     ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+              Column("qualifier", String(128), primary_key=True),
+              Column("requested", Integer, nullable=False),
+              Column("last_modified", String(32), nullable=False)),
+    ]
+    for table in tables:
+        table.create(conn)
+
+
 def _0006_async_events(conn: Connection) -> None:
     # Frozen like 0001; `functions` is named only so the foreign key resolves.
     meta = MetaData()
@@ -114,6 +134,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
     ("0003_function_versions_code_size", _0003_function_versions_code_size),
     ("0004_queues", _0004_queues),
+    ("0005_concurrency", _0005_concurrency),
     ("0006_async_events", _0006_async_events),
 ]
 

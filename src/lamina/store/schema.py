@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-)
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -131,6 +121,28 @@ queue_messages = Table(
     Column("receipt_token", String(64)),
     Column("dead_letter_source_arn", String(256)),
     Index("ix_queue_messages_ready", "queue_name", "visible_at", "seq"),
+)
+
+# Reserved concurrency (PutFunctionConcurrency): one row per function that has it.
+# Rows go with their function (ON DELETE CASCADE).
+function_concurrency = Table(
+    "function_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("reserved", Integer, nullable=False),
+)
+
+# Provisioned concurrency configs, per (function, qualifier): a version or an alias.
+# Only what the user asked for is stored; allocation status is live state.
+provisioned_concurrency = Table(
+    "provisioned_concurrency",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("qualifier", String(128), primary_key=True),
+    Column("requested", Integer, nullable=False),
+    Column("last_modified", String(32), nullable=False),
 )
 
 # Asynchronous invocations (InvocationType=Event) accepted and not yet finished.

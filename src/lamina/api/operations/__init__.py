@@ -10,7 +10,7 @@ the resource in `control` or `invoke`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
@@ -24,6 +24,9 @@ class Call:
     params: dict[str, Any]
     request: Request
     request_id: str
+    # Extra response headers, beyond the output members (Lamina extensions such as
+    # X-Lamina-Concurrent-Executions; AWS's clients ignore headers they do not model).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Call], Awaitable[dict[str, Any]]]
@@ -41,6 +44,6 @@ def operation(name: str, service: str = "lambda") -> Callable[[Handler], Handler
 def load_all() -> None:
     """Import every handler module so its operations register."""
     from lamina.api.operations import (  # noqa: F401
-        account, aliases, event_invoke_config, functions, invoke, layers, logs, sqs, tags,
-        versions,
+        account, aliases, concurrency, event_invoke_config, functions, invoke, layers, logs,
+        sqs, tags, versions,
     )

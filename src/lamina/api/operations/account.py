@@ -17,7 +17,7 @@ async def get_account_settings(call: Call) -> dict[str, Any]:
             "CodeSizeUnzipped": limits.max_unzipped_code_bytes,
             "CodeSizeZipped": limits.max_zipped_code_bytes,
             "ConcurrentExecutions": limits.concurrent_executions,
-            "UnreservedConcurrentExecutions": limits.concurrent_executions,
+            "UnreservedConcurrentExecutions": call.platform.concurrency.unreserved_concurrency,
         },
         "AccountUsage": {
             "TotalCodeSize": usage.total_code_size,

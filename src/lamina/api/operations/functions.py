@@ -103,6 +103,9 @@ async def get_function(call: Call) -> dict[str, Any]:
     tags = registry.tags(fv.function_name)
     if tags:
         output["Tags"] = tags
+    reserved = call.platform.concurrency.reserved.get(fv.function_name)
+    if reserved is not None:
+        output["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
     return output
 
 
