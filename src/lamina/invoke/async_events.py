@@ -202,6 +202,10 @@ class EventWorkers:
         self._workers: dict[str, set[asyncio.Task[None]]] = {}
         # Claims in progress: lease token -> event.
         self._leases: dict[str, AsyncEvent] = {}
+        # Functions that were throttled (or failed for a system reason), and until
+        # when no worker claims their events: claiming the next event at once would
+        # only be throttled too, one store write per event, for every waiting event.
+        self._paused_until: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -244,21 +248,23 @@ class EventWorkers:
         while True:
             self.queue.wakeup.clear()
             now = now_ms()
-            next_at = None
+            wake_at = [until for until in self._paused_until.values() if until > now]
             try:
                 for function_name, count in self.store.ready_functions(now).items():
-                    self._spawn(function_name, count)
-                next_at = self.store.next_visible_at(now)
+                    self._spawn(function_name, count, now)
+                wake_at.append(self.store.next_visible_at(now) or now + int(POLL_S * 1000))
             except Exception:
                 log.exception("looking for due asynchronous events")
-            timeout = POLL_S if next_at is None else min(POLL_S, max((next_at - now) / 1000, 0))
+            timeout = min(POLL_S, max((min(wake_at, default=now) - now) / 1000, 0))
             try:
                 await asyncio.wait_for(self.queue.wakeup.wait(), timeout)
             except TimeoutError:
                 pass
             await asyncio.sleep(MIN_SCAN_INTERVAL_S)
 
-    def _spawn(self, function_name: str, due: int) -> None:
+    def _spawn(self, function_name: str, due: int, now: int) -> None:
+        if self._paused_until.get(function_name, 0) > now:
+            return
         running = self._workers.setdefault(function_name, set())
         for _ in range(min(self.worker_cap(function_name) - len(running), due)):
             task = asyncio.get_running_loop().create_task(self._work(function_name))
@@ -269,6 +275,8 @@ class EventWorkers:
         while len(self._workers.get(function_name, ())) <= self.worker_cap(function_name):
             token = uuid.uuid4().hex
             now = now_ms()
+            if self._paused_until.get(function_name, 0) > now:
+                return
             claimed = self.store.claim(function_name, now, now + self._lease_ms, token)
             if not claimed:
                 return
@@ -335,8 +343,13 @@ class EventWorkers:
         delay_s = min(BACKOFF_FIRST_S * 2 ** min(event.throttles, 16), BACKOFF_MAX_S)
         log.info("asynchronous event %s of %s: %s; next attempt in %.3f s", event.request_id,
                  event.function_name, attempt.error_type, delay_s * self.settings.delay_scale)
-        self._retry_later(event, token, now_ms() + self._scaled_ms(delay_s), expires_at,
-                          attempt, throttled=True)
+        due = now_ms() + self._scaled_ms(delay_s)
+        # The function's other events wait one first back-off (1 s) before the next
+        # try: while it is throttled, one attempt a second, not one per waiting event.
+        pause = now_ms() + self._scaled_ms(BACKOFF_FIRST_S)
+        self._paused_until[event.function_name] = max(
+            self._paused_until.get(event.function_name, 0), pause)
+        self._retry_later(event, token, due, expires_at, attempt, throttled=True)
 
     def _retry_later(self, event: AsyncEvent, token: str, due: int, expires_at: int,
                      attempt: Attempt, throttled: bool) -> None:
