@@ -71,6 +71,8 @@ BACKOFF_MAX_S = 300.0
 POLL_S = 1.0
 # ...and at most this often, so a burst of accepted events costs one scan, not one each.
 MIN_SCAN_INTERVAL_S = 0.01
+# The most events one worker claims at once.
+MAX_CLAIM_BATCH = 10
 
 
 def now_ms() -> int:
@@ -200,8 +202,8 @@ class EventWorkers:
         # The function's reserved concurrency, None when it has none.
         self.reserved = reserved
         self._workers: dict[str, set[asyncio.Task[None]]] = {}
-        # Claims in progress: lease token -> event.
-        self._leases: dict[str, AsyncEvent] = {}
+        # The lease tokens of the claims in progress.
+        self._leases: set[str] = set()
         # Functions that were throttled (or failed for a system reason), and until
         # when no worker claims their events: claiming the next event at once would
         # only be throttled too, one store write per event, for every waiting event.
@@ -266,29 +268,39 @@ class EventWorkers:
         if self._paused_until.get(function_name, 0) > now:
             return
         running = self._workers.setdefault(function_name, set())
-        for _ in range(min(self.worker_cap(function_name) - len(running), due)):
-            task = asyncio.get_running_loop().create_task(self._work(function_name))
+        cap = self.worker_cap(function_name)
+        # A backlog is claimed a few events per claim (one store write for several),
+        # yet never so many that a worker holds events another one could run now.
+        batch = min(-(-due // cap), MAX_CLAIM_BATCH)
+        for _ in range(min(cap - len(running), due)):
+            task = asyncio.get_running_loop().create_task(self._work(function_name, batch))
             running.add(task)
             task.add_done_callback(running.discard)
 
-    async def _work(self, function_name: str) -> None:
+    async def _work(self, function_name: str, batch: int) -> None:
         while len(self._workers.get(function_name, ())) <= self.worker_cap(function_name):
             token = uuid.uuid4().hex
             now = now_ms()
             if self._paused_until.get(function_name, 0) > now:
                 return
-            claimed = self.store.claim(function_name, now, now + self._lease_ms, token)
+            claimed = self.store.claim(function_name, now, now + self._lease_ms, token, batch)
             if not claimed:
                 return
-            event = claimed[0]
-            self._leases[token] = event
+            self._leases.add(token)
             try:
-                await self._process(event, token)
-            except Exception:
-                # Left to its lease: it runs out and the event is claimed again.
-                log.exception("asynchronous event %s of %s", event.request_id, function_name)
+                for event in claimed:
+                    if self._paused_until.get(function_name, 0) > now_ms():
+                        # Throttled meanwhile: the rest go back, due when the pause ends.
+                        self._give_back(event, token)
+                        continue
+                    try:
+                        await self._process(event, token)
+                    except Exception:
+                        # Left to its lease: it runs out and the event is claimed again.
+                        log.exception("asynchronous event %s of %s", event.request_id,
+                                      function_name)
             finally:
-                self._leases.pop(token, None)
+                self._leases.discard(token)
 
     async def _renew(self) -> None:
         while True:
@@ -350,6 +362,10 @@ class EventWorkers:
         self._paused_until[event.function_name] = max(
             self._paused_until.get(event.function_name, 0), pause)
         self._retry_later(event, token, due, expires_at, attempt, throttled=True)
+
+    def _give_back(self, event: AsyncEvent, token: str) -> None:
+        due = self._paused_until.get(event.function_name, now_ms())
+        self.store.give_back(event.request_id, token, due)
 
     def _retry_later(self, event: AsyncEvent, token: str, due: int, expires_at: int,
                      attempt: Attempt, throttled: bool) -> None:

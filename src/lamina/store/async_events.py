@@ -126,14 +126,21 @@ class AsyncEventStore:
             )
         return result.rowcount == 1
 
+    def give_back(self, request_id: str, token: str, visible_at: int) -> None:
+        """Undo the claim of an event that was not attempted: due at `visible_at`."""
+        with self._engine.begin() as conn:
+            conn.execute(update(async_events).where(
+                _e.request_id == request_id, _e.lease_token == token,
+            ).values(visible_at=visible_at, lease_token=None, deliveries=_e.deliveries - 1))
+
     def release(self, tokens: list[str], now: int) -> None:
-        """Give claims back unfinished (a clean stop): due at once, and not counted
-        as claims that may have run."""
+        """Give claims back unfinished (a clean stop): due at once. They still count
+        as claims that may have run: a stop cancels invocations midway."""
         if not tokens:
             return
         with self._engine.begin() as conn:
             conn.execute(update(async_events).where(_e.lease_token.in_(tokens)).values(
-                visible_at=now, lease_token=None, deliveries=_e.deliveries - 1,
+                visible_at=now, lease_token=None,
             ))
 
     def finish(self, request_id: str, token: str) -> bool:
