@@ -75,6 +75,15 @@ def new_function(lam, **overrides: Any) -> str:
     return name
 
 
+def function_reporting_to_a_queue(lam, sqs) -> tuple[str, str]:
+    """A function whose successes' records land in a fresh queue: (name, queue URL)."""
+    url, arn = new_queue(sqs)
+    name = new_function(lam)
+    lam.put_function_event_invoke_config(
+        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    return name, url
+
+
 def receive(sqs, url: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
     """Exactly `count` messages from the queue (deleted as read), then none for a moment."""
     messages: list[dict[str, Any]] = []
@@ -113,10 +122,7 @@ def start_lines(async_server: Server, name: str) -> list[str]:
 
 
 def test_event_invoke_answers_202_and_on_success_queue_gets_the_record(lam, sqs):
-    url, arn = new_queue(sqs)
-    name = new_function(lam)
-    lam.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    name, url = function_reporting_to_a_queue(lam, sqs)
     request_id = invoke_async(lam, name, {"n": 7})
 
     [message] = receive(sqs, url, 1)
@@ -229,10 +235,7 @@ def test_event_older_than_maximum_event_age_fails_with_event_age_exceeded(
 
 
 def test_on_success_destination_function_gets_the_record_as_its_event(lam, sqs):
-    url, arn = new_queue(sqs)
-    receiver = new_function(lam)
-    lam.put_function_event_invoke_config(
-        FunctionName=receiver, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    receiver, url = function_reporting_to_a_queue(lam, sqs)
     sender = new_function(lam)
     lam.put_function_event_invoke_config(
         FunctionName=sender, DestinationConfig={"OnSuccess": {"Destination": function_arn(receiver)}})
@@ -248,10 +251,7 @@ def test_on_success_destination_function_gets_the_record_as_its_event(lam, sqs):
 
 
 def test_on_failure_destination_function_gets_the_failure_record(lam, sqs):
-    url, arn = new_queue(sqs)
-    receiver = new_function(lam)
-    lam.put_function_event_invoke_config(
-        FunctionName=receiver, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    receiver, url = function_reporting_to_a_queue(lam, sqs)
     sender = new_function(lam)
     lam.put_function_event_invoke_config(
         FunctionName=sender, MaximumRetryAttempts=0,
@@ -280,10 +280,7 @@ def test_config_of_an_alias_applies_to_events_invoked_through_it(lam, sqs):
 
 
 def test_throttled_events_wait_and_run_once_concurrency_allows(async_server, lam, sqs):
-    url, arn = new_queue(sqs)
-    name = new_function(lam)
-    lam.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    name, url = function_reporting_to_a_queue(lam, sqs)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     request_id = invoke_async(lam, name, {"n": 8})
     # Throttled again and again meanwhile: back-off of 10 ms doubling (scaled).
@@ -444,14 +441,13 @@ def test_dead_letter_target_must_be_an_sqs_queue(lam):
 def test_events_accepted_before_a_clean_restart_run_after_it(start_server):
     srv = start_server({"LAMINA_ASYNC_RETRY_DELAY_SCALE": SCALE}, name="lamina-async-restart")
     lam, sqs = srv.client(), srv.client("sqs")
-    url, arn = new_queue(sqs)
-    name = new_function(lam)
-    # Stopped right after queueing: what has not run yet runs after the restart.
-    lam.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    name, url = function_reporting_to_a_queue(lam, sqs)
+    # Held back (reserved concurrency 0) until after the restart: none can run before.
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     ids = {invoke_async(lam, name, {"n": n}) for n in range(20)}
     srv.stop()
     srv.start()
+    srv.client().delete_function_concurrency(FunctionName=name)
     records = [json.loads(m["Body"]) for m in receive(srv.client("sqs"), url, 20, timeout=60)]
     assert {r["requestContext"]["requestId"] for r in records} == ids
 
@@ -462,11 +458,7 @@ def test_no_accepted_event_is_lost_when_the_server_is_killed_midway(start_server
     # queued when the server dies, and some events are in the middle of running.
     srv = start_server({"LAMINA_ASYNC_RETRY_DELAY_SCALE": SCALE, "LAMINA_ASYNC_LEASE_S": "2",
                         "LAMINA_ASYNC_WORKERS_PER_FUNCTION": "2"}, name="lamina-async-crash")
-    setup, sqs = srv.client(), srv.client("sqs")
-    url, arn = new_queue(sqs)
-    name = new_function(setup)
-    setup.put_function_event_invoke_config(
-        FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    name, url = function_reporting_to_a_queue(srv.client(), srv.client("sqs"))
 
     total, threads = 2000, 8
     accepted: list[str] = []

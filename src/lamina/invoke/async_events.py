@@ -234,8 +234,12 @@ class EventWorkers:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.store.release(tokens, now_ms())
-        log.info("asynchronous invocations: %s; %d events pending", self.stats.as_dict(),
-                 self.store.pending())
+        pending = self.store.pending()
+        stats = self.stats
+        # Worth a look (a warning) when something was run twice, dropped or left.
+        notable = pending or stats.redelivered or stats.dropped or stats.delivery_failures
+        log.log(logging.WARNING if notable else logging.INFO,
+                "asynchronous invocations: %s; %d events pending", stats.as_dict(), pending)
 
     def worker_cap(self, function_name: str) -> int:
         cap = self.settings.workers_per_function
