@@ -88,19 +88,45 @@ def test_runtimes_this_host_cannot_run_are_refused(lam_unchecked, runtime):
     assert runtime in str(raised.value)
 
 
+def _processes_of(marker: str) -> list[int]:
+    """Host PIDs of the processes running with LAMINA_TEST_MARKER=marker.
+
+    Found through /proc/*/environ, so it works whatever the sandbox: a function in
+    its own PID namespace cannot tell the host its PID."""
+    needle = f"LAMINA_TEST_MARKER={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if needle in environ.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _create_marked(lam, name: str) -> str:
+    marker = uuid.uuid4().hex
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": PID_HANDLER},
+                        Environment={"Variables": {"LAMINA_TEST_MARKER": marker}})
+    return marker
+
+
 def test_idle_environments_are_stopped_and_the_next_invoke_starts_cold(tmp_path):
     server = Server(tmp_path / "data", env={"LAMINA_ENVIRONMENT_IDLE_S": "1"})
     server.start()
     try:
         lam = server.client()
         name = _name()
-        lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
-                            Handler="app.handler", Code={"ZipFile": PID_HANDLER})
-        pid = json.loads(lam.invoke(FunctionName=name)["Payload"].read())["pid"]
+        marker = _create_marked(lam, name)
+        lam.invoke(FunctionName=name)
+        assert _processes_of(marker)
         deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        while _processes_of(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not os.path.exists(f"/proc/{pid}")
+        assert not _processes_of(marker)
         response = lam.invoke(FunctionName=name, LogType="Tail")
         assert "Init Duration" in _report(response)
     finally:
@@ -112,10 +138,9 @@ def test_server_shutdown_stops_every_environment(tmp_path):
     server.start()
     lam = server.client()
     name = _name()
-    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
-                        Handler="app.handler", Code={"ZipFile": PID_HANDLER})
-    pid = json.loads(lam.invoke(FunctionName=name)["Payload"].read())["pid"]
-    assert os.path.exists(f"/proc/{pid}")
+    marker = _create_marked(lam, name)
+    lam.invoke(FunctionName=name)
+    assert _processes_of(marker)
     server.stop()
-    assert not os.path.exists(f"/proc/{pid}")
+    assert not _processes_of(marker)
     assert not list((tmp_path / "data" / "environments").glob("*"))

@@ -1,23 +1,49 @@
-"""How one execution environment is isolated; backends chosen at start-up."""
+"""How one execution environment is isolated; see base.py for the interface.
+
+`choose_backend` picks the backend at start-up: kernel isolation (namespaces and
+cgroups through bubblewrap) when the machine allows it, plain processes
+otherwise, with a warning naming what is then not enforced.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from lamina.sandbox.base import SandboxBackend
+from lamina.sandbox.base import SandboxBackend, SandboxError
 from lamina.sandbox.process import ProcessBackend
 
 log = logging.getLogger("lamina.sandbox")
 
+BACKENDS = ("namespaces", "process")
+
 
 def choose_backend(name: str | None = None) -> SandboxBackend:
-    """The named backend, or the strongest this host supports."""
-    if name in (None, "process"):
-        backend = ProcessBackend()
-        if name is None:
-            log.warning(
-                "sandbox: plain processes; only %s are enforced (no memory, CPU, /tmp size, "
-                "network or filesystem isolation)", ", ".join(backend.enforced())
-            )
-        return backend
-    raise ValueError(f"unknown sandbox backend: {name}")
+    """The named backend, or (None, "" or "auto") the strongest this machine allows.
+
+    An explicit name is honoured as is: "namespaces" on a machine that cannot
+    run it raises SandboxError rather than silently isolating less.
+    """
+    from lamina.sandbox import namespaces
+
+    if name == "process":
+        return ProcessBackend()
+    if name == "namespaces":
+        return namespaces.NamespaceBackend()
+    if name not in (None, "", "auto"):
+        raise ValueError(f"unknown sandbox backend: {name} (choose one of {', '.join(BACKENDS)})")
+    reason = namespaces.probe()
+    if reason is None:
+        try:
+            return namespaces.NamespaceBackend()
+        except SandboxError as error:
+            reason = str(error)
+    backend = ProcessBackend()
+    log.warning(
+        "sandbox: kernel isolation unavailable (%s); running functions as plain processes: "
+        "only %s are enforced (no memory, CPU, process count, /tmp size, network or "
+        "filesystem isolation)", reason, ", ".join(backend.enforced()),
+    )
+    return backend
+
+
+__all__ = ["BACKENDS", "SandboxBackend", "SandboxError", "choose_backend"]

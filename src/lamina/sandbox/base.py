@@ -21,6 +21,13 @@ MAX_OPEN_FILES = 1024
 MB_PER_VCPU = 1769
 
 
+class SandboxError(OSError):
+    """A sandbox could not be created (the machine refused, or the launcher failed).
+
+    An OSError, like a failed exec: environments report both as a runtime that
+    could not start."""
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     environment_id: str

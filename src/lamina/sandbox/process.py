@@ -123,5 +123,8 @@ class ProcessBackend:
         # Set after the spawn rather than in a preexec_fn: a preexec_fn forces a
         # full fork() instead of vfork(), which costs milliseconds per cold start.
         limit = (spec.max_open_files, spec.max_open_files)
-        resource.prlimit(process.pid, resource.RLIMIT_NOFILE, limit)
+        try:
+            resource.prlimit(process.pid, resource.RLIMIT_NOFILE, limit)
+        except ProcessLookupError:
+            pass  # it already exited (and was reaped): nothing left to limit
         return ProcessSandbox(spec, process, listener, address)

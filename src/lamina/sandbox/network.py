@@ -1,0 +1,221 @@
+"""A sandbox's network: its Runtime API listener, and (optionally) a way out.
+
+Every sandbox has its own network namespace. Two things are put into it from
+the host, both while the sandbox waits on bubblewrap's block fd:
+
+- The Runtime API listener. A short-lived thread `setns()`es into
+  `/proc/<pid>/ns/net`, binds 127.0.0.1:9001 there, listens and switches back.
+  `setns` changes only the calling thread's namespace, hence the dedicated
+  thread; the socket stays in the namespace it was created in and its fd is the
+  server's, served with asyncio like any socket. Inside, 127.0.0.1 is the
+  sandbox's own loopback: the control plane on the host's 127.0.0.1, other
+  environments' listeners and every other host port simply do not exist there.
+  About 0.5 ms (bench/sandbox.py).
+- Outbound access (`SandboxSpec.network`, on by default like Lambda's), through
+  slirp4netns: a user-mode TCP/IP stack outside the sandbox that owns a tap
+  device inside it and turns the sandbox's connections into ordinary sockets of
+  its own. It runs with `--disable-host-loopback` (10.0.2.2, its alias for the
+  host's 127.0.0.1, is refused: the control plane stays out of reach), with its
+  own sandbox and seccomp filter (it parses untrusted packets), and exits when
+  the server closes its exit fd or dies. DNS goes to its forwarder at 10.0.2.3.
+  No host firewall rules or routes are touched, unlike a veth pair with NAT.
+  Without slirp4netns installed, or with `network=False`, the sandbox has
+  loopback only.
+
+The alternatives for the Runtime API were worse: a Unix socket bind-mounted
+into the sandbox needs a forwarder process inside (runtime clients speak TCP),
+and a veth pair makes the host reachable unless firewall rules keep it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Callable, TypeVar
+
+RUNTIME_API_HOST = "127.0.0.1"
+RUNTIME_API_PORT = 9001
+SLIRP_DNS = "10.0.2.3"
+SLIRP_OPTIONS = ("--configure", "--mtu=65520", "--disable-host-loopback",
+                 "--enable-sandbox", "--enable-seccomp")
+# bubblewrap configures `lo` in the sandbox concurrently with our setup; slirp4netns
+# configuring its interface at the same moment makes bubblewrap's netlink call fail.
+LOOPBACK_WAIT_S = 2.0
+
+_CLONE_NEWNET = 0x40000000
+_IP_FREEBIND = 15
+_SIOCGIFFLAGS = 0x8913
+_IFF_UP = 0x1
+
+T = TypeVar("T")
+
+
+def _setns_function() -> Callable[[int, int], None]:
+    if hasattr(os, "setns"):  # Python 3.12+
+        return os.setns  # type: ignore[attr-defined,no-any-return]
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setns(fd: int, nstype: int) -> None:
+        if libc.setns(fd, nstype) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns: {os.strerror(code)}")
+
+    return setns
+
+
+_setns = _setns_function()
+
+
+def _loopback_is_up() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
+    return bool(flags & _IFF_UP)
+
+
+def _listen_in_netns(pid: int, wait_for_loopback: bool) -> socket.socket:
+    """Runs on a dedicated thread: a listener bound inside `pid`'s network namespace."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target, _CLONE_NEWNET)
+        finally:
+            os.close(target)
+        try:
+            if wait_for_loopback:
+                deadline = time.monotonic() + LOOPBACK_WAIT_S
+                while not _loopback_is_up():
+                    if time.monotonic() > deadline:
+                        raise OSError("the sandbox's loopback interface did not come up")
+                    time.sleep(0.0002)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                # bubblewrap may not have configured 127.0.0.1 on `lo` yet; FREEBIND
+                # lets the bind succeed regardless.
+                listener.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
+                listener.bind((RUNTIME_API_HOST, RUNTIME_API_PORT))
+                listener.listen(64)
+            except BaseException:
+                listener.close()
+                raise
+        finally:
+            # If switching back failed this thread would be left in the sandbox's
+            # namespace; it ends right after, so nothing else runs there.
+            _setns(own, _CLONE_NEWNET)
+        return listener
+    finally:
+        os.close(own)
+
+
+async def listen_inside(pid: int, wait_for_loopback: bool = False) -> socket.socket:
+    """The Runtime API listener, bound to 127.0.0.1:9001 in `pid`'s network namespace."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[socket.socket] = loop.create_future()
+
+    def deliver(listener: socket.socket | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            if listener is not None:
+                listener.close()
+        elif error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(listener)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            listener = _listen_in_netns(pid, wait_for_loopback)
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(deliver, None, error)
+        else:
+            loop.call_soon_threadsafe(deliver, listener, None)
+
+    threading.Thread(target=run, name=f"lamina-netns-{pid}", daemon=True).start()
+    listener = await done
+    listener.setblocking(False)
+    return listener
+
+
+async def read_pipe(fd: int, parse: Callable[[bytes], T | None]) -> T | None:
+    """Read a pipe until `parse` accepts what arrived; None at end of file."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    data = b""
+    while True:
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake(future: asyncio.Future[None] = readable) -> None:
+            if not future.done():  # the loop may call a reader more than once
+                future.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return None
+        data += chunk
+        parsed = parse(data)
+        if parsed is not None:
+            return parsed
+
+
+class Outbound:
+    """A running slirp4netns giving one sandbox its way out."""
+
+    def __init__(self, process: asyncio.subprocess.Process, exit_fd: int) -> None:
+        self.process = process
+        self._exit_fd = exit_fd
+
+    @classmethod
+    async def start(cls, slirp4netns: str, pid: int) -> Outbound:
+        ready_read, ready_write = os.pipe()
+        exit_read, exit_write = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                slirp4netns, *SLIRP_OPTIONS, "--ready-fd", str(ready_write),
+                "--exit-fd", str(exit_read), "--netns-type=path", f"/proc/{pid}/ns/net", "tap0",
+                pass_fds=(ready_write, exit_read), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            os.close(exit_write)
+            os.close(ready_read)
+            raise
+        finally:
+            os.close(ready_write)
+            os.close(exit_read)
+        outbound = cls(process, exit_write)
+        try:
+            ready = await read_pipe(ready_read, lambda data: data or None)
+        except BaseException:
+            await outbound.stop()
+            raise
+        finally:
+            os.close(ready_read)
+        if ready is None:
+            await outbound.stop()
+            raise OSError(f"slirp4netns exited with code {process.returncode} before "
+                          "configuring the sandbox's network")
+        return outbound
+
+    async def stop(self) -> None:
+        if self._exit_fd >= 0:
+            os.close(self._exit_fd)  # slirp4netns exits when this closes
+            self._exit_fd = -1
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), 2.0)
+        except asyncio.TimeoutError:
+            os.kill(self.process.pid, 9)
+            await self.process.wait()
