@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import Server  # noqa: E402  (the path above makes `tests` importable)
-from tests.helpers import ECHO, function_args  # noqa: E402
+from tests.helpers import function_args  # noqa: E402
 
 
 def send_events(port: int, name: str, count: int, threads: int) -> float:

@@ -396,7 +396,7 @@ class EventWorkers:
         else:
             self.stats.event_age_exceeded += 1
         last = attempt or (Attempt.from_json(event.last_error) if event.last_error else None)
-        fv = self._version(event)
+        fv = self._version(event, last.executed_version if last else None)
         if fv is not None and fv.dead_letter_target_arn:
             self._dead_letter(event, fv.dead_letter_target_arn, condition, last)
         if policy.on_failure:
@@ -404,10 +404,12 @@ class EventWorkers:
                           self._record(event, condition, last, invoked=attempt is not None))
         self._finish(event, token)
 
-    def _version(self, event: AsyncEvent) -> FunctionVersion | None:
+    def _version(self, event: AsyncEvent, executed: str | None) -> FunctionVersion | None:
+        """The version whose dead-letter queue applies: the one that last ran, else
+        the one the event's qualifier names now."""
         try:
             return self.invoker.targets.functions.get_version(event.function_name,
-                                                              event.qualifier)
+                                                              executed or event.qualifier)
         except LambdaError:
             return None
 
@@ -445,8 +447,9 @@ class EventWorkers:
             "requestPayload": _json_or_text(event.payload.encode()),
         }
         if outcome is not None:
-            context: dict[str, Any] = {"statusCode": outcome.status_code,
-                                       "executedVersion": outcome.executed_version}
+            context: dict[str, Any] = {"statusCode": outcome.status_code}
+            if outcome.executed_version:  # none when it never ran (throttled)
+                context["executedVersion"] = outcome.executed_version
             if outcome.function_error:
                 context["functionError"] = outcome.function_error
             record["responseContext"] = context
