@@ -81,7 +81,7 @@ class Platform:
         self.provisioned = ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self.provisioned.configure)
         self.metrics = Metrics()
-        self.async_events = EventQueue(AsyncEventStore(self.engine))
+        self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
                                self.async_events)

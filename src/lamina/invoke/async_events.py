@@ -54,6 +54,7 @@ from lamina.control.event_invoke_configs import AsyncPolicy, EventInvokeConfigs
 from lamina.control.models import LATEST, FunctionVersion
 from lamina.control.queues import QueueRegistry
 from lamina.errors import LambdaError, ResourceNotFoundException, TooManyRequestsException
+from lamina.observe.metrics import Metrics
 from lamina.store.async_events import AsyncEvent, AsyncEventStore
 
 if TYPE_CHECKING:
@@ -164,8 +165,9 @@ class Attempt:
 class EventQueue:
     """The accepting side: durable enqueue, and a wake-up for the workers."""
 
-    def __init__(self, store: AsyncEventStore) -> None:
+    def __init__(self, store: AsyncEventStore, metrics: Metrics) -> None:
         self.store = store
+        self.metrics = metrics
         self.stats = AsyncStats()
         self.wakeup = asyncio.Event()
 
@@ -180,6 +182,7 @@ class EventQueue:
         )
         self.store.add(event)
         self.stats.accepted += 1
+        self.metrics.function(function_name).async_events_received += 1
         self.wakeup.set()
         return event.request_id
 
@@ -194,6 +197,7 @@ class EventWorkers:
         self.queue = queue
         self.store = queue.store
         self.stats = queue.stats
+        self.metrics = queue.metrics
         self.invoker = invoker
         self.configs = configs
         self.queues = queues
@@ -329,6 +333,7 @@ class EventWorkers:
             )
         except ResourceNotFoundException as error:
             self.stats.dropped += 1
+            self.metrics.function(event.function_name).async_events_dropped += 1
             log.warning("asynchronous event %s dropped: %s", event.request_id, error.message)
             self._finish(event, token)
             return
@@ -342,7 +347,7 @@ class EventWorkers:
         if result.function_error is None:
             self.stats.succeeded += 1
             if policy.on_success:
-                self._deliver(policy.on_success, self._record(
+                self._deliver(event, policy.on_success, self._record(
                     event, "Success", Attempt.of_result(result), invoked=True))
             self._finish(event, token)
             return
@@ -395,12 +400,13 @@ class EventWorkers:
             self.stats.retries_exhausted += 1
         else:
             self.stats.event_age_exceeded += 1
+        self.metrics.function(event.function_name).async_events_dropped += 1
         last = attempt or (Attempt.from_json(event.last_error) if event.last_error else None)
         fv = self._version(event, last.executed_version if last else None)
         if fv is not None and fv.dead_letter_target_arn:
             self._dead_letter(event, fv.dead_letter_target_arn, condition, last)
         if policy.on_failure:
-            self._deliver(policy.on_failure,
+            self._deliver(event, policy.on_failure,
                           self._record(event, condition, last, invoked=attempt is not None))
         self._finish(event, token)
 
@@ -427,6 +433,7 @@ class EventWorkers:
             self.stats.dead_lettered += 1
         except LambdaError as error:
             self.stats.delivery_failures += 1
+            self.metrics.function(event.function_name).dead_letter_errors += 1
             log.warning("asynchronous event %s: dead-letter queue %s: %s", event.request_id,
                         target_arn, error.message)
 
@@ -457,7 +464,7 @@ class EventWorkers:
                 record["responsePayload"] = _json_or_text(outcome.response)
         return record
 
-    def _deliver(self, destination: str, record: dict[str, Any]) -> None:
+    def _deliver(self, event: AsyncEvent, destination: str, record: dict[str, Any]) -> None:
         body = json.dumps(record)
         try:
             if self.region.queue_name(destination) is not None:
@@ -470,5 +477,6 @@ class EventWorkers:
             self.stats.destinations_delivered += 1
         except LambdaError as error:
             self.stats.delivery_failures += 1
+            self.metrics.function(event.function_name).destination_delivery_failures += 1
             log.warning("asynchronous invocation record for %s not delivered to %s: %s",
-                        record["requestContext"]["requestId"], destination, error.message)
+                        event.request_id, destination, error.message)
