@@ -61,6 +61,17 @@ class Settings:
     # other functions (least recently used first), else it is throttled (429): the
     # host never swaps. Default: MemTotal minus max(20 %, 2 GB).
     environment_memory_mb: int = field(default_factory=default_environment_memory_mb)
+    # Asynchronous invocation. Every delay of the retry schedule (1 and 2 minutes
+    # after a function error, 1 s to 5 min of back-off after a throttle) and the
+    # maximum event age are multiplied by this: 0.01 runs the whole schedule in
+    # miniature (tests), ages included, so relative timing stays AWS's.
+    async_retry_delay_scale: float = 1.0
+    # Workers draining one function's events at once (at most its reserved
+    # concurrency, when it has one).
+    async_workers_per_function: int = 10
+    # How long a claim on an event holds without being renewed; after a crash the
+    # events the dead server held are claimed again this long after it died.
+    async_lease_s: float = 30.0
     limits: Limits = field(default_factory=Limits)
 
     @property

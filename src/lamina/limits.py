@@ -33,6 +33,9 @@ class Limits:
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
     max_async_payload_bytes: int = 1 * MB
+    # Asynchronous invocation: the default MaximumRetryAttempts of an event invoke
+    # config (its MaximumEventAgeInSeconds default is max_event_age_s below).
+    async_retry_attempts: int = 2
     # Concurrency.
     concurrent_executions: int = 1_000
     min_unreserved_concurrency: int = 100

@@ -12,6 +12,7 @@ from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.concurrency import ConcurrencyRegistry
+from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.policies import ResourcePolicies
@@ -19,6 +20,7 @@ from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.errors import LambdaError
+from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
@@ -26,6 +28,7 @@ from lamina.observe.metrics import Metrics
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import choose_backend
 from lamina.store.aliases import AliasStore
+from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
 from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
@@ -79,9 +82,24 @@ class Platform:
         self.provisioned = ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self.provisioned.configure)
         self.metrics = Metrics()
+        self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
-                               ConcurrencyCounter(self.concurrency, self.metrics), self.metrics)
+                               ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
+                               self.async_events)
         self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
+        self.event_invoke_configs = EventInvokeConfigs(
+            EventInvokeConfigStore(self.engine), self.functions, settings.limits
+        )
+        self.functions.change_listeners.append(self.event_invoke_configs.function_changed)
+        self.async_workers = EventWorkers(
+            self.async_events, self.invoker, self.event_invoke_configs, self.queues,
+            AsyncSettings(
+                delay_scale=settings.async_retry_delay_scale,
+                workers_per_function=settings.async_workers_per_function,
+                lease_s=settings.async_lease_s,
+            ),
+            reserved=lambda name: self.concurrency.reserved.get(name),
+        )
 
     async def start(self) -> None:
         await self.environments.start()
@@ -94,9 +112,11 @@ class Platform:
                             config.function_name, config.qualifier, error.message)
                 continue
             self.provisioned.configure(config.function_name, config.qualifier, fv, config.requested)
+        # Events accepted before a restart (or a crash) are picked up again.
+        await self.async_workers.start()
 
     async def stop(self) -> None:
-        await self.invoker.stop()
+        await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
         self.engine.dispose()

@@ -37,6 +37,14 @@ class Region:
     def queue_arn(self, name: str) -> str:
         return f"arn:aws:sqs:{self.region}:{self.account_id}:{name}"
 
+    def function_ref(self, arn: str) -> FunctionRef | None:
+        """The function (and qualifier) a full function ARN names in this region and
+        account, else None. Unlike parse_function_ref, a bare name is not an ARN."""
+        found = _FUNCTION_REF.match(arn)
+        if found is None or (found["region"], found["account"]) != (self.region, self.account_id):
+            return None
+        return FunctionRef(found["name"], found["qualifier"])
+
     def queue_name(self, arn: str) -> str | None:
         """The name of the queue an SQS ARN names in this region and account, else None."""
         found = _QUEUE_ARN.match(arn)

@@ -288,6 +288,7 @@ class FunctionRegistry:
             raise InvalidParameterValueException(
                 f"Cannot reference more than {limits.max_layers} layers."
             )
+        self._check_dead_letter_target(fv.dead_letter_target_arn)
         if fv.package_type == "Zip":
             if not fv.runtime:
                 raise InvalidParameterValueException("Runtime is required for .zip file archive deployment packages.")
@@ -295,6 +296,15 @@ class FunctionRegistry:
                 raise InvalidParameterValueException("Handler is required for .zip file archive deployment packages.")
             if self._runtime_check is not None:
                 self._runtime_check(fv.runtime)
+
+    def _check_dead_letter_target(self, arn: str | None) -> None:
+        # "" removes the dead-letter queue. AWS also takes SNS topics; Lamina has none.
+        if arn and self.region.queue_name(arn) is None:
+            raise InvalidParameterValueException(
+                f"DeadLetterConfig.TargetArn: {arn} is not a dead-letter target this Lamina "
+                "server can deliver to; it must be one of its SQS queues "
+                f"({self.region.queue_arn('NAME')}). SNS topics are not supported."
+            )
 
     async def create_function(
         self, name: str, zip_file: bytes, settings: dict[str, Any], tags: dict[str, str],

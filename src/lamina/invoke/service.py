@@ -2,13 +2,12 @@
 
 Resolve the version, check the payload, take a concurrency slot (or throttle),
 take an environment from the pool, run, and give both back. The async path
-(InvocationType=Event) answers at once and runs the same synchronous path in the
-background.
+(InvocationType=Event) stores the event durably and answers 202; the workers in
+async_events.py run it later through the same synchronous path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -23,6 +22,7 @@ from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
+from lamina.invoke.async_events import EventQueue
 from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -47,6 +47,8 @@ class InvocationRequest:
     log_type: str = "None"
     # As sent in X-Amz-Client-Context: base64 of a JSON document.
     client_context: str | None = None
+    # The API request's id: on AWS the invocation (and its retries) carry it.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def new_trace_id() -> str:
 
 class Invoker:
     def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
-                 limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics) -> None:
+                 limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics,
+                 events: EventQueue) -> None:
         # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
         self.targets = targets
         self.pool = pool
@@ -75,7 +78,7 @@ class Invoker:
         self.limits = limits
         self.concurrency = concurrency
         self.metrics = metrics
-        self._background: set[asyncio.Task[InvocationResult | None]] = set()
+        self.events = events
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
         asynchronous = request.invocation_type == "Event"
@@ -121,40 +124,37 @@ class Invoker:
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
-            task = asyncio.get_running_loop().create_task(
-                self._run_event(fv, payload, client_context, qualifier)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                raise InvalidRequestContentException(
+                    "Could not parse request body into json: the payload is not UTF-8"
+                ) from None
+            # Committed before the 202: from here on the event is not lost.
+            self.events.enqueue(fv.function_name, qualifier, text, client_context,
+                                request.request_id)
             return InvocationResult(202, executed_version=fv.version)
         return await self._run(fv, payload, client_context, qualifier,
-                               tail=request.log_type == "Tail")
+                               tail=request.log_type == "Tail", request_id=request.request_id)
 
-    async def _run_event(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
-                         qualifier: str | None) -> InvocationResult | None:
-        # Lambda retries throttled events with backoff (1 s doubling, at most a
-        # minute apart) until they reach the maximum event age.
-        accepted = time.monotonic()
-        delay = 1.0
-        while True:
-            try:
-                return await self._run(fv, payload, client_context, qualifier, tail=False)
-            except TooManyRequestsException as error:
-                if time.monotonic() - accepted + delay > self.limits.max_event_age_s:
-                    log.warning("asynchronous event for %s dropped: throttled (%s) until its "
-                                "maximum age", fv.function_name, error.fields.get("Reason"))
-                    return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+    async def invoke_event(self, function_name: str, qualifier: str | None, payload: bytes,
+                           client_context: str | None, request_id: str) -> InvocationResult:
+        """One attempt at a queued asynchronous event, synchronously; the version is
+        resolved again for each attempt (an alias may have moved). Raises
+        TooManyRequestsException when the function is over its concurrency."""
+        fv = self.targets.resolve_invocation_target(function_name, qualifier).function_version
+        return await self._run(fv, payload, client_context, qualifier, tail=False,
+                               request_id=request_id)
 
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
-                   qualifier: str | None, tail: bool) -> InvocationResult:
+                   qualifier: str | None, tail: bool,
+                   request_id: str | None = None) -> InvocationResult:
         name = fv.function_name
         # The slot is taken before anything else, so a throttled call costs nothing.
         slot = self.concurrency.take(name)
         try:
             invocation = Invocation(
-                request_id=str(uuid.uuid4()),
+                request_id=request_id or str(uuid.uuid4()),
                 payload=payload,
                 invoked_function_arn=self.region.function_arn(name, qualifier),
                 trace_id=new_trace_id(),
@@ -185,7 +185,3 @@ class Invoker:
             log_result=log_result,
             outcome=outcome,
         )
-
-    async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()

@@ -23,6 +23,13 @@ class FunctionMetrics:
     # Executions in flight now (Lambda's ConcurrentExecutions); the concurrency
     # counter in invoke/ keeps it, so there is one number, not two.
     concurrent_executions: int = 0
+    # Asynchronous invocation, as Lambda names them: events queued; events given up
+    # (retries exhausted, too old, function deleted; after their DLQ/OnFailure
+    # delivery); dead letters and destination records that could not be delivered.
+    async_events_received: int = 0
+    async_events_dropped: int = 0
+    dead_letter_errors: int = 0
+    destination_delivery_failures: int = 0
 
 
 class Metrics:

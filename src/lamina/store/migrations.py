@@ -10,9 +10,11 @@ import json
 from typing import Callable
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -98,12 +100,42 @@ def _0005_concurrency(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0006_async_events(conn: Connection) -> None:
+    # Frozen like 0001; `functions` is named only so the foreign key resolves.
+    meta = MetaData()
+    Table("functions", meta, Column("name", String(140), primary_key=True))
+    tables = [
+        Table("async_events", meta,
+              Column("request_id", String(36), primary_key=True),
+              Column("function_name", String(140), nullable=False),
+              Column("qualifier", String(128)),
+              Column("payload", Text, nullable=False),
+              Column("client_context", Text),
+              Column("enqueued_at", BigInteger, nullable=False),
+              Column("visible_at", BigInteger, nullable=False),
+              Column("lease_token", String(32)),
+              Column("deliveries", Integer, nullable=False, default=0),
+              Column("function_errors", Integer, nullable=False, default=0),
+              Column("throttles", Integer, nullable=False, default=0),
+              Column("last_error", Text),
+              Index("ix_async_events_ready", "function_name", "visible_at")),
+        Table("event_invoke_configs", meta,
+              Column("function_name", String(140),
+                     ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+              Column("qualifier", String(128), primary_key=True),
+              Column("config", Text, nullable=False)),
+    ]
+    for table in tables:
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
     ("0003_function_versions_code_size", _0003_function_versions_code_size),
     ("0004_queues", _0004_queues),
     ("0005_concurrency", _0005_concurrency),
+    ("0006_async_events", _0006_async_events),
 ]
 
 

@@ -154,3 +154,39 @@ provisioned_concurrency = Table(
     Column("requested", Integer, nullable=False),
     Column("last_modified", String(32), nullable=False),
 )
+
+# Asynchronous invocations (InvocationType=Event) accepted and not yet finished.
+# Written before the 202 is answered. A worker claims one by moving visible_at to
+# the end of its lease and setting lease_token; a server that dies holding a lease
+# lets it run out, and the event is claimed again. Times are epoch milliseconds.
+async_events = Table(
+    "async_events",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("function_name", String(140), nullable=False),
+    Column("qualifier", String(128)),  # as invoked; NULL when unqualified
+    Column("payload", Text, nullable=False),
+    Column("client_context", Text),
+    Column("enqueued_at", BigInteger, nullable=False),  # the event's age counts from here
+    Column("visible_at", BigInteger, nullable=False),
+    Column("lease_token", String(32)),
+    # Claims, and the outcomes recorded so far: a claim with no outcome recorded
+    # (a crash, a lost lease) may have run the function, a possible duplicate.
+    Column("deliveries", Integer, nullable=False, default=0),
+    Column("function_errors", Integer, nullable=False, default=0),
+    Column("throttles", Integer, nullable=False, default=0),
+    # The last failed attempt, as JSON (status, functionError, errorType, errorMessage).
+    Column("last_error", Text),
+    Index("ix_async_events_ready", "function_name", "visible_at"),
+)
+
+# Put/UpdateFunctionEventInvokeConfig, per function and qualifier ($LATEST, a
+# version or an alias); `config` holds the settings as JSON.
+event_invoke_configs = Table(
+    "event_invoke_configs",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("qualifier", String(128), primary_key=True),
+    Column("config", Text, nullable=False),
+)

@@ -47,6 +47,7 @@ def load_all() -> None:
         account,
         aliases,
         concurrency,
+        event_invoke_config,
         functions,
         invoke,
         layers,

@@ -26,6 +26,7 @@ async def invoke(call: Call) -> dict[str, Any]:
             invocation_type=p.get("InvocationType", "RequestResponse"),
             log_type=p.get("LogType", "None"),
             client_context=p.get("ClientContext"),
+            request_id=call.request_id,
         )
     )
     return {
