@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamina.sandbox.base import SandboxBackend, SandboxSpec
 from lamina.sandbox import namespaces
+from lamina.sandbox.base import SandboxBackend, SandboxSpec
 from lamina.sandbox.namespaces import NamespaceBackend, probe
 from lamina.sandbox.process import ProcessBackend
 

@@ -10,7 +10,15 @@ import zipfile
 
 import pytest
 
-from tests.helpers import BIN, ROLE, aws_cli, aws_error, clean_env, function_args, make_zip
+from tests.helpers import (
+    BIN,
+    ROLE,
+    aws_cli,
+    aws_error,
+    clean_env,
+    function_args,
+    make_zip,
+)
 
 # -- the AWS CLI ---------------------------------------------------------------------
 

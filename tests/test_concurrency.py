@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.conftest import ROLE, Server
 from tests.helpers import make_zip
 

@@ -4,7 +4,6 @@ update, wait, tag, delete, restart, and concurrent writers."""
 from __future__ import annotations
 
 import asyncio
-
 import base64
 import dataclasses
 import hashlib

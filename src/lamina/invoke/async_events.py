@@ -53,7 +53,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from lamina.control.event_invoke_configs import AsyncPolicy, EventInvokeConfigs
 from lamina.control.models import LATEST, FunctionVersion
 from lamina.control.queues import QueueRegistry
-from lamina.errors import LambdaError, ResourceNotFoundException, TooManyRequestsException
+from lamina.errors import (
+    LambdaError,
+    ResourceNotFoundException,
+    TooManyRequestsException,
+)
 from lamina.observe.metrics import Metrics
 from lamina.store.async_events import AsyncEvent, AsyncEventStore
 

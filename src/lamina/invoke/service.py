@@ -22,13 +22,13 @@ from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
-from lamina.invoke.async_events import EventQueue
 from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
     RequestEntityTooLargeException,
     TooManyRequestsException,
 )
+from lamina.invoke.async_events import EventQueue
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
