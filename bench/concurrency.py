@@ -31,7 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from invoke import ROLE, percentile, start_server  # noqa: E402
 
-HANDLER = "import os\ndef handler(event, context):\n    return {'pid': os.getpid()}\n"
+# An id made once per environment (at import): pids repeat across sandboxes, which
+# each have their own PID namespace.
+HANDLER = (
+    "import uuid\nENVIRONMENT = uuid.uuid4().hex\n"
+    "def handler(event, context):\n    return {'environment': ENVIRONMENT}\n"
+)
 
 
 def request(port: int, method: str, path: str, body: object = None) -> tuple[int, dict]:
@@ -98,12 +103,12 @@ def burst(port: int, name: str, count: int) -> tuple[float, list[float], int]:
         conn.connect()
     barrier = threading.Barrier(count + 1)
     latencies: list[float] = [0.0] * count
-    pids: list[int] = [0] * count
+    environments: list[str] = [""] * count
 
     def worker(index: int) -> None:
         barrier.wait()
         latencies[index], body = timed_invoke(connections[index], name)
-        pids[index] = body["pid"]
+        environments[index] = body["environment"]
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -115,7 +120,7 @@ def burst(port: int, name: str, count: int) -> tuple[float, list[float], int]:
     wall = (time.perf_counter() - started) * 1000
     for conn in connections:
         conn.close()
-    return wall, latencies, len(set(pids))
+    return wall, latencies, len(set(environments))
 
 
 def main() -> None:

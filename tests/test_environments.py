@@ -144,3 +144,29 @@ def test_server_shutdown_stops_every_environment(tmp_path):
     server.stop()
     assert not _processes_of(marker)
     assert not list((tmp_path / "data" / "environments").glob("*"))
+
+
+NET_HANDLER = make_zip({"app.py": (
+    "def handler(event, context):\n"
+    "    lines = open('/proc/net/dev').read().splitlines()[2:]\n"
+    "    return sorted(line.split(':')[0].strip() for line in lines)\n"
+)})
+
+
+def test_a_function_in_a_vpc_has_no_outbound_network_like_a_vpc_without_nat(lam, server):
+    if server.sandbox_backend() != "namespaces":
+        pytest.skip("network isolation needs the namespaces sandbox")
+    open_name, closed_name = _name(), _name()
+    lam.create_function(FunctionName=open_name, Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": NET_HANDLER})
+    closed = lam.create_function(
+        FunctionName=closed_name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+        Code={"ZipFile": NET_HANDLER},
+        VpcConfig={"SubnetIds": ["subnet-0abc"], "SecurityGroupIds": ["sg-0abc"]},
+    )
+    assert closed["VpcConfig"]["SubnetIds"] == ["subnet-0abc"]
+    assert json.loads(lam.invoke(FunctionName=closed_name)["Payload"].read()) == ["lo"]
+    assert "tap0" in json.loads(lam.invoke(FunctionName=open_name)["Payload"].read())
+    # Leaving the VPC gives the function its way out again.
+    lam.update_function_configuration(FunctionName=closed_name, VpcConfig={"SubnetIds": []})
+    assert "tap0" in json.loads(lam.invoke(FunctionName=closed_name)["Payload"].read())

@@ -40,7 +40,7 @@ CONFIGURABLE = frozenset(
     {
         "role", "runtime", "handler", "description", "timeout", "memory_size",
         "ephemeral_storage_mb", "environment", "layers", "tracing_mode",
-        "dead_letter_target_arn", "kms_key_arn", "log_format", "log_group",
+        "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
         "application_log_level", "system_log_level", "snap_start_apply_on",
     }
 )

@@ -62,6 +62,10 @@ class FunctionVersion:
     package_type: str = "Zip"
     tracing_mode: str = "PassThrough"
     dead_letter_target_arn: str | None = None
+    # VpcConfig. Lamina has no VPCs; as in a Lambda VPC without a NAT gateway, a
+    # function attached to subnets gets no outbound network at all.
+    vpc_subnet_ids: list[str] = field(default_factory=list)
+    vpc_security_group_ids: list[str] = field(default_factory=list)
     kms_key_arn: str | None = None
     log_format: str = "Text"
     log_group: str | None = None
@@ -82,6 +86,10 @@ class FunctionVersion:
     def code_sha256(self) -> str:
         """CodeSha256 as AWS gives it: the base64 of the zip's SHA-256."""
         return base64.b64encode(bytes.fromhex(self.code_sha256_hex)).decode()
+
+    @property
+    def outbound_network(self) -> bool:
+        return not self.vpc_subnet_ids
 
     @property
     def log_group_name(self) -> str:
@@ -142,6 +150,12 @@ class FunctionVersion:
             config["Layers"] = [{"Arn": layer.arn, "CodeSize": layer.code_size} for layer in self.layers]
         if self.dead_letter_target_arn:
             config["DeadLetterConfig"] = {"TargetArn": self.dead_letter_target_arn}
+        if self.vpc_subnet_ids:
+            config["VpcConfig"] = {
+                "SubnetIds": list(self.vpc_subnet_ids),
+                "SecurityGroupIds": list(self.vpc_security_group_ids),
+                "VpcId": "vpc-lamina",
+            }
         if self.kms_key_arn:
             config["KMSKeyArn"] = self.kms_key_arn
         if self.state_reason:

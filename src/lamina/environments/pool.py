@@ -99,6 +99,7 @@ class EnvironmentPool:
             init_cpu_boost=self.settings.init_cpu_boost,
             max_response_bytes=self.settings.max_response_bytes,
             initialization_type=initialization_type,
+            network=fv.outbound_network,
         )
 
     # -- memory -------------------------------------------------------------------

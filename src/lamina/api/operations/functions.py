@@ -24,6 +24,8 @@ _NESTED = {
     ("EphemeralStorage", "Size"): "ephemeral_storage_mb",
     ("TracingConfig", "Mode"): "tracing_mode",
     ("DeadLetterConfig", "TargetArn"): "dead_letter_target_arn",
+    ("VpcConfig", "SubnetIds"): "vpc_subnet_ids",
+    ("VpcConfig", "SecurityGroupIds"): "vpc_security_group_ids",
     ("LoggingConfig", "LogFormat"): "log_format",
     ("LoggingConfig", "LogGroup"): "log_group",
     ("LoggingConfig", "ApplicationLogLevel"): "application_log_level",
