@@ -481,3 +481,20 @@ def test_counting_is_exact_when_calls_arrive_in_the_same_tick_and_metrics_count_
         assert platform.environments.memory_in_use_mb == 0
 
     asyncio.run(scenario())
+
+
+def test_provisioned_concurrency_configs_are_listed_page_by_page(lam):
+    name = create(lam)
+    for version in ("1", "2"):
+        publish_version(lam, name)
+        lam.update_function_configuration(FunctionName=name, Description=f"after {version}")
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
+                                               ProvisionedConcurrentExecutions=1)
+    first = lam.list_provisioned_concurrency_configs(FunctionName=name, MaxItems=1)
+    assert [c["FunctionArn"].rsplit(":", 1)[1] for c in first["ProvisionedConcurrencyConfigs"]] == ["1"]
+    second = lam.list_provisioned_concurrency_configs(FunctionName=name, MaxItems=1,
+                                                      Marker=first["NextMarker"])
+    assert [c["FunctionArn"].rsplit(":", 1)[1] for c in second["ProvisionedConcurrencyConfigs"]] == ["2"]
+    assert "NextMarker" not in second
+    for version in ("1", "2"):
+        lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=version)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from typing import Any
 
 from lamina.control.functions import (
@@ -15,6 +14,7 @@ from lamina.control.functions import (
     revision_mismatch,
 )
 from lamina.control.models import LATEST, Alias, FunctionVersion, ResolvedTarget
+from lamina.control.paging import Page, page_of
 from lamina.errors import (
     InvalidParameterValueException,
     ResourceConflictException,
@@ -22,14 +22,6 @@ from lamina.errors import (
     ValidationException,
 )
 from lamina.store.aliases import AliasStore
-
-DEFAULT_PAGE = 50
-
-
-@dataclass(frozen=True)
-class AliasListing:
-    aliases: list[Alias]
-    next_marker: str | None
 
 
 def routing_weights(routing_config: dict[str, Any] | None) -> dict[str, float] | None:
@@ -145,7 +137,7 @@ class Aliases:
             self.get(fn, name)  # the right 404: function or alias
 
     def list(self, function_name: str, function_version: str | None = None,
-             marker: str | None = None, max_items: int | None = None) -> AliasListing:
+             marker: str | None = None, max_items: int | None = None) -> Page[Alias]:
         fn = self.functions.resolve(function_name).name
         self.functions.get_version(fn)  # 404 for a missing function, not an empty list
         found = [
@@ -153,9 +145,7 @@ class Aliases:
             if (function_version is None or alias.function_version == function_version)
             and (marker is None or alias.name > marker)
         ]
-        limit = max_items or DEFAULT_PAGE
-        page = found[:limit]
-        return AliasListing(page, page[-1].name if len(found) > limit else None)
+        return page_of(found, max_items, lambda alias: alias.name)
 
     # -- for invocations -------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 from lamina.control.functions import FunctionRegistry
 from lamina.control.models import LATEST, FunctionVersion, aws_timestamp
+from lamina.control.paging import Page, page_of
 from lamina.errors import (
     InvalidParameterValueException,
     ProvisionedConcurrencyConfigNotFoundException,
@@ -171,9 +172,12 @@ class ConcurrencyRegistry:
         for listener in self.provisioned_listeners:
             listener(name, qualifier, None, 0)
 
-    def list_provisioned(self, function_name: str) -> list[ProvisionedConfig]:
+    def list_provisioned(self, function_name: str, marker: str | None = None,
+                         max_items: int | None = None) -> Page[ProvisionedConfig]:
         name = self._function_name(function_name)
-        return [c for (fn, _), c in sorted(self.provisioned.items()) if fn == name]
+        following = [c for (fn, qualifier), c in sorted(self.provisioned.items())
+                     if fn == name and (marker is None or qualifier > marker)]
+        return page_of(following, max_items, lambda config: config.qualifier)
 
     # -- keeping in step with functions ----------------------------------------------
 

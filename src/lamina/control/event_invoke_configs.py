@@ -19,11 +19,11 @@ from typing import Any
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
 from lamina.control.models import LATEST
+from lamina.control.paging import Page, page_of
 from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 from lamina.limits import Limits
 from lamina.store.async_events import EventInvokeConfigStore
 
-DEFAULT_PAGE = 50
 # DestinationConfig members, and the record field each one is stored in.
 DESTINATIONS = {"OnSuccess": "on_success", "OnFailure": "on_failure"}
 
@@ -73,10 +73,6 @@ class AsyncPolicy:
     on_failure: str | None = None
 
 
-@dataclass(frozen=True)
-class EventInvokeConfigListing:
-    configs: list[EventInvokeConfig]
-    next_marker: str | None
 
 
 class EventInvokeConfigs:
@@ -171,14 +167,12 @@ class EventInvokeConfigs:
         self._cache.pop((name, qualifier), None)
 
     def list(self, function_name: str, marker: str | None,
-             max_items: int | None) -> EventInvokeConfigListing:
+             max_items: int | None) -> Page[EventInvokeConfig]:
         name, _ = self._target(self.functions.resolve(function_name).name, None)
         found = [EventInvokeConfig.from_json(data) for data in self.store.list(name)]
         if marker:
             found = [config for config in found if config.qualifier > marker]
-        limit = max_items or DEFAULT_PAGE
-        page = found[:limit]
-        return EventInvokeConfigListing(page, page[-1].qualifier if len(found) > limit else None)
+        return page_of(found, max_items, lambda config: config.qualifier)
 
     # -- for asynchronous events -------------------------------------------------
 

@@ -19,6 +19,7 @@ from lamina.control.models import (
     aws_timestamp,
 )
 from lamina.control.packages import PackageInfo, inspect_package
+from lamina.control.paging import PAGE_SIZE, Page, page_of
 from lamina.errors import (
     CodeStorageExceededException,
     InvalidParameterValueException,
@@ -34,7 +35,6 @@ from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
 
 MAX_TAGS = 50
-MAX_LIST_ITEMS = 50
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -88,10 +88,6 @@ class AccountUsage:
     total_code_size: int
 
 
-@dataclass(frozen=True)
-class FunctionListing:
-    functions: list[FunctionVersion]
-    next_marker: str | None
 
 
 class FunctionRegistry:
@@ -176,7 +172,7 @@ class FunctionRegistry:
         return Alias.from_json(data)
 
     def list_versions_by_function(self, function_name: str, marker: str | None,
-                                  max_items: int | None) -> FunctionListing:
+                                  max_items: int | None) -> Page[FunctionVersion]:
         ref = self.resolve(function_name)
         versions = sorted(
             (FunctionVersion.from_json(row) for row in self.store.versions_of(ref.name)),
@@ -186,14 +182,12 @@ class FunctionRegistry:
             raise self.not_found(ref.name)
         if marker and (marker == LATEST or is_version_number(marker)):
             versions = [fv for fv in versions if version_order(fv.version) > version_order(marker)]
-        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
-        page = versions[:limit]
-        return FunctionListing(page, page[-1].version if len(versions) > limit else None)
+        return page_of(versions, max_items, lambda fv: fv.version, ceiling=PAGE_SIZE)
 
     def list_functions(self, marker: str | None, max_items: int | None,
-                       all_versions: bool = False) -> FunctionListing:
+                       all_versions: bool = False) -> Page[FunctionVersion]:
         # Lambda returns at most 50 functions per page, whatever MaxItems asks for.
-        limit = min(max_items or MAX_LIST_ITEMS, MAX_LIST_ITEMS)
+        limit = min(max_items or PAGE_SIZE, PAGE_SIZE)
         after = None
         if marker:
             name, _, version = marker.partition(":")
@@ -204,14 +198,14 @@ class FunctionRegistry:
         if len(rows) > limit:
             last = found[-1]
             next_marker = f"{last.function_name}:{last.version}"
-        return FunctionListing(found, next_marker)
+        return Page(found, next_marker)
 
     def sole_function_name(self) -> str | None:
         """The function a single-function tool means: one named "function", or the only one."""
         if self.store.get_version("function", LATEST) is not None:
             return "function"
         listing = self.list_functions(None, 2)
-        return listing.functions[0].function_name if len(listing.functions) == 1 else None
+        return listing.items[0].function_name if len(listing.items) == 1 else None
 
     def function_arn(self, name: str) -> str:
         return self.region.function_arn(name)

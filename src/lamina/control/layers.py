@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from lamina.control.arns import Region, layer_name, parse_layer_arn
 from lamina.control.models import AttachedLayer, LayerVersion, aws_timestamp
 from lamina.control.packages import inspect_package
+from lamina.control.paging import Page, page_of
 from lamina.control.policies import ResourcePolicies
 from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 from lamina.limits import Limits
 from lamina.store.blobs import BlobStore
 from lamina.store.layers import LayerStore
 
-DEFAULT_PAGE = 50
 NOT_FOUND = "The resource you requested does not exist."
 POLICY_GETTER = "GetLayerPolicy"
 
 
-@dataclass(frozen=True)
-class LayerListing:
-    # (layer name, its newest version that matches the filters)
-    layers: list[LayerVersion]
-    next_marker: str | None
 
 
-@dataclass(frozen=True)
-class LayerVersionListing:
-    versions: list[LayerVersion]
-    next_marker: str | None
 
 
 def _matches(layer: LayerVersion, runtime: str | None, architecture: str | None) -> bool:
@@ -102,22 +92,18 @@ class Layers:
     # -- listing ------------------------------------------------------------------
 
     def list_layers(self, runtime: str | None, architecture: str | None,
-                    marker: str | None, max_items: int | None) -> LayerListing:
+                    marker: str | None, max_items: int | None) -> Page[LayerVersion]:
         """Each layer with its newest version matching the filters, by layer name."""
         newest: dict[str, LayerVersion] = {}
         for data in self.store.versions():
             layer = LayerVersion.from_json(data)
             if layer.layer_name not in newest and _matches(layer, runtime, architecture):
                 newest[layer.layer_name] = layer
-        names = sorted(n for n in newest if marker is None or n > marker)
-        limit = max_items or DEFAULT_PAGE
-        page = names[:limit]
-        return LayerListing(
-            [newest[n] for n in page], page[-1] if len(names) > limit else None
-        )
+        following = [newest[n] for n in sorted(newest) if marker is None or n > marker]
+        return page_of(following, max_items, lambda layer: layer.layer_name)
 
     def list_versions(self, name_or_arn: str, runtime: str | None, architecture: str | None,
-                      marker: str | None, max_items: int | None) -> LayerVersionListing:
+                      marker: str | None, max_items: int | None) -> Page[LayerVersion]:
         """A layer's versions matching the filters, newest first."""
         name = self._own_layer_name(name_or_arn)
         versions = [
@@ -126,9 +112,7 @@ class Layers:
             if _matches(layer, runtime, architecture)
             and (not marker or not marker.isdigit() or layer.version < int(marker))
         ]
-        limit = max_items or DEFAULT_PAGE
-        page = versions[:limit]
-        return LayerVersionListing(page, str(page[-1].version) if len(versions) > limit else None)
+        return page_of(versions, max_items, lambda layer: str(layer.version))
 
     # -- use by functions -------------------------------------------------------------
 

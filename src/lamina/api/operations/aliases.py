@@ -48,6 +48,6 @@ async def list_aliases(call: Call) -> dict[str, Any]:
     )
     region = call.platform.region
     return {
-        "Aliases": [alias.to_api(region) for alias in listing.aliases],
+        "Aliases": [alias.to_api(region) for alias in listing.items],
         "NextMarker": listing.next_marker,
     }

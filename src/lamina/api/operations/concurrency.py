@@ -75,18 +75,15 @@ async def delete_provisioned_concurrency_config(call: Call) -> dict[str, Any]:
 @operation("ListProvisionedConcurrencyConfigs")
 async def list_provisioned_concurrency_configs(call: Call) -> dict[str, Any]:
     p = call.params
-    configs = call.platform.concurrency.list_provisioned(p["FunctionName"])
-    start = int(p["Marker"]) if str(p.get("Marker") or "").isdigit() else 0
-    limit = p.get("MaxItems") or 50
-    page = configs[start:start + limit]
+    listing = call.platform.concurrency.list_provisioned(
+        p["FunctionName"], p.get("Marker"), p.get("MaxItems")
+    )
     region = call.platform.region
-    output: dict[str, Any] = {
+    return {
         "ProvisionedConcurrencyConfigs": [
             {"FunctionArn": region.function_arn(c.function_name, c.qualifier),
              **_provisioned_output(call, c)}
-            for c in page
+            for c in listing.items
         ],
+        "NextMarker": listing.next_marker,
     }
-    if start + limit < len(configs):
-        output["NextMarker"] = str(start + limit)
-    return output

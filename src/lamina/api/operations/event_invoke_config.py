@@ -46,6 +46,6 @@ async def list_configs(call: Call) -> dict[str, Any]:
                                                       p.get("MaxItems"))
     region = call.platform.region
     return {
-        "FunctionEventInvokeConfigs": [config.to_api(region) for config in listing.configs],
+        "FunctionEventInvokeConfigs": [config.to_api(region) for config in listing.items],
         "NextMarker": listing.next_marker,
     }

@@ -119,7 +119,7 @@ async def list_functions(call: Call) -> dict[str, Any]:
     return {
         # Listing every version, AWS qualifies each ARN, $LATEST's too.
         "Functions": [
-            function_output(call, fv, fv.version if all_versions else None) for fv in listing.functions
+            function_output(call, fv, fv.version if all_versions else None) for fv in listing.items
         ],
         "NextMarker": listing.next_marker,
     }

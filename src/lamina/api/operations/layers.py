@@ -56,7 +56,7 @@ async def list_layers(call: Call) -> dict[str, Any]:
                 "LayerArn": region.layer_arn(layer.layer_name),
                 "LatestMatchingVersion": layer.to_list_item(region),
             }
-            for layer in listing.layers
+            for layer in listing.items
         ],
         "NextMarker": listing.next_marker,
     }
@@ -71,7 +71,7 @@ async def list_layer_versions(call: Call) -> dict[str, Any]:
     )
     region = call.platform.region
     return {
-        "LayerVersions": [layer.to_list_item(region) for layer in listing.versions],
+        "LayerVersions": [layer.to_list_item(region) for layer in listing.items],
         "NextMarker": listing.next_marker,
     }
 

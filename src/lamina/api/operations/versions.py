@@ -25,6 +25,6 @@ async def list_versions_by_function(call: Call) -> dict[str, Any]:
     region = call.platform.region
     return {
         # Listed versions carry qualified ARNs, $LATEST's too, as on AWS.
-        "Versions": [fv.to_api(region, fv.version) for fv in listing.functions],
+        "Versions": [fv.to_api(region, fv.version) for fv in listing.items],
         "NextMarker": listing.next_marker,
     }
