@@ -36,7 +36,8 @@ from typing import Any, Callable
 
 from lamina.config import load_settings
 from lamina.control.models import FunctionVersion
-from lamina.environments.environment import Invocation
+from lamina.environments.environment import Invocation, InvocationOutcome
+from lamina.environments.pool import EnvironmentPool
 from lamina.platform import Platform
 from lamina.sandbox.namespaces import probe
 
@@ -162,6 +163,18 @@ def create_function(port: int, name: str) -> None:
 # -- in process: platform overhead and cold starts ---------------------------------
 
 
+async def cold_start(pool: EnvironmentPool, fv: FunctionVersion,
+                     request_id: str) -> tuple[float, InvocationOutcome, float]:
+    """A new environment's first invocation: (ms to its result, outcome, Init Duration).
+    The environment is stopped afterwards, outside the timing."""
+    started = time.perf_counter()
+    env = await pool.start_environment(fv)
+    outcome = await env.invoke(Invocation(request_id, b"{}", "arn", "Root=1-0-0"))
+    elapsed = (time.perf_counter() - started) * 1000
+    await pool.stop_environment(env)
+    return elapsed, outcome, env.init_duration_ms or 0.0
+
+
 async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: int,
                      timeout_n: int) -> dict[str, list[float]]:
     settings = load_settings(data_dir=data_dir)
@@ -202,12 +215,9 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
 
         pool.backend.launch = timed_launch  # type: ignore[method-assign]
         for i in range(cold_n):
-            started = time.perf_counter()
-            env = await pool.start_environment(fv)
-            await env.invoke(Invocation(f"cold-{i}", b"{}", "arn", "Root=1-0-0"))
-            cold.append((time.perf_counter() - started) * 1000)
-            init.append(env.init_duration_ms or 0)
-            await pool.stop_environment(env)
+            elapsed, _, init_ms = await cold_start(pool, fv, f"cold-{i}")
+            cold.append(elapsed)
+            init.append(init_ms)
         # Timeout precision: how long after the deadline the invocation is stopped.
         platform.functions.update_configuration("inproc", {"timeout": 1})
         slow = platform.functions.get_version("inproc")

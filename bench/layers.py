@@ -15,16 +15,17 @@ import argparse
 import asyncio
 import io
 import statistics
+import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 from lamina.config import load_settings
-from lamina.environments.environment import Invocation
 from lamina.platform import Platform
 
-ROLE = "arn:aws:iam::000000000000:role/bench"
+sys.path.insert(0, str(Path(__file__).parent))
+from invoke import ROLE, cold_start  # noqa: E402
+
 HANDLER = (
     "import layer0, layer4\n"
     "def handler(event, context):\n"
@@ -52,12 +53,9 @@ async def cold_starts(platform: Platform, name: str, count: int) -> tuple[float,
     fv = platform.functions.get_version(name)
     timings: list[float] = []
     for i in range(count):
-        started = time.perf_counter()
-        env = await platform.environments.start_environment(fv)
-        outcome = await env.invoke(Invocation(f"{name}-{i}", b"{}", "arn", "Root=1-0-0"))
-        timings.append((time.perf_counter() - started) * 1000)
+        elapsed, outcome, _ = await cold_start(platform.environments, fv, f"{name}-{i}")
         assert outcome.function_error is None, outcome.payload
-        await platform.environments.stop_environment(env)
+        timings.append(elapsed)
     return timings[0], timings[1:]
 
 
