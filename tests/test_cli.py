@@ -56,12 +56,12 @@ def test_aws_cli_get_function_shows_configuration_and_code_location(lam, aws):
 def test_aws_cli_create_function_from_a_zip_file_is_seen_by_boto3(lam, aws, tmp_path):
     package = tmp_path / "fn.zip"
     package.write_bytes(make_zip({"app.py": "def handler(e, c):\n    return 'cli'\n"}))
-    aws("create-function", "--function-name", "cli-aws-created", "--runtime", "python3.12",
+    aws("create-function", "--function-name", "cli-aws-created", "--runtime", "python3.11",
         "--handler", "app.handler", "--role", ROLE,
         "--zip-file", f"fileb://{package}", "--memory-size", "256")
     config = lam.get_function_configuration(FunctionName="cli-aws-created")
     assert (config["Runtime"], config["MemorySize"], config["CodeSize"]) == (
-        "python3.12", 256, package.stat().st_size)
+        "python3.11", 256, package.stat().st_size)
 
 
 def test_aws_cli_reports_an_unknown_function_with_the_aws_error(aws):

@@ -90,24 +90,8 @@ class TooManyRequestsException(LambdaError):
     status_code = 429
 
 
-class ResourceNotReadyException(LambdaError):
-    status_code = 502
-    fault = "Service"
 
 
-class InvalidRuntimeException(LambdaError):
-    status_code = 502
-    fault = "Service"
-
-
-class InvalidZipFileException(LambdaError):
-    status_code = 502
-    fault = "Service"
-
-
-class EC2ThrottledException(LambdaError):
-    status_code = 502
-    fault = "Service"
 
 
 class ServiceException(LambdaError):

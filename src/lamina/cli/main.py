@@ -57,6 +57,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     from lamina.api.auth import require_keys_for_bind
     from lamina.config import load_settings
     from lamina.platform import Platform
+    from lamina.runtimes.catalog import supported_runtimes
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     require_keys_for_bind(settings.host, settings.credentials)
@@ -67,6 +68,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
         soft_wrap=True,
     )
+    # Which interpreter runs each runtime identifier on this host, said plainly.
+    for identifier, runner in supported_runtimes().items():
+        console.print(f"  runtime {identifier}: {runner}", soft_wrap=True, highlight=False)
     uvicorn.run(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         log_level=settings.log_level, access_log=False,

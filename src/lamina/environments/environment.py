@@ -9,7 +9,6 @@ turns what happens (a response, an error, a timeout, a crash) into an
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import os
@@ -463,6 +462,3 @@ def _exit_description(code: int) -> str:
         return f"signal: {'killed' if name == 'kill' else name}"
     return f"exit status {code}"
 
-
-def encode_log_tail(tail: str) -> str:
-    return base64.b64encode(tail.encode()).decode()

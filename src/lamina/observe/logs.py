@@ -9,7 +9,6 @@ one flush per invocation) and survive restarts.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -154,9 +153,3 @@ class LogStore:
         found.sort(key=lambda e: e.timestamp_ms)
         return iter(found)
 
-    def delete_group(self, group: str) -> None:
-        directory = self._group_dir(group)
-        if directory.is_dir():
-            for path in directory.iterdir():
-                os.unlink(path)
-            directory.rmdir()

@@ -53,8 +53,30 @@ def _host_pythons() -> dict[int, Path]:
     for minor in range(8, 20):
         exe = shutil.which(f"python3.{minor}")
         if exe and minor not in found:
-            found[minor] = Path(exe).resolve()
+            real = _real_python(exe, minor)
+            if real is not None:
+                found[minor] = real
     return found
+
+
+def _real_python(exe: str, minor: int) -> Path | None:
+    """The interpreter binary behind `exe`, if it runs and is CPython 3.<minor>.
+
+    A name on PATH can be a wrapper rather than the interpreter (pyenv's shims
+    exist for versions that are not installed, and are not visible inside a
+    sandbox), so the interpreter is asked where it really is.
+    """
+    try:
+        answer = subprocess.run(
+            [exe, "-S", "-c", "import sys; print(sys.version_info[1]); print(sys.executable)"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = answer.stdout.split()
+    if answer.returncode != 0 or len(lines) != 2 or lines[0] != str(minor):
+        return None
+    return Path(lines[1]).resolve()
 
 
 @functools.cache
