@@ -139,9 +139,18 @@ def test_event_invoke_answers_202_and_on_success_queue_gets_the_record(lam, sqs)
     assert record["responsePayload"] == {"ok": 7, "requestId": request_id}
 
 
-def test_event_invoke_of_missing_function_is_404_and_nothing_is_queued(lam):
+def test_event_invoke_of_missing_function_is_404_and_nothing_is_queued(lam, sqs):
+    missing = unique("missing")
     with aws_error(lam, "ResourceNotFoundException", 404):
-        lam.invoke(FunctionName=unique("missing"), InvocationType="Event", Payload=b"{}")
+        lam.invoke(FunctionName=missing, InvocationType="Event", Payload=b'{"lost": true}')
+    # A function created under that name later never sees the refused event.
+    url, arn = new_queue(sqs)
+    lam.create_function(**function_args(missing, HANDLER))
+    lam.put_function_event_invoke_config(
+        FunctionName=missing, DestinationConfig={"OnSuccess": {"Destination": arn}})
+    invoke_async(lam, missing, {"kept": True})
+    [record] = receive(sqs, url, 1)
+    assert json.loads(record["Body"])["requestPayload"] == {"kept": True}
 
 
 def test_event_payload_over_1_mb_is_rejected_413(lam):
