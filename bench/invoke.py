@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import http.client
 import io
@@ -32,7 +33,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from lamina.config import load_settings
 from lamina.control.models import FunctionVersion
@@ -163,6 +164,20 @@ def create_function(port: int, name: str) -> None:
 # -- in process: platform overhead and cold starts ---------------------------------
 
 
+@contextlib.asynccontextmanager
+async def running_platform(data_dir: Path, sandbox: str | None) -> AsyncIterator[Platform]:
+    """A started Platform in data_dir (no HTTP server), stopped on the way out."""
+    settings = load_settings(data_dir=data_dir)
+    if sandbox:
+        settings = settings.replace(sandbox=sandbox)
+    platform = Platform(settings)
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+
+
 async def cold_start(pool: EnvironmentPool, fv: FunctionVersion,
                      request_id: str) -> tuple[float, InvocationOutcome, float]:
     """A new environment's first invocation: (ms to its result, outcome, Init Duration).
@@ -177,12 +192,7 @@ async def cold_start(pool: EnvironmentPool, fv: FunctionVersion,
 
 async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: int,
                      timeout_n: int) -> dict[str, list[float]]:
-    settings = load_settings(data_dir=data_dir)
-    if sandbox:
-        settings = settings.replace(sandbox=sandbox)
-    platform = Platform(settings)
-    await platform.start()
-    try:
+    async with running_platform(data_dir, sandbox) as platform:
         await platform.functions.create_function(
             "inproc", code_zip(),
             {"role": ROLE, "runtime": "python3.11", "handler": "app.handler", "memory_size": MEMORY_MB},
@@ -230,8 +240,6 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             await pool.stop_environment(env)
         return {"warm": warm, "cold": cold, "init": init, "launch": launch_ms,
                 "overshoot": overshoot}
-    finally:
-        await platform.stop()
 
 
 def main() -> None:

@@ -20,11 +20,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from lamina.config import load_settings
 from lamina.platform import Platform
 
 sys.path.insert(0, str(Path(__file__).parent))
-from invoke import ROLE, cold_start  # noqa: E402
+from invoke import ROLE, cold_start, percentile, running_platform  # noqa: E402
 
 HANDLER = (
     "import layer0, layer4\n"
@@ -60,12 +59,7 @@ async def cold_starts(platform: Platform, name: str, count: int) -> tuple[float,
 
 
 async def run(data_dir: Path, sandbox: str | None, count: int, files: int) -> None:
-    settings = load_settings(data_dir=data_dir)
-    if sandbox:
-        settings = settings.replace(sandbox=sandbox)
-    platform = Platform(settings)
-    await platform.start()
-    try:
+    async with running_platform(data_dir, sandbox) as platform:
         arns = []
         for index in range(5):
             layer = await platform.layers.publish(f"bench-layer-{index}", layer_zip(index, files))
@@ -77,8 +71,6 @@ async def run(data_dir: Path, sandbox: str | None, count: int, files: int) -> No
         )
         plain_first, plain = await cold_starts(platform, "plain", count)
         layered_first, layered = await cold_starts(platform, "layered", count)
-    finally:
-        await platform.stop()
 
     print(f"sandbox backend: {platform.sandbox.name}; 5 layers x {files + 1} files each")
     print()
@@ -86,8 +78,7 @@ async def run(data_dir: Path, sandbox: str | None, count: int, files: int) -> No
     rows = [
         ("first (layers merged now)", plain_first, layered_first),
         ("p50, merged /opt reused", statistics.median(plain), statistics.median(layered)),
-        ("p95, merged /opt reused", sorted(plain)[int(0.95 * (len(plain) - 1))],
-         sorted(layered)[int(0.95 * (len(layered) - 1))]),
+        ("p95, merged /opt reused", percentile(plain, 95), percentile(layered, 95)),
     ]
     for label, without, with_layers in rows:
         print(f"{label:<40}{without:>12.2f}{with_layers:>12.2f}{with_layers - without:>+10.2f}")
