@@ -170,3 +170,26 @@ def test_a_function_in_a_vpc_has_no_outbound_network_like_a_vpc_without_nat(lam,
     # Leaving the VPC gives the function its way out again.
     lam.update_function_configuration(FunctionName=closed_name, VpcConfig={"SubnetIds": []})
     assert "tap0" in json.loads(lam.invoke(FunctionName=closed_name)["Payload"].read())
+
+
+COUNTER = make_zip({"app.py": (
+    "COUNT = 0\n"
+    "def handler(event, context):\n"
+    "    global COUNT\n"
+    "    COUNT += 1\n"
+    "    return COUNT\n"
+)})
+
+
+def test_updating_latest_keeps_published_versions_warm(lam):
+    name = _name()
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": COUNTER})
+    lam.publish_version(FunctionName=name)
+    assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == 1
+    assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == 1
+    lam.update_function_configuration(FunctionName=name, Description="a new $LATEST")
+    # Version 1 is immutable: its warm environment goes on counting ...
+    assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == 2
+    # ... while $LATEST starts afresh with its new configuration.
+    assert json.loads(lam.invoke(FunctionName=name)["Payload"].read()) == 1

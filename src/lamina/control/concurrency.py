@@ -181,7 +181,7 @@ class ConcurrencyRegistry:
 
     # -- keeping in step with functions ----------------------------------------------
 
-    def function_changed(self, function_name: str) -> None:
+    def function_changed(self, function_name: str, version: str | None = None) -> None:
         """A function changed, lost a version, or was deleted. A deleted function's
         settings go with it (the store drops its rows by cascade; this drops the
         in-memory copies), and so does the provisioned config of a deleted version."""

@@ -195,7 +195,7 @@ class EventInvokeConfigs:
             on_failure=config.on_failure,
         )
 
-    def function_changed(self, function_name: str) -> None:
+    def function_changed(self, function_name: str, version: str | None = None) -> None:
         """Forget cached configs of a changed or deleted function (the rows go with it)."""
         for key in [k for k in self._cache if k[0] == function_name]:
             del self._cache[key]

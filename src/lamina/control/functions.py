@@ -110,20 +110,21 @@ class FunctionRegistry:
         self.limits = limits
         # Raises for runtimes this host cannot run (see runtimes.catalog).
         self._runtime_check = runtime_check
-        # Called with a function's name after its code or configuration changed or it
-        # was deleted, so running environments of the old revision can be retired.
-        self.change_listeners: list[Callable[[str], None]] = []
+        # Called with (function name, version) after that version changed or was
+        # deleted; version None: the whole function was deleted. Published versions
+        # never change, so an update of $LATEST concerns $LATEST alone.
+        self.change_listeners: list[Callable[[str, str | None], None]] = []
         # Versions read on every invoke; a store round trip through SQLAlchemy costs
         # about half a millisecond, a dict lookup nothing. Every write in this
         # process invalidates the function's entries. (Several nodes sharing one
         # PostgreSQL will need the store to broadcast changes instead.)
         self._versions: dict[tuple[str, str], FunctionVersion] = {}
 
-    def _changed(self, name: str) -> None:
+    def _changed(self, name: str, version: str | None = None) -> None:
         for key in [k for k in self._versions if k[0] == name]:
             del self._versions[key]
         for listener in self.change_listeners:
-            listener(name)
+            listener(name, version)
 
     # -- reading ----------------------------------------------------------------
 
@@ -367,7 +368,7 @@ class FunctionRegistry:
             )
             if self.store.replace_version(ref.name, LATEST, current.revision_id,
                                           updated.revision_id, updated.to_json()):
-                self._changed(ref.name)
+                self._changed(ref.name, LATEST)
                 return updated
 
     def update_configuration(
@@ -454,7 +455,7 @@ class FunctionRegistry:
             self._delete_version(ref.name, ref.qualifier)
         elif not self.store.delete_function(ref.name, self.function_arn(ref.name)):
             raise self.not_found(ref.name)
-        self._changed(ref.name)
+        self._changed(ref.name, ref.qualifier)
 
     def _delete_version(self, name: str, version: str) -> None:
         if not is_version_number(version):

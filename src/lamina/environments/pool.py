@@ -246,9 +246,11 @@ class EnvironmentPool:
         elif env.state not in (State.BUSY, State.STOPPING, State.GONE):
             self._stop_later(env)
 
-    def retire_function(self, function_name: str) -> None:
-        """Stop the idle environments of a function (deleted or changed)."""
-        for key in [k for k in self._idle if k[0] == function_name]:
+    def retire_function(self, function_name: str, version: str | None = None) -> None:
+        """Stop the idle environments of a changed or deleted version (None: of every
+        version, the function is gone); other versions' environments stay warm."""
+        for key in [k for k in self._idle
+                    if k[0] == function_name and (version is None or k[1] == version)]:
             for env in self._idle.pop(key):
                 self._stop_later(env)
 
