@@ -149,3 +149,15 @@ def test_lamina_reports_an_unreachable_server_without_a_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_lamina_deploy_refuses_an_env_without_equals_sign_and_creates_nothing(lam, lamina, tmp_path):
+    source = tmp_path / "bad-env"
+    source.mkdir()
+    (source / "app.py").write_text("def handler(event, context):\n    return 1\n")
+    result = lamina("deploy", str(source), "--name", "cli-bad-env", "--env", "GREETING", check=False)
+    assert result.returncode != 0
+    assert "expected KEY=VALUE, got 'GREETING'" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName="cli-bad-env")

@@ -39,6 +39,17 @@ def _api_errors() -> Iterator[None]:
         raise click.ClickException(str(error)) from None
 
 
+def _key_values(_ctx: click.Context, param: click.Parameter,
+                values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param=param)
+        pairs.append((key, rest))
+    return tuple(pairs)
+
+
 @click.group()
 def cli() -> None:
     """Lamina: run AWS Lambda functions on your own machine."""
@@ -96,13 +107,14 @@ def _package(source: Path) -> bytes:
 @click.option("--memory", type=int, default=None, help="MemorySize in MB.")
 @click.option("--timeout", type=int, default=None, help="Timeout in seconds.")
 @click.option("--role", default=DEFAULT_ROLE, show_default=True)
-@click.option("--env", "env", multiple=True, help="KEY=VALUE environment variable (repeatable).")
+@click.option("--env", "env", multiple=True, callback=_key_values,
+              help="KEY=VALUE environment variable (repeatable).")
 @click.option("--layer", "layers", multiple=True,
               help="Layer version ARN (repeatable, in order); replaces the function's layers.")
 @click.option("--publish", is_flag=True, help="Publish a version of the result.")
 @_endpoint_option
 def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | None,
-           timeout: int | None, role: str, env: tuple[str, ...], layers: tuple[str, ...],
+           timeout: int | None, role: str, env: tuple[tuple[str, str], ...], layers: tuple[str, ...],
            publish: bool, endpoint: str | None) -> None:
     """Zip SOURCE (a directory, or an existing .zip) and create or update function NAME."""
     client = lambda_client(endpoint)
@@ -114,7 +126,7 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
     if timeout is not None:
         config["Timeout"] = timeout
     if env:
-        config["Environment"] = {"Variables": dict(item.split("=", 1) for item in env)}
+        config["Environment"] = {"Variables": dict(env)}
     if layers:
         config["Layers"] = list(layers)
     with _api_errors(), console.status(f"uploading {len(code):,} bytes"):
