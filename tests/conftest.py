@@ -17,6 +17,25 @@ from botocore.config import Config
 from tests.helpers import ROLE  # noqa: F401  (re-exported for test modules)
 
 
+def reachable(path: Path) -> Path:
+    """Let sandbox users (unprivileged host uids) traverse to `path`: pytest makes
+    its temporary directories 0700, a server's data dir sits inside one."""
+    for directory in (path, *path.parents):
+        if directory == Path("/"):
+            break
+        if directory.exists():
+            mode = directory.stat().st_mode
+            if mode & 0o001 == 0:
+                directory.chmod(mode | 0o011)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _reachable_tmp_path(request: pytest.FixtureRequest) -> None:
+    if "tmp_path" in request.fixturenames:
+        reachable(request.getfixturevalue("tmp_path"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,6 +47,7 @@ class Server:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        reachable(data_dir.parent)
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None

@@ -51,6 +51,11 @@ class Settings:
     log_level: str = "info"
     # Sandbox backend: "namespaces", "process", or empty for the best this host allows.
     sandbox: str = ""
+    # CIDRs functions may reach although they are private, link-local or the host's
+    # own ("10.1.0.0/16,192.168.5.7/32"); by default only the internet, as on Lambda.
+    egress_allow: str = ""
+    # The first of the 65,536 unprivileged host uids sandboxes run as.
+    sandbox_first_uid: int = 1_000_000
     # INIT runs unthrottled; the CPU share in proportion to memory applies after it.
     init_cpu_boost: bool = True
     # Idle execution environments are stopped after this long (Lambda: minutes).

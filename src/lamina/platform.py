@@ -26,7 +26,7 @@ from lamina.invoke.service import Invoker
 from lamina.observe.logs import LogStore
 from lamina.observe.metrics import Metrics
 from lamina.runtimes.catalog import check_runtime
-from lamina.sandbox import choose_backend
+from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
 from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
@@ -59,13 +59,18 @@ class Platform:
         )
         # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
         self.aliases = Aliases(self.functions, alias_store)
-        self.sandbox = choose_backend(settings.sandbox or None)
+        self.sandbox = choose_backend(settings.sandbox or None, NamespaceSettings(
+            ephemeral_dir=settings.data_dir / "ephemeral",
+            egress_allow=settings.egress_allow,
+            first_uid=settings.sandbox_first_uid,
+        ))
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(
                 data_dir=settings.data_dir,
                 region=settings.region,
                 account_id=settings.account_id,
+                api_port=settings.port,
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 init_cpu_boost=settings.init_cpu_boost,

@@ -67,6 +67,7 @@ class EnvironmentConfig:
     region: str
     account_id: str
     network: bool = True
+    api_port: int | None = None
     init_timeout_s: float = 10.0
     init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
@@ -184,6 +185,7 @@ class ExecutionEnvironment:
             network=self.config.network,
             system_paths=self.config.runtime.system_paths,
             init_cpu_boost=self.config.init_cpu_boost,
+            api_port=self.config.api_port,
         )
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)

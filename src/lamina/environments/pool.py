@@ -47,6 +47,8 @@ class PoolSettings:
     data_dir: Path
     region: str
     account_id: str
+    # Lamina's API port, reachable from inside environments (AWS_ENDPOINT_URL).
+    api_port: int | None = None
     idle_timeout_s: float = 600.0
     init_timeout_s: float = 10.0
     init_cpu_boost: bool = True
@@ -100,6 +102,7 @@ class EnvironmentPool:
             max_response_bytes=self.settings.max_response_bytes,
             initialization_type=initialization_type,
             network=fv.outbound_network,
+            api_port=self.settings.api_port,
         )
 
     # -- memory -------------------------------------------------------------------
@@ -282,3 +285,4 @@ class EnvironmentPool:
         await asyncio.gather(*(self._stop(env) for env in list(self._all)), return_exceptions=True)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self.backend.close()

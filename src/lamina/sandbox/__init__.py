@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 
+from lamina.sandbox import namespaces
 from lamina.sandbox.base import SandboxBackend, SandboxError
+from lamina.sandbox.namespaces import NamespaceSettings
 from lamina.sandbox.process import ProcessBackend
 
 log = logging.getLogger("lamina.sandbox")
@@ -17,24 +19,23 @@ log = logging.getLogger("lamina.sandbox")
 BACKENDS = ("namespaces", "process")
 
 
-def choose_backend(name: str | None = None) -> SandboxBackend:
+def choose_backend(name: str | None = None,
+                   settings: NamespaceSettings | None = None) -> SandboxBackend:
     """The named backend, or (None, "" or "auto") the strongest this machine allows.
 
     An explicit name is honoured as is: "namespaces" on a machine that cannot
     run it raises SandboxError rather than silently isolating less.
     """
-    from lamina.sandbox import namespaces
-
     if name == "process":
         return ProcessBackend()
     if name == "namespaces":
-        return namespaces.NamespaceBackend()
+        return namespaces.NamespaceBackend(settings)
     if name not in (None, "", "auto"):
         raise ValueError(f"unknown sandbox backend: {name} (choose one of {', '.join(BACKENDS)})")
     reason = namespaces.probe()
     if reason is None:
         try:
-            return namespaces.NamespaceBackend()
+            return namespaces.NamespaceBackend(settings)
         except SandboxError as error:
             reason = str(error)
     backend = ProcessBackend()
@@ -46,4 +47,4 @@ def choose_backend(name: str | None = None) -> SandboxBackend:
     return backend
 
 
-__all__ = ["BACKENDS", "SandboxBackend", "SandboxError", "choose_backend"]
+__all__ = ["BACKENDS", "NamespaceSettings", "SandboxBackend", "SandboxError", "choose_backend"]

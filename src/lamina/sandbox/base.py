@@ -19,6 +19,8 @@ MAX_PROCESSES = 1024
 MAX_OPEN_FILES = 1024
 # Lambda gives one full vCPU at 1,769 MB and CPU in proportion below and above.
 MB_PER_VCPU = 1769
+# Lambda's default EphemeralStorage: the /tmp size most environments ask for.
+DEFAULT_EPHEMERAL_MB = 512
 
 
 class SandboxError(OSError):
@@ -35,14 +37,15 @@ class SandboxSpec:
     argv: list[str]
     # The environment variables, except AWS_LAMBDA_RUNTIME_API (the backend sets it).
     env: dict[str, str]
-    # Host directories presented read-only inside at /var/task, /opt, /var/runtime.
+    # Host directories presented read-only inside at /var/task, /opt, /var/runtime
+    # (runtime_root None: the runtime image brings its own /var/runtime).
     task_root: Path
-    runtime_root: Path
+    runtime_root: Path | None
     layers_root: Path | None = None
     # Host directory backing /tmp for backends that cannot mount a sized tmpfs.
     scratch_root: Path | None = None
     memory_mb: int = 128
-    ephemeral_storage_mb: int = 512
+    ephemeral_storage_mb: int = DEFAULT_EPHEMERAL_MB
     # Outbound network access (Lambda's default); False leaves only loopback.
     network: bool = True
     max_processes: int = MAX_PROCESSES
@@ -53,6 +56,12 @@ class SandboxSpec:
     init_cpu_boost: bool = True
     # Extra read-only host paths the runtime needs (e.g. an interpreter's prefix).
     system_paths: tuple[Path, ...] = field(default_factory=tuple)
+    # The runtime image's root file system, mounted read-only as `/`; None runs on
+    # the host's own system directories (the host-interpreter mode).
+    root_image: Path | None = None
+    # Lamina's API port on the host's loopback, to be reachable from inside at
+    # AWS_ENDPOINT_URL (the backend sets it); None: no way to the API.
+    api_port: int | None = None
 
     @property
     def cpu_cores(self) -> float:
@@ -99,6 +108,8 @@ class Sandbox(Protocol):
 
 class SandboxBackend(Protocol):
     name: str
+    # Whether SandboxSpec.root_image is honoured (a runtime image as `/`).
+    mounts_images: bool
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> Sandbox:
         """Start the sandbox. Its stdout and stderr both go to output_fd (the write
@@ -112,4 +123,8 @@ class SandboxBackend(Protocol):
 
     async def reap_leftovers(self) -> None:
         """Remove what sandboxes of a crashed earlier server left behind."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the backend holds for all its sandboxes (server stopping)."""
         ...

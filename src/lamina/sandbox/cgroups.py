@@ -126,7 +126,7 @@ def server_id(pid: int | None = None) -> str:
     return f"server-{pid}-{_start_time(pid)}"
 
 
-def _server_alive(name: str) -> bool:
+def server_alive(name: str) -> bool:
     _, pid, started = (name.split("-", 2) + ["", ""])[:3]
     return pid.isdigit() and _start_time(int(pid)) == started
 
@@ -208,7 +208,7 @@ class CgroupTree:
             if not root.is_dir():
                 continue
             for server in root.iterdir():
-                if not server.is_dir() or (server.name != self.server and _server_alive(server.name)):
+                if not server.is_dir() or (server.name != self.server and server_alive(server.name)):
                     continue
                 for environment in server.iterdir():
                     if environment.is_dir():
@@ -221,7 +221,7 @@ class CgroupTree:
             if not root.is_dir():
                 continue
             for server in root.iterdir():
-                if server.is_dir() and (server.name == self.server or not _server_alive(server.name)):
+                if server.is_dir() and (server.name == self.server or not server_alive(server.name)):
                     try:
                         server.rmdir()
                     except OSError:

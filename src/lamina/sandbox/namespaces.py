@@ -49,6 +49,7 @@ Exit codes: bubblewrap's PID 1 reports a command killed by signal N as 128+N;
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -57,9 +58,12 @@ import shutil
 import signal
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from lamina.sandbox.base import ResourceUsage, SandboxError, SandboxSpec
+from lamina.sandbox import seccomp
+from lamina.sandbox.base import DEFAULT_EPHEMERAL_MB, ResourceUsage, SandboxError, SandboxSpec
 from lamina.sandbox.cgroups import (
     CPU_PERIOD_US,
     PARENT_NAME,
@@ -68,10 +72,15 @@ from lamina.sandbox.cgroups import (
     CgroupUnavailable,
     EnvironmentCgroup,
     cgroup_name,
+    server_alive,
 )
+from lamina.sandbox.egress import EgressRules
+from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks
+from lamina.sandbox.ephemeral import probe as probe_ephemeral
 from lamina.sandbox.network import (
     RUNTIME_API_HOST,
     RUNTIME_API_PORT,
+    ApiForwarder,
     Outbound,
     listen_inside,
     read_pipe,
@@ -82,7 +91,10 @@ from lamina.sandbox.rootfs import (
     build_etc,
     mount_args,
     outbound_resolv_conf,
+    state_dir,
+    stage_directory,
 )
+from lamina.sandbox.users import DEFAULT_FIRST_UID, HostUser, SandboxUsers
 
 log = logging.getLogger("lamina.sandbox")
 
@@ -93,10 +105,18 @@ LAUNCH_TIMEOUT_S = 10.0
 # environment's cgroups (cheaper than being moved, see cgroups.py) and sets the
 # resource limits, then becomes bubblewrap, which inherits all of it.
 # Arguments: N, N cgroup files, the open-files limit, the bwrap command line.
+# Arguments: N, N cgroup files, the open-files limit, the host uid, the bwrap
+# command line. It drops to the sandbox's unprivileged host uid (setpriv) last, so
+# bubblewrap runs unprivileged and its user namespace maps uid 993 onto that uid.
 ENTER_SCRIPT = (
     'n=$1; shift; while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done; '
-    'ulimit -n "$1" && ulimit -c 0 || exit 125; shift; exec "$@"'
+    'ulimit -n "$1" && ulimit -c 0 || exit 125; shift; u=$1; shift; '
+    'exec setpriv --reuid="$u" --regid="$u" --clear-groups -- "$@"'
 )
+# The port Lamina's API is reachable on inside when the server's own port is the
+# Runtime API's (otherwise the same port as outside, so a hard-coded
+# http://127.0.0.1:<port> endpoint works from inside too).
+FALLBACK_API_PORT = 9002
 
 
 def _parse_info(data: bytes) -> dict[str, int] | None:
@@ -113,8 +133,15 @@ def _hostname(environment_id: str) -> str:
     return f"169.254.{digest[0]}.{digest[1] or 1}"
 
 
+def inside_api_port(spec: SandboxSpec) -> int | None:
+    if spec.api_port is None:
+        return None
+    return FALLBACK_API_PORT if spec.api_port == RUNTIME_API_PORT else spec.api_port
+
+
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
-               block_fd: int, resolv_conf: Path | None = None) -> list[str]:
+               block_fd: int, resolv_conf: Path | None = None, tmp_dir: Path | None = None,
+               seccomp_fd: int | None = None) -> list[str]:
     return [
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
@@ -123,7 +150,8 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir, resolv_conf),
+        *mount_args(spec, etc_dir, resolv_conf, tmp_dir),
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", "/var/task", "--", *spec.argv,
     ]
 
@@ -176,7 +204,8 @@ def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
 class NamespaceSandbox:
     def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, init_pid: int,
                  init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket,
-                 outbound: Outbound | None) -> None:
+                 outbound: Outbound | None, api: ApiForwarder | None,
+                 release: Callable[[], None]) -> None:
         self.spec = spec
         self.process = process
         # The host PID of the sandbox's PID 1 (bubblewrap's init); the command is its child.
@@ -186,6 +215,8 @@ class NamespaceSandbox:
         self._pidfd = init_pidfd
         self._cgroup = cgroup
         self._outbound = outbound
+        self._api = api
+        self._release = release
         self._final_usage: ResourceUsage | None = None
         self._final_oom_kills: int | None = None
         self._destroyed = False
@@ -230,6 +261,8 @@ class NamespaceSandbox:
         await _end(self.process)
         if self._outbound is not None:
             await self._outbound.stop()
+        if self._api is not None:
+            await self._api.stop()
         self._final_usage = self._cgroup.usage()
         self._final_oom_kills = self._cgroup.oom_kills()
         self._cgroup.kill_all()
@@ -240,6 +273,8 @@ class NamespaceSandbox:
             os.close(self._pidfd)
             self._pidfd = -1
         self.runtime_api_socket.close()
+        # The uid and the /tmp disk go back only now: no process of the sandbox is left.
+        self._release()
 
 
 def probe() -> str | None:
@@ -247,9 +282,13 @@ def probe() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
     try:
         result = subprocess.run(
-            [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+            ["setpriv", f"--reuid={DEFAULT_FIRST_UID}", f"--regid={DEFAULT_FIRST_UID}",
+             "--clear-groups", "--",
+             bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
              "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/", "/",
              "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
@@ -269,35 +308,70 @@ def probe() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class NamespaceSettings:
+    # Where the sparse files of the disk-backed /tmp live (None: /tmp is a tmpfs,
+    # counted as memory, as before).
+    ephemeral_dir: Path | None = None
+    # CIDRs functions may reach although they are private or the host's.
+    egress_allow: str = ""
+    first_uid: int = DEFAULT_FIRST_UID
+    uid_count: int = 65_536
+    cgroup_parent: str = PARENT_NAME
+
+
 class NamespaceBackend:
     name = "namespaces"
+    mounts_images = True
 
-    def __init__(self, cgroup_parent: str = PARENT_NAME) -> None:
+    def __init__(self, settings: NamespaceSettings | None = None) -> None:
+        settings = settings or NamespaceSettings()
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxError("bubblewrap (bwrap) is not installed")
         self._bwrap = bwrap
         try:
-            self._cgroups = CgroupTree(cgroup_parent)
+            self._cgroups = CgroupTree(settings.cgroup_parent)
         except CgroupUnavailable as error:
             raise SandboxError(str(error)) from error
         self._etc = build_etc()
+        self._runtime_clients: dict[Path, Path] = {}
+        self._users = SandboxUsers(state_dir() / "uids", settings.first_uid, settings.uid_count)
+        self._egress = EgressRules.for_host(settings.egress_allow)
+        try:
+            seccomp.filter_program()  # compiled once, here, so a failure shows at start-up
+            self._seccomp = True
+        except (OSError, ImportError) as error:
+            log.warning("sandbox: no seccomp filter (%s)", error)
+            self._seccomp = False
+        self._disks: EphemeralDisks | None = None
+        if settings.ephemeral_dir is not None:
+            mounts = state_dir() / "ephemeral" / self._cgroups.server
+            reason = probe_ephemeral(settings.ephemeral_dir, mounts)
+            if reason is None:
+                self._disks = EphemeralDisks(settings.ephemeral_dir, mounts)
+            else:
+                log.warning("sandbox: /tmp is a tmpfs counted as memory: %s", reason)
         self._slirp4netns = shutil.which("slirp4netns")
         self._outbound_resolv_conf = outbound_resolv_conf(self._etc)
         if self._slirp4netns is None:
             log.warning("sandbox: slirp4netns is not installed; functions get no outbound network")
 
     def enforced(self) -> list[str]:
-        network = ("own network namespace, outbound through slirp4netns, host loopback unreachable"
-                   if self._slirp4netns else "own network namespace with loopback only (no outbound)")
+        network = ("own network namespace, outbound through slirp4netns, host and private "
+                   "networks unreachable" if self._slirp4netns
+                   else "own network namespace with loopback only (no outbound)")
         return [
             "timeout", "open files", f"memory (cgroup v{self._cgroups.version})", "CPU share",
-            "process count", "/tmp size", "read-only code", "private filesystem view",
-            "PID/IPC/UTS/user namespaces", "no capabilities", network,
+            "process count", "/tmp size" + (" (disk)" if self._disks else " (tmpfs)"),
+            "read-only code", "private filesystem view", "PID/IPC/UTS/user namespaces",
+            f"unprivileged host uids from {self._users.first_uid}", "no capabilities",
+            "seccomp" if self._seccomp else "no seccomp", network,
         ]
 
     async def reap_leftovers(self) -> None:
-        """Kill the sandboxes of servers that no longer run, and remove their cgroups.
+        """Kill the sandboxes of servers that no longer run, and remove their cgroups
+        and /tmp disks.
 
         Their processes normally die with their server (--die-with-parent), leaving
         empty cgroups; whatever still runs in them is killed first."""
@@ -306,31 +380,81 @@ class NamespaceBackend:
             if not await group.remove():
                 log.warning("could not remove leftover cgroup %s", group.dirs)
         self._cgroups.remove_empty_parents()
+        ephemeral = state_dir() / "ephemeral"
+        for server in ephemeral.iterdir() if ephemeral.is_dir() else ():
+            if server.name != self._cgroups.server and not server_alive(server.name):
+                await asyncio.to_thread(EphemeralDisks.unmount_all, server)
+        if self._disks is not None:
+            self._disks.reap_leftovers()
+            self._disks.prepare(DEFAULT_EPHEMERAL_MB)
+
+    async def close(self) -> None:
+        if self._disks is not None:
+            await self._disks.close()
+
+    def _runtime_dir(self, source: Path | None) -> Path | None:
+        """Lamina's runtime clients, staged where every sandbox user can read them."""
+        if source is None:
+            return None
+        staged = self._runtime_clients.get(source)
+        if staged is None:
+            staged = self._runtime_clients[source] = stage_directory(source, "runtime")
+        return staged
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> NamespaceSandbox:
+        # Checked here: unprivileged bubblewrap reports its PID before it mounts, so
+        # a missing source would otherwise surface as a runtime that exited.
+        for source in (spec.root_image, spec.task_root, spec.runtime_root, spec.layers_root):
+            if source is not None and not source.is_dir():
+                raise SandboxError(f"cannot start the sandbox: {source} is missing")
         try:
             cgroup = self._cgroups.create(cgroup_name(spec.environment_id), cgroup_limits(spec))
         except (OSError, CgroupUnavailable) as error:
             raise SandboxError(f"cannot create the cgroup for {spec.environment_id}: {error}") from error
+        user = self._users.acquire()
+        disk: EphemeralDisk | None = None
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            SandboxUsers.release(user)
+            if disk is not None and self._disks is not None:
+                self._disks.release(disk)
+
         try:
-            return await self._start(spec, cgroup, output_fd)
+            if self._disks is not None:
+                disk = await self._disks.acquire(spec.ephemeral_storage_mb, user.uid)
+            return await self._start(spec, cgroup, output_fd, user, disk, release)
         except BaseException:
             await cgroup.remove()
+            release()
             raise
 
-    async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup,
-                     output_fd: int) -> NamespaceSandbox:
+    async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup, output_fd: int,
+                     user: HostUser, disk: EphemeralDisk | None,
+                     release: Callable[[], None]) -> NamespaceSandbox:
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
-        child_fds = (info_write, block_read)
+        child_fds = [info_write, block_read]
+        if self._seccomp:
+            child_fds.append(seccomp.filter_fd())
         env = dict(spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
+        api_port = inside_api_port(spec)
+        if api_port is not None:
+            env["AWS_ENDPOINT_URL"] = f"http://{RUNTIME_API_HOST}:{api_port}"
         outbound_wanted = spec.network and self._slirp4netns is not None
+        spec = dataclasses.replace(spec, runtime_root=self._runtime_dir(spec.runtime_root))
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
-                          resolv_conf=self._outbound_resolv_conf if outbound_wanted else None)
+                          resolv_conf=self._outbound_resolv_conf if outbound_wanted else None,
+                          tmp_dir=disk.mount_point if disk is not None else None,
+                          seccomp_fd=child_fds[2] if self._seccomp else None)
         entry = [str(path) for path in cgroup.entry_files()]
         argv = ["/bin/sh", "-c", ENTER_SCRIPT, "lamina-sandbox", str(len(entry)), *entry,
-                str(spec.max_open_files), *argv]
+                str(spec.max_open_files), str(user.uid), *argv]
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env, pass_fds=child_fds,
@@ -341,8 +465,9 @@ class NamespaceBackend:
             for fd in child_fds:
                 os.close(fd)
         pidfd = -1
-        listener: socket.socket | None = None
+        listeners: list[socket.socket] = []
         outbound: Outbound | None = None
+        api: ApiForwarder | None = None
         try:
             try:
                 info = await asyncio.wait_for(read_pipe(info_read, _parse_info), LAUNCH_TIMEOUT_S)
@@ -353,7 +478,10 @@ class NamespaceBackend:
             init_pid = int(info["child-pid"])
             try:
                 pidfd = os.pidfd_open(init_pid)
-                listener = await listen_inside(init_pid, wait_for_loopback=outbound_wanted)
+                ports = (RUNTIME_API_PORT,) if api_port is None else (RUNTIME_API_PORT, api_port)
+                listeners = await listen_inside(
+                    init_pid, ports, wait_for_loopback=outbound_wanted,
+                    egress=self._egress if outbound_wanted else None)
                 if outbound_wanted:
                     # Only after bubblewrap has brought up `lo` (listen_inside waits
                     # for it): slirp4netns configuring its tap at the same moment
@@ -363,11 +491,16 @@ class NamespaceBackend:
             except OSError as error:
                 # Typically the sandbox's PID 1 is already gone: a mount failed.
                 raise await _launch_failure(process, str(error)) from error
+            if api_port is not None and spec.api_port is not None:
+                api = ApiForwarder(listeners[1], (RUNTIME_API_HOST, spec.api_port))
+                await api.start()
             os.write(block_write, b"1")
         except BaseException:
+            if api is not None:
+                await api.stop()
             if outbound is not None:
                 await outbound.stop()
-            if listener is not None:
+            for listener in listeners:
                 listener.close()
             if pidfd >= 0:
                 os.close(pidfd)
@@ -375,4 +508,5 @@ class NamespaceBackend:
             raise
         finally:
             os.close(block_write)
-        return NamespaceSandbox(spec, process, init_pid, pidfd, cgroup, listener, outbound)
+        return NamespaceSandbox(spec, process, init_pid, pidfd, cgroup, listeners[0], outbound,
+                                api, release)

@@ -39,6 +39,8 @@ import threading
 import time
 from typing import Callable, TypeVar
 
+from lamina.sandbox.egress import EgressRules
+
 RUNTIME_API_HOST = "127.0.0.1"
 RUNTIME_API_PORT = 9001
 SLIRP_DNS = "10.0.2.3"
@@ -79,9 +81,26 @@ def _loopback_is_up() -> bool:
     return bool(flags & _IFF_UP)
 
 
-def _listen_in_netns(pid: int, wait_for_loopback: bool) -> socket.socket:
-    """Runs on a dedicated thread: a listener bound inside `pid`'s network namespace."""
+def _bind(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # bubblewrap may not have configured 127.0.0.1 on `lo` yet; FREEBIND
+        # lets the bind succeed regardless.
+        listener.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
+        listener.bind((host, port))
+        listener.listen(64)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _set_up_netns(pid: int, ports: tuple[int, ...], wait_for_loopback: bool,
+                  egress: EgressRules | None) -> list[socket.socket]:
+    """Runs on a dedicated thread: listeners bound inside `pid`'s network namespace
+    on 127.0.0.1:`ports`, after adding the egress routes there."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    listeners: list[socket.socket] = []
     try:
         target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -95,51 +114,97 @@ def _listen_in_netns(pid: int, wait_for_loopback: bool) -> socket.socket:
                     if time.monotonic() > deadline:
                         raise OSError("the sandbox's loopback interface did not come up")
                     time.sleep(0.0002)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                # bubblewrap may not have configured 127.0.0.1 on `lo` yet; FREEBIND
-                # lets the bind succeed regardless.
-                listener.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
-                listener.bind((RUNTIME_API_HOST, RUNTIME_API_PORT))
-                listener.listen(64)
-            except BaseException:
+            if egress is not None:
+                egress.apply_here()
+            for port in ports:
+                listeners.append(_bind(RUNTIME_API_HOST, port))
+        except BaseException:
+            for listener in listeners:
                 listener.close()
-                raise
+            raise
         finally:
             # If switching back failed this thread would be left in the sandbox's
             # namespace; it ends right after, so nothing else runs there.
             _setns(own, _CLONE_NEWNET)
-        return listener
+        return listeners
     finally:
         os.close(own)
 
 
-async def listen_inside(pid: int, wait_for_loopback: bool = False) -> socket.socket:
-    """The Runtime API listener, bound to 127.0.0.1:9001 in `pid`'s network namespace."""
+async def listen_inside(pid: int, ports: tuple[int, ...] = (RUNTIME_API_PORT,),
+                        wait_for_loopback: bool = False,
+                        egress: EgressRules | None = None) -> list[socket.socket]:
+    """Listeners on 127.0.0.1:`ports` in `pid`'s network namespace (the Runtime API's
+    first), with the egress routes added there first."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[socket.socket] = loop.create_future()
+    done: asyncio.Future[list[socket.socket]] = loop.create_future()
 
-    def deliver(listener: socket.socket | None, error: BaseException | None) -> None:
+    def deliver(listeners: list[socket.socket] | None, error: BaseException | None) -> None:
         if done.cancelled():
-            if listener is not None:
+            for listener in listeners or ():
                 listener.close()
         elif error is not None:
             done.set_exception(error)
         else:
-            done.set_result(listener)  # type: ignore[arg-type]
+            done.set_result(listeners or [])
 
     def run() -> None:
         try:
-            listener = _listen_in_netns(pid, wait_for_loopback)
+            listeners = _set_up_netns(pid, ports, wait_for_loopback, egress)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
             loop.call_soon_threadsafe(deliver, None, error)
         else:
-            loop.call_soon_threadsafe(deliver, listener, None)
+            loop.call_soon_threadsafe(deliver, listeners, None)
 
     threading.Thread(target=run, name=f"lamina-netns-{pid}", daemon=True).start()
-    listener = await done
-    listener.setblocking(False)
-    return listener
+    listeners = await done
+    for listener in listeners:
+        listener.setblocking(False)
+    return listeners
+
+
+class ApiForwarder:
+    """Lamina's own API inside a sandbox: a listener in its namespace whose
+    connections are joined to the API's listener on the host's loopback.
+
+    This is the one host port a function can reach (the rest of the host's
+    loopback does not exist in its namespace), and it leads only to the API,
+    where requests are authenticated like anyone's, with the credentials of the
+    function's execution role.
+    """
+
+    def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
+        self._listener = listener
+        self._target = target
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._join, sock=self._listener)
+
+    async def _join(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            api_reader, api_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, api_writer), pipe(api_reader, writer))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._listener.close()
 
 
 async def read_pipe(fd: int, parse: Callable[[bytes], T | None]) -> T | None:

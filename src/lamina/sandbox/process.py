@@ -18,7 +18,9 @@ from lamina.sandbox.base import ResourceUsage, SandboxSpec
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
-    pairs = [("/var/task", spec.task_root), ("/var/runtime", spec.runtime_root)]
+    pairs = [("/var/task", spec.task_root)]
+    if spec.runtime_root is not None:
+        pairs.append(("/var/runtime", spec.runtime_root))
     if spec.layers_root is not None:
         pairs.append(("/opt", spec.layers_root))
     if spec.scratch_root is not None:
@@ -93,11 +95,17 @@ class ProcessSandbox:
 
 class ProcessBackend:
     name = "process"
+    # A plain process cannot have a runtime image as its `/`: functions run on the
+    # host's interpreters here (the host-interpreter mode).
+    mounts_images = False
 
     def enforced(self) -> list[str]:
         return ["timeout", "open files"]
 
     async def reap_leftovers(self) -> None:
+        return None
+
+    async def close(self) -> None:
         return None
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> ProcessSandbox:
@@ -110,6 +118,9 @@ class ProcessBackend:
         mapping = _path_map(spec)
         env = {key: _to_host(value, mapping) for key, value in spec.env.items()}
         env["AWS_LAMBDA_RUNTIME_API"] = address
+        if spec.api_port is not None:
+            # The host's loopback is the process's own: the API is right there.
+            env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{spec.api_port}"
         argv = [_to_host(arg, mapping) for arg in spec.argv]
         if spec.scratch_root is not None:
             spec.scratch_root.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ PASSWD = (
 GROUP = f"root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnobody:x:65534:\n"
 
 
-def _state_dir() -> Path:
+def state_dir() -> Path:
     """A directory only this user can write (the copy must not be swappable by others)."""
     base = Path("/run/lamina") if os.geteuid() == 0 and os.path.isdir("/run") \
         else Path(tempfile.gettempdir()) / f"lamina-{os.geteuid()}"
@@ -83,7 +83,7 @@ def _source_key() -> str:
 
 def build_etc() -> Path:
     """The sandbox's /etc, copied from the host's current files (reused if unchanged)."""
-    base = _state_dir()
+    base = state_dir()
     final = base / f"etc-{_source_key()}"
     if final.is_dir():
         return final
@@ -110,6 +110,44 @@ def build_etc() -> Path:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _tree_key(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(source)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_directory(source: Path, prefix: str) -> Path:
+    """A read-only copy of `source` in the state directory, named by its content.
+
+    Sandboxes run as unprivileged host users, who cannot traverse directories such
+    as /root (where a Lamina installed in a home directory keeps its files)."""
+    base = state_dir()
+    final = base / f"{prefix}-{_tree_key(source)}"
+    if final.is_dir():
+        return final
+    staging = Path(tempfile.mkdtemp(dir=base, prefix=f".{prefix}-"))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for directory, _, files in os.walk(staging):
+            os.chmod(directory, 0o755)
+            for name in files:
+                path = os.path.join(directory, name)
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+        return final
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def outbound_resolv_conf(etc_dir: Path) -> Path:
     """resolv.conf for sandboxes with outbound access: slirp4netns's DNS forwarder.
 
@@ -129,9 +167,43 @@ def _covered(path: str, mounted: list[str]) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounted)
 
 
-def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None) -> list[str]:
-    """bubblewrap arguments building the sandbox's whole filesystem."""
-    args = ["--proc", "/proc", "--dev", "/dev"]
+# runc's defaults: files of /proc that show kernel memory or other tenants' activity
+# are covered with an empty file, directories with an empty read-only tmpfs. (Its
+# read-only paths, /proc/sys, /proc/sysrq-trigger, ..., are root's files, which an
+# unprivileged sandbox user cannot write anyway.) Only those this kernel has:
+# bubblewrap cannot create a mount point inside /proc.
+MASKED_PROC_FILES = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+                     "sched_debug", "interrupts")
+MASKED_PROC_DIRS = ("acpi", "asound", "scsi")
+
+
+def _empty_file() -> Path:
+    """An empty read-only file to cover /proc files with (runc uses /dev/null, which
+    bubblewrap's binds would make unopenable: they are nodev)."""
+    path = state_dir() / "empty"
+    if not path.exists():
+        staging = path.with_suffix(f".{os.getpid()}")
+        staging.write_bytes(b"")
+        staging.chmod(0o444)
+        staging.rename(path)
+    return path
+
+
+def _proc_masks() -> list[str]:
+    args: list[str] = []
+    empty = str(_empty_file())
+    for name in MASKED_PROC_FILES:
+        if os.path.isfile(f"/proc/{name}"):
+            args += ["--ro-bind", empty, f"/proc/{name}"]
+    for name in MASKED_PROC_DIRS:
+        if os.path.isdir(f"/proc/{name}"):
+            args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return args
+
+
+def _host_view(spec: SandboxSpec, etc_dir: Path) -> list[str]:
+    """The host's system directories, for runtimes that run on a host interpreter."""
+    args: list[str] = []
     mounted: list[str] = []
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
@@ -140,8 +212,6 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
             args += ["--ro-bind", path, path]
             mounted.append(path)
     args += ["--ro-bind", str(etc_dir), "/etc"]
-    if resolv_conf is not None:
-        args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
     for system_path in spec.system_paths:
         # Only the prefix itself: binding /root/.pyenv/versions/3.11.7 shows that
         # one directory, the rest of /root stays absent.
@@ -151,12 +221,35 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
             mounted.append(host)
         if named != host and not _covered(named, mounted):
             args += ["--symlink", host, named]
-    args += ["--ro-bind", str(spec.task_root), "/var/task",
-             "--ro-bind", str(spec.runtime_root), "/var/runtime"]
+    return args
+
+
+def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None,
+               tmp_dir: Path | None = None) -> list[str]:
+    """bubblewrap arguments building the sandbox's whole filesystem.
+
+    With a runtime image, the image is `/` (read-only; it holds the mount points)
+    and nothing of the host's file system is visible. `tmp_dir` is the disk-backed
+    `/tmp` (ephemeral.py); without one, `/tmp` is a tmpfs of EphemeralStorage size.
+    """
+    if spec.root_image is not None:
+        args = ["--ro-bind", str(spec.root_image), "/"]
+    else:
+        args = _host_view(spec, etc_dir)
+    args += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
+    if resolv_conf is not None:
+        args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
+    args += ["--ro-bind", str(spec.task_root), "/var/task"]
+    if spec.runtime_root is not None:
+        args += ["--ro-bind", str(spec.runtime_root), "/var/runtime"]
     if spec.layers_root is not None:
         args += ["--ro-bind", str(spec.layers_root), "/opt"]
-    # --size applies to the next --tmpfs only; after it, it is silently ignored.
-    args += ["--size", str(spec.ephemeral_storage_mb * 1024 * 1024), "--perms", "1777",
-             "--tmpfs", "/tmp"]
-    # Everything outside /tmp is read-only, as on Lambda.
-    return args + ["--remount-ro", "/"]
+    if tmp_dir is not None:
+        args += ["--bind", str(tmp_dir), "/tmp"]
+    else:
+        # --size applies to the next --tmpfs only; after it, it is silently ignored.
+        args += ["--size", str(spec.ephemeral_storage_mb * 1024 * 1024), "--perms", "1777",
+                 "--tmpfs", "/tmp"]
+    # Everything outside /tmp is read-only, as on Lambda; /dev too, so there is no
+    # writable /dev/shm (Lambda has none: multiprocessing's semaphores fail there too).
+    return args + ["--remount-ro", "/dev", "--remount-ro", "/"]

@@ -1,0 +1,211 @@
+"""Disk-backed `/tmp` of `EphemeralStorage` size, as Lambda has it.
+
+Lambda's `/tmp` is disk, 512-10,240 MB, and not part of the function's memory: a
+128 MB function may download and unpack 500 MB there. A tmpfs cannot do that (its
+pages are memory, charged to the sandbox's memory cgroup, and never reclaimable
+without swap), and this kernel has no ext4 quota support for per-directory limits.
+So each environment gets a small ext4 file system of its own, in a sparse file,
+loop-mounted: the kernel enforces the size (ENOSPC past it), and the page cache
+of its files is reclaimable, so writing more than MemorySize to `/tmp` is not an
+OOM kill.
+
+Making one costs about 40 ms (mkfs.ext4 + mount, measured in bench/sandbox.py), too
+much for a cold start, so disks are made ahead: a few ready ones per size in use,
+made in the background, and a released disk is wiped (in a thread) and kept for
+the next environment of that size. Only a burst beyond the ready ones waits for a
+new disk. The sparse files take only the blocks written (mounted with `discard`,
+deleted files give their blocks back), under `<data dir>/ephemeral`; the mount
+points live under the state directory, which sandbox users can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lamina.sandbox.base import SandboxError
+
+log = logging.getLogger("lamina.sandbox")
+
+# Ready disks kept per size; more released ones than this are unmounted.
+READY_PER_SIZE = 4
+# Disks made ahead per size once that size has been asked for.
+PREPARED_PER_SIZE = 2
+MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536",
+        # No journal (nothing on /tmp survives the environment anyway) means no
+        # jbd2 thread per mount; lazy init keeps mkfs to a few milliseconds.
+        "-O", "^has_journal,^resize_inode", "-E", "lazy_itable_init=1,nodiscard")
+MOUNT_OPTIONS = "loop,nosuid,nodev,discard"
+
+
+def file_size_bytes(size_mb: int) -> int:
+    """The sparse file's size for `size_mb` writable MiB (and less than half a MiB
+    more): ext4 keeps 0.4 % of its blocks for its own tables and holds back 2 % of
+    the rest, at most 16 MiB, for delayed allocation (measured from 24 MiB to
+    10 GiB: statvfs's f_bavail then lies within [size_mb, size_mb + 0.5])."""
+    target = size_mb + 0.5
+    usable = target / 0.98 if target / 0.98 * 0.02 < 16 else target + 16
+    return math.ceil(usable / 0.996 * 256) * 4096
+
+
+@dataclass(eq=False)
+class EphemeralDisk:
+    size_mb: int
+    image: Path
+    mount_point: Path
+    owner: int | None = field(default=None)
+
+
+def _run(argv: list[str]) -> None:
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip() or f"exit code {result.returncode}"
+        raise SandboxError(f"{argv[0]}: {message}")
+
+
+def _make(size_mb: int, images: Path, mounts: Path) -> EphemeralDisk:
+    name = uuid.uuid4().hex
+    image, mount_point = images / f"{name}.ext4", mounts / name
+    with open(image, "wb") as sparse:
+        sparse.truncate(file_size_bytes(size_mb))
+    try:
+        _run([*MKFS, str(image)])
+        mount_point.mkdir(mode=0o755)
+        _run(["mount", "-o", MOUNT_OPTIONS, str(image), str(mount_point)])
+        (mount_point / "lost+found").rmdir()  # Lambda's /tmp starts empty
+    except BaseException:
+        image.unlink(missing_ok=True)
+        if mount_point.exists():
+            mount_point.rmdir()
+        raise
+    return EphemeralDisk(size_mb, image, mount_point)
+
+
+def _unmount(mount_point: Path, image: Path | None) -> None:
+    # -d frees the loop device; -l because a sandbox still dying may hold it.
+    subprocess.run(["umount", "-l", "-d", str(mount_point)], stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=60)
+    try:
+        mount_point.rmdir()
+    except OSError:
+        pass
+    if image is not None:
+        image.unlink(missing_ok=True)
+
+
+def _wipe(disk: EphemeralDisk) -> None:
+    for entry in os.scandir(disk.mount_point):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
+
+def probe(images: Path, mounts: Path) -> str | None:
+    """Why disk-backed /tmp cannot be had here, or None."""
+    if shutil.which("mkfs.ext4") is None or shutil.which("mount") is None:
+        return "mkfs.ext4 (e2fsprogs) or mount is not installed"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        mounts.mkdir(parents=True, exist_ok=True)
+        disk = _make(1, images, mounts)
+    except (OSError, SandboxError) as error:
+        return f"cannot loop-mount an ext4 file system: {error}"
+    _unmount(disk.mount_point, disk.image)
+    return None
+
+
+class EphemeralDisks:
+    """The /tmp disks of one server's sandboxes."""
+
+    def __init__(self, images: Path, mounts: Path) -> None:
+        self._images = images
+        self._mounts = mounts
+        self._ready: dict[int, list[EphemeralDisk]] = {}
+        self._making: dict[int, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        images.mkdir(parents=True, exist_ok=True)
+        mounts.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def unmount_all(mounts: Path) -> None:
+        """Unmount every disk under `mounts` (a crashed server's) and remove the dir."""
+        for mount_point in list(mounts.iterdir()):
+            _unmount(mount_point, None)
+        try:
+            mounts.rmdir()
+        except OSError:
+            pass
+
+    def reap_leftovers(self) -> None:
+        """Delete the files a crashed earlier server with this data dir left."""
+        for image in self._images.glob("*.ext4"):
+            image.unlink(missing_ok=True)
+
+    def _spawn(self, work: asyncio.Future[None] | asyncio.Task[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare(self, size_mb: int) -> None:
+        try:
+            disk = await asyncio.to_thread(_make, size_mb, self._images, self._mounts)
+        except SandboxError as error:
+            log.warning("could not prepare a %d MB /tmp disk: %s", size_mb, error)
+            return
+        finally:
+            self._making[size_mb] -= 1
+        self._ready.setdefault(size_mb, []).append(disk)
+
+    def prepare(self, size_mb: int) -> None:
+        """Make disks of this size ahead, in the background, up to PREPARED_PER_SIZE."""
+        missing = PREPARED_PER_SIZE - len(self._ready.get(size_mb, ())) - self._making.get(size_mb, 0)
+        for _ in range(missing):
+            self._making[size_mb] = self._making.get(size_mb, 0) + 1
+            self._spawn(self._prepare(size_mb))
+
+    async def acquire(self, size_mb: int, owner: int) -> EphemeralDisk:
+        """A clean disk of `size_mb`, its root owned by host uid/gid `owner`."""
+        ready = self._ready.get(size_mb)
+        disk = ready.pop() if ready else None
+        self.prepare(size_mb)
+        if disk is None:
+            disk = await asyncio.to_thread(_make, size_mb, self._images, self._mounts)
+        os.chown(disk.mount_point, owner, owner)
+        os.chmod(disk.mount_point, 0o1777)
+        disk.owner = owner
+        return disk
+
+    async def _recycle(self, disk: EphemeralDisk) -> None:
+        try:
+            await asyncio.to_thread(_wipe, disk)
+        except OSError as error:
+            log.warning("could not wipe a /tmp disk (%s); dropping it", error)
+            await asyncio.to_thread(_unmount, disk.mount_point, disk.image)
+            return
+        os.chown(disk.mount_point, 0, 0)
+        disk.owner = None
+        self._ready.setdefault(disk.size_mb, []).append(disk)
+
+    def release(self, disk: EphemeralDisk) -> None:
+        """Give a disk back once its sandbox is gone: wiped and kept, or unmounted."""
+        if len(self._ready.get(disk.size_mb, ())) >= READY_PER_SIZE:
+            self._spawn(asyncio.to_thread(_unmount, disk.mount_point, disk.image))
+        else:
+            self._spawn(self._recycle(disk))
+
+    async def close(self) -> None:
+        """Unmount every disk (the server is stopping)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        disks = [disk for ready in self._ready.values() for disk in ready]
+        self._ready.clear()
+        for disk in disks:
+            await asyncio.to_thread(_unmount, disk.mount_point, disk.image)
