@@ -39,6 +39,7 @@ from lamina.config import load_settings
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
+from lamina.invoke.specs import environment_spec
 from lamina.platform import Platform
 from lamina.sandbox.namespaces import probe
 
@@ -183,7 +184,7 @@ async def cold_start(pool: EnvironmentPool, fv: FunctionVersion,
     """A new environment's first invocation: (ms to its result, outcome, Init Duration).
     The environment is stopped afterwards, outside the timing."""
     started = time.perf_counter()
-    env = await pool.start_environment(fv)
+    env = await pool.start_environment(environment_spec(fv))
     outcome = await env.invoke(Invocation(request_id, b"{}", "arn", "Root=1-0-0"))
     elapsed = (time.perf_counter() - started) * 1000
     await pool.stop_environment(env)
@@ -202,7 +203,7 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
         pool = platform.environments
         warm: list[float] = []
         handler_ms: list[float] = []
-        env = await pool.start_environment(fv)
+        env = await pool.start_environment(environment_spec(fv))
         for i in range(warm_n):
             invocation = Invocation(f"req-{i}", b'{"n": 1}', "arn", "Root=1-0-0")
             started = time.perf_counter()
@@ -233,7 +234,7 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
         slow = platform.functions.get_version("inproc")
         overshoot: list[float] = []
         for i in range(timeout_n):
-            env = await pool.start_environment(slow)
+            env = await pool.start_environment(environment_spec(slow))
             outcome = await env.invoke(Invocation(f"slow-{i}", b'{"sleep": 5}', "arn", "Root=1-0-0"))
             assert outcome.status == "timeout"
             overshoot.append(outcome.duration_ms - 1000)

@@ -29,7 +29,7 @@ from typing import Any
 
 from lamina.sandbox import namespaces
 from lamina.sandbox.base import SandboxBackend, SandboxSpec
-from lamina.sandbox.namespaces import NamespaceBackend, probe
+from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSettings, probe
 from lamina.sandbox.process import ProcessBackend
 
 CONNECT = {
@@ -45,10 +45,10 @@ setns_times: list[float] = []
 _listen_inside = namespaces.listen_inside
 
 
-async def _timed_listen_inside(pid: int, wait_for_loopback: bool = False) -> Any:
+async def _timed_listen_inside(pid: int, *args: Any, **kwargs: Any) -> Any:
     start = time.perf_counter()
     try:
-        return await _listen_inside(pid, wait_for_loopback)
+        return await _listen_inside(pid, *args, **kwargs)
     finally:
         setns_times.append(time.perf_counter() - start)
 
@@ -98,6 +98,7 @@ class Case:
 
 async def main(runs: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="lamina-bench-"))
+    root.chmod(0o755)  # sandbox users (unprivileged host uids) must reach the code
     for name in ("task", "runtime", "tmp"):
         (root / name).mkdir()
     process = ProcessBackend()
@@ -105,7 +106,8 @@ async def main(runs: int) -> None:
     reason = probe()
     namespaced: NamespaceBackend | None = None
     if reason is None:
-        namespaced = NamespaceBackend(cgroup_parent=f"lamina-bench-{uuid.uuid4().hex[:6]}")
+        namespaced = NamespaceBackend(NamespaceSettings(
+            cgroup_parent=f"lamina-bench-{uuid.uuid4().hex[:6]}", ephemeral_dir=root / "ephemeral"))
         cases += [Case(namespaced, "bash"), Case(namespaced, "bash", network=True),
                   Case(namespaced, "python3"), Case(namespaced, "python3", memory_mb=128)]
     else:
@@ -115,6 +117,7 @@ async def main(runs: int) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
         if namespaced is not None:
+            await namespaced.close()
             namespaced._cgroups.remove_empty_parents()
     print(f"cold launch -> the process inside connects to its Runtime API; {runs} runs each")
     for case in cases:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,6 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSettings
 from tests.helpers import ROLE  # noqa: F401  (re-exported for test modules)
 
 
@@ -145,3 +148,29 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield start
     for srv in started:
         srv.stop()
+
+
+# The namespaces backend driven directly (tests/test_sandbox_*.py, test_security_sandbox.py).
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[NamespaceBackend]:
+    # A parent cgroup of its own, so reaping here never touches another server's sandboxes.
+    parent = f"lamina-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    backend = NamespaceBackend(NamespaceSettings(cgroup_parent=parent,
+                                                 ephemeral_dir=tmp_path / "ephemeral"))
+    yield backend
+    asyncio.run(backend.close())
+    backend._cgroups.remove_empty_parents()
+    assert not any(root.exists() for root in backend._cgroups.roots.values())
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> dict[str, Path]:
+    task = tmp_path / "functions" / "mine"
+    sibling = tmp_path / "functions" / "theirs"
+    runtime = tmp_path / "runtime"
+    for directory in (task, sibling, runtime):
+        directory.mkdir(parents=True)
+    (task / "handler.py").write_text("def handler(event, context):\n    return event\n")
+    (sibling / "secret.txt").write_text("another function's code")
+    return {"task": task, "sibling": sibling, "runtime": runtime}

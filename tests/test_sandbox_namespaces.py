@@ -19,14 +19,18 @@ import textwrap
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from lamina.sandbox import SandboxError, choose_backend
 from lamina.sandbox.base import SandboxSpec
 from lamina.sandbox.cgroups import CgroupLimits, CgroupTree, server_id
-from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, NamespaceSettings, probe
+from lamina.sandbox.namespaces import (
+    NamespaceBackend,
+    NamespaceSandbox,
+    probe,
+)
 from lamina.sandbox.process import ProcessBackend
 from tests.conftest import ROLE, Server
 
@@ -41,30 +45,6 @@ class Run:
     output: str
     code: int
     sandbox: NamespaceSandbox
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[NamespaceBackend]:
-    # A parent cgroup of its own, so reaping here never touches another server's sandboxes.
-    parent = f"lamina-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    backend = NamespaceBackend(NamespaceSettings(cgroup_parent=parent,
-                                                 ephemeral_dir=tmp_path / "ephemeral"))
-    yield backend
-    asyncio.run(backend.close())
-    backend._cgroups.remove_empty_parents()
-    assert not any(root.exists() for root in backend._cgroups.roots.values())
-
-
-@pytest.fixture
-def roots(tmp_path: Path) -> dict[str, Path]:
-    task = tmp_path / "functions" / "mine"
-    sibling = tmp_path / "functions" / "theirs"
-    runtime = tmp_path / "runtime"
-    for directory in (task, sibling, runtime):
-        directory.mkdir(parents=True)
-    (task / "handler.py").write_text("def handler(event, context):\n    return event\n")
-    (sibling / "secret.txt").write_text("another function's code")
-    return {"task": task, "sibling": sibling, "runtime": runtime}
 
 
 def make_spec(roots: dict[str, Path], argv: list[str], **overrides: Any) -> SandboxSpec:

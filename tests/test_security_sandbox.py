@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 from pathlib import Path
@@ -20,12 +19,10 @@ import pytest
 from lamina.sandbox.egress import host_addresses
 from lamina.sandbox.namespaces import NamespaceBackend
 from lamina.sandbox.users import DEFAULT_FIRST_UID
-from tests.test_sandbox_namespaces import (  # noqa: F401  (fixtures)
+from tests.test_sandbox_namespaces import (
     UNAVAILABLE,
-    backend,
     make_spec,
     python,
-    roots,
     run_python,
     start,
 )

@@ -15,6 +15,7 @@ from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
+from lamina.control.models import FunctionVersion
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
@@ -23,6 +24,7 @@ from lamina.errors import LambdaError
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
+from lamina.invoke.specs import environment_spec
 from lamina.observe.logs import LogStore
 from lamina.observe.metrics import Metrics
 from lamina.runtimes.catalog import check_runtime
@@ -85,7 +87,7 @@ class Platform:
                                                settings.limits)
         self.functions.change_listeners.append(self.concurrency.function_changed)
         self.provisioned = ProvisionedEnvironments(self.environments)
-        self.concurrency.provisioned_listeners.append(self.provisioned.configure)
+        self.concurrency.provisioned_listeners.append(self._configure_provisioned)
         self.metrics = Metrics()
         self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
@@ -106,6 +108,11 @@ class Platform:
             reserved=lambda name: self.concurrency.reserved.get(name),
         )
 
+    def _configure_provisioned(self, function_name: str, qualifier: str,
+                               fv: FunctionVersion | None, requested: int) -> None:
+        spec = environment_spec(fv) if fv is not None else None
+        self.provisioned.configure(function_name, qualifier, spec, requested)
+
     async def start(self) -> None:
         await self.environments.start()
         # Provisioned concurrency put before a restart is allocated again.
@@ -116,7 +123,7 @@ class Platform:
                 log.warning("provisioned concurrency of %s:%s not started: %s",
                             config.function_name, config.qualifier, error.message)
                 continue
-            self.provisioned.configure(config.function_name, config.qualifier, fv, config.requested)
+            self._configure_provisioned(config.function_name, config.qualifier, fv, config.requested)
         # Events accepted before a restart (or a crash) are picked up again.
         await self.async_workers.start()
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lamina.control.models import FunctionVersion
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
+from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import Lifecycle, State
 from lamina.observe.logs import LogStore, LogStream
 from lamina.runtimes.catalog import RuntimeSpec
@@ -58,7 +58,7 @@ class InvocationOutcome:
 
 @dataclass(frozen=True)
 class EnvironmentConfig:
-    function_version: FunctionVersion
+    function_version: EnvironmentSpec
     runtime: RuntimeSpec
     task_root: Path
     layers_root: Path | None
@@ -125,7 +125,7 @@ class ExecutionEnvironment:
         return self.lifecycle.state
 
     @property
-    def function_version(self) -> FunctionVersion:
+    def function_version(self) -> EnvironmentSpec:
         return self.config.function_version
 
     # -- INIT ---------------------------------------------------------------------
@@ -134,7 +134,7 @@ class ExecutionEnvironment:
         fv = self.config.function_version
         region = self.config.region
         reserved = {
-            "_HANDLER": fv.handler or "",
+            "_HANDLER": fv.handler,
             "AWS_REGION": region,
             "AWS_DEFAULT_REGION": region,
             "AWS_LAMBDA_FUNCTION_NAME": fv.function_name,

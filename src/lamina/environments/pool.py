@@ -23,9 +23,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lamina.control.models import FunctionVersion
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
+from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import State
 from lamina.errors import TooManyRequestsException
 from lamina.observe.logs import LogStore
@@ -38,7 +38,7 @@ log = logging.getLogger("lamina.environments")
 VersionKey = tuple[str, str, str]
 
 
-def version_key(fv: FunctionVersion) -> VersionKey:
+def version_key(fv: EnvironmentSpec) -> VersionKey:
     return (fv.function_name, fv.version, fv.revision_id)
 
 
@@ -85,12 +85,12 @@ class EnvironmentPool:
     def environments(self) -> frozenset[ExecutionEnvironment]:
         return frozenset(self._all)
 
-    def _config(self, fv: FunctionVersion, initialization_type: str) -> EnvironmentConfig:
+    def _config(self, fv: EnvironmentSpec, initialization_type: str) -> EnvironmentConfig:
         code_root = self.settings.data_dir / "unpacked"
-        layer_shas = [layer.code_sha256_hex for layer in fv.layers]
+        layer_shas = list(fv.layer_sha256_hex)
         return EnvironmentConfig(
             function_version=fv,
-            runtime=runtime_spec(fv.runtime or "provided.al2023"),
+            runtime=runtime_spec(fv.runtime),
             task_root=unpacked_dir(self.blobs, fv.code_sha256_hex, code_root),
             layers_root=merged_layers_dir(self.blobs, layer_shas, code_root) if layer_shas else None,
             runtime_root=CLIENTS_DIR,
@@ -139,7 +139,7 @@ class EnvironmentPool:
     def _uncharge(self, env: ExecutionEnvironment) -> None:
         self.memory_in_use_mb -= self._charged.pop(env, 0)
 
-    async def start_environment(self, fv: FunctionVersion,
+    async def start_environment(self, fv: EnvironmentSpec,
                                 initialization_type: str = "on-demand") -> ExecutionEnvironment:
         """A new environment for fv, after its INIT phase (which may have failed).
 
@@ -160,7 +160,7 @@ class EnvironmentPool:
             raise
         return env
 
-    def _retire_superseded(self, fv: FunctionVersion) -> None:
+    def _retire_superseded(self, fv: EnvironmentSpec) -> None:
         slot = (fv.function_name, fv.version)
         previous = self._current.get(slot)
         self._current[slot] = fv.revision_id
@@ -169,7 +169,7 @@ class EnvironmentPool:
         for env in self._idle.pop((fv.function_name, fv.version, previous), []):
             self._stop_later(env)
 
-    async def acquire(self, fv: FunctionVersion) -> ExecutionEnvironment:
+    async def acquire(self, fv: EnvironmentSpec) -> ExecutionEnvironment:
         """A ready environment for fv: an idle provisioned one, the most recently used
         idle on-demand one, or a new one (TooManyRequestsException if the function's
         scaling rate or the host's environment memory is used up)."""

@@ -21,9 +21,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Coroutine
 
-from lamina.control.models import FunctionVersion
 from lamina.environments.environment import ExecutionEnvironment
 from lamina.environments.pool import EnvironmentPool
+from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import State
 from lamina.errors import TooManyRequestsException
 
@@ -42,7 +42,7 @@ class ProvisionedStatus:
 @dataclass(eq=False)
 class ProvisionedSet:
     key: tuple[str, str]
-    function_version: FunctionVersion
+    function_version: EnvironmentSpec
     requested: int
     environments: set[ExecutionEnvironment] = field(default_factory=set)
     failure: str | None = None
@@ -78,7 +78,7 @@ class ProvisionedEnvironments:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def configure(self, function_name: str, qualifier: str, fv: FunctionVersion | None,
+    def configure(self, function_name: str, qualifier: str, fv: EnvironmentSpec | None,
                   requested: int) -> None:
         """Keep `requested` environments of fv for (function, qualifier); 0 removes them."""
         key = (function_name, qualifier)

@@ -30,6 +30,7 @@ from lamina.errors import (
 )
 from lamina.invoke.async_events import EventQueue
 from lamina.invoke.concurrency import ConcurrencyCounter
+from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
 
@@ -161,7 +162,7 @@ class Invoker:
                 client_context=client_context,
             )
             try:
-                env = await self.pool.acquire(fv)
+                env = await self.pool.acquire(environment_spec(fv))
             except TooManyRequestsException:
                 # No memory or scaling rate left for a new environment.
                 self.metrics.function(name).throttles += 1

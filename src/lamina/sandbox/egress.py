@@ -16,6 +16,7 @@ opening pyroute2's own socket object per sandbox).
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import ipaddress
 import socket
@@ -44,8 +45,7 @@ _RTPROT_STATIC = 4
 _NLMSG_ERROR = 2
 
 
-def host_addresses() -> list[Network]:
-    """This host's own IPv4 addresses (as /32s) and the networks they sit on."""
+def _read_host_addresses() -> list[Network]:
     found: list[Network] = []
     with IPRoute() as ip:
         for address in ip.get_addr(family=socket.AF_INET):
@@ -55,6 +55,14 @@ def host_addresses() -> list[Network]:
             found.append(ipaddress.ip_network(f"{value}/32"))
             found.append(ipaddress.ip_network(f"{value}/{address['prefixlen']}", strict=False))
     return found
+
+
+def host_addresses() -> list[Network]:
+    """This host's own IPv4 addresses (as /32s) and the networks they sit on."""
+    # On a thread of its own: pyroute2's synchronous IPRoute runs an asyncio loop
+    # inside, which cannot happen on a thread whose loop is already running.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_read_host_addresses).result()
 
 
 def blocked_networks(extra: Iterable[Network], allowed: Iterable[Network]) -> list[Network]:

@@ -29,6 +29,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Awaitable
 
 from lamina.sandbox.base import SandboxError
 
@@ -130,7 +131,7 @@ class EphemeralDisks:
         self._mounts = mounts
         self._ready: dict[int, list[EphemeralDisk]] = {}
         self._making: dict[int, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         images.mkdir(parents=True, exist_ok=True)
         mounts.mkdir(parents=True, exist_ok=True)
 
@@ -149,7 +150,7 @@ class EphemeralDisks:
         for image in self._images.glob("*.ext4"):
             image.unlink(missing_ok=True)
 
-    def _spawn(self, work: asyncio.Future[None] | asyncio.Task[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

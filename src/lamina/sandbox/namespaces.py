@@ -63,7 +63,12 @@ from pathlib import Path
 from typing import Callable
 
 from lamina.sandbox import seccomp
-from lamina.sandbox.base import DEFAULT_EPHEMERAL_MB, ResourceUsage, SandboxError, SandboxSpec
+from lamina.sandbox.base import (
+    DEFAULT_EPHEMERAL_MB,
+    ResourceUsage,
+    SandboxError,
+    SandboxSpec,
+)
 from lamina.sandbox.cgroups import (
     CPU_PERIOD_US,
     PARENT_NAME,
@@ -91,8 +96,8 @@ from lamina.sandbox.rootfs import (
     build_etc,
     mount_args,
     outbound_resolv_conf,
-    state_dir,
     stage_directory,
+    state_dir,
 )
 from lamina.sandbox.users import DEFAULT_FIRST_UID, HostUser, SandboxUsers
 

@@ -1,0 +1,26 @@
+"""The control plane's FunctionVersion, as the environment spec `environments` takes."""
+
+from __future__ import annotations
+
+from lamina.control.models import FunctionVersion
+from lamina.environments.spec import EnvironmentSpec
+
+
+def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
+    return EnvironmentSpec(
+        function_name=fv.function_name,
+        version=fv.version,
+        revision_id=fv.revision_id,
+        runtime=fv.runtime or "provided.al2023",
+        handler=fv.handler or "",
+        code_sha256_hex=fv.code_sha256_hex,
+        memory_size=fv.memory_size,
+        timeout=fv.timeout,
+        ephemeral_storage_mb=fv.ephemeral_storage_mb,
+        log_group_name=fv.log_group_name,
+        role=fv.role,
+        layer_sha256_hex=tuple(layer.code_sha256_hex for layer in fv.layers),
+        environment=dict(fv.environment),
+        application_log_level=fv.application_log_level,
+        outbound_network=fv.outbound_network,
+    )
