@@ -585,11 +585,17 @@ def test_function_over_its_memory_size_fails_with_runtime_out_of_memory(server: 
     assert 100 <= used <= 128
 
 
-def test_function_cannot_reach_the_control_plane_or_see_host_secrets(server: Server) -> None:
+def test_function_reaches_only_the_api_port_of_the_host_and_sees_no_host_secrets(
+        server: Server) -> None:
     name = _hostile_function(server, 256)
-    payload = json.dumps({"action": "probe", "ports": [server.port]}).encode()
-    result = json.loads(server.client().invoke(FunctionName=name, Payload=payload)["Payload"].read())
-    assert result[str(server.port)] == "ConnectionRefusedError"
+    # Another service on the host's loopback, which must stay out of reach.
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        other_port = other.getsockname()[1]
+        payload = json.dumps({"action": "probe", "ports": [server.port, other_port]}).encode()
+        result = json.loads(server.client().invoke(FunctionName=name, Payload=payload)["Payload"].read())
+    # Lamina's API, forwarded into the sandbox on the same port (AWS_ENDPOINT_URL).
+    assert result[str(server.port)] == "connected"
+    assert result[str(other_port)] == "ConnectionRefusedError"
     assert result["uid"] == 993
     assert result["code_dir"] == "/var/task"
     assert result["shadow"] is False

@@ -63,6 +63,7 @@ class Platform:
         self.aliases = Aliases(self.functions, alias_store)
         self.sandbox = choose_backend(settings.sandbox or None, NamespaceSettings(
             ephemeral_dir=settings.data_dir / "ephemeral",
+            code_dir=settings.data_dir / "unpacked",
             egress_allow=settings.egress_allow,
             first_uid=settings.sandbox_first_uid,
         ))

@@ -138,6 +138,17 @@ def _hostname(environment_id: str) -> str:
     return f"169.254.{digest[0]}.{digest[1] or 1}"
 
 
+def unreachable_parent(path: Path) -> Path | None:
+    """The first directory on the way to `path` that others may not search."""
+    for directory in reversed((path.resolve(), *path.resolve().parents)):
+        try:
+            if not directory.stat().st_mode & 0o001:
+                return directory
+        except FileNotFoundError:
+            return None  # created later, by this server, searchable
+    return None
+
+
 def inside_api_port(spec: SandboxSpec) -> int | None:
     if spec.api_port is None:
         return None
@@ -318,6 +329,9 @@ class NamespaceSettings:
     # Where the sparse files of the disk-backed /tmp live (None: /tmp is a tmpfs,
     # counted as memory, as before).
     ephemeral_dir: Path | None = None
+    # The directory functions' code is unpacked under: sandbox users must be able to
+    # reach it (every directory above it searchable by others).
+    code_dir: Path | None = None
     # CIDRs functions may reach although they are private or the host's.
     egress_allow: str = ""
     first_uid: int = DEFAULT_FIRST_UID
@@ -335,6 +349,13 @@ class NamespaceBackend:
         if bwrap is None:
             raise SandboxError("bubblewrap (bwrap) is not installed")
         self._bwrap = bwrap
+        if settings.code_dir is not None:
+            blocking = unreachable_parent(settings.code_dir)
+            if blocking is not None:
+                raise SandboxError(
+                    f"sandbox users (unprivileged uids) cannot reach {settings.code_dir}: "
+                    f"{blocking} is not searchable by others (chmod o+x it, or choose a data "
+                    "dir elsewhere)")
         try:
             self._cgroups = CgroupTree(settings.cgroup_parent)
         except CgroupUnavailable as error:
