@@ -61,7 +61,18 @@ def build(recipe: Recipe, root: Path, progress: Progress, mirror: str = "") -> d
     if mirror:
         command.append(mirror)
     progress(f"mmdebstrap {recipe.suite}: {', '.join(recipe.packages)}")
-    _run(command, progress, "mmdebstrap")
+    try:
+        _run(command, progress, "mmdebstrap")
+    except ImageBuildError as error:
+        if "is expired" not in str(error):
+            raise
+        # A mirror that serves a snapshot of a suite (sid moves daily) can carry a
+        # Release file past its Valid-Until date. Its signature is still checked.
+        progress(f"warning: the {recipe.suite} Release file is past its Valid-Until date; "
+                 "building again without that check (signatures are still verified)")
+        shutil.rmtree(root, ignore_errors=True)
+        _run([command[0], "--aptopt=Acquire::Check-Valid-Until \"false\"", *command[1:]], progress,
+             "mmdebstrap")
     versions = _package_versions(root, recipe)
     if recipe.pip_packages and recipe.python:
         versions |= _install_pip_packages(recipe, root, progress)
@@ -126,6 +137,7 @@ def _install_pip_packages(recipe: Recipe, root: Path, progress: Progress) -> dic
     progress(f"pip: {', '.join(recipe.pip_packages)} for Python {recipe.python} into {inside}")
     _run([
         sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+        "--no-warn-conflicts", "--root-user-action=ignore",
         "--target", str(target), "--only-binary=:all:", "--implementation", "cp",
         "--python-version", recipe.python, "--no-compile", *recipe.pip_packages,
     ], progress, "pip install")

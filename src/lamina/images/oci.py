@@ -84,15 +84,18 @@ def _run(command: list[str], what: str, progress: Progress | None = None) -> str
 
 
 def _tls_flag(direction: str, ref: str, insecure: tuple[str, ...]) -> list[str]:
-    return [] if tls_verify(ref, insecure) else [f"--{direction}-tls-verify=false"]
+    """skopeo's flag for a plain-HTTP registry: --src-, --dest- or (inspect) plain."""
+    prefix = f"--{direction}-" if direction else "--"
+    return [] if tls_verify(ref, insecure) else [f"{prefix}tls-verify=false"]
 
 
 def manifest_digest(ref: str, insecure: tuple[str, ...] = ()) -> str:
     """The digest `ref` points at now (of its manifest, or of its index)."""
     _tools()
-    raw = _run(["skopeo", "inspect", "--raw", *_tls_flag("tls", ref, insecure), f"docker://{ref}"],
+    raw = _run(["skopeo", "inspect", "--raw", *_tls_flag("", ref, insecure), f"docker://{ref}"],
                f"skopeo inspect {ref}")
-    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+    # The manifest's exact bytes (skopeo prints them unchanged): JSON, so UTF-8.
+    return "sha256:" + hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
 def pull(ref: str, digest: str, root: Path, progress: Progress,
