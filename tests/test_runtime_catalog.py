@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from lamina.config import load_settings
 from lamina.errors import InvalidParameterValueException
 from lamina.runtimes import catalog
+from tests.helpers import function_args, make_zip
 
 HOST = load_settings({}, runtime_source="host")
 IMAGE = load_settings({}, runtime_source="image")
@@ -128,3 +130,14 @@ def test_an_image_that_brings_its_own_runtime_client_runs_it():
 
 def test_host_mode_has_no_image():
     assert catalog.runtime_spec("provided.al2023", HOST).image is None
+
+
+def test_the_python_client_puts_the_runtimes_boto3_after_code_and_layers(lam):
+    # Lambda's order: /var/task, the layers in /opt, then /var/lang's site-packages
+    # (where the runtime images keep boto3), so a bundled boto3 wins.
+    code = make_zip({"app.py": "import sys\ndef handler(event, context):\n    return sys.path\n"})
+    lam.create_function(**function_args("catalog-sys-path", code))
+    path = json.loads(lam.invoke(FunctionName="catalog-sys-path")["Payload"].read())
+    layers = [i for i, entry in enumerate(path) if entry.endswith("/python/lib/python3.11/site-packages")]
+    assert path[-1] == "/var/lang/lib/python3.11/site-packages"
+    assert layers and layers[0] < len(path) - 1
