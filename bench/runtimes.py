@@ -76,15 +76,17 @@ def interpreter_starts(images: list[RuntimeImage], runs: int) -> None:
     print(f"\ninterpreter start in bubblewrap, {runs} runs: p50 / p90 ms")
     for image in images:
         inside = [bwrap, "--ro-bind", str(image.root), "/", "--proc", "/proc", "--dev", "/dev",
-                  "--tmpfs", "/tmp", "--unshare-all", "--uid", "993", "--gid", "990", *START[image.name]]
+                  "--tmpfs", "/tmp", "--unshare-all", "--uid", "993", "--gid", "990", "--clearenv",
+                  *START[image.name]]
         samples = sorted(_timed(inside, runs))
         line = f"  {image.name:12} image {statistics.median(samples):6.1f} / {samples[int(len(samples) * 0.9) - 1]:6.1f}"
-        host_exe = shutil.which(Path(START[image.name][0]).name)
-        if host_exe:
+        # The host's Debian interpreter of the same name, if it has one (under /usr).
+        host_exe = Path("/usr/bin") / Path(START[image.name][0]).name
+        if host_exe.exists():
             host = [bwrap, "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                     "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc",
-                    "--dev", "/dev", "--tmpfs", "/tmp", "--unshare-all", "--uid", "993", "--gid", "990",
-                    host_exe, *START[image.name][1:]]
+                    "--dev", "/dev", "--tmpfs", "/tmp", "--unshare-all", "--uid", "993", "--gid", "990", "--clearenv",
+                    str(host_exe), *START[image.name][1:]]
             samples = sorted(_timed(host, runs))
             line += f"   host {statistics.median(samples):6.1f} / {samples[int(len(samples) * 0.9) - 1]:6.1f}"
         print(line)
