@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench clean
+.PHONY: serve test images bench clean
 
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	./scripts/install-system-packages.sh
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml scripts/install-system-packages.sh
 serve: $(STAMP)
 	$(BIN)/lamina serve
 
-test: $(STAMP)
+# Runtime images are built once per machine (a minute or so each) into the user's
+# image cache and reused by every later run; building needs root.
+images: $(STAMP)
+	@if [ "$$(id -u)" -eq 0 ] && command -v mmdebstrap >/dev/null; then \
+		$(BIN)/lamina runtimes install --all; \
+	else echo "skipping runtime images: building them needs root and mmdebstrap"; fi
+
+test: $(STAMP) images
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

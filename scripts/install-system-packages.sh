@@ -2,7 +2,9 @@
 # Debian packages Lamina needs on the host. Installs only what is missing, and only
 # when running as root with apt-get (otherwise it says what to install).
 set -euo pipefail
-packages=(python3-venv bubblewrap slirp4netns curl)
+# mmdebstrap builds runtime images from Debian's packages; skopeo and umoci pull
+# and unpack them from OCI registries; docker-registry serves one on loopback (tests).
+packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

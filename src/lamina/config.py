@@ -36,6 +36,12 @@ def default_environment_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
     return max(total_mb - reserve, 128)
 
 
+def default_image_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/lamina/images: one cache for every server and data dir of a user."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lamina" / "images"
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -77,6 +83,23 @@ class Settings:
     # How long a claim on an event holds without being renewed; after a crash the
     # events the dead server held are claimed again this long after it died.
     async_lease_s: float = 30.0
+    # What runs a function: "image" (the runtime's root file system image, mounted
+    # read-only as /, like Lambda) or "host" (the host's own interpreters).
+    runtime_source: str = "host"
+    # Run functions whose runtime AWS no longer accepts for new functions (python3.8,
+    # nodejs18.x, provided, ...) instead of refusing them as AWS does.
+    allow_deprecated_runtimes: bool = False
+    # Where runtime images are kept (shared by every server of this user).
+    image_cache_dir: Path = field(default_factory=default_image_cache_dir)
+    # A registry to pull runtime images from first, e.g. "registry.internal:5000/lambda":
+    # <registry>/python:3.13, <registry>/nodejs:24, <registry>/provided:al2023. Images
+    # are built from Debian's packages when it is empty or a pull fails.
+    runtime_image_registry: str = ""
+    # Registries (host[:port], comma-separated) reached without TLS verification;
+    # loopback registries always are.
+    insecure_image_registries: str = ""
+    # The Debian mirror images are built from; empty means mmdebstrap's default.
+    debian_mirror: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -6,6 +6,7 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from lamina.config import Settings
@@ -57,7 +58,7 @@ class Platform:
         self.logs = LogStore(settings.data_dir / "logs")
         self.functions = FunctionRegistry(
             FunctionStore(self.engine), self.blobs, self.region, settings.limits,
-            runtime_check=check_runtime, aliases=alias_store, layers=self.layers,
+            runtime_check=functools.partial(check_runtime, settings=settings), aliases=alias_store, layers=self.layers,
         )
         # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
         self.aliases = Aliases(self.functions, alias_store)

@@ -1,4 +1,4 @@
-"""`lamina serve | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer`."""
+"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
+from lamina.cli.runtimes import runtimes
 
 console = Console()
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/lamina"
@@ -66,9 +67,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
 
     from lamina.api.app import create_app
     from lamina.api.auth import require_keys_for_bind
+    from lamina.cli.runtimes import startup_lines
     from lamina.config import load_settings
     from lamina.platform import Platform
-    from lamina.runtimes.catalog import supported_runtimes
 
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     require_keys_for_bind(settings.host, settings.credentials)
@@ -79,9 +80,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
         soft_wrap=True,
     )
-    # Which interpreter runs each runtime identifier on this host, said plainly.
-    for identifier, runner in supported_runtimes().items():
-        console.print(f"  runtime {identifier}: {runner}", soft_wrap=True, highlight=False)
+    # What runs each runtime identifier here (exact versions), said plainly.
+    for line in startup_lines(settings):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
     uvicorn.run(
         app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         log_level=settings.log_level, access_log=False,
@@ -418,6 +419,8 @@ def layer_publish(source: Path, name: str, description: str, runtimes: tuple[str
     console.print(f"[green]published[/green] {result['LayerVersionArn']} "
                   f"({result['Content']['CodeSize']:,} bytes)")
 
+
+cli.add_command(runtimes)
 
 if __name__ == "__main__":
     cli()

@@ -218,8 +218,10 @@ def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
     minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
     opt = sys.argv[1] if len(sys.argv) > 1 else "/opt"
-    # Lambda's import order: the function's code, then layers under /opt.
+    # Lambda's import order: the function's code, then layers under /opt, then the
+    # runtime's own packages (boto3) in /var/lang, so a bundled boto3 wins.
     sys.path[0:0] = [task_root, f"{opt}/python", f"{opt}/python/lib/{minor}/site-packages"]
+    sys.path.append(f"/var/lang/lib/{minor}/site-packages")
     os.chdir(task_root)
     client = RuntimeClient(RUNTIME_API)
     handler = load_handler(client, os.environ["_HANDLER"])
