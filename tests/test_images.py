@@ -13,14 +13,12 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from lamina.config import load_settings
-from lamina.images import ImagePullError, ImageStore, RuntimeImage
-from lamina.images import oci
+from lamina.images import ImagePullError, ImageStore, RuntimeImage, oci
 from lamina.images.recipes import MOUNT_POINTS, RECIPES
 from tests.conftest import free_port
 

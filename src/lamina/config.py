@@ -37,7 +37,13 @@ def default_environment_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
 
 
 def default_image_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/lamina/images: one cache for every server and data dir of a user."""
+    """Where runtime images are kept: one cache for every server and data dir.
+
+    As root, /var/cache/lamina/images: sandboxes run as unprivileged host users, who
+    must be able to reach an image's files, and /root is closed to them. Otherwise
+    $XDG_CACHE_HOME/lamina/images."""
+    if os.geteuid() == 0:
+        return Path("/var/cache/lamina/images")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lamina" / "images"
 
@@ -85,7 +91,7 @@ class Settings:
     async_lease_s: float = 30.0
     # What runs a function: "image" (the runtime's root file system image, mounted
     # read-only as /, like Lambda) or "host" (the host's own interpreters).
-    runtime_source: str = "host"
+    runtime_source: str = "image"
     # Run functions whose runtime AWS no longer accepts for new functions (python3.8,
     # nodejs18.x, provided, ...) instead of refusing them as AWS does.
     allow_deprecated_runtimes: bool = False

@@ -22,6 +22,7 @@ from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.errors import LambdaError
+from lamina.images import ImageStore
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
@@ -75,6 +76,7 @@ class Platform:
                 region=settings.region,
                 account_id=settings.account_id,
                 api_port=settings.port,
+                runtime_source=settings.runtime_source,
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 init_cpu_boost=settings.init_cpu_boost,
@@ -83,6 +85,7 @@ class Platform:
                 scaling_environments=settings.limits.scaling_environments,
                 scaling_window_s=settings.limits.scaling_window_s,
             ),
+            ImageStore.from_settings(settings),
         )
         self.functions.change_listeners.append(self.environments.retire_function)
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,

@@ -62,12 +62,15 @@ class EnvironmentConfig:
     runtime: RuntimeSpec
     task_root: Path
     layers_root: Path | None
-    runtime_root: Path
+    # Lamina's runtime clients at /var/runtime; None when the image brings its own.
+    runtime_root: Path | None
     scratch_root: Path
     region: str
     account_id: str
     network: bool = True
     api_port: int | None = None
+    # The runtime image's root file system, `/` of the sandbox (None: the host's).
+    root_image: Path | None = None
     init_timeout_s: float = 10.0
     init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
@@ -186,6 +189,7 @@ class ExecutionEnvironment:
             system_paths=self.config.runtime.system_paths,
             init_cpu_boost=self.config.init_cpu_boost,
             api_port=self.config.api_port,
+            root_image=self.config.root_image,
         )
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)

@@ -27,9 +27,10 @@ from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironm
 from lamina.environments.scaling import ScalingRate
 from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import State
-from lamina.errors import TooManyRequestsException
+from lamina.errors import ResourceConflictException, TooManyRequestsException
+from lamina.images import ImageError, ImageStore, RuntimeImage
 from lamina.observe.logs import LogStore
-from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
+from lamina.runtimes.catalog import CLIENTS_DIR, RuntimeSpec, runtime_spec
 from lamina.sandbox.base import SandboxBackend
 from lamina.store.blobs import BlobStore
 from lamina.store.unpacked import merged_layers_dir, unpacked_dir
@@ -49,6 +50,9 @@ class PoolSettings:
     account_id: str
     # Lamina's API port, reachable from inside environments (AWS_ENDPOINT_URL).
     api_port: int | None = None
+    # "image": runtimes run on their runtime image as `/`; "host": on the host's
+    # interpreters (also what a backend that cannot mount images gets).
+    runtime_source: str = "image"
     idle_timeout_s: float = 600.0
     init_timeout_s: float = 10.0
     init_cpu_boost: bool = True
@@ -62,8 +66,10 @@ class PoolSettings:
 
 class EnvironmentPool:
     def __init__(self, backend: SandboxBackend, blobs: BlobStore, logs: LogStore,
-                 settings: PoolSettings) -> None:
+                 settings: PoolSettings, images: ImageStore | None = None) -> None:
         self.backend = backend
+        self.images = images
+        self._images: dict[str, RuntimeImage] = {}
         self.blobs = blobs
         self.logs = logs
         self.settings = settings
@@ -85,15 +91,37 @@ class EnvironmentPool:
     def environments(self) -> frozenset[ExecutionEnvironment]:
         return frozenset(self._all)
 
-    def _config(self, fv: EnvironmentSpec, initialization_type: str) -> EnvironmentConfig:
+    async def _runtime(self, identifier: str) -> tuple[RuntimeSpec, RuntimeImage | None]:
+        """How to run `identifier`, and the runtime image to run it on (built or pulled
+        first if this machine does not have it yet)."""
+        on_images = self.images is not None and self.backend.mounts_images
+        source = self.settings.runtime_source if on_images else "host"
+        runtime = runtime_spec(identifier, source=source)
+        if runtime.image is None or self.images is None:
+            return runtime, None
+        image = self._images.get(runtime.image)
+        if image is None:
+            try:
+                image = await asyncio.to_thread(self.images.ensure, runtime.image)
+            except ImageError as error:
+                raise ResourceConflictException(
+                    f"The function could not start: its runtime {identifier} needs the image "
+                    f"{runtime.image}, which could not be made ({error}). Run `lamina runtimes "
+                    f"install {identifier}` to see why.") from error
+            self._images[runtime.image] = image
+        return runtime.on_image(image.own_runtime), image
+
+    def _config(self, fv: EnvironmentSpec, initialization_type: str, runtime: RuntimeSpec,
+                image: RuntimeImage | None) -> EnvironmentConfig:
         code_root = self.settings.data_dir / "unpacked"
         layer_shas = list(fv.layer_sha256_hex)
         return EnvironmentConfig(
             function_version=fv,
-            runtime=runtime_spec(fv.runtime),
+            runtime=runtime,
             task_root=unpacked_dir(self.blobs, fv.code_sha256_hex, code_root),
             layers_root=merged_layers_dir(self.blobs, layer_shas, code_root) if layer_shas else None,
-            runtime_root=CLIENTS_DIR,
+            runtime_root=None if runtime.own_runtime_dir else CLIENTS_DIR,
+            root_image=image.root if image is not None else None,
             scratch_root=self.settings.data_dir / "environments" / uuid.uuid4().hex,
             region=self.settings.region,
             account_id=self.settings.account_id,
@@ -145,8 +173,10 @@ class EnvironmentPool:
 
         TooManyRequestsException when the host's environment memory is used up.
         """
+        runtime, image = await self._runtime(fv.runtime)
         victims = self._make_room(fv.memory_size)
-        env = ExecutionEnvironment(self._config(fv, initialization_type), self.backend, self.logs)
+        env = ExecutionEnvironment(self._config(fv, initialization_type, runtime, image),
+                                   self.backend, self.logs)
         self._all.add(env)
         self._charged[env] = fv.memory_size
         self.memory_in_use_mb += fv.memory_size

@@ -255,12 +255,14 @@ def _not_supported(identifier: str, source: str) -> InvalidParameterValueExcepti
 # -- the API ----------------------------------------------------------------------
 
 
-def runtime_spec(identifier: str, settings: Settings | None = None) -> RuntimeSpec:
-    """How to run `identifier` here, or InvalidParameterValueException.
+def runtime_spec(identifier: str, settings: Settings | None = None,
+                 source: str | None = None) -> RuntimeSpec:
+    """How to run `identifier` here (on `source`, by default the setting's), or
+    InvalidParameterValueException.
 
     Deprecated identifiers are not refused here: functions created with one keep
     running, as on Lambda (check_runtime refuses them for new functions)."""
-    source = (settings or _env_settings()).runtime_source
+    source = source or (settings or _env_settings()).runtime_source
     return _host_spec(identifier) if source == "host" else _image_spec(identifier)
 
 
