@@ -2,7 +2,7 @@
 # Debian packages Lamina needs on the host. Installs only what is missing, and only
 # when running as root with apt-get (otherwise it says what to install).
 set -euo pipefail
-packages=(python3-venv bubblewrap slirp4netns curl)
+packages=(python3-venv bubblewrap slirp4netns curl libseccomp2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
