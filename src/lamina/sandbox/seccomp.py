@@ -11,7 +11,8 @@ function has no business at all:
 - `clone` is refused with any namespace flag (CLONE_NEWNS, NEWUTS, NEWIPC, NEWUSER, NEWPID,
   NEWNET, NEWCGROUP); `unshare`, `setns`, the mount family, `chroot`, `pivot_root` are
   refused outright, as Docker does without CAP_SYS_ADMIN;
-- `socket` is refused for AF_ALG (the kernel crypto API) and AF_VSOCK, as Docker;
+- `socket` is refused for AF_ALG (the kernel crypto API) and AF_VSOCK, as Docker, and
+  also when the family has bits above the 32 the kernel reads (a way around Docker's rule);
 - `personality` accepts only Docker's values (PER_LINUX, PER_LINUX32, UNAME26, and the
   0xffffffff query);
 - unlike Docker, `ptrace`, `process_vm_readv` and `process_vm_writev` are refused: Docker
@@ -93,7 +94,7 @@ timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
 timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat
 uretprobe utime utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid
 write writev
-""".split())
+""".split())  # noqa: SIM905 (a word list reads like Docker's)
 
 # Refused, and named here because a reader looks for them (every call not allowed is
 # refused; this is not the whole list). Docker refuses all of them to a container without
@@ -108,7 +109,7 @@ open_tree open_tree_attr mount_setattr
 kexec_load kexec_file_load init_module finit_module delete_module reboot swapon swapoff
 open_by_handle_at acct quotactl quotactl_fd lookup_dcookie syslog
 iopl ioperm settimeofday clock_settime sethostname setdomainname
-""".split())
+""".split())  # noqa: SIM905
 
 # Numbers of syscalls newer than the libseccomp this module may meet (Debian 12 ships
 # 2.5.4): since 5.1 (pidfd_send_signal, 424) a new syscall has one number on every
@@ -138,7 +139,7 @@ _BINARY_TREE = 2
 
 def _compile() -> bytes:
     try:
-        import pyseccomp as sc
+        import pyseccomp as sc  # type: ignore[import-untyped]
     except (ImportError, RuntimeError) as exc:  # RuntimeError: libseccomp.so.2 not found
         raise RuntimeError(f"cannot build the seccomp filter: {exc}") from exc
 
@@ -159,6 +160,11 @@ def _compile() -> bytes:
     for domain_rule in (sc.Arg(0, sc.LT, _AF_ALG), sc.Arg(0, sc.EQ, _AF_ALG + 1),
                         sc.Arg(0, sc.GT, _AF_VSOCK)):
         flt.add_rule(sc.ALLOW, "socket", domain_rule)
+    # The family is an int: the kernel reads the low 32 bits of the register, the filter
+    # all 64, so 0x1_00000028 passes "> 40" and opens AF_VSOCK (Docker's rules have this
+    # hole). libseccomp 2.5 takes one comparison per argument and rule, so values above
+    # 32 bits get a rule of their own; it is decided before the "> 40" one.
+    flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, 0xFFFFFFFF))
     for persona in _PERSONALITIES:
         flt.add_rule(sc.ALLOW, "personality", sc.Arg(0, sc.EQ, persona))
     flt.add_rule(sc.ALLOW, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_NAMESPACE_FLAGS, 0))
@@ -166,30 +172,11 @@ def _compile() -> bytes:
     for nr in _FUTURE:
         flt.add_rule(sc.ERRNO(errno.ENOSYS), nr)
 
-    fd = os.memfd_create("lamina-seccomp-compile")
-    try:
-        flt.export_bpf(_FileNo(fd))
-        os.lseek(fd, 0, os.SEEK_SET)
-        return _read_all(fd)
-    finally:
-        os.close(fd)
-
-
-class _FileNo:
-    """What export_bpf wants: anything with fileno()."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def fileno(self) -> int:
-        return self._fd
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # libseccomp writes to a file descriptor; a memfd keeps the program off the disk.
+    with open(os.memfd_create("lamina-seccomp-compile"), "w+b") as exported:
+        flt.export_bpf(exported)
+        exported.seek(0)
+        return exported.read()
 
 
 @functools.cache
