@@ -4,7 +4,7 @@
 set -euo pipefail
 # mmdebstrap builds runtime images from Debian's packages; skopeo and umoci pull
 # and unpack them from OCI registries; docker-registry serves one on loopback (tests).
-packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docker-registry)
+packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docker-registry libseccomp2 e2fsprogs util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
