@@ -72,6 +72,18 @@ class Settings:
     # How long a claim on an event holds without being renewed; after a crash the
     # events the dead server held are claimed again this long after it died.
     async_lease_s: float = 30.0
+    # Connections. A client has this long to send a request's headers, and then
+    # this long to send its body, or it is answered 408 and disconnected; an idle
+    # keep-alive connection is closed after keep_alive_s.
+    request_header_timeout_s: float = 10.0
+    request_body_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    max_request_header_bytes: int = 64 * 1024
+    # Open connections at most (beyond it new requests get 503), and requests
+    # whose signature is not verified yet, i.e. still sending their body (beyond it
+    # 429), so unauthenticated clients cannot hold the server's memory or sockets.
+    max_connections: int = 2_000
+    max_unverified_requests: int = 256
     limits: Limits = field(default_factory=Limits)
 
     @property
