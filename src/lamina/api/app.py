@@ -7,16 +7,18 @@ import contextlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
 from urllib.parse import parse_qsl
 
+from botocore.model import OperationModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from lamina.api import json_protocol, protocol
-from lamina.api.auth import RequestHead, SigV4Verifier
+from lamina.api.auth import Principal, RequestHead, SigV4Verifier
 from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lamina.api.operations import HANDLERS, Call, Handler, load_all
@@ -57,6 +59,18 @@ def error_response(error: LambdaError, request_id: str) -> Response:
         headers=headers,
         media_type="application/json",
     )
+
+
+@dataclass(frozen=True)
+class _Route:
+    # botocore's name of the service, and the operation the request is for.
+    service: str
+    operation: OperationModel
+    # rest-json (Lambda): the path's and the query's parameters.
+    path_params: dict[str, str] = field(default_factory=dict)
+    query: list[tuple[str, str]] = field(default_factory=list)
+    # JSON protocol (SQS, Logs): the service named by X-Amz-Target.
+    json_service: json_protocol.JsonService | None = None
 
 
 class Dispatcher:
@@ -116,51 +130,56 @@ class Dispatcher:
         )
         # Headers first: nothing of the body is read for a request that cannot be
         # authentic, nor for an operation that does not exist.
-        if target is None:
-            authorization = self.verifier.authenticate(head, "lambda")
-            query_pairs = parse_qsl(request.url.query, keep_blank_values=True)
-            found = self.router.match(request.method, request.url.path, dict(query_pairs))
-            if found is None:
-                raise UnknownOperationException(
-                    f"No Lambda operation matches {request.method} {request.url.path}"
-                )
-            operation, path_params = found
-            service_name = "lambda"
-        else:
-            named = json_protocol.service_for(target)
-            authorization = self.verifier.authenticate(
-                head, named.signing_name if named is not None else None
-            )
-            service, operation = json_protocol.resolve(target)
-            service_name = service.name
-        handler = self._handler(service_name, operation.name)
+        named = json_protocol.service_for(target) if target is not None else None
+        signing_name = "lambda" if target is None else named.signing_name if named else None
+        authorization = self.verifier.authenticate(head, signing_name)
+        route = self._route(request, target)
+        handler = self._handler(route.service, route.operation.name)
         invocation_type = request.headers.get("x-amz-invocation-type")
-        cap = body_cap(self.settings.limits, service_name, operation.name, invocation_type)
+        cap = body_cap(self.settings.limits, route.service, route.operation.name, invocation_type)
         with self._unverified_slot():
             payload = await body.read(
-                cap, lambda: too_large(cap, service_name, operation.name, invocation_type)
+                cap, lambda: too_large(cap, route.service, route.operation.name, invocation_type)
             )
             principal = self.verifier.verify_signature(authorization, head, payload.sha256)
         request.state.principal = principal
-        if target is None:
-            params = protocol.parse_request(
-                operation, path_params, query_pairs, request.headers, payload.data
-            )
-            protocol.validate(operation, params)
-            call = Call(self.platform, params, request, request_id, principal)
-            output = await handler(call)
-            serialized = protocol.serialize_response(operation, output)
-            serialized.headers.update(call.headers)
-            serialized.headers["x-amzn-RequestId"] = request_id
-            return Response(serialized.body, serialized.status_code, serialized.headers)
-        params = json_protocol.parse_request(operation, payload.data)
-        protocol.validate(operation, params, enums=service.check_enums)
+        if route.json_service is None:
+            return await self._rest_json(route, handler, request, request_id, payload.data, principal)
+        params = json_protocol.parse_request(route.operation, payload.data)
+        protocol.validate(route.operation, params, enums=route.json_service.check_enums)
         output = await handler(Call(self.platform, params, request, request_id, principal))
         return Response(
-            json_protocol.serialize_response(operation, output),
+            json_protocol.serialize_response(route.operation, output),
             headers={"x-amzn-RequestId": request_id},
-            media_type=service.content_type,
+            media_type=route.json_service.content_type,
         )
+
+    def _route(self, request: Request, target: str | None) -> _Route:
+        """The operation a request names: by X-Amz-Target, else by method and path."""
+        if target is not None:
+            service, operation = json_protocol.resolve(target)
+            return _Route(service.name, operation, json_service=service)
+        query = parse_qsl(request.url.query, keep_blank_values=True)
+        found = self.router.match(request.method, request.url.path, dict(query))
+        if found is None:
+            raise UnknownOperationException(
+                f"No Lambda operation matches {request.method} {request.url.path}"
+            )
+        operation, path_params = found
+        return _Route("lambda", operation, path_params=path_params, query=query)
+
+    async def _rest_json(self, route: _Route, handler: Handler, request: Request,
+                         request_id: str, body: bytes, principal: Principal) -> Response:
+        params = protocol.parse_request(
+            route.operation, route.path_params, route.query, request.headers, body
+        )
+        protocol.validate(route.operation, params)
+        call = Call(self.platform, params, request, request_id, principal)
+        output = await handler(call)
+        serialized = protocol.serialize_response(route.operation, output)
+        serialized.headers.update(call.headers)
+        serialized.headers["x-amzn-RequestId"] = request_id
+        return Response(serialized.body, serialized.status_code, serialized.headers)
 
     @staticmethod
     def _handler(service: str, operation: str) -> Handler:
