@@ -106,6 +106,18 @@ class Settings:
     insecure_image_registries: str = ""
     # The Debian mirror images are built from; empty means mmdebstrap's default.
     debian_mirror: str = ""
+    # Connections. A client has this long to send a request's headers, and then
+    # this long to send its body, or it is answered 408 and disconnected; an idle
+    # keep-alive connection is closed after keep_alive_s.
+    request_header_timeout_s: float = 10.0
+    request_body_timeout_s: float = 60.0
+    keep_alive_s: float = 5.0
+    max_request_header_bytes: int = 64 * 1024
+    # Open connections at most (beyond it new requests get 503), and requests
+    # whose signature is not verified yet, i.e. still sending their body (beyond it
+    # 429), so unauthenticated clients cannot hold the server's memory or sockets.
+    max_connections: int = 2_000
+    max_unverified_requests: int = 256
     limits: Limits = field(default_factory=Limits)
 
     @property

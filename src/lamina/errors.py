@@ -81,6 +81,11 @@ class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
 class RequestEntityTooLargeException(LambdaError):
     status_code = 413
 
+    @classmethod
+    def for_operation(cls, limit: int, operation: str) -> RequestEntityTooLargeException:
+        """AWS's wording, e.g. for an Invoke payload over 6 MB."""
+        return cls(f"Request must be smaller than {limit} bytes for the {operation} operation")
+
 
 class UnsupportedMediaTypeException(LambdaError):
     status_code = 415
@@ -119,10 +124,29 @@ class IncompleteSignatureException(LambdaError):
     status_code = 403
 
 
+class ExpiredTokenException(LambdaError):
+    """Temporary credentials (an execution role's) used after they expired."""
+
+    status_code = 403
+
+
+class RequestTimeoutException(LambdaError):
+    """A request whose body did not arrive in time (the connection is closed after it)."""
+
+    status_code = 408
+
+
 class MissingAuthenticationTokenException(LambdaError):
     """A request with no Authorization header at all, where keys are required."""
 
     status_code = 403
+
+
+# -- CloudWatch Logs ---------------------------------------------------------------
+
+
+class InvalidParameterException(LambdaError):
+    pass
 
 
 # -- SQS (the queue service served beside the Lambda API) ------------------------

@@ -64,6 +64,15 @@ class Limits:
     default_retention_s: int = 345_600
     max_receive_count: int = 1_000
     max_queues_listed: int = 1_000
+    # Request bodies, per operation (see api.bodies): code uploads may be
+    # max_request_bytes, Invoke its payload limit, SQS requests this much (a 256 KiB
+    # message escaped into JSON grows at most threefold, plus attributes), every
+    # other request this much.
+    max_queue_request_bytes: int = 1 * MB
+    max_api_request_bytes: int = 1 * MB
+    # A refused request's body is read and dropped up to this size, so the client
+    # gets the answer instead of a reset connection; past it the connection closes.
+    max_discarded_request_bytes: int = 8 * MB
 
     @property
     def max_request_bytes(self) -> int:

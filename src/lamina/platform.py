@@ -13,6 +13,7 @@ from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.concurrency import ConcurrencyRegistry
+from lamina.control.credentials import ExecutionRoleCredentials
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
@@ -50,6 +51,9 @@ class Platform:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = open_database(settings.sqlalchemy_url)
         self.region = Region(settings.region, settings.account_id)
+        # Temporary credentials of execution roles, which the API accepts (signed
+        # with the session token) and attributes to the role.
+        self.credentials = ExecutionRoleCredentials()
         self.blobs = BlobStore(settings.data_dir / "code")
         self.policies = ResourcePolicies(PolicyStore(self.engine))
         self.layers = Layers(

@@ -7,24 +7,27 @@ import contextlib
 import json
 import logging
 import uuid
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterator
 from urllib.parse import parse_qsl
 
+from botocore.model import OperationModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from lamina.api import json_protocol, protocol
-from lamina.api.auth import SignedRequest, SigV4Verifier
+from lamina.api.auth import Principal, RequestHead, SigV4Verifier
+from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lamina.api.operations import HANDLERS, Call, Handler, load_all
 from lamina.errors import (
     AccessDeniedException,
     LambdaError,
-    RequestEntityTooLargeException,
     ResourceNotFoundException,
     ServiceException,
+    TooManyRequestsException,
     UnknownOperationException,
 )
 from lamina.platform import Platform
@@ -58,25 +61,47 @@ def error_response(error: LambdaError, request_id: str) -> Response:
     )
 
 
+@dataclass(frozen=True)
+class _Route:
+    # botocore's name of the service, and the operation the request is for.
+    service: str
+    operation: OperationModel
+    # rest-json (Lambda): the path's and the query's parameters.
+    path_params: dict[str, str] = field(default_factory=dict)
+    query: list[tuple[str, str]] = field(default_factory=list)
+    # JSON protocol (SQS, Logs): the service named by X-Amz-Target.
+    json_service: json_protocol.JsonService | None = None
+
+
 class Dispatcher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
+        self.settings = platform.settings
         self.router = protocol.Router(protocol.service_model("lambda"))
-        self.verifier = SigV4Verifier(platform.settings.credentials)
+        self.verifier = SigV4Verifier(
+            platform.settings.credentials, platform.settings.region, platform.credentials
+        )
+        # Requests reading their body before their signature could be checked.
+        self._unverified = 0
         load_all()
 
     async def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         target = request.headers.get("x-amz-target")
+        body = BodyReader(request, self.settings.request_body_timeout_s)
         try:
-            if target is not None:
-                return await self._dispatch_json(request, request_id, target)
-            return await self._dispatch(request, request_id)
+            response = await self._dispatch(request, request_id, target, body)
         except LambdaError as error:
-            return self._error(error, request_id, target)
+            response = self._error(error, request_id, target)
         except Exception:
             log.exception("unhandled error in request %s %s", request.method, request.url.path)
-            return self._error(ServiceException("An internal error occurred."), request_id, target)
+            response = self._error(ServiceException("An internal error occurred."), request_id, target)
+        # A body left on the wire (the request was refused before it was read) is
+        # drained, or the connection closed after the answer.
+        await body.discard(self.settings.limits.max_discarded_request_bytes)
+        if body.close_connection:
+            response.headers["connection"] = "close"
+        return response
 
     @staticmethod
     def _error(error: LambdaError, request_id: str, target: str | None) -> Response:
@@ -84,51 +109,77 @@ class Dispatcher:
             return error_response(error, request_id)
         return json_protocol.error_response(error, request_id, json_protocol.service_for(target))
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.platform.settings.limits.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes")
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestEntityTooLargeException(f"Request must be smaller than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    @contextlib.contextmanager
+    def _unverified_slot(self) -> Iterator[None]:
+        if self._unverified >= self.settings.max_unverified_requests:
+            raise TooManyRequestsException("Rate exceeded")
+        self._unverified += 1
+        try:
+            yield
+        finally:
+            self._unverified -= 1
 
-    async def _dispatch(self, request: Request, request_id: str) -> Response:
-        query_pairs = parse_qsl(request.url.query, keep_blank_values=True)
-        found = self.router.match(request.method, request.url.path, dict(query_pairs))
+    async def _dispatch(
+        self, request: Request, request_id: str, target: str | None, body: BodyReader
+    ) -> Response:
+        head = RequestHead(
+            method=request.method,
+            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
+            raw_query=request.scope.get("query_string", b"").decode(),
+            headers=request.headers,
+        )
+        # Headers first: nothing of the body is read for a request that cannot be
+        # authentic, nor for an operation that does not exist.
+        named = json_protocol.service_for(target) if target is not None else None
+        signing_name = "lambda" if target is None else named.signing_name if named else None
+        authorization = self.verifier.authenticate(head, signing_name)
+        route = self._route(request, target)
+        handler = self._handler(route.service, route.operation.name)
+        invocation_type = request.headers.get("x-amz-invocation-type")
+        cap = body_cap(self.settings.limits, route.service, route.operation.name, invocation_type)
+        with self._unverified_slot():
+            payload = await body.read(
+                cap, lambda: too_large(cap, route.service, route.operation.name, invocation_type)
+            )
+            principal = self.verifier.verify_signature(authorization, head, payload.sha256)
+        request.state.principal = principal
+        if route.json_service is None:
+            return await self._rest_json(route, handler, request, request_id, payload.data, principal)
+        params = json_protocol.parse_request(route.operation, payload.data)
+        protocol.validate(route.operation, params, enums=route.json_service.check_enums)
+        output = await handler(Call(self.platform, params, request, request_id, principal))
+        return Response(
+            json_protocol.serialize_response(route.operation, output),
+            headers={"x-amzn-RequestId": request_id},
+            media_type=route.json_service.content_type,
+        )
+
+    def _route(self, request: Request, target: str | None) -> _Route:
+        """The operation a request names: by X-Amz-Target, else by method and path."""
+        if target is not None:
+            service, operation = json_protocol.resolve(target)
+            return _Route(service.name, operation, json_service=service)
+        query = parse_qsl(request.url.query, keep_blank_values=True)
+        found = self.router.match(request.method, request.url.path, dict(query))
         if found is None:
             raise UnknownOperationException(
                 f"No Lambda operation matches {request.method} {request.url.path}"
             )
         operation, path_params = found
-        handler = self._handler("lambda", operation.name)
-        body = await self._verified_body(request)
-        params = protocol.parse_request(operation, path_params, query_pairs, request.headers, body)
-        protocol.validate(operation, params)
-        call = Call(self.platform, params, request, request_id)
+        return _Route("lambda", operation, path_params=path_params, query=query)
+
+    async def _rest_json(self, route: _Route, handler: Handler, request: Request,
+                         request_id: str, body: bytes, principal: Principal) -> Response:
+        params = protocol.parse_request(
+            route.operation, route.path_params, route.query, request.headers, body
+        )
+        protocol.validate(route.operation, params)
+        call = Call(self.platform, params, request, request_id, principal)
         output = await handler(call)
-        serialized = protocol.serialize_response(operation, output)
+        serialized = protocol.serialize_response(route.operation, output)
         serialized.headers.update(call.headers)
         serialized.headers["x-amzn-RequestId"] = request_id
         return Response(serialized.body, serialized.status_code, serialized.headers)
-
-    async def _dispatch_json(self, request: Request, request_id: str, target: str) -> Response:
-        service, operation = json_protocol.resolve(target)
-        handler = self._handler(service.name, operation.name)
-        body = await self._verified_body(request)
-        params = json_protocol.parse_request(operation, body)
-        protocol.validate(operation, params, enums=service.check_enums)
-        output = await handler(Call(self.platform, params, request, request_id))
-        return Response(
-            json_protocol.serialize_response(operation, output),
-            headers={"x-amzn-RequestId": request_id},
-            media_type=service.content_type,
-        )
 
     @staticmethod
     def _handler(service: str, operation: str) -> Handler:
@@ -138,20 +189,6 @@ class Dispatcher:
                 f"{operation} is not supported by this Lamina server yet"
             )
         return handler
-
-    async def _verified_body(self, request: Request) -> bytes:
-        """The request body, once its SigV4 signature checks out."""
-        body = await self._read_body(request)
-        self.verifier.verify(
-            SignedRequest(
-                method=request.method,
-                raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
-                raw_query=request.scope.get("query_string", b"").decode(),
-                headers=request.headers,
-                body=body,
-            )
-        )
-        return body
 
 
 async def download_code(request: Request) -> Response:

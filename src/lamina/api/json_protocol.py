@@ -34,6 +34,12 @@ class JsonService:
         return protocol.service_model(self.name)
 
     @property
+    def signing_name(self) -> str:
+        """The service a request's SigV4 credential scope must name."""
+        metadata = self.model.metadata
+        return str(metadata.get("signingName") or metadata["endpointPrefix"])
+
+    @property
     def content_type(self) -> str:
         return f"application/x-amz-json-{self.model.metadata.get('jsonVersion', '1.0')}"
 

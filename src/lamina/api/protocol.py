@@ -84,6 +84,9 @@ def _scalar_from_text(shape: Shape, text: str, member: str) -> Any:
     kind = shape.type_name
     try:
         if kind in ("integer", "long"):
+            # Digits only (int() would also take "1_000" and " 7"); range: see _failures.
+            if not re.fullmatch(r"[+-]?[0-9]+", text):
+                raise ValueError(text)
             return int(text)
         if kind in ("float", "double"):
             return float(text)
@@ -191,6 +194,12 @@ def _decode_json(body: bytes) -> Any:
         raise InvalidRequestContentException(
             f"Could not parse request body into json: {exc.args[0]}"
         ) from None
+    except RecursionError:
+        # Python's parser recurses per level; AWS's refuses deep documents too.
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: Document nesting depth exceeds the "
+            "maximum allowed"
+        ) from None
 
 
 # -- validating it against the model --------------------------------------------
@@ -230,6 +239,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "double": (int, float),
 }
 _CONTAINERS = ("structure", "list", "map")
+# The Java types behind the model's integer and long: a value outside them can
+# neither be stored (SQLite's integers are 64-bit) nor come from AWS.
+_INTEGER_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
 def _value_at(shape: Shape, value: Any, path: str) -> str:
@@ -258,10 +270,13 @@ def _failures(shape: Shape, value: Any, enums: bool = True) -> list[str]:
         if "max" in meta and len(value) > meta["max"]:
             failed.append(f"Member must have length less than or equal to {meta['max']}")
     elif kind in ("integer", "long", "float", "double"):
-        if "min" in meta and value < meta["min"]:
-            failed.append(f"Member must have value greater than or equal to {meta['min']}")
-        if "max" in meta and value > meta["max"]:
-            failed.append(f"Member must have value less than or equal to {meta['max']}")
+        type_min, type_max = _INTEGER_RANGES.get(kind, (None, None))
+        low = meta.get("min", type_min)
+        high = meta.get("max", type_max)
+        if low is not None and value < low:
+            failed.append(f"Member must have value greater than or equal to {low}")
+        if high is not None and value > high:
+            failed.append(f"Member must have value less than or equal to {high}")
     if kind == "string":
         if enums and shape.enum and value not in shape.enum:
             failed.append(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")

@@ -63,11 +63,10 @@ def cli() -> None:
               help="Where functions, code and logs are kept (default ./data).")
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start the Lamina server in the foreground."""
-    import uvicorn
-
     from lamina.api.app import create_app
     from lamina.api.auth import require_keys_for_bind
     from lamina.cli.runtimes import startup_lines
+    from lamina.api.server import serve as serve_api
     from lamina.config import load_settings
     from lamina.platform import Platform
 
@@ -83,10 +82,7 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     # What runs each runtime identifier here (exact versions), said plainly.
     for line in startup_lines(settings):
         console.print(f"  {line}", soft_wrap=True, highlight=False)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        log_level=settings.log_level, access_log=False,
-    )
+    serve_api(app, settings)
 
 
 def _package(source: Path) -> bytes:

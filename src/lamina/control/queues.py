@@ -172,7 +172,7 @@ class QueueRegistry:
             elif name in _JSON_ATTRIBUTES and value:
                 try:
                     json.loads(value)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise InvalidAttributeValue(
                         f"Invalid value for the parameter {name}. Reason: not valid JSON."
                     ) from None

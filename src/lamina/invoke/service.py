@@ -96,6 +96,12 @@ class Invoker:
             raise InvalidRequestContentException(
                 f"Could not parse request body into json: Could not parse payload into json: {exc}"
             ) from None
+        except RecursionError:
+            # Valid JSON nested deeper than a parser goes (AWS's stops at 1,000 levels).
+            raise InvalidRequestContentException(
+                "Could not parse request body into json: Could not parse payload into json: "
+                "Document nesting depth exceeds the maximum allowed"
+            ) from None
         return payload
 
     def _client_context(self, raw: str | None) -> str | None:
@@ -104,7 +110,7 @@ class Invoker:
         try:
             decoded = base64.b64decode(raw, validate=True)
             json.loads(decoded)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, RecursionError):
             raise InvalidParameterValueException(
                 "Client context must be a valid Base64-encoded JSON object."
             ) from None

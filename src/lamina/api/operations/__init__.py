@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
 
+from lamina.api.auth import ANONYMOUS, Principal
 from lamina.platform import Platform
 
 
@@ -24,6 +25,8 @@ class Call:
     params: dict[str, Any]
     request: Request
     request_id: str
+    # Who signed the request (an execution role's credentials name the role).
+    principal: Principal = ANONYMOUS
     # Extra response headers, beyond the output members (Lamina extensions such as
     # X-Lamina-Concurrent-Executions; AWS's clients ignore headers they do not model).
     headers: dict[str, str] = field(default_factory=dict)

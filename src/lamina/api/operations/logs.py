@@ -7,13 +7,17 @@ client and `lamina logs` all read the START/END/REPORT lines and function output
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lamina.api.operations import Call, operation
-from lamina.errors import ResourceNotFoundException
+from lamina.errors import InvalidParameterException, ResourceNotFoundException
 from lamina.observe.logs import LogEvent, LogStore
 
 DEFAULT_LIMIT = 10_000
+# The logs model's LogGroupName (at most 512 characters).
+LOG_GROUP_NAME_PATTERN = r"[\.\-_/#A-Za-z0-9]+"
+MAX_LOG_GROUP_NAME = 512
 
 
 def _store(call: Call) -> LogStore:
@@ -25,7 +29,14 @@ def _group(call: Call) -> str:
     # An identifier may be the group's ARN: arn:aws:logs:REGION:ACCOUNT:log-group:NAME[:*]
     if name.startswith("arn:"):
         name = name.split(":log-group:", 1)[-1].removesuffix(":*")
-    if not _store(call).has_group(name):
+    if len(name) > MAX_LOG_GROUP_NAME or not re.fullmatch(LOG_GROUP_NAME_PATTERN, name):
+        raise InvalidParameterException(
+            f"1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {LOG_GROUP_NAME_PATTERN}"
+        )
+    # "." and ".." fit the pattern, but no group has them as its name: they would
+    # name the log store's own directory and the one above it.
+    if name in (".", "..") or not _store(call).has_group(name):
         raise ResourceNotFoundException("The specified log group does not exist.")
     return name
 
