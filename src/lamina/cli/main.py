@@ -65,8 +65,8 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start the Lamina server in the foreground."""
     from lamina.api.app import create_app
     from lamina.api.auth import require_keys_for_bind
-    from lamina.cli.runtimes import startup_lines
     from lamina.api.server import serve as serve_api
+    from lamina.cli.runtimes import startup_lines
     from lamina.config import load_settings
     from lamina.platform import Platform
 
