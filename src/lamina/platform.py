@@ -22,6 +22,7 @@ from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
+from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
 from lamina.images import ImageStore
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
@@ -90,6 +91,7 @@ class Platform:
                 scaling_window_s=settings.limits.scaling_window_s,
             ),
             ImageStore.from_settings(settings),
+            self._role_credentials,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
@@ -115,6 +117,16 @@ class Platform:
                 lease_s=settings.async_lease_s,
             ),
             reserved=lambda name: self.concurrency.reserved.get(name),
+        )
+
+    def _role_credentials(self, role_arn: str) -> RoleCredentials:
+        issued = self.credentials.issue(role_arn)
+        return RoleCredentials(
+            variables={"AWS_ACCESS_KEY_ID": issued.access_key_id,
+                       "AWS_SECRET_ACCESS_KEY": issued.secret_access_key,
+                       "AWS_SESSION_TOKEN": issued.session_token},
+            expiration=issued.expiration,
+            revoke=lambda: self.credentials.revoke(issued.access_key_id),
         )
 
     def _configure_provisioned(self, function_name: str, qualifier: str,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
-from lamina.environments.spec import EnvironmentSpec
+from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
 from lamina.observe.logs import LogStore, LogStream
 from lamina.runtimes.catalog import RuntimeSpec
@@ -30,6 +30,9 @@ from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 # Lambda's LogResult is the last 4 KB of the invocation's log.
 LOG_TAIL_BYTES = 4096
 _READ_CHUNK = 65536
+# An environment whose role credentials end within this is not reused: one
+# invocation of the longest timeout (900 s) must fit before they expire.
+CREDENTIALS_MARGIN_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class EnvironmentConfig:
     api_port: int | None = None
     # The runtime image's root file system, `/` of the sandbox (None: the host's).
     root_image: Path | None = None
+    # The execution role's temporary credentials (None: placeholders, which this
+    # server's API does not accept when it checks signatures).
+    credentials: RoleCredentials | None = None
     init_timeout_s: float = 10.0
     init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
@@ -123,6 +129,12 @@ class ExecutionEnvironment:
         self.invocations = 0
         self.last_used = time.monotonic()
 
+    def credentials_expiring(self) -> bool:
+        """True when its role credentials end soon: the environment is replaced
+        rather than reused, which is how credentials rotate."""
+        credentials = self.config.credentials
+        return credentials is not None and credentials.expiration - time.time() < CREDENTIALS_MARGIN_S
+
     @property
     def state(self) -> State:
         return self.lifecycle.state
@@ -148,11 +160,11 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
             "LAMBDA_TASK_ROOT": "/var/task",
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            # Functions get credentials variables like on Lambda; these are not
-            # keys to this server (it issues no role credentials).
-            "AWS_ACCESS_KEY_ID": "ASIALAMINAFUNCTION00",
-            "AWS_SECRET_ACCESS_KEY": "lamina-function-secret",
-            "AWS_SESSION_TOKEN": "lamina-function-session",
+            **(self.config.credentials.variables if self.config.credentials else {
+                "AWS_ACCESS_KEY_ID": "ASIALAMINAFUNCTION00",
+                "AWS_SECRET_ACCESS_KEY": "lamina-function-secret",
+                "AWS_SESSION_TOKEN": "lamina-function-session",
+            }),
         }
         if self.config.runtime.execution_env:
             reserved["AWS_EXECUTION_ENV"] = self.config.runtime.execution_env
@@ -455,6 +467,8 @@ class ExecutionEnvironment:
             self._exit.cancel()
         self._close_output()
         self._log.close()
+        if self.config.credentials is not None:
+            self.config.credentials.revoke()
         shutil.rmtree(self.config.scratch_root, ignore_errors=True)
         self.lifecycle.to(State.GONE)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
-from lamina.environments.spec import EnvironmentSpec
+from lamina.environments.spec import CredentialIssuer, EnvironmentSpec
 from lamina.environments.states import State
 from lamina.errors import ResourceConflictException, TooManyRequestsException
 from lamina.images import ImageError, ImageStore, RuntimeImage
@@ -66,8 +66,10 @@ class PoolSettings:
 
 class EnvironmentPool:
     def __init__(self, backend: SandboxBackend, blobs: BlobStore, logs: LogStore,
-                 settings: PoolSettings, images: ImageStore | None = None) -> None:
+                 settings: PoolSettings, images: ImageStore | None = None,
+                 credentials: CredentialIssuer | None = None) -> None:
         self.backend = backend
+        self.credentials = credentials
         self.images = images
         self._images: dict[str, RuntimeImage] = {}
         self.blobs = blobs
@@ -122,6 +124,7 @@ class EnvironmentPool:
             layers_root=merged_layers_dir(self.blobs, layer_shas, code_root) if layer_shas else None,
             runtime_root=None if runtime.own_runtime_dir else CLIENTS_DIR,
             root_image=image.root if image is not None else None,
+            credentials=self.credentials(fv.role) if self.credentials is not None else None,
             scratch_root=self.settings.data_dir / "environments" / uuid.uuid4().hex,
             region=self.settings.region,
             account_id=self.settings.account_id,
@@ -238,7 +241,7 @@ class EnvironmentPool:
             self._stop_later(env)
             return
         stale = self._current.get((fv.function_name, fv.version)) != fv.revision_id
-        if env.state is not State.READY or stale:
+        if env.state is not State.READY or stale or env.credentials_expiring():
             self._stop_later(env)
             return
         self._idle.setdefault(version_key(fv), []).append(env)

@@ -8,6 +8,7 @@ mean the same things.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -32,3 +33,18 @@ class EnvironmentSpec:
     application_log_level: str | None = None
     # Lambda's default outbound access; False for a function in a VPC (no NAT).
     outbound_network: bool = True
+
+
+@dataclass(frozen=True)
+class RoleCredentials:
+    """Temporary credentials of a function's execution role, for one environment."""
+
+    # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.
+    variables: dict[str, str]
+    expiration: float  # epoch seconds
+    revoke: Callable[[], None]
+
+
+# Issues credentials for an execution role ARN (the control plane's, wired by the
+# platform: this layer does not know where credentials come from).
+CredentialIssuer = Callable[[str], RoleCredentials]
