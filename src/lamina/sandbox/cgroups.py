@@ -310,7 +310,9 @@ class EnvironmentCgroup:
         return _keyed(self.dirs["memory"] / "memory.oom_control", "oom_kill") or 0
 
     def pids(self) -> list[int]:
-        return _pids(self._dir("pids"))
+        # Every directory, not just the pids controller's: a crashed server's
+        # leftover may lack some controllers' directories (removed half-way).
+        return sorted({pid for directory in self.dirs.values() for pid in _pids(directory)})
 
     def kill_all(self) -> None:
         """SIGKILL every process in the group, including ones forking right now."""
