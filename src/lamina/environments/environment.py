@@ -349,7 +349,7 @@ class ExecutionEnvironment:
         try:
             parsed = json.loads(body)
             error_type = error_type or parsed.get("errorType")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # a runtime's body, any shape
             pass
         self.init_failure = body or _error_payload(error_type or "Runtime.Unknown", "")
         self._initialized.set()
