@@ -716,7 +716,9 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.mark.slow
 def test_sent_and_in_flight_messages_survive_a_sigkill_restart(keyed_server: Server):
     sqs = keyed_server.client("sqs", key="AKIDSQS", secret="sqs-secret")
-    url = sqs.create_queue(QueueName="durable", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+    # Long enough to outlast a restart on a busy machine; the test then waits for
+    # the in-flight message to come back rather than sleeping a fixed time.
+    url = sqs.create_queue(QueueName="durable", Attributes={"VisibilityTimeout": "8"})["QueueUrl"]
     sqs.send_message_batch(QueueUrl=url, Entries=[
         {"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)
     ])
@@ -725,13 +727,16 @@ def test_sent_and_in_flight_messages_survive_a_sigkill_restart(keyed_server: Ser
     keyed_server.start()
     sqs = keyed_server.client("sqs", key="AKIDSQS", secret="sqs-secret")
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    assert attributes["VisibilityTimeout"] == "2"
+    assert attributes["VisibilityTimeout"] == "8"
     assert attributes["ApproximateNumberOfMessages"] == "2"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
-    time.sleep(2)
-    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                   AttributeNames=["ApproximateReceiveCount"])["Messages"]
-    counts = {m["Body"]: m["Attributes"]["ApproximateReceiveCount"] for m in messages}
+    counts: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while len(counts) < 3 and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
+                                       VisibilityTimeout=60,
+                                       AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+        counts.update({m["Body"]: m["Attributes"]["ApproximateReceiveCount"] for m in messages})
     assert counts == {body: "2" if body == in_flight["Body"] else "1"
                       for body in ("m0", "m1", "m2")}
 

@@ -74,13 +74,15 @@ RECIPES: dict[str, Recipe] = {
         _python(14, "sid"),
         _nodejs(20, "trixie"),
         _nodejs(24, "sid"),
-        # OS-only runtimes: a shell, curl and CA certificates like Amazon Linux's
-        # minimal image, plus Python 3.11 (a Lamina addition) so a `bootstrap` written
-        # in Python, such as one starting awslambdaric, runs.
+        # OS-only runtimes: a shell, curl, CA certificates and the C++ runtime like
+        # Amazon Linux's minimal image, plus Python 3.11 (a Lamina addition) so a
+        # `bootstrap` written in Python, such as one starting awslambdaric (whose
+        # native client needs libstdc++), runs.
         Recipe(
             name="provided",
             suite="bookworm",
-            packages=("curl", "ca-certificates", "python3-minimal", "libpython3.11-stdlib", "tzdata"),
+            packages=("curl", "ca-certificates", "libstdc++6", "python3-minimal",
+                      "libpython3.11-stdlib", "tzdata"),
         ),
     )
 }
