@@ -125,3 +125,11 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
     yield start
     for srv in started:
         srv.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which cgroup version(s) the sandbox tests ran on (tests/test_cgroup_v2.py)."""
+    module = sys.modules.get("tests.test_cgroup_v2")
+    line = module.sandbox_summary(terminalreporter.stats) if module is not None else None
+    if line:
+        terminalreporter.write_line(line)
