@@ -283,10 +283,17 @@ def run_guest(args: argparse.Namespace) -> int:
     if missing:
         log(f"cannot run: {missing}")
         return 125
+    if not Path(args.python).exists():
+        log(f"cannot run: no interpreter at {args.python} (run make test once to create .venv)")
+        return 125
     cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    vmlinuz, modules = fetch_kernel(cache)
-    initramfs = build_initramfs(cache, modules)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        vmlinuz, modules = fetch_kernel(cache)
+        initramfs = build_initramfs(cache, modules)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        log(f"cannot run: no guest kernel or initramfs: {error}")
+        return 125
     accel, why = choose_accel(args.accel)
     python = Path(args.python).absolute()
     tests = args.pytest_args or (FULL_TESTS if args.full or accel == "kvm" else V2_TESTS)
