@@ -29,7 +29,7 @@ cgroups, which is what is tested. Some hosts expose a /dev/kvm that runs only
 specially built guest kernels (PVM, for nested guests without hardware
 virtualisation): a stock kernel hangs there before printing anything.
 
-Usage: scripts/cgroup_v2_vm.py [--timeout S] [--accel auto|kvm|tcg] [-- PYTEST ARGS]
+Usage: scripts/cgroup_v2_vm.py [--check] [--full] [--timeout S] [--accel auto|kvm|tcg] [-- PYTEST ARGS]
 """
 
 from __future__ import annotations
