@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test images bench clean
+.PHONY: serve test test-cgroup-v2 images lint bench clean
 
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	./scripts/install-system-packages.sh
@@ -16,15 +16,26 @@ $(STAMP): pyproject.toml scripts/install-system-packages.sh
 serve: $(STAMP)
 	$(BIN)/lamina serve
 
-# Runtime images are built once per machine (a minute or so each) into the user's
-# image cache and reused by every later run; building needs root.
+# Runtime images are built once per machine (a minute or two each) into the image
+# cache (/var/cache/lamina/images as root) and reused by every later run.
 images: $(STAMP)
 	@if [ "$$(id -u)" -eq 0 ] && command -v mmdebstrap >/dev/null; then \
 		$(BIN)/lamina runtimes install --all; \
 	else echo "skipping runtime images: building them needs root and mmdebstrap"; fi
 
+# On a cgroup v1 host, tests/test_cgroup_v2.py also boots a QEMU guest with only
+# cgroup v2; the last line says which cgroup version(s) the sandbox tests ran on.
 test: $(STAMP) images
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The whole sandbox suite inside the cgroup v2 guest (slow without KVM: tens of minutes).
+test-cgroup-v2: $(STAMP)
+	$(BIN)/python scripts/cgroup_v2_vm.py --full --timeout 3600
+
+lint: $(STAMP)
+	$(BIN)/pip install --quiet ruff mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m mypy src
 
 bench: $(STAMP)
 	$(BIN)/python bench/control_plane.py

@@ -174,3 +174,9 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     (task / "handler.py").write_text("def handler(event, context):\n    return event\n")
     (sibling / "secret.txt").write_text("another function's code")
     return {"task": task, "sibling": sibling, "runtime": runtime}
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which cgroup version(s) the sandbox tests ran on (tests/test_cgroup_v2.py)."""
+    module = sys.modules.get("tests.test_cgroup_v2")
+    line = module.sandbox_summary(terminalreporter.stats) if module is not None else None
+    if line:
+        terminalreporter.write_line(line)
