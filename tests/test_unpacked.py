@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import threading
@@ -21,28 +20,12 @@ from lamina.store.unpacked import (
     package_layout,
     unpacked_dir,
 )
-from tests.helpers import make_zip
+from tests.helpers import make_zip, raw_zip
 
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
     return BlobStore(tmp_path / "code")
-
-
-def raw_zip(entries: list[tuple[str, bytes, int]], windows: bool = False) -> bytes:
-    """A zip with exact names and Unix modes (including symlinks), unchecked;
-    `windows` makes one the way Windows tools do: no Unix mode at all."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content, mode in entries:
-            info = zipfile.ZipInfo(name)
-            if windows:
-                info.create_system = 0
-                info.external_attr = 0x20  # the DOS "archive" attribute
-            else:
-                info.external_attr = mode << 16
-            archive.writestr(info, content)
-    return buffer.getvalue()
 
 
 def test_unpacked_dir_extracts_once_and_keeps_the_executable_bit(blobs, tmp_path):

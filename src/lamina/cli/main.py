@@ -79,6 +79,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
         soft_wrap=True,
     )
+    # What code takes on disk once a crash's leftovers and unreferenced code are gone.
+    console.print(f"  code: {platform.code.sweep().describe()} (LAMINA_UNPACKED_CODE_MB)",
+                  soft_wrap=True, highlight=False)
     # Which interpreter runs each runtime identifier on this host, said plainly.
     for identifier, runner in supported_runtimes().items():
         console.print(f"  runtime {identifier}: {runner}", soft_wrap=True, highlight=False)
