@@ -467,7 +467,7 @@ class FunctionRegistry:
             self._delete_version(ref.name, ref.qualifier)
         elif not self.store.delete_function(ref.name, self.function_arn(ref.name)):
             raise self.not_found(ref.name)
-        # Environments first: those that stop now no longer hold their code.
+        # Environments first: idle ones are stopping, and code they hold goes once they are gone.
         self._changed(ref.name, ref.qualifier)
         self.code.collect()
 

@@ -27,6 +27,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -341,6 +342,8 @@ class UnpackedCode:
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()
         self._sizes: dict[str, int] = {}
+        # trees() runs on a worker thread while discard() runs on the event loop.
+        self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         try:
@@ -353,15 +356,17 @@ class UnpackedCode:
         found = []
         for name in self.names():
             path = self.root / name
+            with self._lock:
+                size = self._sizes.get(name)
             try:
                 last_used = path.stat().st_mtime
-                if name not in self._sizes:
-                    self._sizes[name] = _disk_usage(path)
+                if size is None:
+                    size = _disk_usage(path)
             except FileNotFoundError:
                 continue
-            found.append(UnpackedTree(name, self._sizes[name], last_used))
-        for name in set(self._sizes) - {tree.name for tree in found}:
-            del self._sizes[name]
+            found.append(UnpackedTree(name, size, last_used))
+        with self._lock:
+            self._sizes = {tree.name: tree.size for tree in found}
         return found
 
     def last_used(self, name: str) -> float | None:
@@ -373,7 +378,8 @@ class UnpackedCode:
 
     def discard(self, name: str) -> bool:
         """Move a tree out of the way of readers and builders; False if it is gone."""
-        self._sizes.pop(name, None)
+        with self._lock:
+            self._sizes.pop(name, None)
         try:
             os.rename(self.root / name, self.root / f"{_TRASH_PREFIX}{uuid.uuid4().hex}")
         except FileNotFoundError:
