@@ -26,6 +26,23 @@ def make_zip(files: dict[str, str | bytes], mode: int = 0o644) -> bytes:
     return buffer.getvalue()
 
 
+def raw_zip(entries: list[tuple[str, bytes, int]], windows: bool = False) -> bytes:
+    """A zip with exact names and Unix modes (symlinks, devices, ...), unchecked;
+    `windows` makes one the way Windows tools do: no Unix mode at all."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content, mode in entries:
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if windows:
+                info.create_system = 0
+                info.external_attr = 0x20  # the DOS "archive" attribute
+            else:
+                info.external_attr = mode << 16
+            archive.writestr(info, content)
+    return buffer.getvalue()
+
+
 ECHO = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
 
 

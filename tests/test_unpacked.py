@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import threading
@@ -11,30 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from lamina.limits import PATH_MAX_BYTES
 from lamina.store.blobs import BlobStore
-from lamina.store.unpacked import UnsafePackageError, merged_layers_dir, unpacked_dir
-from tests.helpers import make_zip
+from lamina.store.unpacked import (
+    MAX_ENTRY_PATH_BYTES,
+    UnpackedCode,
+    UnsafePackageError,
+    merged_layers_dir,
+    package_layout,
+    unpacked_dir,
+)
+from tests.helpers import make_zip, raw_zip
 
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
     return BlobStore(tmp_path / "code")
-
-
-def raw_zip(entries: list[tuple[str, bytes, int]], windows: bool = False) -> bytes:
-    """A zip with exact names and Unix modes (including symlinks), unchecked;
-    `windows` makes one the way Windows tools do: no Unix mode at all."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content, mode in entries:
-            info = zipfile.ZipInfo(name)
-            if windows:
-                info.create_system = 0
-                info.external_attr = 0x20  # the DOS "archive" attribute
-            else:
-                info.external_attr = mode << 16
-            archive.writestr(info, content)
-    return buffer.getvalue()
 
 
 def test_unpacked_dir_extracts_once_and_keeps_the_executable_bit(blobs, tmp_path):
@@ -72,20 +63,30 @@ def test_unpacked_dir_refuses_zip_slip_and_leaves_nothing(blobs, tmp_path, name)
     assert not (tmp_path / "escape.txt").exists()
 
 
-def test_unpacked_dir_keeps_inside_symlinks_and_refuses_outside_ones(blobs, tmp_path):
-    inside = blobs.put(raw_zip([("real.txt", b"r", 0o100644), ("link.txt", b"real.txt", 0o120777)]))
-    target = unpacked_dir(blobs, inside, tmp_path / "u")
-    assert os.readlink(target / "link.txt") == "real.txt"
-    for link in (b"../../outside", b"/etc/passwd"):
-        outside = blobs.put(raw_zip([("link", link, 0o120777)]))
-        with pytest.raises(UnsafePackageError):
-            unpacked_dir(blobs, outside, tmp_path / "u")
+def test_unpacked_dir_keeps_symlinks_as_they_are_wherever_they_point(blobs, tmp_path):
+    # Resolved only inside the sandbox, where / is the runtime's and /var/task the code.
+    links = {"inside.txt": b"real.txt", "up": b"../../outside", "passwd": b"/etc/passwd",
+             "dangling": b"nowhere/at/all", "binary": b"\xff\xfe"}
+    sha = blobs.put(raw_zip([("real.txt", b"r", 0o100644)]
+                            + [(name, target, 0o120777) for name, target in links.items()]))
+    target = unpacked_dir(blobs, sha, tmp_path / "u")
+    for name, link in links.items():
+        assert os.readlink(os.fsencode(target / name)) == link
+    assert (target / "inside.txt").read_text() == "r"
+    assert not (tmp_path / "outside").exists()
 
 
-def test_unpacked_dir_never_writes_through_a_symlink_from_the_same_zip(blobs, tmp_path):
-    sha = blobs.put(raw_zip([("dir", b".", 0o120777), ("dir/file", b"x", 0o100644)]))
-    with pytest.raises(UnsafePackageError):
-        unpacked_dir(blobs, sha, tmp_path / "u")
+@pytest.mark.parametrize("link", [b".", b"/etc", b"../../", b"sub"])
+def test_unpacked_dir_never_writes_through_a_symlink_from_the_same_zip(blobs, tmp_path, link):
+    # Whether the link comes before or after the entry below it.
+    for entries in ([("dir", link, 0o120777), ("dir/evil.py", b"x", 0o100644)],
+                    [("dir/evil.py", b"x", 0o100644), ("dir", link, 0o120777)]):
+        sha = blobs.put(raw_zip([("sub/keep", b"k", 0o100644), *entries]))
+        with pytest.raises(UnsafePackageError, match="symbolic link|both"):
+            unpacked_dir(blobs, sha, tmp_path / "u")
+        assert [p.name for p in (tmp_path / "u").iterdir()] == []
+    assert not Path("/etc/evil.py").exists()
+    assert not (tmp_path / "evil.py").exists()
 
 
 def test_concurrent_unpacking_of_one_blob_yields_one_complete_directory(blobs, tmp_path):
@@ -140,3 +141,122 @@ def test_merged_layers_dir_replaces_a_file_by_a_directory_and_back(blobs, tmp_pa
 def test_merged_layers_dir_of_no_layers_is_an_empty_directory(blobs, tmp_path):
     opt = merged_layers_dir(blobs, [], tmp_path / "layers")
     assert opt.is_dir() and list(opt.iterdir()) == []
+
+
+# -- what a package may hold: checked at upload (control.packages) and again here ------
+
+
+def nul_named_zip() -> bytes:
+    """A zip whose one entry's name holds a NUL byte (zipfile cuts names at NUL on write)."""
+    return raw_zip([("appXpy", b"x", 0o100644)]).replace(b"appXpy", b"app\0py")
+
+
+def deepest_path() -> str:
+    """A path of exactly MAX_ENTRY_PATH_BYTES, in components of 254 bytes."""
+    parts = ["d" * 254] * 16
+    head = "/".join(parts)
+    return head + "/" + "f" * (MAX_ENTRY_PATH_BYTES - len(head) - 1)
+
+
+@pytest.mark.parametrize(("entries", "problem"), [
+    ([("a" * 253 + ".py", b"x", 0o100644)], "name of 256 bytes"),
+    ([("é" * 128, b"x", 0o100644)], "name of 256 bytes"),  # bytes, not characters
+    ([("x" * 5000, b"x", 0o100644)], "name of 5000 bytes"),
+    ([(deepest_path() + "g", b"x", 0o100644)], f"path of {MAX_ENTRY_PATH_BYTES + 1} bytes"),
+    ([("a/" * 257 + "f", b"x", 0o100644)], "nested 258 directories deep"),
+    ([("dev", b"", 0o020644)], "is a character device"),
+    ([("blk", b"", 0o060644)], "is a block device"),
+    ([("fifo", b"", 0o010644)], "is a FIFO"),
+    ([("sock", b"", 0o140644)], "is a socket"),
+    ([("odd", b"", 0o170644)], "unknown file type"),
+    ([("thing", b"file", 0o100644), ("thing/inner", b"x", 0o100644)], "as a file"),
+    ([("thing/inner", b"x", 0o100644), ("thing", b"file", 0o100644)], "both a directory and a file"),
+    ([("thing/", b"", 0o040755), ("thing", b"file", 0o100644)], "both a directory and a file"),
+    ([("link", b"x" * 4096, 0o120777)], "symbolic link to a path of 4096 bytes"),
+    ([("link", b"", 0o120777)], "symbolic link without a valid target"),
+    ([("link", b"a\0b", 0o120777)], "symbolic link without a valid target"),
+])
+def test_package_layout_refuses_what_cannot_be_unpacked(blobs, tmp_path, entries, problem):
+    sha = blobs.put(raw_zip(entries))
+    with zipfile.ZipFile(blobs.path(sha)) as archive, pytest.raises(UnsafePackageError) as info:
+        package_layout(archive)
+    assert problem in str(info.value)
+    assert len(str(info.value)) < 300  # a 5,000-byte name is not repeated whole
+    with pytest.raises(UnsafePackageError):
+        unpacked_dir(blobs, sha, tmp_path / "u")
+    assert list((tmp_path / "u").iterdir()) == []
+
+
+def test_package_layout_refuses_a_nul_byte_in_a_name(blobs):
+    sha = blobs.put(nul_named_zip())
+    with zipfile.ZipFile(blobs.path(sha)) as archive, pytest.raises(UnsafePackageError, match="NUL"):
+        package_layout(archive)
+
+
+def test_names_and_paths_at_the_file_systems_limits_unpack(blobs, tmp_path):
+    longest = "n" * 255
+    deepest = deepest_path()
+    sha = blobs.put(raw_zip([(longest, b"long", 0o100644), (deepest, b"deep", 0o100644),
+                             ("é" * 127, b"accents", 0o100644)]))
+    # Under a host prefix long enough that host paths pass PATH_MAX: unpacking goes
+    # one component at a time, so only the path inside the package counts.
+    root = tmp_path.joinpath(*["p" * 200] * 3)
+    target = unpacked_dir(blobs, sha, root)
+    assert (target / longest).read_text() == "long"
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        for part in deepest.split("/")[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        with os.fdopen(os.open(deepest.rsplit("/", 1)[1], os.O_RDONLY, dir_fd=fd)) as deep:
+            assert deep.read() == "deep"
+    finally:
+        os.close(fd)
+    assert len(("/var/task/" + deepest).encode()) == PATH_MAX_BYTES - 1
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_duplicate_entries_unpack_with_the_later_one_winning(blobs, tmp_path):
+    sha = blobs.put(raw_zip([("a.txt", b"first", 0o100644), ("a.txt", b"second", 0o100644),
+                             ("b", b"file", 0o100644), ("b", b"a.txt", 0o120777),
+                             ("dir/", b"", 0o040755), ("dir/", b"", 0o040755)]))
+    target = unpacked_dir(blobs, sha, tmp_path / "u")
+    assert (target / "a.txt").read_text() == "second"
+    assert os.readlink(target / "b") == "a.txt"
+    assert (target / "dir").is_dir()
+
+
+def test_a_later_layer_replaces_a_symlink_of_an_earlier_one_instead_of_writing_through_it(blobs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    linking = blobs.put(raw_zip([("python", str(outside).encode(), 0o120777),
+                                 ("bin", b"../../..", 0o120777)]))
+    writing = blobs.put(raw_zip([("python/lib.py", b"x = 1\n", 0o100644),
+                                 ("bin/tool", b"#!/bin/sh\n", 0o100755)]))
+    opt = merged_layers_dir(blobs, [linking, writing], tmp_path / "layers")
+    assert not (opt / "python").is_symlink() and (opt / "python" / "lib.py").read_text() == "x = 1\n"
+    assert not (opt / "bin").is_symlink() and os.access(opt / "bin" / "tool", os.X_OK)
+    assert list(outside.iterdir()) == []
+    # The other way round, the later layer's symlinks replace the directories.
+    opt = merged_layers_dir(blobs, [writing, linking], tmp_path / "layers")
+    assert os.readlink(opt / "python") == str(outside)
+    assert os.readlink(opt / "bin") == "../../.."
+
+
+# -- what is on disk: sizes, removal ------------------------------------------------------
+
+
+def test_unpacked_code_measures_and_discards_trees(blobs, tmp_path):
+    root = tmp_path / "u"
+    small = unpacked_dir(blobs, blobs.put(make_zip({"a.txt": "x"})), root)
+    large = unpacked_dir(blobs, blobs.put(make_zip({"zeros.bin": b"\0" * 3_000_000})), root)
+    code = UnpackedCode(root)
+    sizes = {tree.name: tree.size for tree in code.trees()}
+    assert sizes[large.name] >= 3_000_000 > sizes[small.name]
+    assert code.discard(large.name)
+    assert not large.exists()
+    assert {tree.name for tree in code.trees()} == {small.name}
+    code.empty_trash()
+    assert sorted(p.name for p in root.iterdir()) == [small.name]
+    assert not code.discard(large.name)

@@ -78,6 +78,11 @@ class Settings:
     # other functions (least recently used first), else it is throttled (429): the
     # host never swaps. Default: MemTotal minus max(20 %, 2 GB).
     environment_memory_mb: int = field(default_factory=default_environment_memory_mb)
+    # The disk (MB) unpacked code may take in data_dir/unpacked. Zips are small (the
+    # code-size quota counts them), but one unpacks to up to 250 MB: past this
+    # budget the trees of functions not invoked recently are removed (a cold start
+    # unpacks them again); trees in use by running environments always stay.
+    unpacked_code_mb: int = 10_240
     # Asynchronous invocation. Every delay of the retry schedule (1 and 2 minutes
     # after a function error, 1 s to 5 min of back-off after a throttle) and the
     # maximum event age are multiplied by this: 0.01 runs the whole schedule in

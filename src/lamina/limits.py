@@ -10,6 +10,16 @@ from dataclasses import dataclass
 
 MB = 1024 * 1024
 
+# What a deployment package may hold, from the file system it is unpacked to (Linux's
+# NAME_MAX and PATH_MAX), not from Lambda's quotas: an entry past them would be
+# accepted and then fail every cold start. PATH_MAX counts the terminating NUL and
+# applies to the path as the function sees it, under /var/task or /opt.
+FILE_NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
+# Directories nested deeper than this are refused: no real package comes close, and
+# the tools that walk and remove unpacked trees recurse once per level.
+PACKAGE_MAX_DEPTH = 256
+
 
 @dataclass(frozen=True)
 class Limits:

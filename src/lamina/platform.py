@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
+from lamina.control.code_storage import CodeStorage
 from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.credentials import ExecutionRoleCredentials
 from lamina.control.event_invoke_configs import EventInvokeConfigs
@@ -42,6 +44,7 @@ from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
+from lamina.store.unpacked import UnpackedCode
 
 log = logging.getLogger("lamina")
 
@@ -56,15 +59,20 @@ class Platform:
         # with the session token) and attributes to the role.
         self.credentials = ExecutionRoleCredentials()
         self.blobs = BlobStore(settings.data_dir / "code")
+        function_store, layer_store = FunctionStore(self.engine), LayerStore(self.engine)
+        # environments.pool unpacks into data_dir/unpacked.
+        self.code = CodeStorage(self.blobs, UnpackedCode(settings.data_dir / "unpacked"),
+                                function_store, layer_store, settings.unpacked_code_mb * 1024 * 1024)
         self.policies = ResourcePolicies(PolicyStore(self.engine))
         self.layers = Layers(
-            LayerStore(self.engine), self.policies, self.blobs, self.region, settings.limits
+            layer_store, self.policies, self.blobs, self.region, settings.limits, self.code
         )
         alias_store = AliasStore(self.engine)
         self.logs = LogStore(settings.data_dir / "logs")
         self.functions = FunctionRegistry(
-            FunctionStore(self.engine), self.blobs, self.region, settings.limits,
-            runtime_check=functools.partial(check_runtime, settings=settings), aliases=alias_store, layers=self.layers,
+            function_store, self.blobs, self.region, settings.limits,
+            runtime_check=functools.partial(check_runtime, settings=settings), aliases=alias_store,
+            layers=self.layers, code=self.code,
         )
         # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
         self.aliases = Aliases(self.functions, alias_store)
@@ -94,6 +102,7 @@ class Platform:
             self._role_credentials,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
+        self.code.held = self._code_in_use
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
         self.functions.change_listeners.append(self.concurrency.function_changed)
@@ -134,8 +143,19 @@ class Platform:
         spec = environment_spec(fv) if fv is not None else None
         self.provisioned.configure(function_name, qualifier, spec, requested)
 
+    def _code_in_use(self) -> list[Path]:
+        """The unpacked trees live environments have mounted at /var/task and /opt."""
+        held = []
+        for env in self.environments.environments:
+            held.append(env.config.task_root)
+            if env.config.layers_root is not None:
+                held.append(env.config.layers_root)
+        return held
+
     async def start(self) -> None:
         await self.environments.start()
+        # Before any environment starts: nothing holds code that may go.
+        await self.code.start()
         # Provisioned concurrency put before a restart is allocated again.
         for config in list(self.concurrency.provisioned.values()):
             try:
@@ -149,6 +169,7 @@ class Platform:
         await self.async_workers.start()
 
     async def stop(self) -> None:
+        await self.code.stop()
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()

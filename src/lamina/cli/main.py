@@ -79,6 +79,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
         f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
         soft_wrap=True,
     )
+    # What code takes on disk once a crash's leftovers and unreferenced code are gone.
+    console.print(f"  code: {platform.code.sweep().describe()} (LAMINA_UNPACKED_CODE_MB)",
+                  soft_wrap=True, highlight=False)
     # What runs each runtime identifier here (exact versions), said plainly.
     for line in startup_lines(settings):
         console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
+from lamina.control.code_storage import CodeStorage
 from lamina.control.layers import Layers
 from lamina.control.models import (
     LATEST,
@@ -101,8 +102,11 @@ class FunctionRegistry:
         *,
         aliases: AliasStore,
         layers: Layers,
+        code: CodeStorage,
     ) -> None:
         self.store = store
+        # Removes code no version refers to any more, after deletes and code updates.
+        self.code = code
         self.aliases = aliases
         self.layers = layers
         self.blobs = blobs
@@ -333,9 +337,12 @@ class FunctionRegistry:
         fv = dataclasses.replace(draft, code_size=info.zipped_size,
                                  code_unzipped_size=info.unzipped_size)
         self._check_unzipped_total(fv)
-        fv.code_sha256_hex = await asyncio.to_thread(self.blobs.put, zip_file)
-        if not self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
-                                 self.function_arn(ref.name), tags):
+        async with self.blobs.stored(zip_file) as digest:
+            fv.code_sha256_hex = digest
+            created = self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
+                                        self.function_arn(ref.name), tags)
+        if not created:
+            self.code.collect()  # the blob may be nobody's
             raise self._exists(ref.name)
         return self.publish_version(ref.name) if publish else fv
 
@@ -398,18 +405,23 @@ class FunctionRegistry:
             raise revision_mismatch()
         info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
-        digest = await asyncio.to_thread(self.blobs.put, zip_file)
+        try:
+            async with self.blobs.stored(zip_file) as digest:
 
-        def change(current: FunctionVersion) -> FunctionVersion:
-            updated = dataclasses.replace(
-                current, code_sha256_hex=digest, code_size=info.zipped_size,
-                code_unzipped_size=info.unzipped_size,
-                architectures=architectures or current.architectures,
-            )
-            self._check_unzipped_total(updated)
-            return updated
+                def change(current: FunctionVersion) -> FunctionVersion:
+                    updated = dataclasses.replace(
+                        current, code_sha256_hex=digest, code_size=info.zipped_size,
+                        code_unzipped_size=info.unzipped_size,
+                        architectures=architectures or current.architectures,
+                    )
+                    self._check_unzipped_total(updated)
+                    return updated
 
-        updated = self._update_latest(function_name, revision_id, change)
+                updated = self._update_latest(function_name, revision_id, change)
+        finally:
+            # The code $LATEST had (unless a published version has it too), or the
+            # new blob if the update was refused.
+            self.code.collect()
         return self.publish_version(name) if publish else updated
 
     def publish_version(
@@ -455,7 +467,9 @@ class FunctionRegistry:
             self._delete_version(ref.name, ref.qualifier)
         elif not self.store.delete_function(ref.name, self.function_arn(ref.name)):
             raise self.not_found(ref.name)
+        # Environments first: idle ones are stopping, and code they hold goes once they are gone.
         self._changed(ref.name, ref.qualifier)
+        self.code.collect()
 
     def _delete_version(self, name: str, version: str) -> None:
         if not is_version_number(version):

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from lamina.control.arns import Region, layer_name, parse_layer_arn
+from lamina.control.code_storage import CodeStorage
 from lamina.control.models import AttachedLayer, LayerVersion, aws_timestamp
 from lamina.control.packages import inspect_package
 from lamina.control.paging import Page, page_of
@@ -32,8 +33,9 @@ def _matches(layer: LayerVersion, runtime: str | None, architecture: str | None)
 
 class Layers:
     def __init__(self, store: LayerStore, policies: ResourcePolicies, blobs: BlobStore,
-                 region: Region, limits: Limits) -> None:
+                 region: Region, limits: Limits, code: CodeStorage) -> None:
         self.store = store
+        self.code = code
         self.policies = policies
         self.blobs = blobs
         self.region = region
@@ -47,17 +49,17 @@ class Layers:
         name = self._own_layer_name(name_or_arn)
         # Off the event loop, like function code (see FunctionRegistry._inspect_code).
         info = await asyncio.to_thread(inspect_package, zip_file, self.limits, "PublishLayerVersion")
-        digest = await asyncio.to_thread(self.blobs.put, zip_file)
-        draft = LayerVersion(
-            layer_name=name, version=0, code_sha256_hex=digest, code_size=info.zipped_size,
-            unzipped_size=info.unzipped_size, created_date=aws_timestamp(),
-            description=description, compatible_runtimes=list(compatible_runtimes or []),
-            compatible_architectures=list(compatible_architectures or []),
-            license_info=license_info,
-        )
-        record = draft.to_json()
-        del record["version"]
-        draft.version = self.store.publish(record)
+        async with self.blobs.stored(zip_file) as digest:
+            draft = LayerVersion(
+                layer_name=name, version=0, code_sha256_hex=digest, code_size=info.zipped_size,
+                unzipped_size=info.unzipped_size, created_date=aws_timestamp(),
+                description=description, compatible_runtimes=list(compatible_runtimes or []),
+                compatible_architectures=list(compatible_architectures or []),
+                license_info=license_info,
+            )
+            record = draft.to_json()
+            del record["version"]
+            draft.version = self.store.publish(record)
         return draft
 
     def _own_layer_name(self, name_or_arn: str) -> str:
@@ -84,10 +86,11 @@ class Layers:
         return self.get(ref.name, ref.version)
 
     def delete(self, name_or_arn: str, version: int) -> None:
-        # Deleting a version that does not exist succeeds, as on AWS. Its blob stays:
-        # functions that use the version keep working, as on AWS.
+        # Deleting a version that does not exist succeeds, as on AWS. Its blob stays
+        # while functions use the version: they keep working, as on AWS.
         name = self._own_layer_name(name_or_arn)
-        self.store.delete(name, version, self.region.layer_arn(name, version))
+        if self.store.delete(name, version, self.region.layer_arn(name, version)):
+            self.code.collect()
 
     # -- listing ------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 A package is read to the end once at upload: every member is decompressed (never
 written) so corrupt data, zip-slip names and zip bombs (a member that inflates past
 what its header declares, or a total past the unzipped quota) are refused with
-AWS's errors before a byte reaches the store.
+AWS's errors before a byte reaches the store. So is anything that would make
+unpacking fail later, at every cold start (store.unpacked.package_layout): names
+the file system cannot hold, an entry written through a symbolic link, a path
+that is both a file and a directory, device files.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ import io
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from lamina.errors import InvalidParameterValueException, RequestEntityTooLargeException
 from lamina.limits import Limits
+from lamina.store.unpacked import (
+    EntryKind,
+    UnsafePackageError,
+    package_layout,
+    shown_name,
+)
 
 _CHUNK = 1024 * 1024
 UNZIP_ERROR = "Could not unzip uploaded file. Please check your file, then try to upload again."
+# What zipfile raises for corrupt or unsupported (encrypted, unknown compression) data.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -27,15 +37,6 @@ class PackageInfo:
     zipped_size: int
     unzipped_size: int
     files: int
-
-
-def _safe_member_name(name: str) -> bool:
-    """False for names that would land outside the extraction directory (zip-slip)."""
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
-        return False
-    # A Windows drive ("C:") in the first part is absolute on the machine that made it.
-    return not (path.parts and path.parts[0].endswith(":"))
 
 
 def inspect_package(data: bytes, limits: Limits, operation: str) -> PackageInfo:
@@ -55,14 +56,19 @@ def inspect_package(data: bytes, limits: Limits, operation: str) -> PackageInfo:
         declared = sum(info.file_size for info in members)
         if declared > limits.max_unzipped_code_bytes:
             raise _unzipped_too_large(limits)
-        for info in members:
-            if not _safe_member_name(info.filename):
-                raise InvalidParameterValueException(
-                    f"Could not unzip uploaded file: the entry '{info.filename}' points "
-                    "outside the package. Please check your file, then try to upload again."
-                )
-            if info.is_dir():
+        try:
+            layout = package_layout(archive)
+        except UnsafePackageError as error:
+            raise InvalidParameterValueException(
+                f"Could not unzip uploaded file: {error}. Please check your file, then try "
+                "to upload again."
+            ) from None
+        except _CORRUPT:
+            raise InvalidParameterValueException(UNZIP_ERROR) from None
+        for entry in layout:
+            if entry.kind is EntryKind.DIRECTORY:
                 continue
+            info = entry.info
             files += 1
             real = 0
             # zipfile itself stops inflating at the header's declared size, so a
@@ -78,10 +84,10 @@ def inspect_package(data: bytes, limits: Limits, operation: str) -> PackageInfo:
                         real += len(chunk)
                         if real > info.file_size:
                             raise InvalidParameterValueException(
-                                f"Could not unzip uploaded file: the entry '{info.filename}' "
+                                f"Could not unzip uploaded file: the entry '{shown_name(info.filename)}' "
                                 "inflates beyond its declared size."
                             )
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+            except _CORRUPT:
                 raise InvalidParameterValueException(UNZIP_ERROR) from None
             total += real
             if total > limits.max_unzipped_code_bytes:

@@ -140,6 +140,12 @@ class FunctionStore:
             result = conn.execute(delete(functions).where(functions.c.name == name))
         return result.rowcount == 1
 
+    def all_versions(self) -> list[dict[str, Any]]:
+        """Every version of every function, in no set order."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(function_versions.c.config)).all()
+        return [json.loads(row.config) for row in rows]
+
     def count_and_code_size(self) -> tuple[int, int]:
         with self._engine.connect() as conn:
             count = conn.execute(select(func.count()).select_from(functions)).scalar_one()
