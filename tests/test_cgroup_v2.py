@@ -32,7 +32,12 @@ import pytest
 
 from lamina.sandbox.base import MAX_PROCESSES, MB_PER_VCPU, SandboxSpec
 from lamina.sandbox.cgroups import CPU_PERIOD_US, CgroupTree, CgroupUnavailable
-from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSandbox, probe
+from lamina.sandbox.namespaces import (
+    NamespaceBackend,
+    NamespaceSandbox,
+    NamespaceSettings,
+    probe,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VM_SCRIPT = ROOT / "scripts" / "cgroup_v2_vm.py"
@@ -69,7 +74,8 @@ class Run:
 
 @pytest.fixture
 def backend() -> Any:
-    backend = NamespaceBackend(cgroup_parent=f"lamina-v2test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    backend = NamespaceBackend(NamespaceSettings(
+        cgroup_parent=f"lamina-v2test-{os.getpid()}-{uuid.uuid4().hex[:6]}"))
     yield backend
     backend._cgroups.remove_empty_parents()
     assert not any(root.exists() for root in backend._cgroups.roots.values())
@@ -79,6 +85,12 @@ def make_spec(tmp_path: Path, argv: list[str], **overrides: Any) -> SandboxSpec:
     task, runtime = tmp_path / "task", tmp_path / "runtime"
     task.mkdir(exist_ok=True)
     runtime.mkdir(exist_ok=True)
+    # Sandbox users (unprivileged host uids) must reach the code; pytest makes its
+    # temporary directories 0700 (conftest.py, which does this elsewhere, is not
+    # loaded in the guest).
+    for directory in (tmp_path, *tmp_path.parents):
+        if directory.stat().st_mode & 0o001 == 0:
+            directory.chmod(directory.stat().st_mode | 0o011)
     values: dict[str, Any] = {
         "environment_id": f"env-{uuid.uuid4().hex[:12]}", "argv": argv, "env": {"PATH": "/usr/bin:/bin"},
         "task_root": task, "runtime_root": runtime, "network": False}
