@@ -23,6 +23,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from lamina.sandbox.base import SandboxError, SandboxSpec
 from lamina.sandbox.network import SLIRP_DNS
@@ -81,24 +82,28 @@ def _source_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def build_etc() -> Path:
-    """The sandbox's /etc, copied from the host's current files (reused if unchanged)."""
-    base = state_dir()
-    final = base / f"etc-{_source_key()}"
-    if final.is_dir():
-        return final
-    staging = Path(tempfile.mkdtemp(dir=base, prefix=".etc-"))
+def _write_once(path: Path, data: bytes, mode: int) -> Path:
+    """`path` with `data`, written once (atomically: servers may race to make it)."""
+    if not path.exists():
+        staging = path.with_suffix(f".{os.getpid()}")
+        staging.write_bytes(data)
+        staging.chmod(mode)
+        staging.rename(path)
+    return path
+
+
+def _staged_tree(final: Path, fill: Callable[[Path], object]) -> Path:
+    """`final`, made by `fill` in a staging directory beside it, readable by everyone
+    (sandbox users) and renamed into place in one step."""
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-"))
     try:
-        for entry in ETC_ENTRIES:
-            source = Path("/etc") / entry
-            if source.exists():
-                _copy_entry(source, staging / entry)
-        (staging / "passwd").write_text(PASSWD)
-        (staging / "group").write_text(GROUP)
+        fill(staging)
         for directory, _, files in os.walk(staging):
             os.chmod(directory, 0o755)
             for name in files:
-                os.chmod(os.path.join(directory, name), 0o644)
+                path = os.path.join(directory, name)
+                if not os.path.islink(path):  # a link's mode is its target's business
+                    os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
         try:
             staging.rename(final)
         except OSError:
@@ -108,6 +113,24 @@ def build_etc() -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_etc() -> Path:
+    """The sandbox's /etc, copied from the host's current files (reused if unchanged)."""
+    base = state_dir()
+    final = base / f"etc-{_source_key()}"
+    if final.is_dir():
+        return final
+
+    def fill(staging: Path) -> None:
+        for entry in ETC_ENTRIES:
+            source = Path("/etc") / entry
+            if source.exists():
+                _copy_entry(source, staging / entry)
+        (staging / "passwd").write_text(PASSWD)
+        (staging / "group").write_text(GROUP)
+
+    return _staged_tree(final, fill)
 
 
 def _tree_key(source: Path) -> str:
@@ -128,24 +151,8 @@ def stage_directory(source: Path, prefix: str) -> Path:
     final = base / f"{prefix}-{_tree_key(source)}"
     if final.is_dir():
         return final
-    staging = Path(tempfile.mkdtemp(dir=base, prefix=f".{prefix}-"))
-    try:
-        shutil.copytree(source, staging, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for directory, _, files in os.walk(staging):
-            os.chmod(directory, 0o755)
-            for name in files:
-                path = os.path.join(directory, name)
-                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not final.is_dir():
-                raise
-        return final
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    return _staged_tree(final, lambda staging: shutil.copytree(
+        source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")))
 
 
 def outbound_resolv_conf(etc_dir: Path) -> Path:
@@ -154,13 +161,8 @@ def outbound_resolv_conf(etc_dir: Path) -> Path:
     The host's own nameserver may be a loopback address (systemd-resolved's
     127.0.0.53) that a sandbox cannot reach; the forwarder asks it for them.
     """
-    path = etc_dir.parent / f"{etc_dir.name}.resolv.conf"
-    if not path.exists():
-        staging = path.with_suffix(f".{os.getpid()}")
-        staging.write_text(f"nameserver {SLIRP_DNS}\n")
-        staging.chmod(0o644)
-        staging.rename(path)
-    return path
+    return _write_once(etc_dir.parent / f"{etc_dir.name}.resolv.conf",
+                       f"nameserver {SLIRP_DNS}\n".encode(), 0o644)
 
 
 def _covered(path: str, mounted: list[str]) -> bool:
@@ -180,13 +182,7 @@ MASKED_PROC_DIRS = ("acpi", "asound", "scsi")
 def _empty_file() -> Path:
     """An empty read-only file to cover /proc files with (runc uses /dev/null, which
     bubblewrap's binds would make unopenable: they are nodev)."""
-    path = state_dir() / "empty"
-    if not path.exists():
-        staging = path.with_suffix(f".{os.getpid()}")
-        staging.write_bytes(b"")
-        staging.chmod(0o444)
-        staging.rename(path)
-    return path
+    return _write_once(state_dir() / "empty", b"", 0o444)
 
 
 def _proc_masks() -> list[str]:
