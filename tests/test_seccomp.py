@@ -29,7 +29,9 @@ pytestmark = [
 ]
 
 PYTHON = "/usr/bin/python3"
-# As the namespaces backend runs a function: uid 993, no capabilities, nothing shared.
+# Like the namespaces backend runs a function (uid 993, no capabilities, new namespaces),
+# with the host's / visible read-only so any interpreter on it can run, and without
+# --disable-userns, so only the filter stands in unshare(CLONE_NEWUSER)'s way.
 SANDBOX = ["--unshare-all", "--unshare-user", "--uid", "993", "--gid", "990", "--cap-drop", "ALL",
            "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc",
            "--dev", "/dev", "--tmpfs", "/tmp"]
