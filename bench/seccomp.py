@@ -25,9 +25,15 @@ import time
 
 from lamina.sandbox import seccomp
 
+# The host's programs, read-only. Not all of `/`: servers on this host mount and unmount
+# below /run, which races a recursive bind.
 SANDBOX = ["--unshare-all", "--unshare-user", "--uid", "993", "--cap-drop", "ALL",
-           "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--proc", "/proc",
-           "--dev", "/dev"]
+           "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev"]
+for top in ("bin", "lib", "lib64", "sbin", "usr", "etc"):
+    if os.path.islink(f"/{top}"):
+        SANDBOX += ["--symlink", os.readlink(f"/{top}"), f"/{top}"]
+    elif os.path.isdir(f"/{top}"):
+        SANDBOX += ["--ro-bind", f"/{top}", f"/{top}"]
 SYSCALL_LOOP = ("import os, time; n = 200_000; t = time.perf_counter()\n"
                 "for _ in range(n): os.getppid()\n"
                 "print((time.perf_counter() - t) / n * 1e9)")

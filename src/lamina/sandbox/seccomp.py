@@ -16,16 +16,16 @@ function has no business at all:
 - `personality` accepts only Docker's values (PER_LINUX, PER_LINUX32, UNAME26, and the
   0xffffffff query);
 - unlike Docker, `ptrace`, `process_vm_readv` and `process_vm_writev` are refused: Docker
-  allows them from kernel 4.8, but a function never debugs other processes, and they are
-  the tools for reading a neighbour's memory should anything else fail;
+  allows them from kernel 4.8, Lambda does not, and they are the tools for reading another
+  process's memory should anything else fail;
 - syscalls newer than any this module knows answer ENOSYS rather than EPERM (runc does the
   same for Docker): a future libc probes a new call and falls back on ENOSYS only, as
   glibc's fchmodat does with fchmodat2.
 
 Architectures: the filter is built for the native one only. Any other (on x86_64: i386
 via `int 0x80`, and x32 calls) kills the process. Docker instead adds x86 and x32 to the
-filter so 32-bit binaries run; Lambda runs none, and the i386 entry is where filters have
-been bypassed (socketcall(2) carries the socket family behind a pointer, so the AF_ALG
+filter so 32-bit binaries run; Lambda's runtimes are 64-bit, and the i386 entry is where
+filters have been bypassed (socketcall(2) carries the socket family behind a pointer, so the AF_ALG
 rule above could not hold there).
 
 bubblewrap loads the program in the sandboxed child just before it execs the command, so
@@ -43,9 +43,9 @@ import functools
 import os
 from typing import Any
 
-# Docker's allowlist (the unconditional group of default.json, plus its amd64-only
-# `arch_prctl` and x86 `modify_ldt`), less ptrace, process_vm_readv and
-# process_vm_writev. Names of other architectures (chown32, mmap2, _llseek, ...) are kept
+# Docker's allowlist: the unconditional group of default.json plus its amd64-only
+# `arch_prctl` and x86 `modify_ldt`; its group for kernels from 4.8 (ptrace,
+# process_vm_readv, process_vm_writev) is left out. Names of other architectures (chown32, mmap2, _llseek, ...) are kept
 # as Docker spells the list, so a diff against it stays readable; libseccomp resolves
 # them to nothing on x86_64 and they are skipped.
 ALLOWED: frozenset[str] = frozenset("""
@@ -119,7 +119,7 @@ _NUMBER_IF_UNKNOWN = {
     "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
 }
 # The newest syscall number this module has an opinion on (file_setattr, Linux 6.17).
-# Numbers above it, up to 511 (x86_64's x32 entries start at 512 and carry the x32 bit),
+# Numbers above it, up to 511 (from 512 x86_64 keeps the slots of x32's compat calls),
 # answer ENOSYS, as an older kernel would.
 _NEWEST_KNOWN = 469
 _FUTURE = range(_NEWEST_KNOWN + 1, 512)
