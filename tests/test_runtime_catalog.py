@@ -46,9 +46,24 @@ def test_a_wrapper_for_a_real_interpreter_runs_the_interpreter_behind_it(fresh_c
         pytest.skip("no base interpreter binary to wrap")
     fresh_catalog.setattr(catalog.sys, "base_prefix", "/nonexistent")
     _executable(tmp_path / f"python3.{minor}", f'#!/bin/sh\nexec "{real}" "$@"\n')
-    fresh_catalog.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    # The wrapper alone: another python3.X on PATH that every user can reach would win.
+    fresh_catalog.setenv("PATH", str(tmp_path))
     spec = catalog.runtime_spec(f"python3.{minor}", HOST)
     assert spec.argv[0] == str(real.resolve())
+
+
+def test_host_mode_prefers_an_interpreter_sandbox_users_can_reach(fresh_catalog, tmp_path):
+    # This machine's tools run on a pyenv CPython under /root (closed to others) and
+    # Debian's of the same version sits in /usr/bin: sandboxes run as other uids.
+    minor = sys.version_info.minor
+    closed = Path(sys.base_prefix) / "bin" / f"python3.{minor}"
+    debian = Path(f"/usr/bin/python3.{minor}")
+    if not closed.exists() or catalog._reachable_by_all(closed) or not catalog._reachable_by_all(debian):
+        pytest.skip(f"needs an unreachable base interpreter and a reachable {debian}")
+    _executable(tmp_path / f"python3.{minor}", f'#!/bin/sh\nexec "{closed}" "$@"\n')
+    fresh_catalog.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin")
+    spec = catalog.runtime_spec(f"python3.{minor}", HOST)
+    assert spec.argv[0] == str(debian) and spec.system_paths == (Path("/usr"),)
 
 
 @pytest.mark.parametrize("identifier, image, argv0", [

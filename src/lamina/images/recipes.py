@@ -54,7 +54,12 @@ def _python(minor: int, suite: str) -> Recipe:
     return Recipe(
         name=f"python3.{minor}",
         suite=suite,
-        packages=(f"python3.{minor}-minimal", f"libpython3.{minor}-stdlib", "ca-certificates", "tzdata"),
+        # python3.X itself, not only its -minimal part: its postinst byte-compiles the
+        # standard library of libpython3.X-stdlib (json, re, socket, ...). Without
+        # those .pyc files the read-only image made every cold start compile them
+        # again (about +20 ms for the runtime client's own imports).
+        packages=(f"python3.{minor}-minimal", f"libpython3.{minor}-stdlib", f"python3.{minor}",
+                  "ca-certificates", "tzdata"),
         pip_packages=("boto3",),
         python=f"3.{minor}",
     )

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -108,18 +110,48 @@ def _env_settings() -> Settings:
 
 @functools.cache
 def _host_pythons() -> dict[int, Path]:
-    """Minor version -> interpreter, for every CPython 3 found on this host."""
-    found: dict[int, Path] = {}
+    """Minor version -> interpreter, for every CPython 3 found on this host.
+
+    Where a version is installed more than once (Debian's /usr/bin/python3.11 and a
+    pyenv build under /root), one that every user can reach wins: sandboxes run as
+    unprivileged host uids, which cannot even stat a file under a 0700 home.
+    """
+    found: dict[int, list[Path]] = {}
     base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     if base.exists():
-        found[sys.version_info.minor] = base
+        found[sys.version_info.minor] = [base]
+    seen = {base.resolve()} if base.exists() else set()
     for minor in range(8, 20):
-        exe = shutil.which(f"python3.{minor}")
-        if exe and minor not in found:
+        for exe in _on_path(f"python3.{minor}"):
+            if Path(exe).resolve() in seen:
+                continue
             real = _real_python(exe, minor)
-            if real is not None:
-                found[minor] = real
+            if real is not None and real not in seen:
+                seen.add(real)
+                found.setdefault(minor, []).append(real)
+    return {minor: next((exe for exe in exes if _reachable_by_all(exe)), exes[0])
+            for minor, exes in found.items()}
+
+
+def _on_path(name: str) -> list[str]:
+    """Every executable called `name` on PATH, in PATH's order (shutil.which: the first)."""
+    found = []
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        exe = shutil.which(name, path=directory or ".")
+        if exe is not None and exe not in found:
+            found.append(exe)
     return found
+
+
+def _reachable_by_all(exe: Path) -> bool:
+    """Whether any user can run `exe`: it and every directory above it are open to others."""
+    try:
+        real = exe.resolve()
+        if not real.stat().st_mode & stat.S_IXOTH:
+            return False
+        return all(directory.stat().st_mode & stat.S_IXOTH for directory in real.parents)
+    except OSError:
+        return False
 
 
 def _real_python(exe: str, minor: int) -> Path | None:
