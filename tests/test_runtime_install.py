@@ -142,6 +142,22 @@ def test_functions_waiting_on_one_image_share_one_build_and_an_update_tries_agai
     assert_nothing_half_written(cache)
 
 
+def test_a_function_left_pending_by_a_stopped_server_is_made_ready_by_the_next(closed_mirror):
+    server, cache = closed_mirror
+    with building(cache, "python3.13"):
+        created = server.client().create_function(
+            **function_args("across-restart", HELLO, Runtime="python3.13"))
+        assert created["State"] == "Pending"
+        server.stop()
+        server.start()
+        assert configuration(server.client(), "across-restart")["State"] == "Pending"
+    lam = server.client()
+    with pytest.raises(WaiterError, match="Failed"):
+        lam.get_waiter("function_active_v2").wait(FunctionName="across-restart", **FAST)
+    assert configuration(lam, "across-restart")["StateReasonCode"] == "InternalError"
+    assert_nothing_half_written(cache)
+
+
 def test_a_function_on_an_installed_image_is_active_at_once(lam):
     if ImageStore(load_settings().image_cache_dir).installed("python3.13") is None:
         pytest.skip("the python3.13 image is not installed (lamina runtimes install python3.13)")

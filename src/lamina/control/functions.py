@@ -460,10 +460,11 @@ class FunctionRegistry:
         architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
         name = self.resolve(function_name).name
-        # 404 and 412 before storing anything: a refused update leaves no blob behind.
+        # 404, 409 and 412 before storing anything: a refused update leaves no blob behind.
         current = self.get_version(name)
         if revision_id is not None and revision_id != current.revision_id:
             raise revision_mismatch()
+        self._check_not_updating(current)
         info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
         digest = await asyncio.to_thread(self.blobs.put, zip_file)
