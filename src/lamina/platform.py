@@ -24,6 +24,7 @@ from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
+from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
 from lamina.images import ImageStore
@@ -82,6 +83,13 @@ class Platform:
             egress_allow=settings.egress_allow,
             first_uid=settings.sandbox_first_uid,
         ))
+        images = ImageStore.from_settings(settings)
+        # A function whose runtime image is not on this machine yet is Pending while
+        # the image is made in the background, then Active (or Failed).
+        self.runtime_images = RuntimeImages(
+            images, on_images=self.sandbox.mounts_images and settings.runtime_source == "image")
+        self.functions.runtime_ready = self.runtime_images.ready
+        self.functions.install_runtime = self.runtime_images.install
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(
@@ -98,7 +106,7 @@ class Platform:
                 scaling_environments=settings.limits.scaling_environments,
                 scaling_window_s=settings.limits.scaling_window_s,
             ),
-            ImageStore.from_settings(settings),
+            images,
             self._role_credentials,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
@@ -156,6 +164,8 @@ class Platform:
         await self.environments.start()
         # Before any environment starts: nothing holds code that may go.
         await self.code.start()
+        # Functions a stopped server left waiting for their runtime wait on.
+        self.functions.resume_waiting()
         # Provisioned concurrency put before a restart is allocated again.
         for config in list(self.concurrency.provisioned.values()):
             try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -13,9 +15,13 @@ from lamina.control.arns import FunctionRef, Region, parse_function_ref
 from lamina.control.code_storage import CodeStorage
 from lamina.control.layers import Layers
 from lamina.control.models import (
+    CREATING,
+    CREATING_REASON,
     LATEST,
     Alias,
+    FunctionState,
     FunctionVersion,
+    LastUpdateStatus,
     ResolvedTarget,
     aws_timestamp,
 )
@@ -35,7 +41,11 @@ from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
 
+log = logging.getLogger("lamina.control")
+
 MAX_TAGS = 50
+# Called with the outcome of making a runtime ready: None, or the StateReason to show.
+RuntimeSettled = Callable[[str | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -81,6 +91,50 @@ def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
     return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"]
 
 
+def not_ready(state: str) -> ResourceConflictException:
+    return ResourceConflictException(
+        "The operation cannot be performed at this time. The function is currently in the "
+        f"following state: {state}"
+    )
+
+
+def update_in_progress(function_arn: str) -> ResourceConflictException:
+    return ResourceConflictException(
+        "The operation cannot be performed at this time. An update is in progress for "
+        f"resource: {function_arn}"
+    )
+
+
+def _waiting(fv: FunctionVersion) -> FunctionVersion:
+    """fv while its runtime is made ready: a function that was Active stays Active with
+    its update in progress (as on Lambda); a new or Failed one is Pending."""
+    if fv.state == FunctionState.ACTIVE:
+        return dataclasses.replace(
+            fv, last_update_status=LastUpdateStatus.IN_PROGRESS,
+            last_update_status_reason=CREATING_REASON, last_update_status_reason_code=CREATING)
+    return dataclasses.replace(
+        fv, state=FunctionState.PENDING, state_reason=CREATING_REASON, state_reason_code=CREATING,
+        last_update_status=LastUpdateStatus.IN_PROGRESS if fv.last_update_status else None,
+        last_update_status_reason=CREATING_REASON if fv.last_update_status else None,
+        last_update_status_reason_code=CREATING if fv.last_update_status else None)
+
+
+def _ready(fv: FunctionVersion) -> FunctionVersion:
+    return dataclasses.replace(
+        fv, state=FunctionState.ACTIVE, state_reason=None, state_reason_code=None,
+        last_update_status=LastUpdateStatus.SUCCESSFUL, last_update_status_reason=None,
+        last_update_status_reason_code=None)
+
+
+def _failed(fv: FunctionVersion, reason: str) -> FunctionVersion:
+    # Lambda would keep running the previous configuration after a failed update;
+    # Lamina keeps only the current one, which cannot run without its runtime.
+    return dataclasses.replace(
+        fv, state=FunctionState.FAILED, state_reason=reason, state_reason_code="InternalError",
+        last_update_status=LastUpdateStatus.FAILED, last_update_status_reason=reason,
+        last_update_status_reason_code="InternalError")
+
+
 @dataclass(frozen=True)
 class AccountUsage:
     """GetAccountSettings' AccountUsage: what this account has stored."""
@@ -114,6 +168,11 @@ class FunctionRegistry:
         self.limits = limits
         # Raises for runtimes this host cannot run (see runtimes.catalog).
         self._runtime_check = runtime_check
+        # Whether a runtime can start environments here now (its image is installed),
+        # and how to make it so, in the background, calling back on the event loop.
+        # Left unset, every runtime is ready.
+        self.runtime_ready: Callable[[str], bool] = lambda identifier: True
+        self.install_runtime: Callable[[str, RuntimeSettled], None] | None = None
         # Called with (function name, version) after that version changed or was
         # deleted; version None: the whole function was deleted. Published versions
         # never change, so an update of $LATEST concerns $LATEST alone.
@@ -331,6 +390,10 @@ class FunctionRegistry:
             **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
+        if self._awaits_runtime(draft):
+            # No LastUpdateStatus while a new function is Pending, as on Lambda.
+            draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
+                                                 last_update_status=None))
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
         info = await self._inspect_code(zip_file, "CreateFunction")
@@ -344,7 +407,9 @@ class FunctionRegistry:
         if not created:
             self.code.collect()  # the blob may be nobody's
             raise self._exists(ref.name)
-        return self.publish_version(ref.name) if publish else fv
+        if fv.awaits_runtime:
+            self._install(fv)
+        return self._publish(ref.name) if publish else fv
 
     def _exists(self, name: str) -> ResourceConflictException:
         return ResourceConflictException(f"Function already exist: {name}")
@@ -370,12 +435,15 @@ class FunctionRegistry:
             current = FunctionVersion.from_json(data)
             if revision_id is not None and revision_id != current.revision_id:
                 raise revision_mismatch()
-            updated = dataclasses.replace(
+            self._check_not_updating(current)
+            updated = self._with_runtime_state(dataclasses.replace(
                 change(current), revision_id=new_revision_id(), last_modified=aws_timestamp()
-            )
+            ))
             if self.store.replace_version(ref.name, LATEST, current.revision_id,
                                           updated.revision_id, updated.to_json()):
                 self._changed(ref.name, LATEST)
+                if updated.awaits_runtime:
+                    self._install(updated)
                 return updated
 
     def update_configuration(
@@ -399,10 +467,11 @@ class FunctionRegistry:
         architectures: list[str] | None = None, publish: bool = False,
     ) -> FunctionVersion:
         name = self.resolve(function_name).name
-        # 404 and 412 before storing anything: a refused update leaves no blob behind.
+        # 404, 409 and 412 before storing anything: a refused update leaves no blob behind.
         current = self.get_version(name)
         if revision_id is not None and revision_id != current.revision_id:
             raise revision_mismatch()
+        self._check_not_updating(current)
         info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
         try:
@@ -422,7 +491,7 @@ class FunctionRegistry:
             # The code $LATEST had (unless a published version has it too), or the
             # new blob if the update was refused.
             self.code.collect()
-        return self.publish_version(name) if publish else updated
+        return self._publish(name) if publish else updated
 
     def publish_version(
         self, function_name: str, code_sha256: str | None = None,
@@ -439,6 +508,13 @@ class FunctionRegistry:
                 f"CodeSHA256 ({code_sha256}) is different from current CodeSHA256 in $LATEST "
                 f"({latest.code_sha256}). Please try again with the CodeSHA256 in $LATEST."
             )
+        self._check_not_updating(latest)
+        return self._publish(name, description)
+
+    def _publish(self, name: str, description: str | None = None) -> FunctionVersion:
+        """PublishVersion's work; CreateFunction and UpdateFunctionCode with Publish
+        come here directly: their version may be published while it is made ready."""
+        latest = self.get_version(name)
         last = self.store.last_published(name)
         if last:
             data = self.store.get_version(name, str(last))
@@ -456,6 +532,79 @@ class FunctionRegistry:
                                          published.to_json()):
             raise self.not_found(name)
         return published
+
+    # -- states: waiting for the runtime ---------------------------------------------
+
+    def _awaits_runtime(self, fv: FunctionVersion) -> bool:
+        return fv.package_type == "Zip" and fv.runtime is not None and not self.runtime_ready(fv.runtime)
+
+    def _with_runtime_state(self, fv: FunctionVersion) -> FunctionVersion:
+        """An updated $LATEST in the state its runtime allows: Active (or Active
+        again, after a failure) when it is ready here, else waiting for it."""
+        if self._awaits_runtime(fv):
+            return _waiting(fv)
+        return _ready(fv)
+
+    def _check_not_updating(self, fv: FunctionVersion) -> None:
+        """Lambda refuses to change or publish a function still being made ready."""
+        if fv.state == FunctionState.PENDING:
+            raise not_ready(fv.state)
+        if fv.last_update_status == LastUpdateStatus.IN_PROGRESS:
+            raise update_in_progress(self.function_arn(fv.function_name))
+
+    def check_invocable(self, fv: FunctionVersion) -> None:
+        """ResourceConflictException, as from Lambda, for a version that cannot run now."""
+        if fv.state != FunctionState.ACTIVE:
+            raise not_ready(fv.state)
+        if fv.last_update_status == LastUpdateStatus.IN_PROGRESS:
+            # Lambda would run the previous configuration meanwhile; Lamina keeps none.
+            raise update_in_progress(self.function_arn(fv.function_name))
+
+    def _install(self, fv: FunctionVersion) -> None:
+        assert fv.runtime is not None
+        if self.install_runtime is not None:
+            self.install_runtime(fv.runtime, functools.partial(
+                self._runtime_settled, fv.function_name, fv.runtime))
+
+    def _runtime_settled(self, name: str, runtime: str, failure: str | None) -> None:
+        """The runtime `runtime` is ready (failure None) or could not be made ready:
+        every version of `name` waiting on it becomes Active, or Failed."""
+        versions = [FunctionVersion.from_json(data) for data in self.store.versions_of(name)]
+        latest = next((fv for fv in versions if fv.version == LATEST), None)
+        if latest is None or latest.runtime != runtime or not latest.awaits_runtime:
+            latest_revision = None
+        else:
+            # $LATEST gets a new RevisionId with its new state; a published version
+            # keeps its own (as on Lambda), and stays the one published from $LATEST.
+            latest_revision = (latest.revision_id, new_revision_id())
+        for fv in versions:
+            if fv.runtime != runtime or not fv.awaits_runtime:
+                continue
+            settled = _ready(fv) if failure is None else _failed(fv, failure)
+            if latest_revision is not None:
+                if fv.version == LATEST:
+                    settled.revision_id = latest_revision[1]
+                elif fv.published_from_revision == latest_revision[0]:
+                    settled.published_from_revision = latest_revision[1]
+            if self.store.replace_version(name, fv.version, fv.revision_id, settled.revision_id,
+                                          settled.to_json()):
+                self._changed(name, fv.version)
+            else:
+                log.warning("%s:%s changed while its runtime %s was made ready", name, fv.version, runtime)
+
+    def resume_waiting(self) -> int:
+        """Make ready again the runtimes of versions left waiting by a stopped server;
+        how many versions wait."""
+        waiting = 0
+        after: tuple[str, str] | None = None
+        while rows := self.store.list_versions(None, after, PAGE_SIZE):
+            for data in rows:
+                fv = FunctionVersion.from_json(data)
+                if fv.awaits_runtime:
+                    waiting += 1
+                    self._install(fv)
+            after = (rows[-1]["function_name"], rows[-1]["version"])
+        return waiting
 
     def delete_function(self, function_name: str, qualifier: str | None = None) -> None:
         ref = self.resolve(function_name, qualifier)

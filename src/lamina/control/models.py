@@ -6,11 +6,32 @@ import base64
 import dataclasses
 import datetime
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from lamina.control.arns import Region
 
 LATEST = "$LATEST"
+
+
+class FunctionState(StrEnum):
+    """A function version's State (the ones Lamina uses of Lambda's enum)."""
+
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    FAILED = "Failed"
+
+
+class LastUpdateStatus(StrEnum):
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    IN_PROGRESS = "InProgress"
+
+
+# Lambda's StateReason / LastUpdateStatusReason while it prepares a function, for a
+# new function and for an update alike (code "Creating" in both).
+CREATING_REASON = "The function is being created."
+CREATING = "Creating"
 
 
 def aws_timestamp(moment: datetime.datetime | None = None) -> str:
@@ -72,10 +93,13 @@ class FunctionVersion:
     application_log_level: str | None = None
     system_log_level: str | None = None
     snap_start_apply_on: str = "None"
-    state: str = "Active"
+    state: str = FunctionState.ACTIVE
     state_reason: str | None = None
     state_reason_code: str | None = None
-    last_update_status: str = "Successful"
+    # None while a new function is Pending: Lambda gives no LastUpdateStatus then.
+    last_update_status: str | None = LastUpdateStatus.SUCCESSFUL
+    last_update_status_reason: str | None = None
+    last_update_status_reason_code: str | None = None
     # Sum of the sizes of the files in the zip: code plus layers must fit the quota.
     code_unzipped_size: int = 0
     # On a published version: the RevisionId $LATEST had when it was published, so
@@ -128,7 +152,6 @@ class FunctionVersion:
             "TracingConfig": {"Mode": self.tracing_mode},
             "RevisionId": self.revision_id,
             "State": self.state,
-            "LastUpdateStatus": self.last_update_status,
             "PackageType": self.package_type,
             "Architectures": list(self.architectures),
             "EphemeralStorage": {"Size": self.ephemeral_storage_mb},
@@ -161,7 +184,19 @@ class FunctionVersion:
         if self.state_reason:
             config["StateReason"] = self.state_reason
             config["StateReasonCode"] = self.state_reason_code
+        if self.last_update_status:
+            config["LastUpdateStatus"] = self.last_update_status
+        if self.last_update_status_reason:
+            config["LastUpdateStatusReason"] = self.last_update_status_reason
+            config["LastUpdateStatusReasonCode"] = self.last_update_status_reason_code
         return config
+
+    @property
+    def awaits_runtime(self) -> bool:
+        """Waiting for its runtime to be made ready: Pending after CreateFunction, or
+        an update in progress."""
+        return (self.state == FunctionState.PENDING and self.state_reason_code == CREATING) or \
+            self.last_update_status == LastUpdateStatus.IN_PROGRESS
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,7 @@ class Invoker:
         fv = self.targets.resolve_invocation_target(
             request.function_name, request.qualifier
         ).function_version
+        self.targets.functions.check_invocable(fv)
         # The qualifier may come inside FunctionName ("name:alias" or a qualified ARN).
         qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
         payload = self._check_payload(request)
@@ -150,6 +151,7 @@ class Invoker:
         resolved again for each attempt (an alias may have moved). Raises
         TooManyRequestsException when the function is over its concurrency."""
         fv = self.targets.resolve_invocation_target(function_name, qualifier).function_version
+        self.targets.functions.check_invocable(fv)
         return await self._run(fv, payload, client_context, qualifier, tail=False,
                                request_id=request_id)
 
