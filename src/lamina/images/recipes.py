@@ -82,12 +82,12 @@ RECIPES: dict[str, Recipe] = {
         # OS-only runtimes: a shell, curl, CA certificates and the C++ runtime like
         # Amazon Linux's minimal image, plus Python 3.11 (a Lamina addition) so a
         # `bootstrap` written in Python, such as one starting awslambdaric (whose
-        # native client needs libstdc++), runs.
+        # native client needs libstdc++), runs; python3.11 for its compiled stdlib.
         Recipe(
             name="provided",
             suite="bookworm",
             packages=("curl", "ca-certificates", "libstdc++6", "python3-minimal",
-                      "libpython3.11-stdlib", "tzdata"),
+                      "libpython3.11-stdlib", "python3.11", "tzdata"),
         ),
     )
 }
