@@ -1,34 +1,36 @@
 """The kernel-isolation backend: bubblewrap namespaces plus cgroup limits.
 
 Each sandbox is one `bwrap` process tree with new user, mount, PID, IPC, UTS,
-cgroup and network namespaces, and a Lambda-shaped filesystem (rootfs.py:
-`/var/task`, `/opt`, `/var/runtime` read-only, a sized private `/tmp`, a
-read-only view of `/usr` and a small `/etc`, nothing of `/root`, `/home`, the
-data dir or other functions). The command runs as Lambda's uid 993 / gid 990
-with no capabilities, `no_new_privs` (bubblewrap always sets it, so setuid
-binaries such as `su` cannot raise privileges), a new session (no TIOCSTI into
-the server's terminal), and no way to create further user namespaces
-(`--disable-userns`: they are the usual door to kernel attack surface).
+cgroup and network namespaces and a Lambda-shaped file system (rootfs.py: the
+runtime image as a read-only `/`, `/var/task`, `/opt`, `/var/runtime` read-only,
+a disk-backed `/tmp` of EphemeralStorage size (ephemeral.py), `/proc` with runc's
+masked paths, a minimal read-only `/dev`). The command runs as Lambda's uid 993 /
+gid 990 with no capabilities, `no_new_privs`, a new session (no TIOCSTI into the
+server's terminal), no way to create further user namespaces
+(`--disable-userns`: they are the usual door to kernel attack surface), and a
+seccomp filter modelled on Docker's default profile (seccomp.py).
 
-User mapping: bubblewrap started by root maps the sandbox's uid 993 to the
-server's host uid, so inside, host-root-owned files appear as the sandbox
-user's. That only matters for what is visible, which is why the view is
-minimal and entirely read-only (and /proc/sys is read-only, bubblewrap's
-doing); the PID namespace keeps every host process unnameable. Mapping to an
-unprivileged host uid instead needs `--userns` with a pre-made namespace, which
-bubblewrap 0.8 cannot combine with a different gid (it drops CAP_SETGID by
-calling setuid first), or setuid mode, which forbids `--size` for `/tmp`.
+User mapping, the way hardened container runtimes do it: bubblewrap runs
+unprivileged, as a host uid of its own for each sandbox (users.py: from
+1,000,000, never 0), so the user namespace it creates maps 993 onto that uid.
+Whatever a function touches on the host is checked against an unprivileged
+stranger: /proc/sys and the other kernel knobs are not writable, its files are
+not root's. Unprivileged bubblewrap resolves its bind sources with that uid's
+rights, so every directory it mounts must be reachable by others (the image
+cache, the code dir, the state dir; the backend checks the code dir at start).
 
 Start-up, and why the limits hold from the first instruction
 ------------------------------------------------------------
-1. A two-line shell moves itself into the environment's cgroups and sets
-   RLIMIT_NOFILE (and no core dumps), then execs `bwrap`: every process of the
-   sandbox, bubblewrap's own included, is born inside the limits.
+1. A short shell moves itself into the environment's cgroups and sets
+   RLIMIT_NOFILE (and no core dumps) as root, then execs `setpriv` to become the
+   sandbox's host uid, which execs `bwrap`: every process of the sandbox,
+   bubblewrap's own included, is born inside the limits.
 2. `bwrap` starts with `--info-fd` (it reports the host PID of the sandbox's
    PID 1) and `--block-fd` (the sandbox waits before running the command).
-3. The Runtime API listener is created inside the sandbox's network namespace,
-   and slirp4netns attached when outbound access is wanted (network.py says
-   how, and why the host's loopback, so the control plane, stays unreachable).
+3. The Runtime API listener (and the one leading to Lamina's API) are created
+   inside the sandbox's network namespace after the egress routes (egress.py),
+   and slirp4netns is attached when outbound access is wanted (network.py says
+   how, and why the host's loopback stays unreachable).
 4. The server writes to the block fd; the command starts with
    `AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001`.
 
@@ -36,11 +38,10 @@ Limits
 ------
 memory (= MemorySize, no swap; an OOM kill is read from the cgroup's counter),
 CPU quota in proportion to memory (1,769 MB = one core, at most the machine's
-cores), 1,024 processes, 1,024 open files, `/tmp` size. Pages written to the
-`/tmp` tmpfs are memory and count toward the memory limit, as tmpfs pages do
-in any memory cgroup; Lambda's `/tmp` is disk-backed and does not. `destroy()`
-kills the sandbox's PID 1 through a pidfd, which makes the kernel kill every
-process in the PID namespace, then removes the cgroups.
+cores), 1,024 processes, 1,024 open files, `/tmp` size (its own file system, so
+not counted as memory). `destroy()` kills the sandbox's PID 1 through a pidfd,
+which makes the kernel kill every process in the PID namespace, then removes
+the cgroups and gives the uid and the `/tmp` disk back.
 
 Exit codes: bubblewrap's PID 1 reports a command killed by signal N as 128+N;
 `wait()` turns that back into -N, as the plain-process backend reports it.

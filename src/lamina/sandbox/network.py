@@ -1,7 +1,8 @@
-"""A sandbox's network: its Runtime API listener, and (optionally) a way out.
+"""A sandbox's network: its Runtime API listener, the way to Lamina's API, and
+(optionally) a way out.
 
-Every sandbox has its own network namespace. Two things are put into it from
-the host, both while the sandbox waits on bubblewrap's block fd:
+Every sandbox has its own network namespace. These are put into it from the
+host, all while the sandbox waits on bubblewrap's block fd:
 
 - The Runtime API listener. A short-lived thread `setns()`es into
   `/proc/<pid>/ns/net`, binds 127.0.0.1:9001 there, listens and switches back.
@@ -11,6 +12,9 @@ the host, both while the sandbox waits on bubblewrap's block fd:
   sandbox's own loopback: the control plane on the host's 127.0.0.1, other
   environments' listeners and every other host port simply do not exist there.
   About 0.5 ms (bench/sandbox.py).
+- A second listener on Lamina's own port, joined to the API on the host's
+  loopback (ApiForwarder): the one host service a function can reach.
+- The egress routes (egress.py), before anything else runs inside.
 - Outbound access (`SandboxSpec.network`, on by default like Lambda's), through
   slirp4netns: a user-mode TCP/IP stack outside the sandbox that owns a tap
   device inside it and turns the sandbox's connections into ordinary sockets of
@@ -18,7 +22,9 @@ the host, both while the sandbox waits on bubblewrap's block fd:
   host's 127.0.0.1, is refused: the control plane stays out of reach), with its
   own sandbox and seccomp filter (it parses untrusted packets), and exits when
   the server closes its exit fd or dies. DNS goes to its forwarder at 10.0.2.3.
-  No host firewall rules or routes are touched, unlike a veth pair with NAT.
+  No host firewall rules or routes are touched, unlike a veth pair with NAT;
+  the routes that keep the host's and private addresses out live in the
+  sandbox's namespace.
   Without slirp4netns installed, or with `network=False`, the sandbox has
   loopback only.
 
