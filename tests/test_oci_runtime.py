@@ -72,6 +72,9 @@ def test_a_function_runs_on_its_runtime_image_pulled_from_a_registry(
     lam = server.client()
     lam.create_function(**function_args("oci-python", make_zip({"app.py": HANDLER}),
                                        Runtime="python3.13", Timeout=30))
+    # Pending while the server pulls the image (its cache is empty), then Active.
+    lam.get_waiter("function_active_v2").wait(
+        FunctionName="oci-python", WaiterConfig={"Delay": 1, "MaxAttempts": 240})
     answer = lam.invoke(FunctionName="oci-python", LogType="Tail")
     assert "FunctionError" not in answer, answer["Payload"].read()
     assert json.loads(answer["Payload"].read()) == {
