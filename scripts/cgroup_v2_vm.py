@@ -60,7 +60,7 @@ BUSYBOX = Path("/bin/busybox")
 # Markers the guest's init prints, read back from the console.
 MARK = "LAMINA-VM"
 # Bumped when the initramfs layout changes, so a cached one is rebuilt.
-INITRAMFS_VERSION = "3"
+INITRAMFS_VERSION = "4"
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -82,7 +82,10 @@ mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs shm /newroot/dev/shm
-mount -t tmpfs tmp /newroot/tmp
+# Scratch space of the guest's own; the host's /tmp stays visible (through the
+# overlay), since the tree under test may be a clone there.
+mkdir -p /newroot/.lamina-guest
+mount -t tmpfs scratch /newroot/.lamina-guest
 mount -t tmpfs run /newroot/run
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 ip link set lo up
@@ -107,7 +110,7 @@ exec switch_root /newroot /run/stage2
 RUN = """#!/bin/sh
 cd {root}
 export HOME=/root PATH={path} PYTHONDONTWRITEBYTECODE=1 LAMINA_CGROUP_V2_GUEST=1
-{python} -m pytest -q -rs -p no:cacheprovider --basetemp=/tmp/pytest {args}
+{python} -m pytest -q -rs -p no:cacheprovider --basetemp=/.lamina-guest/pytest {args}
 """
 
 
