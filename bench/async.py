@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -92,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         server = Server(Path(tmp) / "data", {
             "LAMINA_ASYNC_WORKERS_PER_FUNCTION": str(args.workers),
             # Only so the throttled workers of phase 1 notice the change quickly.

@@ -20,6 +20,7 @@ import base64
 import http.client
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -52,7 +53,10 @@ def request(port: int, method: str, path: str, body: object = None) -> tuple[int
 def create_function(port: int, name: str) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", HANDLER)
+        # Readable by others (0644), as Lambda requires of code files.
+        info = zipfile.ZipInfo("app.py")
+        info.external_attr = 0o100644 << 16
+        archive.writestr(info, HANDLER)
     status, body = request(port, "POST", "/2015-03-31/functions", {
         "FunctionName": name, "Runtime": "python3.11", "Role": ROLE, "Handler": "app.handler",
         "Code": {"ZipFile": base64.b64encode(buffer.getvalue()).decode()},
@@ -130,6 +134,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         data_dir = Path(tmp) / "server"
         process, port = start_server(data_dir, None)
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def measure(operation: str, calls: list[Callable[[], Any]], threads: int) -> Res
 def run(count: int, threads: int) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory(prefix="lamina-bench-") as temp:
+        os.chmod(temp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         server = Server(Path(temp) / "data", {"LAMINA_LOG_LEVEL": "warning"})
         server.start()
         try:

@@ -64,7 +64,10 @@ def percentile(values: list[float], p: float) -> float:
 def code_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", HANDLER)
+        # Readable by others (0644), as Lambda requires of code files.
+        info = zipfile.ZipInfo("app.py")
+        info.external_attr = 0o100644 << 16
+        archive.writestr(info, HANDLER)
     return buffer.getvalue()
 
 
@@ -236,7 +239,7 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
         for i in range(timeout_n):
             env = await pool.start_environment(environment_spec(slow))
             outcome = await env.invoke(Invocation(f"slow-{i}", b'{"sleep": 5}', "arn", "Root=1-0-0"))
-            assert outcome.status == "timeout"
+            assert outcome.status == "timeout", (outcome.status, outcome.payload[:300])
             overshoot.append(outcome.duration_ms - 1000)
             await pool.stop_environment(env)
         return {"warm": warm, "cold": cold, "init": init, "launch": launch_ms,
@@ -254,6 +257,7 @@ def main() -> None:
     backends = ["process"] + (["namespaces"] if probe() is None else [])
 
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         tmp_path = Path(tmp)
         code_dir = tmp_path / "naive"
         code_dir.mkdir()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -37,7 +38,9 @@ def zipped(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in files.items():
-            archive.writestr(name, content)
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100644 << 16  # readable by others, as Lambda requires
+            archive.writestr(info, content)
     return buffer.getvalue()
 
 
@@ -90,6 +93,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         asyncio.run(run(Path(tmp), args.sandbox, 8 if args.quick else 30, 200))
 
 

@@ -10,6 +10,7 @@ it is answered, so these are durable-message figures.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def lamina_server() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
+        os.chmod(data, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         process = subprocess.Popen(
             [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
              "--data-dir", str(Path(data) / "data")],

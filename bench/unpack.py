@@ -65,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     data = package_of(args.library)
     with tempfile.TemporaryDirectory() as temp:
+        os.chmod(temp, 0o755)  # sandbox users (unprivileged uids) reach the data dir
         blobs = BlobStore(Path(temp) / "code")
         sha = blobs.put(data)
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
