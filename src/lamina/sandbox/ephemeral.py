@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable
 
@@ -61,7 +61,6 @@ class EphemeralDisk:
     size_mb: int
     image: Path
     mount_point: Path
-    owner: int | None = field(default=None)
 
 
 def _run(argv: list[str]) -> None:
@@ -181,7 +180,6 @@ class EphemeralDisks:
             disk = await asyncio.to_thread(_make, size_mb, self._images, self._mounts)
         os.chown(disk.mount_point, owner, owner)
         os.chmod(disk.mount_point, 0o1777)
-        disk.owner = owner
         return disk
 
     async def _recycle(self, disk: EphemeralDisk) -> None:
@@ -192,7 +190,6 @@ class EphemeralDisks:
             await asyncio.to_thread(_unmount, disk.mount_point, disk.image)
             return
         os.chown(disk.mount_point, 0, 0)
-        disk.owner = None
         self._ready.setdefault(disk.size_mb, []).append(disk)
 
     def release(self, disk: EphemeralDisk) -> None:
