@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -68,3 +69,28 @@ def test_lamina_logs_prints_the_functions_events(server, chatty):
     assert result.returncode == 0, result.stderr
     assert "handling 2" in result.stdout
     assert "REPORT RequestId:" in result.stdout
+
+
+def test_root_logger_is_lambdas_before_the_function_imports(lam):
+    """AWS's documented snippet: the level set at import time holds, records carry
+    the request id, and a handler the function adds after Lambda's is its own."""
+    code = make_zip({"app.py": (
+        "import logging\n"
+        "logger = logging.getLogger()\n"
+        "logger.setLevel(logging.INFO)\n"
+        "assert len(logger.handlers) == 1, logger.handlers\n"
+        "def handler(event, context):\n"
+        "    logger.info('info %s', 1)\n"
+        "    logger.debug('hidden')\n"
+        "    return context.aws_request_id\n"
+    )})
+    name = f"logging-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Runtime="python3.13", Role=ROLE,
+                        Handler="app.handler", Code={"ZipFile": code})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    answer = lam.invoke(FunctionName=name, LogType="Tail")
+    request_id = json.loads(answer["Payload"].read())
+    tail = base64.b64decode(answer["LogResult"]).decode()
+    lines = [line for line in tail.splitlines() if line.startswith("[INFO]")]
+    assert len(lines) == 1 and lines[0].endswith(f"\t{request_id}\tinfo 1")
+    assert "hidden" not in tail

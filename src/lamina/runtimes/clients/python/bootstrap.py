@@ -190,13 +190,8 @@ class RequestId:
     current = ""
 
 
-def configure_logging():
-    """The root handler and format AWS's Python runtime installs.
-
-    Done only once the function has imported logging itself (checked after init
-    and before each invocation), so functions that never log never pay for it.
-    """
-    import logging
+def configure_logging(logging):
+    """The root handler and format AWS's Python runtime installs."""
 
     class RequestIdFilter(logging.Filter):
         def filter(self, record):
@@ -211,7 +206,40 @@ def configure_logging():
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING").upper())
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    if level:
+        root.setLevel(level.upper())
+
+
+class LoggingOnImport:
+    """Configures logging the moment anything first imports it.
+
+    AWS's runtime configures the root logger before the function's module is
+    imported, so `logger.setLevel(logging.INFO)` at import time works, and a
+    library that adds its own handler (Powertools' Logger filters the root's
+    handlers) sees Lambda's handler already there. Importing `logging` up front
+    would cost every cold start about 10 ms; this finder costs nothing until the
+    function imports it, and then runs just after the module body.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "logging":
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_configure(module):
+            exec_module(module)
+            configure_logging(module)
+
+        spec.loader.exec_module = exec_and_configure
+        return spec
 
 
 def main():
@@ -224,12 +252,12 @@ def main():
     sys.path.append(f"/var/lang/lib/{minor}/site-packages")
     os.chdir(task_root)
     client = RuntimeClient(RUNTIME_API)
+    if "logging" in sys.modules:
+        configure_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, LoggingOnImport())
     handler = load_handler(client, os.environ["_HANDLER"])
-    logging_configured = False
     while True:
-        if not logging_configured and "logging" in sys.modules:
-            configure_logging()
-            logging_configured = True
         response = client.next()
         body = response.body
         request_id = response.getheader("Lambda-Runtime-Aws-Request-Id")
