@@ -27,6 +27,8 @@ FUNCTION_MISSING = "Function does not exist"
 CONFIG_MISSING = "The resource you requested does not exist."
 # AWS's page size for ListFunctionUrlConfigs.
 PAGE_SIZE = 50
+# Configs (and unknown url ids) kept in memory at most.
+MAX_CACHED = 10_000
 # The host names URLs are served under: <url-id>.lambda-url.<region>.<URL_DOMAIN>.
 URL_DOMAIN = "localhost"
 
@@ -82,6 +84,10 @@ class FunctionUrls:
         self.region = region
         # The FunctionUrl clients are given for a url id (host name, port).
         self.url_for = url_for
+        # Configs by url id, read on every URL request (None: no such URL). Every
+        # change in this process clears the cache; a store round trip costs about
+        # half a millisecond.
+        self._by_url_id: dict[str, FunctionUrlConfig | None] = {}
 
     def to_api(self, config: FunctionUrlConfig, *, full: bool = True,
                invoke_mode: bool = True) -> dict[str, Any]:
@@ -132,6 +138,7 @@ class FunctionUrls:
             qualifier=qualifier, auth_type=auth_type, invoke_mode=invoke_mode or "BUFFERED",
             creation_time=now, last_modified_time=now, cors=cors,
         )
+        self._by_url_id.clear()
         if not self.store.create(name, qualifier, config.url_id, config.to_json()):
             if self.functions.load_version(name, LATEST) is None:
                 raise ResourceNotFoundException(FUNCTION_MISSING)
@@ -155,12 +162,14 @@ class FunctionUrls:
             invoke_mode=invoke_mode or current.invoke_mode,
             last_modified_time=_now(),
         )
+        self._by_url_id.clear()
         if not self.store.replace(config.function_name, config.qualifier, config.to_json()):
             raise ResourceNotFoundException(CONFIG_MISSING)
         return config
 
     def delete(self, function_name: str, qualifier: str | None) -> None:
         config = self._existing(function_name, qualifier)
+        self._by_url_id.clear()
         if not self.store.delete(config.function_name, config.qualifier):
             raise ResourceNotFoundException(CONFIG_MISSING)
 
@@ -176,11 +185,17 @@ class FunctionUrls:
 
     def by_url_id(self, url_id: str) -> FunctionUrlConfig | None:
         """The config a request's host name (or path prefix) names, if it exists."""
-        data = self.store.by_url_id(url_id)
-        return FunctionUrlConfig.from_json(data) if data else None
+        if url_id not in self._by_url_id:
+            if len(self._by_url_id) >= MAX_CACHED:
+                # Unknown ids are cached too; a scan of made-up host names must not grow it.
+                self._by_url_id.clear()
+            data = self.store.by_url_id(url_id)
+            self._by_url_id[url_id] = FunctionUrlConfig.from_json(data) if data else None
+        return self._by_url_id[url_id]
 
     def function_changed(self, name: str, version: str | None) -> None:
         """A deleted function takes its URLs along (the foreign key does the same on
         databases that enforce it)."""
         if version is None:
+            self._by_url_id.clear()
             self.store.delete(name)
