@@ -600,3 +600,21 @@ def test_powertools_http_resolver_answers_unmodified(lam, server):
                          headers={"content-type": "application/octet-stream"})
     assert (posted.status_code, posted.content) == (201, BINARY[::-1])
     assert url.request("GET", "/nowhere").status_code == 404
+
+
+def test_deleting_an_alias_deletes_its_url_and_policy(lam, server):
+    name = new_name("alias-gone")
+    create_function(lam, name, make_zip({"app.py": HANDLER}))
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    url = Url(server, lam.create_function_url_config(FunctionName=name, Qualifier="live",
+                                                     AuthType="NONE")["FunctionUrl"])
+    make_public(lam, name, qualifier="live")
+    assert url.request("GET", "/").status_code == 200
+    lam.delete_alias(FunctionName=name, Name="live")
+    assert url.request("GET", "/").status_code == 404
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    with aws_error(lam, "ResourceNotFoundException", 404):
+        lam.get_function_url_config(FunctionName=name, Qualifier="live")
+    with aws_error(lam, "ResourceNotFoundException", 404):
+        lam.get_policy(FunctionName=name, Qualifier="live")

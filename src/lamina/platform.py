@@ -87,6 +87,8 @@ class Platform:
         self.functions.change_listeners.append(self.function_urls.function_changed)
         # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
         self.aliases = Aliases(self.functions, alias_store)
+        self.aliases.delete_listeners += [self.permissions.alias_deleted,
+                                          self.function_urls.alias_deleted]
         self.sandbox = choose_backend(settings.sandbox or None, NamespaceSettings(
             ephemeral_dir=settings.data_dir / "ephemeral",
             code_dir=settings.data_dir / "unpacked",

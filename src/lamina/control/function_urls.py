@@ -193,6 +193,10 @@ class FunctionUrls:
             self._by_url_id[url_id] = FunctionUrlConfig.from_json(data) if data else None
         return self._by_url_id[url_id]
 
+    def alias_deleted(self, name: str, alias: str) -> None:
+        self._by_url_id.clear()
+        self.store.delete(name, alias)
+
     def function_changed(self, name: str, version: str | None) -> None:
         """A deleted function takes its URLs along (the foreign key does the same on
         databases that enforce it)."""

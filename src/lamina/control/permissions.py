@@ -318,6 +318,11 @@ class FunctionPolicies:
 
     # -- keeping policies with their resources ------------------------------------
 
+    def alias_deleted(self, name: str, alias: str) -> None:
+        arn = self.region.function_arn(name, alias)
+        self._documents.pop(arn, None)
+        self.policies.store.delete_all([arn])
+
     def function_changed(self, name: str, version: str | None) -> None:
         """A deleted function takes its policies along; a deleted version its own."""
         arn = self.region.function_arn(name)
