@@ -69,7 +69,8 @@ class ResourcePolicies:
                 )
             added = [*statements, statement]
             if max_bytes is not None:
-                size = len(json.dumps({**EMPTY_POLICY, "Statement": added}).encode())
+                document = {**EMPTY_POLICY, "Statement": added}
+                size = len(json.dumps(document, separators=(",", ":")).encode())
                 if size > max_bytes:
                     raise PolicyLengthExceededException(
                         f"The final policy size ({size}) is bigger than the limit ({max_bytes})."
