@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -56,7 +57,9 @@ class Settings:
     region: str = "us-east-1"
     account_id: str = "000000000000"
     # "AKID:SECRET,AKID2:SECRET2". Empty means: accept any credentials, which is
-    # only allowed on a loopback bind (see api.auth).
+    # only allowed on a loopback bind (see api.auth). A key may name the account it
+    # belongs to, "AKID:SECRET:111122223333": callers from accounts other than
+    # account_id reach functions only through their resource-based policies.
     access_keys: str = ""
     # Database URL; empty means SQLite in data_dir.
     database_url: str = ""
@@ -127,8 +130,27 @@ class Settings:
 
     @property
     def credentials(self) -> dict[str, str]:
-        pairs = (item.split(":", 1) for item in self.access_keys.split(",") if ":" in item)
-        return {key.strip(): secret.strip() for key, secret in pairs}
+        return {key: secret for key, (secret, _account) in self._keys().items()}
+
+    @property
+    def key_accounts(self) -> dict[str, str]:
+        """The account each access key belongs to (this server's own by default)."""
+        return {key: account or self.account_id for key, (_secret, account) in self._keys().items()}
+
+    def _keys(self) -> dict[str, tuple[str, str | None]]:
+        keys: dict[str, tuple[str, str | None]] = {}
+        for item in self.access_keys.split(","):
+            if ":" not in item:
+                continue
+            key, _, rest = item.partition(":")
+            secret, account = rest, None
+            # A trailing ":<12 digits>" names the key's account; secrets themselves
+            # are never 12 digits after a colon in practice (AWS's are 40 characters).
+            head, sep, tail = rest.rpartition(":")
+            if sep and re.fullmatch(r"\d{12}", tail.strip()):
+                secret, account = head, tail.strip()
+            keys[key.strip()] = (secret.strip(), account)
+        return keys
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -56,6 +56,8 @@ class Limits:
     # An asynchronous event that keeps being throttled is retried until it is this
     # old (Lambda's maximum event age: 6 hours).
     max_event_age_s: int = 21_600
+    # A function's (or version's, or alias's) resource-based policy, as JSON.
+    max_function_policy_bytes: int = 20 * 1024
     # Storage for all functions and layers (AWS: 75 GB per region).
     total_code_size_bytes: int = 75 * 1024 * MB
     # SQS queues. SQS's classic 256 KiB message limit (body plus attributes), which

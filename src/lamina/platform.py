@@ -17,9 +17,11 @@ from lamina.control.code_storage import CodeStorage
 from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.credentials import ExecutionRoleCredentials
 from lamina.control.event_invoke_configs import EventInvokeConfigs
+from lamina.control.function_urls import URL_DOMAIN, FunctionUrls
 from lamina.control.functions import FunctionRegistry
 from lamina.control.layers import Layers
 from lamina.control.models import FunctionVersion
+from lamina.control.permissions import FunctionPolicies
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
 from lamina.environments.pool import EnvironmentPool, PoolSettings
@@ -41,6 +43,7 @@ from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
 from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
+from lamina.store.function_urls import FunctionUrlStore
 from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
@@ -75,8 +78,17 @@ class Platform:
             runtime_check=functools.partial(check_runtime, settings=settings), aliases=alias_store,
             layers=self.layers, code=self.code,
         )
+        # Functions' resource-based policies, and who may invoke what.
+        self.permissions = FunctionPolicies(self.policies, self.functions, self.region,
+                                            settings.limits)
+        self.functions.change_listeners.append(self.permissions.function_changed)
+        self.function_urls = FunctionUrls(FunctionUrlStore(self.engine), self.functions,
+                                          self.region, self.function_url)
+        self.functions.change_listeners.append(self.function_urls.function_changed)
         # Resolves FUNCTION[:QUALIFIER] for invocations, alias weights included.
         self.aliases = Aliases(self.functions, alias_store)
+        self.aliases.delete_listeners += [self.permissions.alias_deleted,
+                                          self.function_urls.alias_deleted]
         self.sandbox = choose_backend(settings.sandbox or None, NamespaceSettings(
             ephemeral_dir=settings.data_dir / "ephemeral",
             code_dir=settings.data_dir / "unpacked",
@@ -135,6 +147,11 @@ class Platform:
             ),
             reserved=lambda name: self.concurrency.reserved.get(name),
         )
+
+    def function_url(self, url_id: str) -> str:
+        """A function URL as clients are given it: a host name under .localhost, which
+        resolves to loopback without any DNS set-up, on this server's port."""
+        return f"http://{url_id}.lambda-url.{self.region.region}.{URL_DOMAIN}:{self.settings.port}/"
 
     def _role_credentials(self, role_arn: str) -> RoleCredentials:
         issued = self.credentials.issue(role_arn)

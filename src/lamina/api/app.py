@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from botocore.model import OperationModel
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from lamina.api import json_protocol, protocol
 from lamina.api.auth import Principal, RequestHead, SigV4Verifier
 from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
+from lamina.api.function_urls import FunctionUrlMiddleware, FunctionUrlServer
 from lamina.api.operations import HANDLERS, Call, Handler, load_all
 from lamina.errors import (
     AccessDeniedException,
@@ -79,7 +81,8 @@ class Dispatcher:
         self.settings = platform.settings
         self.router = protocol.Router(protocol.service_model("lambda"))
         self.verifier = SigV4Verifier(
-            platform.settings.credentials, platform.settings.region, platform.credentials
+            platform.settings.credentials, platform.settings.region, platform.credentials,
+            accounts=platform.settings.key_accounts,
         )
         # Requests reading their body before their signature could be checked.
         self._unverified = 0
@@ -221,6 +224,9 @@ def create_app(platform: Platform) -> Starlette:
             Route(PATH_PREFIX + "{blob}", download_code, methods=["GET"]),
             Route("/{path:path}", dispatcher.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ],
+        # Function URLs (by host name or /lambda-url/ prefix) before the Lambda API.
+        middleware=[Middleware(FunctionUrlMiddleware,
+                               server=FunctionUrlServer(platform, dispatcher.verifier))],
         lifespan=lifespan,
     )
     app.state.platform = platform

@@ -83,6 +83,8 @@ class Principal:
     role_arn: str | None = None
     # False when no keys are configured and the signature was not checked.
     verified: bool = False
+    # The account the key belongs to; None: this server's own account.
+    account_id: str | None = None
 
 
 ANONYMOUS = Principal(None)
@@ -139,8 +141,11 @@ class SigV4Verifier:
         credentials: Mapping[str, str],
         region: str = "us-east-1",
         temporary: ExecutionRoleCredentials | None = None,
+        accounts: Mapping[str, str] | None = None,
     ) -> None:
         self._credentials = dict(credentials)
+        # Each key's account (LAMINA_ACCESS_KEYS "AKID:SECRET:ACCOUNT"); unnamed: ours.
+        self._accounts = dict(accounts or {})
         self.region = region
         self._temporary = temporary
 
@@ -196,7 +201,9 @@ class SigV4Verifier:
             raise InvalidSignatureException(
                 f"Credential should be scoped to correct service: '{service}'. "
             )
-        return Authorization(Principal(key, role_arn, verified=True), found, secret)
+        # An execution role is one of this account's roles.
+        account = None if role_arn is not None else self._accounts.get(key)
+        return Authorization(Principal(key, role_arn, verified=True, account_id=account), found, secret)
 
     @staticmethod
     def _check_date(head: RequestHead, now: datetime.datetime | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any
+from typing import Any, Callable
 
 from lamina.control.functions import (
     FunctionRegistry,
@@ -39,6 +39,9 @@ class Aliases:
         self.region = functions.region
         # Routing draws; a seeded Random makes a split reproducible in tests.
         self._rng = rng or random.Random()
+        # Called with (function name, alias name) after an alias is deleted: what
+        # belongs to the alias (its policy, its function URL) goes with it.
+        self.delete_listeners: list[Callable[[str, str], None]] = []
 
     def _alias_arn(self, function_name: str, name: str) -> str:
         return self.region.function_arn(function_name, name)
@@ -135,6 +138,9 @@ class Aliases:
         fn = self.functions.resolve(function_name).name
         if not self.store.delete(fn, name):
             self.get(fn, name)  # the right 404: function or alias
+            return
+        for listener in self.delete_listeners:
+            listener(fn, name)
 
     def list(self, function_name: str, function_version: str | None = None,
              marker: str | None = None, max_items: int | None = None) -> Page[Alias]:

@@ -7,10 +7,12 @@ means read again and reapply, so no statement is lost.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Callable
 
 from lamina.errors import (
+    PolicyLengthExceededException,
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
@@ -18,6 +20,7 @@ from lamina.errors import (
 from lamina.store.policies import PolicyStore
 
 NO_POLICY = "No policy is associated with the given resource."
+EMPTY_POLICY: dict[str, Any] = {"Version": "2012-10-17", "Id": "default", "Statement": []}
 
 
 class ResourcePolicies:
@@ -36,8 +39,7 @@ class ResourcePolicies:
     ) -> str:
         while True:
             found = self.store.get(resource_arn)
-            empty: dict[str, Any] = {"Version": "2012-10-17", "Id": "default", "Statement": []}
-            document, current = found if found else (empty, None)
+            document, current = found if found else ({**EMPTY_POLICY}, None)
             if revision_id is not None and revision_id != current:
                 raise PreconditionFailedException(
                     "The Revision Id provided does not match the latest Revision Id. "
@@ -54,8 +56,9 @@ class ResourcePolicies:
                 return new_revision
 
     def add_statement(self, resource_arn: str, statement: dict[str, Any], revision_id: str | None,
-                      getter_api: str) -> str:
-        """Append a statement (its Sid must be new); return the new RevisionId."""
+                      getter_api: str, max_bytes: int | None = None) -> str:
+        """Append a statement (its Sid must be new); return the new RevisionId. With
+        `max_bytes`, the resulting document must stay within it, as written out."""
         sid = statement["Sid"]
 
         def add(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,7 +67,15 @@ class ResourcePolicies:
                     f"The statement id ({sid}) provided already exists. Please provide a new "
                     "statement id, or remove the existing statement."
                 )
-            return [*statements, statement]
+            added = [*statements, statement]
+            if max_bytes is not None:
+                document = {**EMPTY_POLICY, "Statement": added}
+                size = len(json.dumps(document, separators=(",", ":")).encode())
+                if size > max_bytes:
+                    raise PolicyLengthExceededException(
+                        f"The final policy size ({size}) is bigger than the limit ({max_bytes})."
+                    )
+            return added
 
         return self._change(resource_arn, revision_id, getter_api, add)
 

@@ -129,6 +129,18 @@ def _0006_async_events(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0007_function_urls(conn: Connection) -> None:
+    # Frozen like 0001; `functions` is named only so the foreign key resolves.
+    meta = MetaData()
+    Table("functions", meta, Column("name", String(140), primary_key=True))
+    Table("function_urls", meta,
+          Column("function_name", String(140),
+                 ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+          Column("qualifier", String(128), primary_key=True),
+          Column("url_id", String(64), nullable=False, unique=True),
+          Column("config", Text, nullable=False)).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -136,6 +148,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0004_queues", _0004_queues),
     ("0005_concurrency", _0005_concurrency),
     ("0006_async_events", _0006_async_events),
+    ("0007_function_urls", _0007_function_urls),
 ]
 
 

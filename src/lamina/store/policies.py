@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import ColumnElement, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lamina.store.schema import policies
@@ -56,3 +56,12 @@ class PolicyStore:
                                        policies.c.revision_id == expected_revision)
             )
         return result.rowcount == 1
+
+    def delete_all(self, resource_arns: list[str], prefix: str | None = None) -> int:
+        """Drop the policies of these resources, and of every ARN starting with
+        `prefix` (a deleted function's versions and aliases)."""
+        condition: ColumnElement[bool] = policies.c.resource_arn.in_(resource_arns)
+        if prefix is not None:
+            condition = condition | policies.c.resource_arn.startswith(prefix, autoescape=True)
+        with self._engine.begin() as conn:
+            return conn.execute(delete(policies).where(condition)).rowcount

@@ -190,3 +190,16 @@ event_invoke_configs = Table(
     Column("qualifier", String(128), primary_key=True),
     Column("config", Text, nullable=False),
 )
+
+# Function URL configs (Create/Get/Update/DeleteFunctionUrlConfig), per function and
+# qualifier ($LATEST or an alias). The url_id is the host label the URL is served
+# under; it is fixed when the config is created. `config` holds the rest as JSON.
+function_urls = Table(
+    "function_urls",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("qualifier", String(128), primary_key=True),
+    Column("url_id", String(64), nullable=False, unique=True),
+    Column("config", Text, nullable=False),
+)

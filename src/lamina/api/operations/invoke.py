@@ -18,6 +18,9 @@ async def invoke(call: Call) -> dict[str, Any]:
     name = p["FunctionName"]
     if name == EMULATOR_FUNCTION_NAME:
         name = call.platform.functions.sole_function_name() or name
+    # Keys of other accounts invoke only what the function's policy grants them.
+    call.platform.permissions.check_invoke(name, p.get("Qualifier"), call.principal.account_id,
+                                           call.principal.role_arn)
     result = await call.platform.invoker.invoke(
         InvocationRequest(
             function_name=name,
