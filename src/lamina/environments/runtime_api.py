@@ -150,6 +150,10 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
         if self.parser.get_method() != b"POST":
             return
+        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            # curl (and libcurl runtimes) ask before sending a body they stream, and
+            # wait a second for the answer otherwise; Lambda's Go server gives it.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         found = _INVOCATION.match(self.url.decode("latin-1").split("?", 1)[0])
         if found is None or found.group(2) != "response":
             return
@@ -230,12 +234,15 @@ class _Connection(asyncio.Protocol):
             request_id, kind = found.groups()
             if kind == "error":
                 return self.handler.invocation_error(request_id, body, error_type)
-            trailer_type = request.trailers.get(ERROR_TYPE) or None
-            trailer_body = _error_body(request.trailers.get(ERROR_BODY))
+            mode = headers.get(RESPONSE_MODE)
+            # Error trailers count in streaming mode only, as in Lambda's RAPID (a
+            # buffered response's trailers are ignored; some runtimes send "none").
+            trailers = request.trailers if mode == STREAMING_MODE else {}
+            trailer_type = trailers.get(ERROR_TYPE) or None
+            trailer_body = _error_body(trailers.get(ERROR_BODY))
             if request.streamed:
                 return self.handler.response_streamed(request_id, trailer_type, trailer_body,
                                                       request.cut)
-            mode = headers.get(RESPONSE_MODE)
             if mode is not None and mode != STREAMING_MODE:
                 # Lambda fails the invocation, and tells the runtime why.
                 invalid = "Runtime.InvalidResponseModeHeader"
