@@ -5,6 +5,7 @@ posting in the Runtime API's streaming mode, on the real runtime images."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import uuid
@@ -239,3 +240,60 @@ def test_stream_over_the_limit_is_cut_with_response_size_too_large(start_server)
     chunks, complete = _read(lam.invoke_with_response_stream(FunctionName=name,
                                                              Payload=json.dumps({"pieces": 8})))
     assert sum(len(payload) for _, payload in chunks) == 8 * 64 * 1024 and complete == {}
+
+
+def test_a_reader_that_goes_away_does_not_hold_the_function_back(lam, server):
+    # Far more than is buffered for a reader (1 MB): were the function's writes
+    # still held for the departed reader, it would block until its 30 s timeout.
+    name = _node(lam, BIG, Timeout=30)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port)
+    connection.request("POST", f"/2021-11-15/functions/{name}/response-streaming-invocations",
+                       body=json.dumps({"pieces": 400}))
+    response = connection.getresponse()
+    assert response.status == 200 and response.read1(1024)
+    connection.close()
+    # Its one concurrency slot comes back when the function has written all and ended.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            chunks, complete = _read(lam.invoke_with_response_stream(
+                FunctionName=name, Payload=json.dumps({"pieces": 1})))
+            break
+        except lam.exceptions.TooManyRequestsException:
+            assert time.monotonic() < deadline, "the abandoned invocation never ended"
+            time.sleep(0.2)
+    assert sum(len(payload) for _, payload in chunks) == 64 * 1024 and complete == {}
+
+
+def test_dry_run_streams_the_response_as_lambda_does(lam):
+    # Lambda's InvokeWithResponseStream runs the function for InvocationType=DryRun
+    # too (the AWS SAM CLI's integration tests record it streaming its chunks).
+    name = _node(lam, CHUNKS)
+    response = lam.invoke_with_response_stream(FunctionName=name, InvocationType="DryRun",
+                                               Payload=json.dumps({"words": ["ran"]}))
+    assert [payload for _, payload in _read(response)[0]] == [b"ran"]
+
+
+INVALID_MODE_BOOTSTRAP = r"""#!/bin/sh
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS=$(mktemp)
+  curl -sS -D "$HEADERS" "$API/invocation/next" >/dev/null
+  REQUEST_ID=$(grep -i '^Lambda-Runtime-Aws-Request-Id:' "$HEADERS" | tr -d '\r' | cut -d' ' -f2)
+  rm -f "$HEADERS"
+  curl -sS -X POST -H 'Lambda-Runtime-Function-Response-Mode: sideways' -d 'x' \
+    "$API/invocation/$REQUEST_ID/response" >/dev/null
+done
+"""
+
+
+def test_an_unknown_response_mode_fails_the_invocation(lam):
+    name = f"stream-sh-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="x.y",
+                        Code={"ZipFile": make_zip({"bootstrap": INVALID_MODE_BOOTSTRAP}, mode=0o755)})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    response = lam.invoke(FunctionName=name)
+    assert response["FunctionError"] == "Unhandled"
+    assert json.loads(response["Payload"].read())["errorType"] == "Runtime.InvalidResponseModeHeader"
