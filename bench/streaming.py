@@ -10,7 +10,9 @@ Against a real `lamina serve` on loopback, over plain HTTP with a keep-alive cli
   InvokeComplete (a buffered response would make them equal, ~450 ms);
 - overhead for a small response, warm: Invoke of a buffered handler, the same
   handler through InvokeWithResponseStream (one PayloadChunk), and a streaming
-  handler (streamifyResponse, one write) through InvokeWithResponseStream.
+  handler (streamifyResponse, one write) through InvokeWithResponseStream;
+- bandwidth: a 12 MB stream, whose last 6 MB Lambda (and Lamina) send at 2 MB/s,
+  so about 3 s in all.
 
 `measure(port, names)` is the part another benchmark (bench/urls.py) can call with
 its own server and functions.
@@ -54,6 +56,15 @@ export const handler = awslambda.streamifyResponse(async (event, responseStream)
 BUFFERED = """
 export const handler = async () => ({ ok: true });
 """
+LARGE = """
+export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const piece = Buffer.alloc(64 * 1024, 120);
+  for (let i = 0; i < event.pieces; i++) {
+    if (!responseStream.write(piece)) await new Promise((resolve) => responseStream.once("drain", resolve));
+  }
+  responseStream.end();
+});
+"""
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -85,10 +96,10 @@ class Client:
         elapsed = (time.perf_counter() - started) * 1000
         return elapsed, elapsed
 
-    def stream(self, name: str) -> tuple[float, float]:
+    def stream(self, name: str, event: bytes = b"{}") -> tuple[float, float]:
         started = time.perf_counter()
         self.conn.request("POST", f"/2021-11-15/functions/{name}/response-streaming-invocations",
-                          body=b"{}")
+                          body=event)
         response = self.conn.getresponse()
         assert response.status == 200, response.status
         decoder = EventStreamBuffer()
@@ -113,7 +124,7 @@ class Client:
 
 
 def measure(port: int, names: dict[str, str], runs: int = 20, small_runs: int = 200) -> dict[str, dict[str, float]]:
-    """names: "ten_chunks", "one_write", "buffered" -> function names on that server."""
+    """names: "ten_chunks", "one_write", "buffered", "large" -> function names on that server."""
     client = Client(port)
     results: dict[str, dict[str, float]] = {}
     client.stream(names["ten_chunks"])  # warm
@@ -132,6 +143,11 @@ def measure(port: int, names: dict[str, str], runs: int = 20, small_runs: int = 
         ttfb, total = zip(*(call() for _ in range(small_runs)))
         results[label] = {"ttfb_p50": statistics.median(ttfb), "ttfb_p99": percentile(list(ttfb), 99),
                           "total_p50": statistics.median(total), "total_p99": percentile(list(total), 99)}
+    pieces = 12 * 16  # 64 KB each: 12 MB
+    client.stream(names["large"], json.dumps({"pieces": 1}).encode())
+    ttfb_ms, total_ms = client.stream(names["large"], json.dumps({"pieces": pieces}).encode())
+    results["12 MB streamed (6 MB burst, then 2 MB/s)"] = {
+        "ttfb_p50": ttfb_ms, "ttfb_p99": ttfb_ms, "total_p50": total_ms, "total_p99": total_ms}
     return results
 
 
@@ -167,7 +183,8 @@ def main() -> None:
                                aws_access_key_id="bench", aws_secret_access_key="bench",
                                config=Config(retries={"max_attempts": 1}))
             names = {}
-            for key, source in (("ten_chunks", TEN_CHUNKS), ("one_write", ONE_WRITE), ("buffered", BUFFERED)):
+            for key, source in (("ten_chunks", TEN_CHUNKS), ("one_write", ONE_WRITE), ("buffered", BUFFERED),
+                                ("large", LARGE)):
                 names[key] = f"bench-{key.replace('_', '-')}"
                 lam.create_function(FunctionName=names[key], Runtime="nodejs24.x", Role=ROLE,
                                     Handler="index.handler", MemorySize=1769,
