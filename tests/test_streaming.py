@@ -130,6 +130,10 @@ def test_error_midway_ends_with_invoke_complete_error_code(lam):
     assert [payload for _, payload in chunks] == [b"partial"]
     assert complete["ErrorCode"] == "TypeError"
     assert complete["ErrorDetails"] == "failed after writing"
+    # Failing before any write: no chunk at all, the error all the same.
+    chunks, complete = _read(lam.invoke_with_response_stream(
+        FunctionName=name, Payload=json.dumps({"words": [], "fail": True})))
+    assert chunks == [] and complete["ErrorCode"] == "TypeError"
     # The environment stays usable after a failed stream.
     chunks, complete = _read(lam.invoke_with_response_stream(
         FunctionName=name, Payload=json.dumps({"words": ["again"]})))

@@ -11,7 +11,8 @@ a RESPONSE_STREAM function URL) is not buffered: its body goes to the caller's
 streaming mode (`Lambda-Runtime-Function-Response-Mode: streaming`, chunked, an
 error in the `Lambda-Runtime-Function-Error-Type`/`-Body` trailers), with the
 socket's reading paused while the caller lags. Every other request is buffered,
-as before: that path costs one header lookup more.
+as before: that path costs a path match and a header lookup more, within the
+noise of the ~15 us a buffered /response takes here.
 
 Written on httptools rather than a framework because it is on every warm
 invocation's path twice (next + response): a bare protocol keeps that to tens of
@@ -45,7 +46,7 @@ ERROR_TYPE = "lambda-runtime-function-error-type"
 ERROR_BODY = "lambda-runtime-function-error-body"
 # Streaming-mode HTTP chunks are handed over whole (a write in the function is one
 # chunk, as on Lambda) unless one grows past this; a body posted without streaming
-# mode goes over as one piece up to the buffered response limit.
+# mode goes over as one piece (up to the stream's size limit).
 _MAX_PIECE_BYTES = 1024 * 1024
 
 

@@ -158,11 +158,13 @@ class ResponseStream:
             await asyncio.sleep(-self._tokens / self._rate)
 
     async def _sleep(self) -> None:
-        self._wakeup = asyncio.get_running_loop().create_future()
-        try:
-            await self._wakeup
-        finally:
-            self._wakeup = None
+        """Until something is put or the stream opens or closes. Shared by whoever
+        waits (wait_open and the reader), and shielded: one giving up (a cancelled
+        reader) leaves the other waiting."""
+        waiter = self._wakeup
+        if waiter is None or waiter.done():
+            waiter = self._wakeup = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():

@@ -22,7 +22,11 @@ from typing import AsyncIterator
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
-from lamina.environments.environment import Invocation, InvocationOutcome
+from lamina.environments.environment import (
+    ExecutionEnvironment,
+    Invocation,
+    InvocationOutcome,
+)
 from lamina.environments.pool import EnvironmentPool
 from lamina.environments.streaming import ResponseStream
 from lamina.errors import (
@@ -32,7 +36,7 @@ from lamina.errors import (
     TooManyRequestsException,
 )
 from lamina.invoke.async_events import EventQueue
-from lamina.invoke.concurrency import ConcurrencyCounter
+from lamina.invoke.concurrency import ConcurrencyCounter, Slot
 from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
@@ -207,15 +211,54 @@ class Invoker:
             )
         return decoded.decode()
 
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+    def _target(self, request: InvocationRequest) -> tuple[FunctionVersion, str | None, bytes, str | None]:
+        """The version to run, the qualifier it was named by, the checked payload and
+        the decoded client context; the errors Invoke answers before anything runs."""
         fv = self.targets.resolve_invocation_target(
             request.function_name, request.qualifier
         ).function_version
         self.targets.functions.check_invocable(fv)
         # The qualifier may come inside FunctionName ("name:alias" or a qualified ARN).
         qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
-        payload = self._check_payload(request)
-        client_context = self._client_context(request.client_context)
+        return fv, qualifier, self._check_payload(request), self._client_context(request.client_context)
+
+    async def _environment(self, fv: FunctionVersion) -> tuple[ExecutionEnvironment, Slot]:
+        """A concurrency slot and an environment for fv, or TooManyRequestsException.
+        The slot is taken before anything else, so a throttled call costs nothing."""
+        name = fv.function_name
+        slot = self.concurrency.take(name)
+        try:
+            return await self.pool.acquire(environment_spec(fv)), slot
+        except BaseException as error:
+            if isinstance(error, TooManyRequestsException):
+                # No memory or scaling rate left for a new environment.
+                self.metrics.function(name).throttles += 1
+            self.concurrency.release(name, slot)
+            raise
+
+    def _finished(self, env: ExecutionEnvironment, name: str, slot: Slot,
+                  outcome: InvocationOutcome | None) -> None:
+        self.pool.release(env)
+        self.concurrency.release(name, slot)
+        if outcome is None:
+            return
+        usage = self.metrics.function(name)
+        usage.invocations += 1
+        if outcome.function_error is not None:
+            usage.errors += 1
+
+    def _invocation(self, fv: FunctionVersion, qualifier: str | None, payload: bytes,
+                    client_context: str | None, request_id: str | None) -> Invocation:
+        return Invocation(
+            request_id=request_id or str(uuid.uuid4()),
+            payload=payload,
+            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
+            trace_id=new_trace_id(),
+            client_context=client_context,
+        )
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        fv, qualifier, payload, client_context = self._target(request)
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
@@ -241,55 +284,30 @@ class Invoker:
         InvocationType DryRun is not a dry run here: Lambda streams the function's
         response for it all the same. Event is refused by the model (RequestResponse|DryRun).
         """
-        fv = self.targets.resolve_invocation_target(
-            request.function_name, request.qualifier
-        ).function_version
-        self.targets.functions.check_invocable(fv)
-        qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
-        payload = self._check_payload(request)
-        client_context = self._client_context(request.client_context)
-        name = fv.function_name
-        slot = self.concurrency.take(name)
-        try:
-            try:
-                env = await self.pool.acquire(environment_spec(fv))
-            except TooManyRequestsException:
-                self.metrics.function(name).throttles += 1
-                raise
-        except BaseException:
-            self.concurrency.release(name, slot)
-            raise
+        fv, qualifier, payload, client_context = self._target(request)
+        env, slot = await self._environment(fv)
         limits = self.limits
         stream = ResponseStream(limits.max_streamed_response_bytes,
                                 limits.streamed_response_burst_bytes,
                                 limits.streamed_response_bytes_per_s)
-        invocation = Invocation(
-            request_id=request.request_id or str(uuid.uuid4()),
-            payload=payload,
-            invoked_function_arn=self.region.function_arn(name, qualifier),
-            trace_id=new_trace_id(),
-            client_context=client_context,
-        )
+        invocation = self._invocation(fv, qualifier, payload, client_context, request.request_id)
 
         async def run() -> InvocationOutcome | None:
+            outcome = None
             try:
                 outcome = await env.invoke(invocation, stream)
             except BaseException:
                 stream.close("Sandbox.Failure", None)
                 raise
             finally:
-                self.pool.release(env)
-                self.concurrency.release(name, slot)
-            usage = self.metrics.function(name)
-            usage.invocations += 1
-            if outcome.function_error is not None:
-                usage.errors += 1
+                self._finished(env, fv.function_name, slot, outcome)
             return outcome
 
         task = asyncio.get_running_loop().create_task(run())
         self._streaming.add(task)
         task.add_done_callback(self._streaming.discard)
-        return StreamedInvocation(200, fv.version, stream, task, request.log_type == "Tail")
+        return StreamedInvocation(status_code=200, executed_version=fv.version, _stream=stream,
+                                  _done=task, _tail=request.log_type == "Tail")
 
     async def invoke_event(self, function_name: str, qualifier: str | None, payload: bytes,
                            client_context: str | None, request_id: str) -> InvocationResult:
@@ -304,33 +322,13 @@ class Invoker:
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool,
                    request_id: str | None = None) -> InvocationResult:
-        name = fv.function_name
-        # The slot is taken before anything else, so a throttled call costs nothing.
-        slot = self.concurrency.take(name)
+        invocation = self._invocation(fv, qualifier, payload, client_context, request_id)
+        env, slot = await self._environment(fv)
+        outcome = None
         try:
-            invocation = Invocation(
-                request_id=request_id or str(uuid.uuid4()),
-                payload=payload,
-                invoked_function_arn=self.region.function_arn(name, qualifier),
-                trace_id=new_trace_id(),
-                client_context=client_context,
-            )
-            try:
-                env = await self.pool.acquire(environment_spec(fv))
-            except TooManyRequestsException:
-                # No memory or scaling rate left for a new environment.
-                self.metrics.function(name).throttles += 1
-                raise
-            try:
-                outcome = await env.invoke(invocation)
-            finally:
-                self.pool.release(env)
+            outcome = await env.invoke(invocation)
         finally:
-            self.concurrency.release(name, slot)
-        usage = self.metrics.function(name)
-        usage.invocations += 1
-        if outcome.function_error is not None:
-            usage.errors += 1
+            self._finished(env, fv.function_name, slot, outcome)
         log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
         return InvocationResult(
             status_code=200,
