@@ -301,3 +301,55 @@ def test_an_unknown_response_mode_fails_the_invocation(lam):
     response = lam.invoke(FunctionName=name)
     assert response["FunctionError"] == "Unhandled"
     assert json.loads(response["Payload"].read())["errorType"] == "Runtime.InvalidResponseModeHeader"
+
+
+# A runtime speaking the streaming mode on a bare socket: two chunks, then (when
+# the event asks) the error trailers, base64 body and all, exactly as on the wire.
+TRAILER_BOOTSTRAP = r'''#!/usr/bin/env python3
+import base64, json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+sock = socket.create_connection((host, int(port)))
+reader = sock.makefile("rb")
+def read_response():
+    reader.readline()
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers, reader.read(int(headers.get("content-length", 0)))
+while True:
+    sock.sendall(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+    headers, body = read_response()
+    request_id = headers["lambda-runtime-aws-request-id"].encode()
+    event = json.loads(body)
+    sock.sendall(b"POST /2018-06-01/runtime/invocation/" + request_id + b"/response HTTP/1.1\r\n"
+                 b"Host: x\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n"
+                 b"Transfer-Encoding: chunked\r\nContent-Type: text/plain\r\n"
+                 b"Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n"
+                 b"4\r\none \r\n3\r\ntwo\r\n")
+    trailers = b""
+    if event.get("fail"):
+        error = {"errorType": "Custom.Broken", "errorMessage": "the feed went away"}
+        trailers = (b"Lambda-Runtime-Function-Error-Type: Custom.Broken\r\n"
+                    b"Lambda-Runtime-Function-Error-Body: "
+                    + base64.b64encode(json.dumps(error).encode()) + b"\r\n")
+    sock.sendall(b"0\r\n" + trailers + b"\r\n")
+    read_response()
+'''
+
+
+def test_error_trailers_on_the_wire_end_the_stream_with_their_error(lam):
+    name = f"stream-raw-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="x.y",
+                        Code={"ZipFile": make_zip({"bootstrap": TRAILER_BOOTSTRAP}, mode=0o755)})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    chunks, complete = _read(lam.invoke_with_response_stream(FunctionName=name, Payload=b'{"fail": true}'))
+    assert [payload for _, payload in chunks] == [b"one ", b"two"]
+    assert complete["ErrorCode"] == "Custom.Broken"
+    assert complete["ErrorDetails"] == "the feed went away"
+    chunks, complete = _read(lam.invoke_with_response_stream(FunctionName=name))
+    assert [payload for _, payload in chunks] == [b"one ", b"two"] and complete == {}
+    # Invoke buffers the same response, and its trailers make it a function error.
+    failed = lam.invoke(FunctionName=name, Payload=b'{"fail": true}')
+    assert failed["FunctionError"] == "Unhandled"
+    assert json.loads(failed["Payload"].read())["errorType"] == "Custom.Broken"
