@@ -43,6 +43,12 @@ class Limits:
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
     max_async_payload_bytes: int = 1 * MB
+    # Streamed responses (InvokeWithResponseStream, RESPONSE_STREAM function URLs): at
+    # most this large, cut there; the first burst bytes go out uncapped, the rest at
+    # most bytes_per_s (AWS: 200 MB, the first 6 MB uncapped, then 2 MB/s).
+    max_streamed_response_bytes: int = 200 * MB
+    streamed_response_burst_bytes: int = 6 * MB
+    streamed_response_bytes_per_s: int = 2 * MB
     # Asynchronous invocation: the default MaximumRetryAttempts of an event invoke
     # config (its MaximumEventAgeInSeconds default is max_event_age_s below).
     async_retry_attempts: int = 2

@@ -15,7 +15,7 @@ from botocore.model import OperationModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from lamina.api import json_protocol, protocol
@@ -182,6 +182,8 @@ class Dispatcher:
         serialized = protocol.serialize_response(route.operation, output)
         serialized.headers.update(call.headers)
         serialized.headers["x-amzn-RequestId"] = request_id
+        if serialized.stream is not None:
+            return StreamingResponse(serialized.stream, serialized.status_code, serialized.headers)
         return Response(serialized.body, serialized.status_code, serialized.headers)
 
     @staticmethod

@@ -45,7 +45,7 @@ def body_cap(limits: Limits, service: str, operation: str, invocation_type: str 
     if service == "lambda":
         if operation in CODE_UPLOADS:
             return limits.max_request_bytes
-        if operation == "Invoke":
+        if operation in ("Invoke", "InvokeWithResponseStream"):
             if invocation_type == "Event":
                 return limits.max_async_payload_bytes
             return limits.max_sync_payload_bytes

@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
 import botocore.session
@@ -361,6 +361,9 @@ class SerializedResponse:
     status_code: int
     headers: dict[str, str]
     body: bytes
+    # An event stream payload (InvokeWithResponseStream): encoded messages, sent as
+    # they come instead of body.
+    stream: AsyncIterator[bytes] | None = None
 
 
 def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> SerializedResponse:
@@ -372,6 +375,7 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
     payload_member = shape.serialization.get("payload")
     body_fields: dict[str, Any] = {}
     body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
     for name, value in output.items():
         if value is None:
             continue
@@ -384,7 +388,9 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
         elif location == "statusCode":
             status = int(value)
         elif name == payload_member:
-            if isinstance(value, (bytes, bytearray)):
+            if member.serialization.get("eventstream"):
+                stream = value
+            elif isinstance(value, (bytes, bytearray)):
                 body = bytes(value)
             elif isinstance(value, str):
                 body = value.encode()
@@ -392,6 +398,8 @@ def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> 
                 body = json.dumps(to_json(member, value)).encode()
         else:
             body_fields[name] = to_json(member, value)
+    if stream is not None:
+        return SerializedResponse(status, headers, b"", stream)
     if body is None:
         body = json.dumps(body_fields).encode() if (body_fields or payload_member is None) else b""
         headers.setdefault("Content-Type", "application/json")

@@ -23,6 +23,7 @@ from typing import Any
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
 from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
+from lamina.environments.streaming import ResponseStream
 from lamina.observe.logs import LogStore, LogStream
 from lamina.runtimes.catalog import RuntimeSpec
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
@@ -103,6 +104,10 @@ class _Current:
     result: asyncio.Future[tuple[bytes, str | None]]
     tail: list[str] = field(default_factory=list)
     tail_size: int = 0
+    # Where the response goes as the runtime writes it, when the caller streams.
+    stream: ResponseStream | None = None
+    # The runtime's Lambda-Runtime-Function-Error-Type, when it reported an error.
+    error_type: str | None = None
 
 
 class ExecutionEnvironment:
@@ -341,7 +346,39 @@ class ExecutionEnvironment:
 
     def invocation_error(self, request_id: str, body: bytes, error_type: str | None) -> ApiResponse:
         payload = body or _error_payload(error_type or "Unhandled", "")
+        current = self._current
+        if current is not None and current.invocation.request_id == request_id and not current.result.done():
+            current.error_type = error_type
         return self._settle(request_id, payload, "Unhandled")
+
+    def response_stream(self, request_id: str) -> ResponseStream | None:
+        current = self._current
+        if (current is None or current.invocation.request_id != request_id
+                or current.result.done() or current.stream is None or current.stream.opened):
+            return None
+        return current.stream
+
+    def response_streamed(self, request_id: str, error_type: str | None, error_body: bytes | None,
+                          cut: bool) -> ApiResponse:
+        current = self._current
+        stream = current.stream if current is not None else None
+        if current is None or stream is None or current.invocation.request_id != request_id:
+            return ApiResponse.error(400, "InvalidRequestID", f"Invalid request ID: {request_id}")
+        if cut or stream.error_type is not None:
+            # Over the size limit: the stream already ended with the error.
+            error_type, error_body = stream.error_type, stream.error_body
+        if error_type is None:
+            stream.close()
+            return self._settle(request_id, b"", None)
+        body = error_body or _error_payload(error_type, "")
+        stream.close(error_type, body)
+        current.error_type = error_type
+        answer = self._settle(request_id, body, "Unhandled")
+        if cut:
+            return ApiResponse.error(413, "RequestEntityTooLarge",
+                                     f"Response payload size exceeded maximum allowed payload size "
+                                     f"({stream.limit_bytes} bytes).")
+        return answer
 
     def init_error(self, body: bytes, error_type: str | None) -> ApiResponse:
         if self.lifecycle.state is not State.STARTING:
@@ -357,13 +394,16 @@ class ExecutionEnvironment:
 
     # -- INVOKE -----------------------------------------------------------------------
 
-    async def invoke(self, invocation: Invocation) -> InvocationOutcome:
+    async def invoke(self, invocation: Invocation, stream: ResponseStream | None = None) -> InvocationOutcome:
+        """Run one invocation. With a stream, the response goes there as the runtime
+        writes it (the outcome's payload is then empty, or the error document), and the
+        stream is closed by the time this returns, whatever happened."""
         fv = self.config.function_version
         first = self.invocations == 0
         self.invocations += 1
         self.last_used = time.monotonic()
         loop = asyncio.get_running_loop()
-        current = _Current(invocation, loop.create_future())
+        current = _Current(invocation, loop.create_future(), stream=stream)
         if first:
             current.tail.extend(self._init_lines)
             current.tail_size = sum(len(line) + 1 for line in self._init_lines)
@@ -403,6 +443,14 @@ class ExecutionEnvironment:
                 payload, error, status = self._crash_outcome(invocation, self._exit.result())
             else:
                 payload, error, status = self._timeout_outcome(invocation)
+        if stream is not None and not stream.closed:
+            # A buffered response (or an init failure, a crash, a timeout) for a
+            # streaming caller: Lambda streams the payload as it is, in one piece.
+            if error is None:
+                stream.put(payload)
+                stream.close()
+            else:
+                stream.close(current.error_type or _error_type_of(payload), payload)
         duration_ms = (time.perf_counter() - started) * 1000
         usage = self._sandbox.usage() if self._sandbox is not None else None
         max_used = math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
@@ -471,6 +519,16 @@ class ExecutionEnvironment:
             self.config.credentials.revoke()
         shutil.rmtree(self.config.scratch_root, ignore_errors=True)
         self.lifecycle.to(State.GONE)
+
+
+def _error_type_of(payload: bytes) -> str:
+    """The errorType of an error document, as runtimes write them."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "Unhandled"
+    error_type = document.get("errorType") if isinstance(document, dict) else None
+    return error_type if isinstance(error_type, str) and error_type else "Unhandled"
 
 
 def _exit_description(code: int) -> str:

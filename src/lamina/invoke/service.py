@@ -8,6 +8,7 @@ async_events.py run it later through the same synchronous path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -15,13 +16,19 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import AsyncIterator
 
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
-from lamina.environments.environment import Invocation, InvocationOutcome
+from lamina.environments.environment import (
+    ExecutionEnvironment,
+    Invocation,
+    InvocationOutcome,
+)
 from lamina.environments.pool import EnvironmentPool
+from lamina.environments.streaming import ResponseStream
 from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -29,7 +36,7 @@ from lamina.errors import (
     TooManyRequestsException,
 )
 from lamina.invoke.async_events import EventQueue
-from lamina.invoke.concurrency import ConcurrencyCounter
+from lamina.invoke.concurrency import ConcurrencyCounter, Slot
 from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
@@ -63,6 +70,88 @@ class InvocationResult:
     outcome: InvocationOutcome | None = None
 
 
+@dataclass
+class StreamedInvocation:
+    """A synchronous invocation whose response is read as the function writes it.
+
+    Returned by `Invoker.invoke_stream` once the invocation has started (every check
+    passed, a concurrency slot and an environment taken): errors that can still be
+    answered with an HTTP status (throttling, a missing function, a bad payload) are
+    raised by `invoke_stream` itself, and anything later arrives as the stream's end.
+
+    - `status_code` (200) and `executed_version` are known at once.
+    - `await wait_open()` returns when the function has begun its response (or the
+      invocation ended without one); `content_type` is then the runtime's Content-Type
+      for the body (None if it sent none). A Node.js handler that used
+      `awslambda.HttpResponseStream.from` has `application/vnd.awslambda.http-integration-response`:
+      the body then starts with a JSON prelude (statusCode, headers, cookies) and 8 NUL
+      bytes, which a function URL turns into its status and headers.
+    - `async for chunk in invocation.chunks()` yields the body's bytes in order, as the
+      runtime sends them (one chunk per HTTP chunk of a streaming-mode runtime; a
+      buffered response is one chunk), paced at Lambda's streaming bandwidth.
+    - After the last chunk, `error_type` and `error_details` say how it ended (None:
+      success; else e.g. the handler's error type, Sandbox.Timedout, or
+      Function.ResponseSizeTooLarge when the stream was cut at its limit), `error_body`
+      holds the error document, and `log_result` the base64 log tail if LogType was Tail.
+    - `await aclose()` when the reader goes away early: the function runs on to its end
+      (as on Lambda) but what it writes is dropped. Calling it after a full read is a no-op.
+    """
+
+    status_code: int
+    executed_version: str | None
+    _stream: ResponseStream | None = None
+    _done: asyncio.Future[InvocationOutcome | None] | None = None
+    _tail: bool = False
+    error_type: str | None = None
+    error_details: str | None = None
+    error_body: bytes | None = None
+    log_result: str | None = None
+    outcome: InvocationOutcome | None = field(default=None, repr=False)
+
+    @property
+    def content_type(self) -> str | None:
+        return self._stream.content_type if self._stream is not None else None
+
+    async def wait_open(self) -> None:
+        if self._stream is not None:
+            await self._stream.wait_open()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._stream is None:
+            return
+        async for chunk in self._stream:
+            yield chunk
+        self.error_type = self._stream.error_type
+        self.error_body = self._stream.error_body
+        if self.error_type is not None:
+            self.error_details = _error_details(self.error_body)
+        if self._done is not None:
+            # The stream ends as the invocation does; its log lines follow at once.
+            try:
+                self.outcome = await asyncio.shield(self._done)
+            except Exception:  # already ended the stream as Sandbox.Failure, and logged
+                self.outcome = None
+            if self._tail and self.outcome is not None:
+                self.log_result = base64.b64encode(self.outcome.log_tail.encode()).decode()
+
+    async def aclose(self) -> None:
+        if self._stream is not None and not self._stream.closed:
+            self._stream.abandon()
+
+
+def _error_details(body: bytes | None) -> str | None:
+    """What InvokeComplete's ErrorDetails carries: the error document's message."""
+    if not body:
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body.decode("utf-8", "replace")
+    if isinstance(document, dict) and isinstance(document.get("errorMessage"), str):
+        return str(document["errorMessage"])
+    return body.decode("utf-8", "replace")
+
+
 def new_trace_id() -> str:
     epoch = f"{int(time.time()):08x}"
     return f"Root=1-{epoch}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
@@ -80,6 +169,8 @@ class Invoker:
         self.concurrency = concurrency
         self.metrics = metrics
         self.events = events
+        # Streamed invocations still running after their reader returned.
+        self._streaming: set[asyncio.Task[InvocationOutcome | None]] = set()
 
     def _check_payload(self, request: InvocationRequest) -> bytes:
         asynchronous = request.invocation_type == "Event"
@@ -120,15 +211,54 @@ class Invoker:
             )
         return decoded.decode()
 
-    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+    def _target(self, request: InvocationRequest) -> tuple[FunctionVersion, str | None, bytes, str | None]:
+        """The version to run, the qualifier it was named by, the checked payload and
+        the decoded client context; the errors Invoke answers before anything runs."""
         fv = self.targets.resolve_invocation_target(
             request.function_name, request.qualifier
         ).function_version
         self.targets.functions.check_invocable(fv)
         # The qualifier may come inside FunctionName ("name:alias" or a qualified ARN).
         qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
-        payload = self._check_payload(request)
-        client_context = self._client_context(request.client_context)
+        return fv, qualifier, self._check_payload(request), self._client_context(request.client_context)
+
+    async def _environment(self, fv: FunctionVersion) -> tuple[ExecutionEnvironment, Slot]:
+        """A concurrency slot and an environment for fv, or TooManyRequestsException.
+        The slot is taken before anything else, so a throttled call costs nothing."""
+        name = fv.function_name
+        slot = self.concurrency.take(name)
+        try:
+            return await self.pool.acquire(environment_spec(fv)), slot
+        except BaseException as error:
+            if isinstance(error, TooManyRequestsException):
+                # No memory or scaling rate left for a new environment.
+                self.metrics.function(name).throttles += 1
+            self.concurrency.release(name, slot)
+            raise
+
+    def _finished(self, env: ExecutionEnvironment, name: str, slot: Slot,
+                  outcome: InvocationOutcome | None) -> None:
+        self.pool.release(env)
+        self.concurrency.release(name, slot)
+        if outcome is None:
+            return
+        usage = self.metrics.function(name)
+        usage.invocations += 1
+        if outcome.function_error is not None:
+            usage.errors += 1
+
+    def _invocation(self, fv: FunctionVersion, qualifier: str | None, payload: bytes,
+                    client_context: str | None, request_id: str | None) -> Invocation:
+        return Invocation(
+            request_id=request_id or str(uuid.uuid4()),
+            payload=payload,
+            invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
+            trace_id=new_trace_id(),
+            client_context=client_context,
+        )
+
+    async def invoke(self, request: InvocationRequest) -> InvocationResult:
+        fv, qualifier, payload, client_context = self._target(request)
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
@@ -145,6 +275,40 @@ class Invoker:
         return await self._run(fv, payload, client_context, qualifier,
                                tail=request.log_type == "Tail", request_id=request.request_id)
 
+    async def invoke_stream(self, request: InvocationRequest) -> StreamedInvocation:
+        """InvokeWithResponseStream (and RESPONSE_STREAM function URLs): the invocation
+        started, its response readable as the function writes it; see StreamedInvocation.
+
+        Raises what Invoke raises before the function runs (ResourceNotFound,
+        TooManyRequests, RequestEntityTooLarge, InvalidRequestContent, ...). Like Lambda,
+        InvocationType DryRun is not a dry run here: Lambda streams the function's
+        response for it all the same. Event is refused by the model (RequestResponse|DryRun).
+        """
+        fv, qualifier, payload, client_context = self._target(request)
+        env, slot = await self._environment(fv)
+        limits = self.limits
+        stream = ResponseStream(limits.max_streamed_response_bytes,
+                                limits.streamed_response_burst_bytes,
+                                limits.streamed_response_bytes_per_s)
+        invocation = self._invocation(fv, qualifier, payload, client_context, request.request_id)
+
+        async def run() -> InvocationOutcome | None:
+            outcome = None
+            try:
+                outcome = await env.invoke(invocation, stream)
+            except BaseException:
+                stream.close("Sandbox.Failure", None)
+                raise
+            finally:
+                self._finished(env, fv.function_name, slot, outcome)
+            return outcome
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._streaming.add(task)
+        task.add_done_callback(self._streaming.discard)
+        return StreamedInvocation(status_code=200, executed_version=fv.version, _stream=stream,
+                                  _done=task, _tail=request.log_type == "Tail")
+
     async def invoke_event(self, function_name: str, qualifier: str | None, payload: bytes,
                            client_context: str | None, request_id: str) -> InvocationResult:
         """One attempt at a queued asynchronous event, synchronously; the version is
@@ -158,33 +322,13 @@ class Invoker:
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
                    qualifier: str | None, tail: bool,
                    request_id: str | None = None) -> InvocationResult:
-        name = fv.function_name
-        # The slot is taken before anything else, so a throttled call costs nothing.
-        slot = self.concurrency.take(name)
+        invocation = self._invocation(fv, qualifier, payload, client_context, request_id)
+        env, slot = await self._environment(fv)
+        outcome = None
         try:
-            invocation = Invocation(
-                request_id=request_id or str(uuid.uuid4()),
-                payload=payload,
-                invoked_function_arn=self.region.function_arn(name, qualifier),
-                trace_id=new_trace_id(),
-                client_context=client_context,
-            )
-            try:
-                env = await self.pool.acquire(environment_spec(fv))
-            except TooManyRequestsException:
-                # No memory or scaling rate left for a new environment.
-                self.metrics.function(name).throttles += 1
-                raise
-            try:
-                outcome = await env.invoke(invocation)
-            finally:
-                self.pool.release(env)
+            outcome = await env.invoke(invocation)
         finally:
-            self.concurrency.release(name, slot)
-        usage = self.metrics.function(name)
-        usage.invocations += 1
-        if outcome.function_error is not None:
-            usage.errors += 1
+            self._finished(env, fv.function_name, slot, outcome)
         log_result = base64.b64encode(outcome.log_tail.encode()).decode() if tail else None
         return InvocationResult(
             status_code=200,

@@ -1,11 +1,13 @@
-"""Invoke (and the runtime interface emulator's single-function path)."""
+"""Invoke and InvokeWithResponseStream (and the runtime interface emulator's
+single-function path)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator
 
+from lamina.api import eventstream
 from lamina.api.operations import Call, operation
-from lamina.invoke.service import InvocationRequest
+from lamina.invoke.service import InvocationRequest, StreamedInvocation
 
 # The runtime interface emulator serves one function as "function"; tools written
 # for it POST to /2015-03-31/functions/function/invocations.
@@ -39,3 +41,43 @@ async def invoke(call: Call) -> dict[str, Any]:
         "ExecutedVersion": result.executed_version,
         "Payload": result.payload,
     }
+
+
+@operation("InvokeWithResponseStream")
+async def invoke_with_response_stream(call: Call) -> dict[str, Any]:
+    p = call.params
+    name = p["FunctionName"]
+    if name == EMULATOR_FUNCTION_NAME:
+        name = call.platform.functions.sole_function_name() or name
+    invocation = await call.platform.invoker.invoke_stream(
+        InvocationRequest(
+            function_name=name,
+            payload=p.get("Payload") or b"",
+            qualifier=p.get("Qualifier"),
+            invocation_type=p.get("InvocationType", "RequestResponse"),
+            log_type=p.get("LogType", "None"),
+            client_context=p.get("ClientContext"),
+            request_id=call.request_id,
+        )
+    )
+    return {
+        "StatusCode": invocation.status_code,
+        "ExecutedVersion": invocation.executed_version,
+        "ResponseStreamContentType": eventstream.CONTENT_TYPE,
+        "EventStream": _events(invocation),
+    }
+
+
+async def _events(invocation: StreamedInvocation) -> AsyncIterator[bytes]:
+    """PayloadChunk per chunk the function wrote, then InvokeComplete, as Lambda sends them."""
+    try:
+        async for chunk in invocation.chunks():
+            yield eventstream.event("PayloadChunk", chunk, "application/octet-stream")
+        yield eventstream.json_event("InvokeComplete", {
+            "ErrorCode": invocation.error_type,
+            "ErrorDetails": invocation.error_details,
+            "LogResult": invocation.log_result,
+        })
+    finally:
+        # The client may have gone mid-stream: the function runs on, unread.
+        await invocation.aclose()

@@ -4,6 +4,14 @@
 // runtime does: load the handler (CommonJS or ES module), then loop on
 // /invocation/next, supporting async handlers and callback-style ones, and
 // report errors with Lambda's Node.js shape ({errorType, errorMessage, trace}).
+//
+// Response streaming as AWS's Node.js runtime offers it: a handler wrapped in
+// `awslambda.streamifyResponse(async (event, responseStream, context) => ...)`
+// writes to a stream that is the body of a /response POST in streaming mode
+// (chunked, `Lambda-Runtime-Function-Response-Mode: streaming`); an error midway
+// ends it with the `Lambda-Runtime-Function-Error-Type`/`-Body` trailers.
+// `awslambda.HttpResponseStream.from(stream, {statusCode, headers, cookies})` puts
+// the JSON prelude and 8 NUL bytes before the body, for function URLs.
 import http from "node:http";
 import path from "node:path";
 import fs from "node:fs";
@@ -14,6 +22,125 @@ const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 const BASE = "/2018-06-01/runtime";
 const taskRoot = process.env.LAMBDA_TASK_ROOT || "/var/task";
+
+// The markers AWS's runtime puts on a streaming handler (shared through Symbol.for,
+// so libraries that set them themselves work too).
+const HANDLER_STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming");
+const HANDLER_HIGHWATERMARK = Symbol.for("aws.lambda.runtime.handler.streaming.highWaterMark");
+const STREAM_RESPONSE = "response";
+const ERROR_TYPE_TRAILER = "Lambda-Runtime-Function-Error-Type";
+const ERROR_BODY_TRAILER = "Lambda-Runtime-Function-Error-Body";
+const HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response";
+
+class HttpResponseStream {
+  // The function URL response prelude: JSON metadata, then 8 NUL bytes, then the body.
+  static from(stream, prelude) {
+    stream.setContentType(HTTP_INTEGRATION_CONTENT_TYPE);
+    const metadata = JSON.stringify(prelude);
+    stream._onBeforeFirstWrite = (write) => {
+      write(metadata);
+      write(new Uint8Array(8));
+    };
+    return stream;
+  }
+}
+
+globalThis.awslambda = {
+  HttpResponseStream,
+  streamifyResponse(handler, options) {
+    handler[HANDLER_STREAMING] = STREAM_RESPONSE;
+    if (typeof options?.highWaterMark === "number") {
+      handler[HANDLER_HIGHWATERMARK] = Number.parseInt(options.highWaterMark, 10);
+    }
+    return handler;
+  },
+};
+
+class InvalidStreamingOperation extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "Runtime.InvalidStreamingOperation";
+  }
+}
+
+// The response stream handed to a streaming handler: the request body of the
+// /response POST, sent as the handler writes (Node sends the headers with the
+// first write, so setContentType works until then).
+function createResponseStream(requestId, highWaterMark) {
+  let started = false;
+  let settle;
+  const done = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+  const req = http.request({
+    host, port, method: "POST", path: `${BASE}/invocation/${requestId}/response`,
+    agent,
+    highWaterMark,
+    headers: {
+      "Lambda-Runtime-Function-Response-Mode": "streaming",
+      "Transfer-Encoding": "chunked",
+      Trailer: `${ERROR_TYPE_TRAILER}, ${ERROR_BODY_TRAILER}`,
+      "Content-Type": "application/octet-stream",
+    },
+  }, (res) => {
+    res.resume();
+    res.on("end", () => settle.resolve(res.statusCode));
+    res.on("aborted", () => settle.reject(new Error("Runtime API closed the response stream")));
+  });
+  req.on("socket", (socket) => socket.setNoDelay(true));
+  req.on("error", (err) => settle.reject(err));
+  const write = req.write.bind(req);
+  const end = req.end.bind(req);
+  const beforeFirstWrite = () => {
+    if (!started) {
+      started = true;
+      if (typeof req._onBeforeFirstWrite === "function") req._onBeforeFirstWrite((c) => write(c));
+    }
+  };
+  req.setContentType = (contentType) => {
+    if (started) throw new InvalidStreamingOperation("Cannot set content-type, too late.");
+    req.setHeader("Content-Type", contentType);
+  };
+  req.write = (chunk, encoding, callback) => {
+    if (typeof chunk !== "string" && !Buffer.isBuffer(chunk) && !(chunk instanceof Uint8Array)) {
+      chunk = JSON.stringify(chunk);
+    }
+    beforeFirstWrite();
+    return write(chunk, encoding, callback);
+  };
+  req.end = (chunk, encoding, callback) => {
+    beforeFirstWrite();
+    return end(chunk, encoding, callback);
+  };
+  const fail = (err) => new Promise((resolve) => {
+    const shape = errorShape(err);
+    console.error(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(shape)}`);
+    if (req.writableEnded) return resolve();
+    beforeFirstWrite();
+    req.addTrailers({
+      [ERROR_TYPE_TRAILER]: shape.errorType,
+      [ERROR_BODY_TRAILER]: Buffer.from(JSON.stringify(shape)).toString("base64"),
+    });
+    end(resolve);
+  });
+  return { stream: req, done, fail };
+}
+
+async function invokeStreaming(handler, event, context, requestId) {
+  const { stream, done, fail } = createResponseStream(requestId, handler[HANDLER_HIGHWATERMARK]);
+  try {
+    const returned = handler(event, stream, context);
+    if (!returned || typeof returned.then !== "function") {
+      throw new Error("Streaming does not support non-async handlers.");
+    }
+    const result = await returned;
+    if (result !== undefined) console.warn("Streaming handlers ignore return values.");
+    // As on Lambda, the invocation lasts until the handler has ended its stream.
+    await done;
+    if (!stream.writableFinished) throw new Error("Response stream is not finished.");
+  } catch (err) {
+    await fail(err);
+    await done.catch(() => {});
+  }
+}
 
 function request(method, urlPath, body, headers = {}) {
   return new Promise((resolve, reject) => {
@@ -147,6 +274,17 @@ async function main() {
       callbackWaitsForEmptyEventLoop: true,
       getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
     };
+    if (handler[HANDLER_STREAMING] === STREAM_RESPONSE) {
+      let event;
+      try {
+        event = next.body ? JSON.parse(next.body) : {};
+      } catch (err) {
+        await postError(`${BASE}/invocation/${requestId}/error`, errorShape(err));
+        continue;
+      }
+      await invokeStreaming(handler, event, context, requestId);
+      continue;
+    }
     try {
       const event = next.body ? JSON.parse(next.body) : {};
       const result = await invokeHandler(handler, event, context);
