@@ -10,6 +10,10 @@ the difference between the two columns is what the URL front end adds: matching
 the host name, the policy check, building the payload format 2.0 event and mapping
 the response back. Requests alternate between the two paths so drift on a shared
 machine affects both alike.
+
+Then a Node.js function on a RESPONSE_STREAM URL writes 10 chunks 50 ms apart: the
+time to the first byte against the time to the last shows the body reaching the
+client as the function writes it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ HANDLER = (
     "    return {'statusCode': 200, 'headers': {'content-type': 'text/plain'}, 'body': 'ok'}\n"
 )
 ROLE = "arn:aws:iam::000000000000:role/bench"
+STREAMING_HANDLER = (
+    "export const handler = awslambda.streamifyResponse(async (event, stream) => {\n"
+    "  for (let i = 0; i < 10; i++) {\n"
+    "    stream.write(`chunk ${i}\\n`);\n"
+    "    await new Promise((resolve) => setTimeout(resolve, 50));\n"
+    "  }\n"
+    "  stream.end();\n"
+    "});\n"
+)
 # One full vCPU, so the figures are Lamina's overhead rather than a small CPU share.
 MEMORY_MB = 1769
 
@@ -49,12 +62,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def code_zip() -> bytes:
+def code_zip(file_name: str = "app.py", code: str = HANDLER) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        info = zipfile.ZipInfo("app.py")
+        info = zipfile.ZipInfo(file_name)
         info.external_attr = 0o100644 << 16
-        archive.writestr(info, HANDLER)
+        archive.writestr(info, code)
     return buffer.getvalue()
 
 
@@ -86,26 +99,39 @@ def api(conn: http.client.HTTPConnection, method: str, path: str, body: object =
     return json.loads(payload) if payload else {}
 
 
-def set_up(port: int, runtime: str) -> str:
+def set_up(port: int, name: str, runtime: str, handler: str, code: bytes,
+           invoke_mode: str = "BUFFERED") -> str:
     """Create the function, its URL and the public statements; return the URL's host."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     api(conn, "POST", "/2015-03-31/functions", {
-        "FunctionName": "bench", "Runtime": runtime, "Role": ROLE, "Handler": "app.handler",
-        "MemorySize": MEMORY_MB, "Code": {"ZipFile": base64.b64encode(code_zip()).decode()},
+        "FunctionName": name, "Runtime": runtime, "Role": ROLE, "Handler": handler,
+        "MemorySize": MEMORY_MB, "Code": {"ZipFile": base64.b64encode(code).decode()},
     })
     deadline = time.monotonic() + 300
-    while api(conn, "GET", "/2015-03-31/functions/bench")["Configuration"]["State"] != "Active":
+    while api(conn, "GET", f"/2015-03-31/functions/{name}")["Configuration"]["State"] != "Active":
         if time.monotonic() > deadline:
             raise RuntimeError("function did not become Active")
         time.sleep(0.2)
-    url = api(conn, "POST", "/2021-10-31/functions/bench/url", {"AuthType": "NONE"})["FunctionUrl"]
+    url = api(conn, "POST", f"/2021-10-31/functions/{name}/url",
+              {"AuthType": "NONE", "InvokeMode": invoke_mode})["FunctionUrl"]
     for sid, action, extra in (
         ("url", "lambda:InvokeFunctionUrl", {"FunctionUrlAuthType": "NONE"}),
         ("invoke", "lambda:InvokeFunction", {"InvokedViaFunctionUrl": True}),
     ):
-        api(conn, "POST", "/2015-03-31/functions/bench/policy",
+        api(conn, "POST", f"/2015-03-31/functions/{name}/policy",
             {"StatementId": sid, "Action": action, "Principal": "*", **extra})
     return str(url).split("//", 1)[1].rstrip("/")
+
+
+def first_and_last_byte(conn: http.client.HTTPConnection, host: str) -> tuple[float, float]:
+    """Milliseconds to the first byte of the body and to its end."""
+    started = time.perf_counter()
+    conn.request("GET", "/", headers={"host": host})
+    response = conn.getresponse()
+    response.read(1)
+    first = (time.perf_counter() - started) * 1000
+    response.read()
+    return first, (time.perf_counter() - started) * 1000
 
 
 def timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes,
@@ -124,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per path")
     parser.add_argument("--runtime", default="python3.13")
+    parser.add_argument("--streams", type=int, default=20, help="timed streamed responses")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lamina-bench-urls-") as tmp:
         tmp_path = Path(tmp)
@@ -131,7 +158,9 @@ def main() -> None:
         tmp_path.chmod(0o755)
         process, port = start_server(tmp_path / "data")
         try:
-            host = set_up(port, args.runtime)
+            host = set_up(port, "bench", args.runtime, "app.handler", code_zip())
+            stream_host = set_up(port, "bench-stream", "nodejs24.x", "index.handler",
+                                 code_zip("index.mjs", STREAMING_HANDLER), "RESPONSE_STREAM")
             url_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             invoke_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             url_headers = {"host": host, "user-agent": "bench"}
@@ -153,6 +182,9 @@ def main() -> None:
                 through_url.append(timed(url_conn, "GET", "/hello?x=1", b"", url_headers))
                 through_invoke.append(timed(invoke_conn, "POST", invoke_path, event,
                                             invoke_headers))
+            stream_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            first_and_last_byte(stream_conn, stream_host)
+            streamed = [first_and_last_byte(stream_conn, stream_host) for _ in range(args.streams)]
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -165,6 +197,10 @@ def main() -> None:
               f"{percentile(values, 99):>9.2f}{statistics.fmean(values):>9.2f}")
     added = percentile(through_url, 50) - percentile(through_invoke, 50)
     print(f"URL front end adds {added:+.2f} ms at p50")
+    first, last = zip(*streamed)
+    print(f"RESPONSE_STREAM URL, 10 chunks 50 ms apart ({args.streams} requests, nodejs24.x): "
+          f"first byte p50 {percentile(list(first), 50):.1f} ms p99 {percentile(list(first), 99):.1f} ms, "
+          f"last byte p50 {percentile(list(last), 50):.1f} ms")
 
 
 if __name__ == "__main__":

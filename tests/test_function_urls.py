@@ -618,3 +618,54 @@ def test_deleting_an_alias_deletes_its_url_and_policy(lam, server):
         lam.get_function_url_config(FunctionName=name, Qualifier="live")
     with aws_error(lam, "ResourceNotFoundException", 404):
         lam.get_policy(FunctionName=name, Qualifier="live")
+
+
+# -- InvokeMode=RESPONSE_STREAM ------------------------------------------------------
+
+STREAMING_NODE = """
+export const handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const stream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 201, headers: {"content-type": "text/plain", "x-streamed": "yes"},
+    cookies: ["s=1"],
+  });
+  stream.write("early\\n");
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  stream.write("late " + event.rawPath + "\\n");
+  stream.end();
+});
+"""
+
+
+def test_response_stream_url_sends_the_first_bytes_before_the_function_ends(lam, server):
+    import time
+
+    name = new_name("stream")
+    lam.create_function(**function_args(name, make_zip({"index.mjs": STREAMING_NODE}),
+                                        Runtime="nodejs24.x", Handler="index.handler"))
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    config = lam.create_function_url_config(FunctionName=name, AuthType="NONE",
+                                            InvokeMode="RESPONSE_STREAM")
+    make_public(lam, name)
+    url = Url(server, config["FunctionUrl"])
+    url.request("GET", "/warm")
+    with httpx.stream("GET", f"{server.endpoint}/lambda-url/{url.url_id}/path", timeout=60) as answer:
+        assert answer.status_code == 201
+        assert answer.headers["x-streamed"] == "yes" and answer.headers["content-type"] == "text/plain"
+        assert answer.headers.get_list("set-cookie") == ["s=1"]
+        arrivals = [(time.perf_counter(), chunk) for chunk in answer.iter_bytes() if chunk]
+    ended = time.perf_counter()
+    assert b"".join(chunk for _, chunk in arrivals) == b"early\nlate /path\n"
+    # One second between the writes: a buffered answer would bring it all at the end.
+    assert ended - arrivals[0][0] > 0.5
+
+
+def test_response_stream_url_of_a_buffered_function_gets_its_payload_as_is(lam, server):
+    name = new_name("streamed-py")
+    create_function(lam, name, make_zip({"app.py": HANDLER}), Timeout=2)
+    config = lam.create_function_url_config(FunctionName=name, AuthType="NONE",
+                                            InvokeMode="RESPONSE_STREAM")
+    make_public(lam, name)
+    url = Url(server, config["FunctionUrl"])
+    answer = url.request("GET", "/plain")
+    assert answer.status_code == 200 and answer.json() == {"hello": "world"}
+    assert url.request("GET", "/error").status_code == 502

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina.api.auth import ANONYMOUS, Principal, RequestHead, SigV4Verifier
@@ -44,7 +44,12 @@ from lamina.errors import (
     ResourceNotFoundException,
     TooManyRequestsException,
 )
-from lamina.invoke.service import InvocationRequest, InvocationResult, new_trace_id
+from lamina.invoke.service import (
+    InvocationRequest,
+    InvocationResult,
+    StreamedInvocation,
+    new_trace_id,
+)
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina.api.function_urls")
@@ -162,7 +167,10 @@ class FunctionUrlServer:
         except LambdaError as error:
             log.info("function URL %s: %s", url_id, error.message)
             return _json_response(502, "Internal Server Error", request_id)
-        response = function_response(result)
+        if isinstance(result, StreamedInvocation):
+            response = await streamed_response(result, self.platform.settings.limits.max_sync_payload_bytes)
+        else:
+            response = function_response(result)
         response.headers["x-amzn-RequestId"] = request_id
         if cors is not None:
             _apply_cors(cors, request, response)
@@ -266,20 +274,18 @@ class FunctionUrlServer:
     # -- invoking -----------------------------------------------------------------
 
     async def _invoke(self, config: FunctionUrlConfig, event: dict[str, Any],
-                      request_id: str) -> InvocationResult:
-        """Every URL invocation passes here. InvokeMode=RESPONSE_STREAM is accepted
-        and stored, and answered buffered until streamed delivery is plugged in at
-        this point."""
-        return await self._invoke_buffered(config, event, request_id)
-
-    async def _invoke_buffered(self, config: FunctionUrlConfig, event: dict[str, Any],
-                               request_id: str) -> InvocationResult:
-        return await self.platform.invoker.invoke(InvocationRequest(
+                      request_id: str) -> InvocationResult | StreamedInvocation:
+        """Every URL invocation passes here: buffered, or with InvokeMode=RESPONSE_STREAM
+        streamed to the client as the function writes."""
+        request = InvocationRequest(
             function_name=config.function_name,
             qualifier=None if config.qualifier == LATEST else config.qualifier,
             payload=json.dumps(event).encode(),
             request_id=request_id,
-        ))
+        )
+        if config.streams:
+            return await self.platform.invoker.invoke_stream(request)
+        return await self.platform.invoker.invoke(request)
 
 
 def _as_text(body: bytes, content_type: str) -> str | None:
@@ -331,6 +337,63 @@ def function_response(result: InvocationResult) -> Response:
             if k != "content-length"]
     raw += [(b"set-cookie", str(c).encode("latin-1")) for c in value.get("cookies") or []]
     response.raw_headers = raw
+    return response
+
+
+# A streamed response's Content-Type when the function sends a prelude (Node.js's
+# `awslambda.HttpResponseStream.from`): a JSON object with statusCode, headers and
+# cookies, then 8 NUL bytes, then the body.
+HTTP_INTEGRATION_RESPONSE = "application/vnd.awslambda.http-integration-response"
+PRELUDE_END = b"\0" * 8
+
+
+async def streamed_response(invocation: StreamedInvocation, max_prelude: int) -> Response:
+    """A RESPONSE_STREAM URL's answer: status and headers from the function's prelude
+    (or 200 and its Content-Type), then the body as it arrives. A function that fails
+    before writing anything gets the buffered path's 502; once bytes are out, a
+    failure can only end the stream early, as on Lambda."""
+    await invocation.wait_open()
+    chunks = invocation.chunks()
+    status = 200
+    headers = {"content-type": invocation.content_type or "application/octet-stream"}
+    cookies: list[str] = []
+    first = b""
+    try:
+        if invocation.content_type == HTTP_INTEGRATION_RESPONSE:
+            async for chunk in chunks:
+                first += chunk
+                if PRELUDE_END in first or len(first) > max_prelude:
+                    break
+            prelude, found, first = first.partition(PRELUDE_END)
+            if not found:
+                raise ValueError("no prelude")
+            value = json.loads(prelude)
+            status = int(value.get("statusCode", 200))
+            headers = {str(k).lower(): str(v) for k, v in (value.get("headers") or {}).items()}
+            headers.setdefault("content-type", "application/octet-stream")
+            cookies = [str(c) for c in value.get("cookies") or []]
+            if not 100 <= status <= 599:
+                raise ValueError("status out of range")
+        else:
+            first = await anext(aiter(chunks), b"")
+    except (ValueError, TypeError, AttributeError):
+        await invocation.aclose()
+        return Response("Internal Server Error", 502, media_type="text/plain")
+    if not first and invocation.error_type is not None:
+        return Response("Internal Server Error", 502, media_type="text/plain")
+
+    async def body() -> Any:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await invocation.aclose()
+
+    headers.pop("content-length", None)
+    response = StreamingResponse(body(), status, headers)
+    response.raw_headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
     return response
 
 
