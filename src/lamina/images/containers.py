@@ -33,6 +33,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -371,10 +372,12 @@ class ContainerImages:
 
     def _archive_name(self, source: Path, digest: str) -> str:
         """`lamina.local/<repo>:<tag>` from the archive's own tag, else from the file name."""
-        with contextlib.suppress(ImagePullError, ValueError, KeyError):
-            if source.is_file():
-                tags = json.loads(self._skopeo(["inspect", f"docker-archive:{source}"],
-                                               "skopeo inspect")).get("RepoTags") or []
+        if source.is_file():
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError, tarfile.TarError):
+                # docker save's manifest.json names its tags (skopeo inspect does not show them).
+                with tarfile.open(source) as archive:
+                    member = archive.extractfile("manifest.json")
+                    tags = json.loads(member.read())[0].get("RepoTags") or [] if member else []
                 if tags:
                     repository, _, tag = tags[0].rpartition(":")
                     return f"{IMPORTED_REGISTRY}/{repository.rsplit('/', 1)[-1]}:{tag}"
