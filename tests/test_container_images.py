@@ -361,3 +361,113 @@ def test_an_image_over_the_size_limit_fails_with_invalid_image(
     with pytest.raises(ClientError) as raised:
         lam.invoke(FunctionName="image-too-big")
     assert raised.value.response["Error"]["Code"] == "ResourceConflictException"
+
+
+# -- an image with awslambdaric, AWS's runtime interface client from PyPI -----------------
+
+RIC_HANDLER = (
+    "import awslambdaric, os\n"
+    "def handler(event, context):\n"
+    "    return {'ric': awslambdaric.__file__, 'event': event, 'request_id': context.aws_request_id}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def ric_packages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """awslambdaric and its dependencies, built for the image's CPython 3.13."""
+    target = tmp_path_factory.mktemp("awslambdaric")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(target),
+         "--no-compile", "--only-binary=:all:", "--python-version", "3.13", "--implementation", "cp",
+         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64", "awslambdaric"],
+        capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"awslambdaric could not be installed from the package index: {done.stderr[-500:]}")
+    return target
+
+
+def test_an_image_with_awslambdaric_as_entrypoint_runs_unmodified(lam: Any, images: Images,
+                                                                  ric_packages: Path) -> None:
+    files: dict[str, tuple[str | bytes, int]] = {"var/task/app.py": (RIC_HANDLER, 0o644)}
+    for path in ric_packages.rglob("*"):
+        if path.is_file():
+            files[f"var/lang/ric/{path.relative_to(ric_packages)}"] = (path.read_bytes(), 0o755 if path.suffix == ".so" else 0o644)
+    # Its native part needs libstdc++, which the minimal runtime image lacks: what a
+    # Dockerfile's `apt-get install libstdc++6` adds, taken from this host.
+    libstdcxx = Path("/usr/lib/x86_64-linux-gnu/libstdc++.so.6").resolve()
+    if not libstdcxx.is_file():
+        pytest.skip("no libstdc++.so.6 on this host to add to the image")
+    files["usr/lib/x86_64-linux-gnu/libstdc++.so.6"] = (libstdcxx.read_bytes(), 0o644)
+    tag = images.derive("base", files, entrypoint=[PYTHON, "-m", "awslambdaric"], cmd=["app.handler"],
+                        workdir="/var/task", env={"PYTHONPATH": "/var/lang/ric"})
+    uri, _digest = images.push(tag, "awslambdaric:latest")
+    _create(lam, "image-ric", uri)
+    assert _active(lam, "image-ric")["State"] == "Active"
+    answer = _invoke(lam, "image-ric", {"ric": True})
+    assert answer["ric"].startswith("/var/lang/ric/awslambdaric/") and answer["event"] == {"ric": True}
+    assert answer["request_id"]
+
+
+# -- registry credentials ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A docker-registry on loopback that wants a user and password (htpasswd, bcrypt)."""
+    import crypt  # bcrypt through the C library; the registry takes no other hash
+
+    base = tmp_path_factory.mktemp("private-registry")
+    (base / "htpasswd").write_text(f"lamina:{crypt.crypt('secret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    from tests.conftest import free_port
+    port = free_port()
+    (base / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {base / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: lamina-test\n    path: {base / 'htpasswd'}\n")
+    log = open(base / "registry.log", "wb")
+    process = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        import socket
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (base / "registry.log").read_text()
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _auth_file(path: Path, host: str, password: str) -> None:
+    import base64
+    token = base64.b64encode(f"lamina:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+
+
+def test_registry_credentials_come_from_a_docker_config_file(
+        images: Images, private_registry: str, cache: Path, tmp_path: Path,
+        start_server: Callable[..., Server]) -> None:
+    uri = f"{private_registry}/private/app:v1"
+    _run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "lamina:secret",
+         f"oci:{images.layout}:{images.derive('base', _python_app('private'), **APP_CONFIG)}", f"docker://{uri}")
+    auth = reachable(tmp_path) / "config.json"
+    _auth_file(auth, private_registry, "wrong")
+    srv = start_server({"LAMINA_SANDBOX": "namespaces", "LAMINA_IMAGE_CACHE_DIR": str(cache),
+                        "LAMINA_REGISTRY_AUTH_FILE": str(auth)}, name="lamina-private")
+    lam = srv.client()
+    with pytest.raises(ClientError) as raised:
+        _create(lam, "image-private", uri)
+    assert raised.value.response["Error"] == {
+        "Code": "InvalidParameterValueException",
+        "Message": "Lambda does not have permission to access the ECR image. Check the ECR permissions."}
+
+    _auth_file(auth, private_registry, "secret")
+    _create(lam, "image-private", uri)
+    assert _active(lam, "image-private")["State"] == "Active"
+    assert _invoke(lam, "image-private")["version"] == "private"
