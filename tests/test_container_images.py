@@ -23,7 +23,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lamina.config import load_settings
-from lamina.images import ImageStore
+from lamina.images import ImagePullError, ImageStore
 from lamina.images.containers import ContainerImages
 from lamina.sandbox.namespaces import probe
 from tests.conftest import Server, reachable
@@ -471,3 +471,29 @@ def test_registry_credentials_come_from_a_docker_config_file(
     _create(lam, "image-private", uri)
     assert _active(lam, "image-private")["State"] == "Active"
     assert _invoke(lam, "image-private")["version"] == "private"
+
+
+def test_a_pull_that_fails_half_way_leaves_nothing_half_written(
+        images: Images, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    first = images.derive("empty", {"first.bin": (os.urandom(256 * 1024), 0o644)})
+    second = images.derive(first, {"second.bin": (os.urandom(256 * 1024), 0o644)}, entrypoint=["/x"])
+    uri, digest = images.push(second, "half-way:latest")
+    manifest = json.loads(_run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{uri}"))
+    # The registry loses the second layer's data: the pull fails after the first.
+    lost = manifest["layers"][1]["digest"].split(":")[1]
+    [blob] = {path.resolve() for path in tmp_path_factory.getbasetemp().glob(
+        f"registry*/data/docker/registry/v2/blobs/sha256/*/{lost}/data")}
+    blob.unlink()
+
+    cache = tmp_path / "cache"
+    store = ContainerImages(cache)
+    with pytest.raises(ImagePullError):
+        store.ensure(f"{uri.rsplit(':', 1)[0]}@sha256:{digest}")
+    assert store.installed(f"sha256:{digest}") is None
+    assert not (cache / "containers" / digest).exists()
+    assert list((cache / "tmp").iterdir()) == []
+    # A layer is there whole (its size recorded last, after a rename) or not at all.
+    for layer in (cache / "layers").iterdir() if (cache / "layers").exists() else []:
+        assert (layer / ".size").is_file() and (layer / "tree").is_dir()
+    assert not any(path.name.startswith(".") or "tmp" in path.name
+                   for path in (cache / "blobs").rglob("*") if path.is_file())

@@ -33,7 +33,7 @@ def finish_rootfs(root: Path, *, users: bool = True, prune: bool = True) -> None
         path = root / leftover
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-    (root / "var/log").mkdir(mode=0o755, exist_ok=True)
+    (root / "var/log").mkdir(mode=0o755, parents=True, exist_ok=True)
     # /dev comes from the sandbox: device nodes have no place in a cache directory.
     dev = root / "dev"
     if dev.is_dir() and not dev.is_symlink():
