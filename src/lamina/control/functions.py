@@ -353,6 +353,9 @@ class FunctionRegistry:
                 f"Cannot reference more than {limits.max_layers} layers."
             )
         self._check_dead_letter_target(fv.dead_letter_target_arn)
+        if fv.package_type == "Zip" and fv.image_config:
+            raise InvalidParameterValueException(
+                "ImageConfig is not supported for functions with PackageType Zip.")
         if fv.package_type == "Image" and fv.layers:
             raise InvalidParameterValueException(
                 "Layers are not supported for functions with PackageType Image; add their "
