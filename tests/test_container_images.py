@@ -28,6 +28,7 @@ from lamina.images.containers import ContainerImages
 from lamina.sandbox.namespaces import probe
 from tests.conftest import Server, reachable
 from tests.helpers import ROLE
+from tests.helpers import make_zip as _zip
 from tests.test_images import registry  # noqa: F401  (the loopback registry fixture)
 
 pytestmark = [
@@ -336,6 +337,35 @@ def test_an_image_uri_without_tag_or_digest_is_not_valid(lam: Any, registry: str
         _create(lam, "image-untagged", uri)
     assert raised.value.response["Error"]["Message"] == \
         f"Source image {uri} is not valid. Provide a valid source image."
+
+
+def test_an_image_for_another_architecture_is_refused_at_create(lam: Any, images: Images) -> None:
+    tag = images.derive("base", {"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)}, entrypoint=["/bootstrap"])
+    _run("umoci", "config", "--image", f"{images.layout}:{tag}", "--architecture=arm64")
+    uri, _digest = images.push(tag, "arm-only:latest")
+    with pytest.raises(ClientError) as raised:
+        _create(lam, "image-arm", uri)
+    error = raised.value.response["Error"]
+    assert error["Code"] == "InvalidParameterValueException"
+    assert error["Message"].startswith(
+        f"The image manifest, config or layer media type for the source image {uri} is not supported.")
+
+
+def test_package_types_keep_to_their_own_kind_of_code(lam: Any, images: Images) -> None:
+    uri, _digest = images.push(images.derive("base", {"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)},
+                                             entrypoint=["/bootstrap"]), "kinds:latest")
+    _create(lam, "image-kinds", uri)
+    _active(lam, "image-kinds")
+    with pytest.raises(ClientError) as raised:
+        lam.update_function_code(FunctionName="image-kinds", ZipFile=b"PK\x05\x06" + b"\0" * 18)
+    assert raised.value.response["Error"]["Message"] == \
+        "Please provide ImageUri when updating a function with packageType Image."
+    lam.create_function(FunctionName="zip-kinds", Role=ROLE, Runtime="python3.13", Handler="app.handler",
+                        Code={"ZipFile": _zip({"app.py": "def handler(e, c):\n    return e\n"})})
+    with pytest.raises(ClientError) as raised:
+        lam.update_function_code(FunctionName="zip-kinds", ImageUri=uri)
+    assert raised.value.response["Error"]["Message"] == \
+        "Please don't provide ImageUri when updating a function with packageType Zip."
 
 
 def test_an_image_with_neither_entrypoint_nor_cmd_fails_as_an_invalid_entrypoint(lam: Any, images: Images) -> None:
