@@ -166,7 +166,12 @@ def images(tmp_path_factory: pytest.TempPathFactory, registry: str) -> Images:  
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return reachable(tmp_path_factory.mktemp("container-cache"))
+    """A fresh image cache, which sees the python3.13 runtime image of the machine's
+    (for .zip functions beside the images: it is not built again in here)."""
+    directory = reachable(tmp_path_factory.mktemp("container-cache"))
+    runtime = ImageStore(load_settings().image_cache_dir).ensure("python3.13")
+    (directory / runtime.root.parent.name).symlink_to(runtime.root.parent)
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +311,22 @@ def test_a_docker_save_tarball_imported_with_the_cli_runs(lam: Any, images: Imag
         f"lamina.local/myfn@sha256:{created['CodeSha256']}"
 
 
+def test_an_oci_layout_directory_imported_under_a_name_of_its_own_runs(lam: Any, images: Images, cache: Path,
+                                                                      tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    tag = images.derive("base", {"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)}, entrypoint=["/bootstrap"])
+    _run("skopeo", "copy", "--quiet", f"oci:{images.layout}:{tag}", f"oci:{layout}:latest")
+    done = subprocess.run([sys.executable, "-m", "lamina.cli.main", "image", "import", str(layout),
+                           "--name", "team/custom:2"], capture_output=True, text=True,
+                          env={**os.environ, "LAMINA_IMAGE_CACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stderr + done.stdout
+    uri = done.stdout.strip().splitlines()[-1]
+    assert uri == "lamina.local/team/custom:2"
+    _create(lam, "image-oci-layout", uri)
+    assert _active(lam, "image-oci-layout")["State"] == "Active"
+    assert _invoke(lam, "image-oci-layout", {"b": 2})["event"] == {"b": 2}
+
+
 def test_layers_shared_by_two_images_are_unpacked_once(lam: Any, images: Images, cache: Path) -> None:
     layers = sorted(path.name for path in (cache / "layers").iterdir())
     # The python3.13 base layer is in every image pulled so far, and unpacked once
@@ -320,10 +341,11 @@ def test_layers_shared_by_two_images_are_unpacked_once(lam: Any, images: Images,
 @pytest.mark.parametrize("suffix, message", [
     ("missing-repository:latest", "does not exist. Provide a valid source image."),
     ("python-app:no-such-tag", "does not exist. Provide a valid source image."),
+    ("//127.0.0.1:9/nothing-listens/here:latest", "does not exist. Provide a valid source image."),
 ])
-def test_a_missing_image_or_tag_is_refused_at_create(lam: Any, images: Images, registry: str,  # noqa: F811
-                                                     suffix: str, message: str) -> None:
-    uri = f"{registry}/{suffix}"
+def test_a_missing_image_tag_or_registry_is_refused_at_create(lam: Any, images: Images, registry: str,  # noqa: F811
+                                                              suffix: str, message: str) -> None:
+    uri = suffix[2:] if suffix.startswith("//") else f"{registry}/{suffix}"
     with pytest.raises(ClientError) as raised:
         _create(lam, "image-missing", uri)
     error = raised.value.response["Error"]

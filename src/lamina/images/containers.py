@@ -353,11 +353,9 @@ class ContainerImages:
             digest = index["manifests"][0]["digest"]
             if image_uri is None:
                 image_uri = self._archive_name(source, digest)
-            reference = ImageReference.parse(image_uri)
-            if reference is None:
-                raise UnsupportedImageError(f"{image_uri} is not an image reference with a tag")
-            if not reference.imported:
-                reference = ImageReference(IMPORTED_REGISTRY, reference.repository, reference.tag, None)
+            reference = ImageReference.parse(_imported_name(image_uri))
+            if reference is None or reference.digest:
+                raise UnsupportedImageError(f"{image_uri} is not an image name with a tag (e.g. fn:1)")
             if self.installed(digest) is None:
                 with self._making("container", digest, report) as scratch:
                     if scratch is not None:
@@ -371,7 +369,7 @@ class ContainerImages:
         return imported
 
     def _archive_name(self, source: Path, digest: str) -> str:
-        """`lamina.local/<repo>:<tag>` from the archive's own tag, else from the file name."""
+        """The archive's own tag (docker save's `fn:1`), else a name from the file's."""
         if source.is_file():
             with contextlib.suppress(OSError, ValueError, KeyError, IndexError, tarfile.TarError):
                 # docker save's manifest.json names its tags (skopeo inspect does not show them).
@@ -379,10 +377,9 @@ class ContainerImages:
                     member = archive.extractfile("manifest.json")
                     tags = json.loads(member.read())[0].get("RepoTags") or [] if member else []
                 if tags:
-                    repository, _, tag = tags[0].rpartition(":")
-                    return f"{IMPORTED_REGISTRY}/{repository.rsplit('/', 1)[-1]}:{tag}"
+                    return str(tags[0])
         stem = re.sub(r"[^a-z0-9]+", "-", source.name.lower().split(".")[0]).strip("-") or "image"
-        return f"{IMPORTED_REGISTRY}/{stem}:{digest.split(':')[-1][:12]}"
+        return f"{stem}:{digest.split(':')[-1][:12]}"
 
     def imported(self) -> list[ImportedImage]:
         found = []
@@ -507,6 +504,18 @@ class ContainerImages:
                 yield scratch
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _imported_name(name: str) -> str:
+    """`name` under lamina.local/, without the registry it may name (Docker's rule: a
+    first component with a dot or a port, or localhost, is a registry)."""
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+        if first == "docker.io":
+            # How Docker writes `fn:1` in full; it shows it as `fn:1`.
+            name = name.removeprefix("library/")
+    return f"{IMPORTED_REGISTRY}/{name}"
 
 
 def _remove(path: Path) -> None:
