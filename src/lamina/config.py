@@ -112,6 +112,10 @@ class Settings:
     # Registries (host[:port], comma-separated) reached without TLS verification;
     # loopback registries always are.
     insecure_image_registries: str = ""
+    # Registry credentials for container images: a Docker-style auth file
+    # (~/.docker/config.json's format). Empty: $REGISTRY_AUTH_FILE, then skopeo's
+    # usual places, ~/.docker/config.json among them.
+    registry_auth_file: str = ""
     # The Debian mirror images are built from; empty means mmdebstrap's default.
     debian_mirror: str = ""
     # Connections. A client has this long to send a request's headers, and then

@@ -27,6 +27,8 @@ class Limits:
     max_zipped_code_bytes: int = 50 * MB
     max_unzipped_code_bytes: int = 250 * MB
     max_layers: int = 5
+    # A container image (PackageType Image), unpacked: Lambda's 10 GB.
+    max_image_bytes: int = 10 * 1024 * MB
     # Configuration.
     min_memory_size_mb: int = 128
     max_memory_size_mb: int = 10_240

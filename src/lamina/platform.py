@@ -15,6 +15,7 @@ from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.code_storage import CodeStorage
 from lamina.control.concurrency import ConcurrencyRegistry
+from lamina.control.container_images import ContainerImageCode
 from lamina.control.credentials import ExecutionRoleCredentials
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.function_urls import URL_DOMAIN, FunctionUrls
@@ -24,12 +25,14 @@ from lamina.control.models import FunctionVersion
 from lamina.control.permissions import FunctionPolicies
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
+from lamina.environments.container_images import ContainerImagePulls
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
 from lamina.images import ImageStore
+from lamina.images.containers import ContainerImages
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
@@ -102,6 +105,16 @@ class Platform:
             images, on_images=self.sandbox.mounts_images and settings.runtime_source == "image")
         self.functions.runtime_ready = self.runtime_images.ready
         self.functions.install_runtime = self.runtime_images.install
+        # Container images (PackageType Image) share the image cache; a function is
+        # Pending while its image is pulled, as while a runtime image is made.
+        containers = ContainerImages(
+            settings.image_cache_dir, insecure_registries=images.insecure_registries,
+            auth_file=settings.registry_auth_file, max_bytes=settings.limits.max_image_bytes)
+        self.container_images = ContainerImagePulls(containers)
+        self.functions.image_code = ContainerImageCode(
+            containers if self.sandbox.mounts_images else None, settings.limits)
+        self.functions.image_ready = self.container_images.ready
+        self.functions.install_image = self.container_images.install
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(
@@ -120,6 +133,7 @@ class Platform:
             ),
             images,
             self._role_credentials,
+            containers=containers,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
         self.code.held = self._code_in_use
@@ -172,7 +186,8 @@ class Platform:
         """The unpacked trees live environments have mounted at /var/task and /opt."""
         held = []
         for env in self.environments.environments:
-            held.append(env.config.task_root)
+            if env.config.task_root is not None:
+                held.append(env.config.task_root)
             if env.config.layers_root is not None:
                 held.append(env.config.layers_root)
         return held

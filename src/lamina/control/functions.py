@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
 from lamina.control.code_storage import CodeStorage
+from lamina.control.container_images import ContainerImageCode, ImageCode, ImageSettled
 from lamina.control.layers import Layers
 from lamina.control.models import (
     CREATING,
@@ -52,7 +53,7 @@ CONFIGURABLE = frozenset(
         "role", "runtime", "handler", "description", "timeout", "memory_size",
         "ephemeral_storage_mb", "environment", "layers", "tracing_mode",
         "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
-        "application_log_level", "system_log_level", "snap_start_apply_on",
+        "application_log_level", "system_log_level", "snap_start_apply_on", "image_config",
     }
 )
 
@@ -126,13 +127,13 @@ def _ready(fv: FunctionVersion) -> FunctionVersion:
         last_update_status_reason_code=None)
 
 
-def _failed(fv: FunctionVersion, reason: str) -> FunctionVersion:
+def _failed(fv: FunctionVersion, reason: str, code: str = "InternalError") -> FunctionVersion:
     # Lambda would keep running the previous configuration after a failed update;
     # Lamina keeps only the current one, which cannot run without its runtime.
     return dataclasses.replace(
-        fv, state=FunctionState.FAILED, state_reason=reason, state_reason_code="InternalError",
+        fv, state=FunctionState.FAILED, state_reason=reason, state_reason_code=code,
         last_update_status=LastUpdateStatus.FAILED, last_update_status_reason=reason,
-        last_update_status_reason_code="InternalError")
+        last_update_status_reason_code=code)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,11 @@ class FunctionRegistry:
         # Left unset, every runtime is ready.
         self.runtime_ready: Callable[[str], bool] = lambda identifier: True
         self.install_runtime: Callable[[str, RuntimeSettled], None] | None = None
+        # The same for container images (PackageType Image), by ResolvedImageUri;
+        # image_code resolves and checks ImageUris (None: Image functions refused).
+        self.image_code: ContainerImageCode | None = None
+        self.image_ready: Callable[[str], bool] = lambda resolved_uri: True
+        self.install_image: Callable[[str, ImageSettled], None] | None = None
         # Called with (function name, version) after that version changed or was
         # deleted; version None: the whole function was deleted. Published versions
         # never change, so an update of $LATEST concerns $LATEST alone.
@@ -347,6 +353,13 @@ class FunctionRegistry:
                 f"Cannot reference more than {limits.max_layers} layers."
             )
         self._check_dead_letter_target(fv.dead_letter_target_arn)
+        if fv.package_type == "Zip" and fv.image_config:
+            raise InvalidParameterValueException(
+                "ImageConfig is not supported for functions with PackageType Zip.")
+        if fv.package_type == "Image" and fv.layers:
+            raise InvalidParameterValueException(
+                "Layers are not supported for functions with PackageType Image; add their "
+                "content to the image.")
         if fv.package_type == "Zip":
             if not fv.runtime:
                 raise InvalidParameterValueException("Runtime is required for .zip file archive deployment packages.")
@@ -365,8 +378,8 @@ class FunctionRegistry:
             )
 
     async def create_function(
-        self, name: str, zip_file: bytes, settings: dict[str, Any], tags: dict[str, str],
-        publish: bool = False,
+        self, name: str, zip_file: bytes | None, settings: dict[str, Any], tags: dict[str, str],
+        publish: bool = False, image_uri: str | None = None,
     ) -> FunctionVersion:
         ref = self.resolve(name)
         if ref.qualifier:
@@ -390,12 +403,16 @@ class FunctionRegistry:
             **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
+        if image_uri is not None:
+            draft = self._with_image(draft, await self._resolve_image(image_uri, draft.architectures))
         if self._awaits_runtime(draft):
             # No LastUpdateStatus while a new function is Pending, as on Lambda.
             draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
                                                  last_update_status=None))
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
+        if zip_file is None:
+            return await self._create_image_function(ref.name, draft, tags, publish)
         info = await self._inspect_code(zip_file, "CreateFunction")
         fv = dataclasses.replace(draft, code_size=info.zipped_size,
                                  code_unzipped_size=info.unzipped_size)
@@ -410,6 +427,50 @@ class FunctionRegistry:
         if fv.awaits_runtime:
             self._install(fv)
         return self._publish(ref.name) if publish else fv
+
+    async def _resolve_image(self, image_uri: str, architectures: list[str]) -> ImageCode:
+        if self.image_code is None:
+            raise InvalidParameterValueException(
+                "PackageType Image is not supported by this Lamina server; use Code.ZipFile")
+        return await self.image_code.resolve(image_uri, architectures)
+
+    @staticmethod
+    def _with_image(fv: FunctionVersion, code: ImageCode) -> FunctionVersion:
+        # CodeSize is 0 for an image, as on Lambda: the code-storage quota counts
+        # .zip packages only.
+        return dataclasses.replace(fv, image_uri=code.image_uri, resolved_image_uri=code.resolved_image_uri,
+                                   code_sha256_hex=code.digest_hex, code_size=0, code_unzipped_size=0)
+
+    async def _create_image_function(self, name: str, fv: FunctionVersion, tags: dict[str, str],
+                                     publish: bool) -> FunctionVersion:
+        if not self.store.create(name, LATEST, fv.revision_id, fv.to_json(), self.function_arn(name), tags):
+            raise self._exists(name)
+        if fv.awaits_runtime:
+            self._install(fv)
+        return self._publish(name) if publish else fv
+
+    async def update_image(
+        self, function_name: str, image_uri: str, revision_id: str | None = None,
+        architectures: list[str] | None = None, publish: bool = False,
+    ) -> FunctionVersion:
+        """UpdateFunctionCode with an ImageUri: the tag is resolved again, to the digest
+        it names now."""
+        name = self.resolve(function_name).name
+        current = self.get_version(name)
+        if current.package_type != "Image":
+            raise InvalidParameterValueException(
+                "Please don't provide ImageUri when updating a function with packageType Zip.")
+        if revision_id is not None and revision_id != current.revision_id:
+            raise revision_mismatch()
+        self._check_not_updating(current)
+        code = await self._resolve_image(image_uri, architectures or current.architectures)
+
+        def change(current: FunctionVersion) -> FunctionVersion:
+            return self._with_image(
+                dataclasses.replace(current, architectures=architectures or current.architectures), code)
+
+        updated = self._update_latest(function_name, revision_id, change)
+        return self._publish(name) if publish else updated
 
     def _exists(self, name: str) -> ResourceConflictException:
         return ResourceConflictException(f"Function already exist: {name}")
@@ -469,6 +530,9 @@ class FunctionRegistry:
         name = self.resolve(function_name).name
         # 404, 409 and 412 before storing anything: a refused update leaves no blob behind.
         current = self.get_version(name)
+        if current.package_type == "Image":
+            raise InvalidParameterValueException(
+                "Please provide ImageUri when updating a function with packageType Image.")
         if revision_id is not None and revision_id != current.revision_id:
             raise revision_mismatch()
         self._check_not_updating(current)
@@ -536,6 +600,8 @@ class FunctionRegistry:
     # -- states: waiting for the runtime ---------------------------------------------
 
     def _awaits_runtime(self, fv: FunctionVersion) -> bool:
+        if fv.package_type == "Image":
+            return fv.resolved_image_uri is not None and not self.image_ready(fv.resolved_image_uri)
         return fv.package_type == "Zip" and fv.runtime is not None and not self.runtime_ready(fv.runtime)
 
     def _with_runtime_state(self, fv: FunctionVersion) -> FunctionVersion:
@@ -561,26 +627,42 @@ class FunctionRegistry:
             raise update_in_progress(self.function_arn(fv.function_name))
 
     def _install(self, fv: FunctionVersion) -> None:
+        if fv.package_type == "Image":
+            if self.install_image is not None and fv.resolved_image_uri is not None:
+                uri = fv.resolved_image_uri
+                self.install_image(uri, functools.partial(self._image_settled, fv.function_name, uri))
+            return
         assert fv.runtime is not None
         if self.install_runtime is not None:
             self.install_runtime(fv.runtime, functools.partial(
                 self._runtime_settled, fv.function_name, fv.runtime))
 
+    def _image_settled(self, name: str, resolved_uri: str, failure: tuple[str, str] | None) -> None:
+        """The image `resolved_uri` is here (failure None) or could not be pulled
+        (StateReasonCode, StateReason): the versions of `name` waiting on it settle."""
+        self._settle(name, lambda fv: fv.package_type == "Image" and fv.resolved_image_uri == resolved_uri,
+                     resolved_uri, None if failure is None else failure[1],
+                     "InternalError" if failure is None else failure[0])
+
     def _runtime_settled(self, name: str, runtime: str, failure: str | None) -> None:
         """The runtime `runtime` is ready (failure None) or could not be made ready:
         every version of `name` waiting on it becomes Active, or Failed."""
+        self._settle(name, lambda fv: fv.package_type == "Zip" and fv.runtime == runtime, runtime, failure)
+
+    def _settle(self, name: str, waits_on: Callable[[FunctionVersion], bool], what: str,
+                failure: str | None, code: str = "InternalError") -> None:
         versions = [FunctionVersion.from_json(data) for data in self.store.versions_of(name)]
         latest = next((fv for fv in versions if fv.version == LATEST), None)
-        if latest is None or latest.runtime != runtime or not latest.awaits_runtime:
+        if latest is None or not waits_on(latest) or not latest.awaits_runtime:
             latest_revision = None
         else:
             # $LATEST gets a new RevisionId with its new state; a published version
             # keeps its own (as on Lambda), and stays the one published from $LATEST.
             latest_revision = (latest.revision_id, new_revision_id())
         for fv in versions:
-            if fv.runtime != runtime or not fv.awaits_runtime:
+            if not waits_on(fv) or not fv.awaits_runtime:
                 continue
-            settled = _ready(fv) if failure is None else _failed(fv, failure)
+            settled = _ready(fv) if failure is None else _failed(fv, failure, code)
             if latest_revision is not None:
                 if fv.version == LATEST:
                     settled.revision_id = latest_revision[1]
@@ -590,7 +672,7 @@ class FunctionRegistry:
                                           settled.to_json()):
                 self._changed(name, fv.version)
             else:
-                log.warning("%s:%s changed while its runtime %s was made ready", name, fv.version, runtime)
+                log.warning("%s:%s changed while %s was made ready", name, fv.version, what)
 
     def resume_waiting(self) -> int:
         """Make ready again the runtimes of versions left waiting by a stopped server;

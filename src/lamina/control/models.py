@@ -105,10 +105,18 @@ class FunctionVersion:
     # On a published version: the RevisionId $LATEST had when it was published, so
     # publishing an unchanged $LATEST again returns this version, as AWS does.
     published_from_revision: str | None = None
+    # PackageType Image: the ImageUri asked for, the same repository at the manifest
+    # digest it named then (what runs), and ImageConfig's members as given.
+    image_uri: str | None = None
+    resolved_image_uri: str | None = None
+    image_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def code_sha256(self) -> str:
-        """CodeSha256 as AWS gives it: the base64 of the zip's SHA-256."""
+        """CodeSha256 as AWS gives it: the base64 of the zip's SHA-256; for an image,
+        its manifest digest in hex (as in ResolvedImageUri)."""
+        if self.package_type == "Image":
+            return self.code_sha256_hex
         return base64.b64encode(bytes.fromhex(self.code_sha256_hex)).decode()
 
     @property
@@ -169,6 +177,8 @@ class FunctionVersion:
         }
         if self.environment:
             config["Environment"] = {"Variables": dict(self.environment)}
+        if self.image_config:
+            config["ImageConfigResponse"] = {"ImageConfig": dict(self.image_config)}
         if self.layers:
             config["Layers"] = [{"Arn": layer.arn, "CodeSize": layer.code_size} for layer in self.layers]
         if self.dead_letter_target_arn:

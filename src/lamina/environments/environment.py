@@ -64,7 +64,8 @@ class InvocationOutcome:
 class EnvironmentConfig:
     function_version: EnvironmentSpec
     runtime: RuntimeSpec
-    task_root: Path
+    # None: a container image, which brings its own /var/task.
+    task_root: Path | None
     layers_root: Path | None
     # Lamina's runtime clients at /var/runtime; None when the image brings its own.
     runtime_root: Path | None
@@ -82,6 +83,7 @@ class EnvironmentConfig:
     init_cpu_boost: bool = True
     max_response_bytes: int = 6 * 1024 * 1024
     initialization_type: str = "on-demand"
+    working_directory: str = "/var/task"
 
 
 def _log_stream_name(version: str) -> str:
@@ -207,7 +209,14 @@ class ExecutionEnvironment:
             init_cpu_boost=self.config.init_cpu_boost,
             api_port=self.config.api_port,
             root_image=self.config.root_image,
+            working_directory=self.config.working_directory,
         )
+        if not spec.argv:
+            # A container image with neither ENTRYPOINT nor CMD, and no ImageConfig.
+            self._fail_init("Runtime.InvalidEntrypoint",
+                            "Error: the image has no ENTRYPOINT or CMD and ImageConfig sets "
+                            "neither EntryPoint nor Command")
+            return
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         self._output_fd = read_fd

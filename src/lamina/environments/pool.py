@@ -16,19 +16,23 @@ are handed out before on-demand ones and are never reaped for idleness.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from lamina.environments.container_images import container_runtime
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
 from lamina.environments.spec import CredentialIssuer, EnvironmentSpec
 from lamina.environments.states import State
 from lamina.errors import ResourceConflictException, TooManyRequestsException
 from lamina.images import ImageError, ImageStore, RuntimeImage
+from lamina.images.containers import ContainerImage, ContainerImages
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import CLIENTS_DIR, RuntimeSpec, runtime_spec
 from lamina.sandbox.base import SandboxBackend
@@ -67,8 +71,12 @@ class PoolSettings:
 class EnvironmentPool:
     def __init__(self, backend: SandboxBackend, blobs: BlobStore, logs: LogStore,
                  settings: PoolSettings, images: ImageStore | None = None,
-                 credentials: CredentialIssuer | None = None) -> None:
+                 credentials: CredentialIssuer | None = None,
+                 containers: ContainerImages | None = None) -> None:
         self.backend = backend
+        # Container images (PackageType Image), by ResolvedImageUri once found.
+        self.containers = containers
+        self._containers: dict[str, ContainerImage] = {}
         self.credentials = credentials
         self.images = images
         self._images: dict[str, RuntimeImage] = {}
@@ -113,10 +121,38 @@ class EnvironmentPool:
             self._images[runtime.image] = image
         return runtime.on_image(image.own_runtime), image
 
+    async def _container(self, fv: EnvironmentSpec) -> tuple[EnvironmentSpec, RuntimeSpec, ContainerImage]:
+        """The container image of an Image function (pulled first if this machine lost
+        it), how to start it, and fv with the `_HANDLER` its CMD names."""
+        assert fv.image_uri is not None
+        if self.containers is None or not self.backend.mounts_images:
+            raise ResourceConflictException(
+                f"The function could not start: the {self.backend.name} sandbox cannot run container "
+                "images (it cannot mount an image as the root file system).")
+        image = self._containers.get(fv.image_uri)
+        if image is None:
+            try:
+                image = await asyncio.to_thread(self.containers.ensure, fv.image_uri)
+            except ImageError as error:
+                raise ResourceConflictException(
+                    f"The function could not start: its image {fv.image_uri} could not be pulled "
+                    f"({error}).") from error
+            self._containers[fv.image_uri] = image
+        runtime = container_runtime(image, fv.image_entry_point, fv.image_command)
+        command = image.config.command if fv.image_command is None else fv.image_command
+        return dataclasses.replace(fv, handler=command[0] if command else ""), runtime, image
+
     def _config(self, fv: EnvironmentSpec, initialization_type: str, runtime: RuntimeSpec,
-                image: RuntimeImage | None) -> EnvironmentConfig:
+                image: RuntimeImage | None, container: ContainerImage | None = None) -> EnvironmentConfig:
         code_root = self.settings.data_dir / "unpacked"
         layer_shas = list(fv.layer_sha256_hex)
+        if container is not None:
+            # The image is everything: its own /var/task, /opt and runtime client.
+            working_directory = fv.image_working_directory or container.config.working_dir or "/"
+            return EnvironmentConfig(
+                function_version=fv, runtime=runtime, task_root=None, layers_root=None, runtime_root=None,
+                root_image=container.root, working_directory=working_directory,
+                **self._common(fv, initialization_type))
         return EnvironmentConfig(
             function_version=fv,
             runtime=runtime,
@@ -124,6 +160,12 @@ class EnvironmentPool:
             layers_root=merged_layers_dir(self.blobs, layer_shas, code_root) if layer_shas else None,
             runtime_root=None if runtime.own_runtime_dir else CLIENTS_DIR,
             root_image=image.root if image is not None else None,
+            **self._common(fv, initialization_type),
+        )
+
+    def _common(self, fv: EnvironmentSpec, initialization_type: str) -> dict[str, Any]:
+        """What every environment's config has, whatever runs in it."""
+        return dict(
             credentials=self.credentials(fv.role) if self.credentials is not None else None,
             scratch_root=self.settings.data_dir / "environments" / uuid.uuid4().hex,
             region=self.settings.region,
@@ -176,10 +218,14 @@ class EnvironmentPool:
 
         TooManyRequestsException when the host's environment memory is used up.
         """
-        runtime, image = await self._runtime(fv.runtime)
+        if fv.image_uri is not None:
+            fv, runtime, container = await self._container(fv)
+            config = self._config(fv, initialization_type, runtime, None, container)
+        else:
+            runtime, image = await self._runtime(fv.runtime)
+            config = self._config(fv, initialization_type, runtime, image)
         victims = self._make_room(fv.memory_size)
-        env = ExecutionEnvironment(self._config(fv, initialization_type, runtime, image),
-                                   self.backend, self.logs)
+        env = ExecutionEnvironment(config, self.backend, self.logs)
         self._all.add(env)
         self._charged[env] = fv.memory_size
         self.memory_in_use_mb += fv.memory_size

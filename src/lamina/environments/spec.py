@@ -33,6 +33,12 @@ class EnvironmentSpec:
     application_log_level: str | None = None
     # Lambda's default outbound access; False for a function in a VPC (no NAT).
     outbound_network: bool = True
+    # PackageType Image: the image to run (repository@digest) and ImageConfig's
+    # overrides (None: the image's own ENTRYPOINT, CMD, WORKDIR).
+    image_uri: str | None = None
+    image_entry_point: tuple[str, ...] | None = None
+    image_command: tuple[str, ...] | None = None
+    image_working_directory: str | None = None
 
 
 @dataclass(frozen=True)

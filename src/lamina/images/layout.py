@@ -22,17 +22,18 @@ _LEFTOVERS = (
 )
 
 
-def finish_rootfs(root: Path, *, users: bool = True) -> None:
+def finish_rootfs(root: Path, *, users: bool = True, prune: bool = True) -> None:
     """Give `root` Lambda's mount points, users and a read-only-safe tree.
 
     `users=False` keeps the image's own /etc/passwd and /etc/group (an image from a
-    registry knows its own users) unless it has none.
+    registry knows its own users) unless it has none. `prune=False` keeps what
+    package installation left (a user's container image is theirs to trim).
     """
-    for leftover in _LEFTOVERS:
+    for leftover in _LEFTOVERS if prune else ():
         path = root / leftover
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-    (root / "var/log").mkdir(mode=0o755, exist_ok=True)
+    (root / "var/log").mkdir(mode=0o755, parents=True, exist_ok=True)
     # /dev comes from the sandbox: device nodes have no place in a cache directory.
     dev = root / "dev"
     if dev.is_dir() and not dev.is_symlink():

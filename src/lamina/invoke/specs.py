@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lamina.control.models import FunctionVersion
 from lamina.environments.spec import EnvironmentSpec
 
@@ -23,4 +25,17 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         environment=dict(fv.environment),
         application_log_level=fv.application_log_level,
         outbound_network=fv.outbound_network,
+        **_image(fv),
     )
+
+
+def _image(fv: FunctionVersion) -> dict[str, Any]:
+    if fv.package_type != "Image":
+        return {}
+    config = fv.image_config
+    return {
+        "image_uri": fv.resolved_image_uri,
+        "image_entry_point": tuple(config["EntryPoint"]) if "EntryPoint" in config else None,
+        "image_command": tuple(config["Command"]) if "Command" in config else None,
+        "image_working_directory": config.get("WorkingDirectory"),
+    }

@@ -38,8 +38,9 @@ class SandboxSpec:
     # The environment variables, except AWS_LAMBDA_RUNTIME_API (the backend sets it).
     env: dict[str, str]
     # Host directories presented read-only inside at /var/task, /opt, /var/runtime
-    # (runtime_root None: the runtime image brings its own /var/runtime).
-    task_root: Path
+    # (runtime_root None: the runtime image brings its own /var/runtime; task_root
+    # None: a container image brings its own /var/task).
+    task_root: Path | None
     runtime_root: Path | None
     layers_root: Path | None = None
     # Host directory backing /tmp for backends that cannot mount a sized tmpfs.
@@ -62,6 +63,8 @@ class SandboxSpec:
     # Lamina's API port on the host's loopback, to be reachable from inside at
     # AWS_ENDPOINT_URL (the backend sets it); None: no way to the API.
     api_port: int | None = None
+    # Where the command starts, inside (a container image's WorkingDirectory).
+    working_directory: str = "/var/task"
 
     @property
     def cpu_cores(self) -> float:

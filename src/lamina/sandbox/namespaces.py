@@ -169,7 +169,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
         *mount_args(spec, etc_dir, resolv_conf, tmp_dir),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
-        "--chdir", "/var/task", "--", *spec.argv,
+        "--chdir", spec.working_directory, "--", *spec.argv,
     ]
 
 

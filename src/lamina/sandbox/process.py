@@ -18,7 +18,7 @@ from lamina.sandbox.base import ResourceUsage, SandboxSpec
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
-    pairs = [("/var/task", spec.task_root)]
+    pairs = [("/var/task", spec.task_root)] if spec.task_root is not None else []
     if spec.runtime_root is not None:
         pairs.append(("/var/runtime", spec.runtime_root))
     if spec.layers_root is not None:
@@ -128,7 +128,7 @@ class ProcessBackend:
         process = await asyncio.create_subprocess_exec(
             *argv,
             env=env,
-            cwd=str(spec.task_root),
+            cwd=str(spec.task_root or spec.scratch_root or "/"),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=output_fd,
             stderr=output_fd,

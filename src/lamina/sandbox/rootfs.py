@@ -245,7 +245,8 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
     args += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
     if resolv_conf is not None:
         args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
-    args += ["--ro-bind", str(spec.task_root), "/var/task"]
+    if spec.task_root is not None:
+        args += ["--ro-bind", str(spec.task_root), "/var/task"]
     if spec.runtime_root is not None:
         args += ["--ro-bind", str(spec.runtime_root), "/var/runtime"]
     if spec.layers_root is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lamina.api.operations import Call, operation
+from lamina.control.container_images import image_config_settings
 from lamina.errors import InvalidParameterValueException
 
 # Request members that map one-to-one onto FunctionVersion fields.
@@ -42,7 +43,22 @@ def configuration_settings(params: dict[str, Any]) -> dict[str, Any]:
             settings[field] = params[outer][inner]
     if "Environment" in params and "environment" not in settings:
         settings["environment"] = {}
+    if "ImageConfig" in params:
+        settings["image_config"] = image_config_settings(params["ImageConfig"])
     return settings
+
+
+def _image_uri(package_type: str, code: dict[str, Any]) -> str | None:
+    """Code.ImageUri of a PackageType Image function (None for a .zip one)."""
+    if package_type == "Image":
+        if not code.get("ImageUri"):
+            raise InvalidParameterValueException("Please provide ImageUri when creating a function with "
+                                                 "packageType Image.")
+        return str(code["ImageUri"])
+    if "ImageUri" in code:
+        raise InvalidParameterValueException("Please don't provide ImageUri when creating a function with "
+                                             "packageType Zip.")
+    return None
 
 
 def _zip_file(code: dict[str, Any]) -> bytes:
@@ -78,9 +94,10 @@ async def create_function(call: Call) -> dict[str, Any]:
     settings["package_type"] = p.get("PackageType", "Zip")
     if "Architectures" in p:
         settings["architectures"] = p["Architectures"]
+    image_uri = _image_uri(settings["package_type"], p["Code"])
     fv = await call.platform.functions.create_function(
-        p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {},
-        publish=bool(p.get("Publish")),
+        p["FunctionName"], None if image_uri else _zip_file(p["Code"]), settings, p.get("Tags") or {},
+        publish=bool(p.get("Publish")), image_uri=image_uri,
     )
     return function_output(call, fv)
 
@@ -102,6 +119,10 @@ async def get_function(call: Call) -> dict[str, Any]:
             "Location": signer.url(str(call.request.base_url), fv.code_sha256_hex),
         },
     }
+    if fv.package_type == "Image":
+        # As on Lambda, whose images all come from ECR.
+        output["Code"] = {"RepositoryType": "ECR", "ImageUri": fv.image_uri,
+                          "ResolvedImageUri": fv.resolved_image_uri}
     tags = registry.tags(fv.function_name)
     if tags:
         output["Tags"] = tags
@@ -128,6 +149,11 @@ async def list_functions(call: Call) -> dict[str, Any]:
 @operation("UpdateFunctionCode")
 async def update_function_code(call: Call) -> dict[str, Any]:
     p = call.params
+    if p.get("ImageUri"):
+        fv = await call.platform.functions.update_image(
+            p["FunctionName"], p["ImageUri"], p.get("RevisionId"), p.get("Architectures"),
+            publish=bool(p.get("Publish")))
+        return function_output(call, fv)
     fv = await call.platform.functions.update_code(
         p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures"),
         publish=bool(p.get("Publish")),
