@@ -35,6 +35,9 @@ _DPKG_EXCLUDES = (
 )
 
 
+_PRIVATE_MOUNTS = ("unshare", "--mount", "--propagation", "private")
+
+
 def build(recipe: Recipe, root: Path, progress: Progress, mirror: str = "") -> dict[str, str]:
     """Build `recipe` into the empty or missing directory `root`; returns the
     versions of what runs in it (e.g. {"python": "3.13.5", "boto3": "1.40.1"})."""
@@ -52,8 +55,10 @@ def build(recipe: Recipe, root: Path, progress: Progress, mirror: str = "") -> d
             "`sudo lamina runtimes install ...` once, or set LAMINA_RUNTIME_IMAGE_REGISTRY "
             "to pull them from a registry"
         )
+    # In a mount namespace of its own: the proc, sys and dev mounts mmdebstrap makes
+    # inside the new root vanish with it, even when a stopped server kills it half-way.
     command = [
-        "mmdebstrap", f"--variant={recipe.variant}", "--mode=root", "--format=directory",
+        *_PRIVATE_MOUNTS, "mmdebstrap", f"--variant={recipe.variant}", "--mode=root", "--format=directory",
         "--include=" + ",".join(recipe.packages),
         *(f"--dpkgopt={option}" for option in _DPKG_EXCLUDES),
         recipe.suite, str(root),
@@ -71,8 +76,9 @@ def build(recipe: Recipe, root: Path, progress: Progress, mirror: str = "") -> d
         progress(f"warning: the {recipe.suite} Release file is past its Valid-Until date; "
                  "building again without that check (signatures are still verified)")
         shutil.rmtree(root, ignore_errors=True)
-        _run([command[0], "--aptopt=Acquire::Check-Valid-Until \"false\"", *command[1:]], progress,
-             "mmdebstrap")
+        mmdebstrap = len(_PRIVATE_MOUNTS) + 1
+        _run([*command[:mmdebstrap], "--aptopt=Acquire::Check-Valid-Until \"false\"",
+              *command[mmdebstrap:]], progress, "mmdebstrap")
     versions = _package_versions(root, recipe)
     if recipe.pip_packages and recipe.python:
         versions |= _install_pip_packages(recipe, root, progress)
