@@ -1,9 +1,20 @@
 """One execution environment: a sandboxed runtime serving one invocation at a time.
 
 The environment drives the lifecycle in states.py, serves the Runtime API to its
-runtime (runtime_api.py), captures the runtime's output into its log stream, and
-turns what happens (a response, an error, a timeout, a crash) into an
-`InvocationOutcome` shaped the way Lambda reports it.
+runtime (runtime_api.py) and, on the same port, the Extensions and Telemetry APIs
+(extensions_api.py, telemetry_api.py), captures the runtime's output, and turns
+what happens (a response, an error, a timeout, a crash) into an
+`InvocationOutcome` shaped the way Lambda reports it. What happens is also
+published as typed lifecycle events (observe/events.py): the log stream's
+START/END/REPORT lines and the Telemetry API's platform stream are made from
+those, never from output.
+
+With extensions the phases are Lambda's: external extensions start and register
+before the runtime starts (launcher.py); INIT ends when the runtime and every
+extension wait for their next event; an invocation ends for billing when the
+runtime has answered and every extension subscribed to INVOKE is back in
+event/next (the post-runtime phase, counted in REPORT's Duration); SHUTDOWN gives
+extensions their deadline before the sandbox is killed.
 """
 
 from __future__ import annotations
@@ -20,10 +31,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lamina.environments.extensions import (
+    SHUTDOWN_EXTERNAL_MS,
+    SHUTDOWN_INTERNAL_MS,
+    Extension,
+    Extensions,
+    ExtensionState,
+)
+from lamina.environments.extensions_api import ExtensionsApi, FunctionInfo
+from lamina.environments.launcher import external_extensions, runtime_argv
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
 from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
-from lamina.observe.logs import LogStore, LogStream
+from lamina.environments.telemetry_api import Telemetry
+from lamina.observe.events import (
+    ExtensionRegistered,
+    FunctionLog,
+    InitReport,
+    InitRuntimeDone,
+    InitStart,
+    InvokeReport,
+    InvokeStart,
+    LifecycleEvent,
+    LifecycleListener,
+    RuntimeDone,
+    Shutdown,
+)
+from lamina.observe.logs import LoggingSettings, LogStore, LogStream, SystemLogWriter
 from lamina.runtimes.catalog import RuntimeSpec
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
@@ -97,6 +131,19 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
+# Outcome statuses as the Telemetry API's records say them.
+_EVENT_STATUS = {"success": "success", "error": "error", "timeout": "timeout",
+                 "crash": "failure", "init_error": "failure"}
+
+
+def _error_type_of(payload: bytes) -> str | None:
+    try:
+        found = json.loads(payload).get("errorType")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 @dataclass
 class _Current:
     invocation: Invocation
@@ -114,6 +161,16 @@ class ExecutionEnvironment:
         fv = config.function_version
         self.log_stream_name = _log_stream_name(fv.version)
         self._log: LogStream = logs.open_stream(fv.log_group_name, self.log_stream_name)
+        self._system_log = SystemLogWriter(self._log, LoggingSettings(
+            fv.log_format, fv.application_log_level, fv.system_log_level))
+        self._system_log.sink = self._keep_tail
+        self.extensions = Extensions(external_extensions(config.layers_root))
+        self.extensions.on_register = self._extension_registered
+        self._extensions_api = ExtensionsApi(self.extensions, FunctionInfo(
+            fv.function_name, fv.version, fv.handler, config.account_id))
+        self.telemetry = Telemetry(self.extensions, self._connect_inside, fv.log_format)
+        self.listeners: list[LifecycleListener] = [self._system_log, self.telemetry.publish]
+        self._crash_watch: asyncio.Task[None] | None = None
         self._sandbox: Sandbox | None = None
         self._api: RuntimeApiServer | None = None
         self._exit: asyncio.Task[int] | None = None
@@ -168,7 +225,10 @@ class ExecutionEnvironment:
         }
         if self.config.runtime.execution_env:
             reserved["AWS_EXECUTION_ENV"] = self.config.runtime.execution_env
-        if fv.application_log_level:
+        if fv.log_format == "JSON":
+            reserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+            reserved["AWS_LAMBDA_LOG_LEVEL"] = fv.application_log_level or "INFO"
+        elif fv.application_log_level:
             reserved["AWS_LAMBDA_LOG_LEVEL"] = fv.application_log_level
         defaults = {
             "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin",
@@ -182,14 +242,46 @@ class ExecutionEnvironment:
         # The function's own variables override the defaults, never the reserved ones.
         return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}
 
+    # -- lifecycle events ------------------------------------------------------------
+
+    def publish(self, event: LifecycleEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _extension_registered(self, extension: Extension) -> None:
+        self.publish(ExtensionRegistered(extension.name, tuple(sorted(extension.events))))
+
+    async def _connect_inside(self, port: int) -> Any:
+        if self._sandbox is None:
+            raise OSError("the environment has no sandbox")
+        return await self._sandbox.connect(port)
+
+    def _command(self) -> list[str]:
+        """The sandbox's command: the runtime's, behind AWS_LAMBDA_EXEC_WRAPPER (managed
+        runtimes only, as on Lambda) and the extensions' launcher."""
+        fv = self.config.function_version
+        wrapper = None if fv.runtime.startswith("provided") else \
+            fv.environment.get("AWS_LAMBDA_EXEC_WRAPPER")
+        return runtime_argv(list(self.config.runtime.argv), wrapper,
+                            list(self.extensions.external_names))
+
+    async def _init_complete(self) -> None:
+        """INIT's gate: the runtime and every extension wait for their next event."""
+        await self._initialized.wait()
+        await self.extensions.until(self.extensions.all_waiting)
+
     async def start(self) -> None:
-        """Run INIT: start the sandbox and wait until the runtime asks for work."""
+        """Run INIT: start the extensions and the sandbox, and wait until the runtime
+        and every extension ask for work."""
         started = time.perf_counter()
         fv = self.config.function_version
+        initialization_type = self.config.initialization_type
+        self.publish(InitStart(initialization_type, fv.function_name, fv.version,
+                               self.config.runtime.identifier))
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
         spec = SandboxSpec(
             environment_id=self.id,
-            argv=list(self.config.runtime.argv),
+            argv=self._command(),
             env=self._environment_variables(),
             task_root=self.config.task_root,
             runtime_root=self.config.runtime_root,
@@ -217,20 +309,32 @@ class ExecutionEnvironment:
         loop = asyncio.get_running_loop()
         loop.add_reader(read_fd, self._read_output)
         self._api = RuntimeApiServer(self, self._sandbox.runtime_api_socket,
-                                     self.config.max_response_bytes)
+                                     self.config.max_response_bytes,
+                                     routes=(self._extensions_api.route, self.telemetry.route))
         await self._api.start()
         self._exit = loop.create_task(self._sandbox.wait())
-        ready = loop.create_task(self._initialized.wait())
-        done, _ = await asyncio.wait({ready, self._exit}, timeout=self.config.init_timeout_s,
+        self._crash_watch = loop.create_task(self.extensions.until(lambda: False))
+        self._crash_watch.add_done_callback(self._extension_crashed)
+        ready = loop.create_task(self._init_complete())
+        done, _ = await asyncio.wait({ready, self._exit, self._crash_watch},
+                                     timeout=self.config.init_timeout_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
+        self.extensions.registration_open = False
         self.init_duration_ms = (time.perf_counter() - started) * 1000
         self._sandbox.end_init()
-        if self._initialized.is_set() and self.init_failure is None:
+        if ready in done and self.init_failure is None:
             self.lifecycle.to(State.READY)
+            self.publish(InitRuntimeDone(initialization_type, "success"))
+            self.publish(InitReport(initialization_type, "success", self.init_duration_ms))
+            self.telemetry.end_init()
             return
         self._drain_output()
-        if self.init_failure is None:
+        crashed = self.extensions.crashed
+        if self.init_failure is None and crashed is not None:
+            self._fail_init(crashed.error_type or "Extension.Crash",
+                            f"Extension {crashed.name} failed: {crashed.error_type}")
+        elif self.init_failure is None:
             if self._exit in done:
                 code = self._exit.result()
                 self._fail_init("Runtime.ExitError",
@@ -239,12 +343,22 @@ class ExecutionEnvironment:
                 self._fail_init("Sandbox.Timedout",
                                 f"Init phase timed out after {self.config.init_timeout_s:.2f} seconds")
         else:
+            # The runtime reported it (init/error): its error type, Lambda's events.
+            error_type = _error_type_of(self.init_failure) or "Runtime.Unknown"
+            initialization_type = self.config.initialization_type
+            self.publish(InitRuntimeDone(initialization_type, "error", error_type))
+            self.publish(InitReport(initialization_type, "error", self.init_duration_ms,
+                                    error_type=error_type))
+            self.telemetry.end_init()
             self.lifecycle.to(State.FAILED)
 
     def _fail_init(self, error_type: str, message: str) -> None:
         self.init_failure = _error_payload(error_type, message)
-        self._emit(f"INIT_REPORT Init Duration: {self.init_duration_ms or 0:.2f} ms\t"
-                   f"Phase: init\tStatus: error\tError Type: {error_type}")
+        initialization_type = self.config.initialization_type
+        self.publish(InitRuntimeDone(initialization_type, "error", error_type))
+        self.publish(InitReport(initialization_type, "error", self.init_duration_ms or 0,
+                                error_type=error_type))
+        self.telemetry.end_init()
         if self.lifecycle.state is not State.FAILED:
             self.lifecycle.to(State.FAILED)
 
@@ -288,7 +402,11 @@ class ExecutionEnvironment:
         self._output_fd = None
 
     def _emit(self, line: str) -> None:
-        self._log.write(line)
+        """One record of the function's output."""
+        self.publish(FunctionLog(line))
+
+    def _keep_tail(self, line: str) -> None:
+        """Every line of the log stream, for LogResult (the invocation's last 4 KB)."""
         current = self._current
         if current is not None:
             current.tail.append(line)
@@ -370,55 +488,61 @@ class ExecutionEnvironment:
             self._init_lines.clear()
         self._current = current
         init_ms = self.init_duration_ms if first and self.config.initialization_type == "on-demand" else None
-        self._emit(f"START RequestId: {invocation.request_id} Version: {fv.version}")
+        self.publish(InvokeStart(invocation.request_id, fv.version, invocation.trace_id))
         started = time.perf_counter()
+        deadline = started + fv.timeout
         status = "success"
         error: str | None
+        error_type: str | None = None
         if self.init_failure is not None:
             payload, error, status = self.init_failure, "Unhandled", "init_error"
+            error_type = _error_type_of(payload)
         else:
             self.lifecycle.to(State.BUSY)
+            subscribed = self._dispatch_invoke(invocation, deadline)
             if self._next_waiter is not None and not self._next_waiter.done():
                 self._next_waiter.set_result(invocation)
             else:
                 self._pending = invocation
             assert self._exit is not None
             waiting: set[asyncio.Future[Any]] = {current.result, self._exit}
-            deadline = started + fv.timeout
-            while True:
-                # asyncio may fire a timer up to one clock tick early; a function
-                # must never be stopped before its deadline, so wait out the rest.
-                remaining = deadline - time.perf_counter()
-                done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if done or time.perf_counter() >= deadline:
-                    break
+            if self._crash_watch is not None:
+                waiting.add(self._crash_watch)
+            done = await self._wait_until(waiting, deadline)
             if current.result in done:
                 payload, error = current.result.result()
                 status = "error" if error else "success"
+                error_type = _error_type_of(payload) if error else None
                 self._drain_output()
-                self.lifecycle.to(State.READY)
             elif self._exit in done:
                 self._drain_output()
                 payload, error, status = self._crash_outcome(invocation, self._exit.result())
+                error_type = _error_type_of(payload)
+            elif self._crash_watch is not None and self._crash_watch in done:
+                payload, error, status = self._extension_crash_outcome(invocation)
+                error_type = _error_type_of(payload)
             else:
                 payload, error, status = self._timeout_outcome(invocation)
+                error_type = "Sandbox.Timedout"
+            runtime_ms = (time.perf_counter() - started) * 1000
+            self.publish(RuntimeDone(invocation.request_id, _EVENT_STATUS[status], runtime_ms,
+                                     len(payload), invocation.trace_id, error_type))
+            if subscribed and status in ("success", "error"):
+                # Lambda's post-runtime phase: the invocation is over once every
+                # extension subscribed to INVOKE is back in event/next.
+                status, error_type, payload, error = await self._post_runtime(
+                    invocation, deadline, status, error_type, payload, error)
+            if status in ("success", "error"):
+                self.lifecycle.to(State.READY)
         duration_ms = (time.perf_counter() - started) * 1000
         usage = self._sandbox.usage() if self._sandbox is not None else None
         max_used = math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
         # Since August 2025 Lambda bills the INIT phase of on-demand functions too.
         billed = math.ceil(duration_ms + (init_ms or 0))
-        self._emit(f"END RequestId: {invocation.request_id}")
-        report = (
-            f"REPORT RequestId: {invocation.request_id}\tDuration: {duration_ms:.2f} ms\t"
-            f"Billed Duration: {billed} ms\tMemory Size: {fv.memory_size} MB\t"
-            f"Max Memory Used: {max_used} MB"
-        )
-        if init_ms is not None:
-            report += f"\tInit Duration: {init_ms:.2f} ms"
-        if status in ("timeout", "crash", "init_error"):
-            report += f"\tStatus: {'timeout' if status == 'timeout' else 'error'}"
-        self._emit(report)
+        self.publish(InvokeReport(
+            invocation.request_id, _EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
+            max_used, invocation.trace_id, init_ms,
+            error_type if status not in ("success", "error") else None))
         self._log.flush()
         self._current = None
         tail = "\n".join(current.tail) + "\n"
@@ -429,6 +553,73 @@ class ExecutionEnvironment:
             billed_duration_ms=billed, init_duration_ms=init_ms, max_memory_used_mb=max_used,
             log_tail=tail_bytes.decode("utf-8", "ignore"), status=status,
         )
+
+    @staticmethod
+    async def _wait_until(waiting: set[asyncio.Future[Any]], deadline: float) -> set[asyncio.Future[Any]]:
+        """The futures of `waiting` done by `deadline` (perf_counter), at least one
+        unless the deadline passed."""
+        while True:
+            # asyncio may fire a timer up to one clock tick early; a function
+            # must never be stopped before its deadline, so wait out the rest.
+            remaining = deadline - time.perf_counter()
+            done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done or time.perf_counter() >= deadline:
+                return done
+
+    def _dispatch_invoke(self, invocation: Invocation, deadline: float) -> list[Extension]:
+        if not self.extensions.any_registered:
+            return []
+        deadline_ms = int(time.time() * 1000 + (deadline - time.perf_counter()) * 1000)
+        return [extension for extension in self.extensions.dispatch("INVOKE", {
+            "eventType": "INVOKE",
+            "deadlineMs": deadline_ms,
+            "requestId": invocation.request_id,
+            "invokedFunctionArn": invocation.invoked_function_arn,
+            "tracing": {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id},
+        })]
+
+    async def _post_runtime(self, invocation: Invocation, deadline: float, status: str,
+                            error_type: str | None, payload: bytes,
+                            error: str | None) -> tuple[str, str | None, bytes, str | None]:
+        """Wait for the extensions' post-invoke work; the invocation's final status."""
+        assert self._exit is not None and self._crash_watch is not None
+        settled = asyncio.get_running_loop().create_task(
+            self.extensions.until(self.extensions.all_waiting))
+        try:
+            done = await self._wait_until({settled, self._exit, self._crash_watch}, deadline)
+        finally:
+            settled.cancel()
+        self._drain_output()
+        if settled in done and self.extensions.crashed is None:
+            return status, error_type, payload, error
+        if self._crash_watch in done or self.extensions.crashed is not None:
+            self.lifecycle.to(State.FAILED)
+            crashed = self.extensions.crashed
+            return "crash", crashed.error_type if crashed else "Extension.Crash", payload, error
+        if self._exit in done:
+            self.lifecycle.to(State.FAILED)
+            return "crash", "Runtime.ExitError", payload, error
+        # The extensions overran the function's timeout: the invocation timed out.
+        timeout_payload, timeout_error, _ = self._timeout_outcome(invocation)
+        return "timeout", "Sandbox.Timedout", timeout_payload, timeout_error
+
+    def _extension_crashed(self, _: asyncio.Task[None]) -> None:
+        # An extension that dies between invocations ends the environment (as on
+        # Lambda); one that dies during INIT or INVOKE is handled there.
+        if self.lifecycle.state is State.READY:
+            self.lifecycle.to(State.FAILED)
+
+    def _extension_crash_outcome(self, invocation: Invocation) -> tuple[bytes, str, str]:
+        self._drain_output()
+        crashed = self.extensions.crashed
+        error_type = (crashed.error_type if crashed else None) or "Extension.Crash"
+        name = crashed.name if crashed else "?"
+        message = f"RequestId: {invocation.request_id} Error: extension {name} failed"
+        self._emit(message)
+        self._emit(error_type)
+        self.lifecycle.to(State.FAILED)
+        return _error_payload(error_type, message), "Unhandled", "crash"
 
     def _timeout_outcome(self, invocation: Invocation) -> tuple[bytes, str, str]:
         seconds = f"{self.config.function_version.timeout:.2f}"
@@ -455,10 +646,45 @@ class ExecutionEnvironment:
 
     # -- SHUTDOWN ---------------------------------------------------------------------
 
+    async def _shut_down_extensions(self, reason: str) -> None:
+        """Lambda's Shutdown phase: SHUTDOWN to every extension subscribed to it, which
+        has until the deadline (2,000 ms with external extensions, 500 ms with internal
+        ones only) to call next again or exit; then the sandbox is killed."""
+        limit_ms = SHUTDOWN_EXTERNAL_MS if self.extensions.has_external() else SHUTDOWN_INTERNAL_MS
+        deadline = time.perf_counter() + limit_ms / 1000
+        # What the subscribers are owed first: the last invocation's records.
+        await self.telemetry.flush()
+        self.publish(Shutdown(reason))
+        subscribed = self.extensions.dispatch("SHUTDOWN", {
+            "eventType": "SHUTDOWN", "shutdownReason": reason,
+            "deadlineMs": int(time.time() * 1000) + limit_ms,
+        })
+        if subscribed:
+            def finished() -> bool:
+                return all(e.state in (ExtensionState.WAITING, ExtensionState.EXITED)
+                           for e in subscribed)
+
+            # An extension exiting during SHUTDOWN is what is expected, not a crash.
+            done = asyncio.get_running_loop().create_task(
+                self.extensions.until(finished, stop_on_crash=False))
+            assert self._exit is not None
+            try:
+                await self._wait_until({done, self._exit}, deadline)
+            finally:
+                done.cancel()
+        self._drain_output()
+
     async def shutdown(self) -> None:
         if self.lifecycle.state in (State.STOPPING, State.GONE):
             return
+        failed = self.lifecycle.state is State.FAILED
         self.lifecycle.to(State.STOPPING)
+        if self._crash_watch is not None:
+            self._crash_watch.cancel()
+        if self.extensions.any_registered and self._exit is not None and not self._exit.done():
+            await self._shut_down_extensions("failure" if failed else "spindown")
+        await self.telemetry.flush()
+        self.telemetry.close()
         if self._api is not None:
             await self._api.stop()
         if self._sandbox is not None:

@@ -13,8 +13,19 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 from urllib.parse import quote, unquote
+
+from lamina.observe.events import (
+    ExtensionRegistered,
+    FunctionLog,
+    InitReport,
+    InvokeReport,
+    InvokeStart,
+    LifecycleEvent,
+    PlatformEvent,
+    telemetry_json,
+)
 
 
 @dataclass(frozen=True)
@@ -153,3 +164,97 @@ class LogStore:
         found.sort(key=lambda e: e.timestamp_ms)
         return iter(found)
 
+
+
+# -- the platform's own lines, from lifecycle events --------------------------------
+
+# Where Lambda puts each system event under SystemLogLevel (its "event mapping for
+# system log levels"): start and report at INFO, the runtime's own milestones at
+# DEBUG; an event reporting a failure counts as WARN.
+_SYSTEM_LEVELS = {"platform.initRuntimeDone": "DEBUG", "platform.runtimeDone": "DEBUG",
+                  "platform.logsDropped": "WARN"}
+LEVEL_ORDER = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def level_at_least(level: str, threshold: str) -> bool:
+    """Whether a record of `level` passes a filter set to `threshold`."""
+    rank = {name: index for index, name in enumerate(LEVEL_ORDER)}
+    return rank.get(level.upper(), rank["INFO"]) >= rank.get(threshold.upper(), rank["INFO"])
+
+
+def _system_level(event: PlatformEvent) -> str:
+    if getattr(event, "status", "success") != "success":
+        return "WARN"
+    return _SYSTEM_LEVELS.get(event.type, "INFO")
+
+
+def text_lines(event: PlatformEvent) -> list[str]:
+    """The plain-text system lines Lambda writes for an event (most write none)."""
+    if isinstance(event, InvokeStart):
+        return [f"START RequestId: {event.request_id} Version: {event.version}"]
+    if isinstance(event, InvokeReport):
+        report = (f"REPORT RequestId: {event.request_id}\tDuration: {event.duration_ms:.2f} ms\t"
+                  f"Billed Duration: {event.billed_duration_ms} ms\t"
+                  f"Memory Size: {event.memory_size_mb} MB\t"
+                  f"Max Memory Used: {event.max_memory_used_mb} MB")
+        if event.init_duration_ms is not None:
+            report += f"\tInit Duration: {event.init_duration_ms:.2f} ms"
+        if event.status != "success" and event.status != "error":
+            report += f"\tStatus: {'timeout' if event.status == 'timeout' else 'error'}"
+        if event.error_type and event.status not in ("success", "error"):
+            report += f"\tError Type: {event.error_type}"
+        return [f"END RequestId: {event.request_id}", report]
+    if isinstance(event, InitReport) and event.status != "success":
+        return [f"INIT_REPORT Init Duration: {event.duration_ms:.2f} ms\tPhase: init\t"
+                f"Status: error\tError Type: {event.error_type}"]
+    if isinstance(event, ExtensionRegistered):
+        return [f"EXTENSION\tName: {event.name}\tState: {event.state}\t"
+                f"Events: [{','.join(event.events)}]"]
+    return []
+
+
+# What Lambda writes in JSON format: the Telemetry API's records, one per line.
+_JSON_SYSTEM_TYPES = frozenset({"platform.initStart", "platform.initRuntimeDone",
+                                "platform.initReport", "platform.start",
+                                "platform.runtimeDone", "platform.report",
+                                "platform.extension", "platform.telemetrySubscription",
+                                "platform.logsDropped"})
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """A function's LoggingConfig as the environment applies it."""
+
+    log_format: str = "Text"  # Text | JSON
+    application_log_level: str | None = None
+    system_log_level: str | None = None
+
+
+class SystemLogWriter:
+    """Turns an environment's lifecycle events into the lines of its log stream:
+    START/END/REPORT in Text format, Telemetry-shaped records in JSON format
+    (filtered by SystemLogLevel), and the function's own records as they come."""
+
+    def __init__(self, stream: LogStream, settings: LoggingSettings) -> None:
+        self._stream = stream
+        self._settings = settings
+        # Lines written for the current invocation, for LogResult (its last 4 KB).
+        self.sink: Callable[[str], None] | None = None
+
+    def __call__(self, event: LifecycleEvent) -> None:
+        if isinstance(event, FunctionLog):
+            self._write(event.message, event.timestamp_ms)
+            return
+        if self._settings.log_format == "JSON":
+            threshold = self._settings.system_log_level or "INFO"
+            if event.type in _JSON_SYSTEM_TYPES and level_at_least(_system_level(event), threshold):
+                self._write(json.dumps(telemetry_json(event), separators=(",", ":")),
+                            event.timestamp_ms)
+            return
+        for line in text_lines(event):
+            self._write(line, event.timestamp_ms)
+
+    def _write(self, message: str, timestamp_ms: int) -> None:
+        self._stream.write(message, timestamp_ms)
+        if self.sink is not None:
+            self.sink(message)

@@ -105,6 +105,11 @@ class Sandbox(Protocol):
         """True when the memory limit killed a process of this sandbox."""
         ...
 
+    async def connect(self, port: int) -> socket.socket:
+        """A connected socket to 127.0.0.1:`port` as seen from inside the sandbox
+        (where an extension's Telemetry API listener is)."""
+        ...
+
 
 class SandboxBackend(Protocol):
     name: str

@@ -1,0 +1,77 @@
+"""How an environment with external extensions starts: a launcher inside the sandbox.
+
+A sandbox runs one command. With external extensions (executables in
+`/opt/extensions`, from layers), that command is this launcher, a bash script
+(every runtime image has bash: Debian's is Essential, and it speaks TCP through
+`/dev/tcp`):
+
+1. it starts every extension, in the order of their file names;
+2. it asks the environment's `LAUNCHER_GATE`, which answers once every extension
+   has registered (Lambda's Extension init comes before Runtime init);
+3. it starts the runtime and stays as its parent, reporting each extension that
+   exits (`LAUNCHER_EXITED`), and exits with the runtime's own status when the
+   runtime ends, so a runtime exit reads exactly as without extensions.
+
+Without external extensions the runtime is started directly, at no cost.
+`AWS_LAMBDA_EXEC_WRAPPER` (Lambda's wrapper scripts for managed runtimes) is a
+prefix to the runtime's command line, like on Lambda.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lamina.environments.extensions_api import LAUNCHER_EXITED, LAUNCHER_GATE
+
+EXTENSIONS_DIR = "/opt/extensions"
+
+_SCRIPT = r"""
+count=$1; shift
+declare -A names
+for ((i = 0; i < count; i++)); do
+    "$1" &
+    names[$!]=${1##*/}
+    shift
+done
+call() {
+    exec 9<>"/dev/tcp/${AWS_LAMBDA_RUNTIME_API%:*}/${AWS_LAMBDA_RUNTIME_API##*:}" || return 1
+    printf '%s %s HTTP/1.1\r\nHost: sandbox\r\nContent-Length: 0\r\n\r\n' "$1" "$2" >&9
+    read -r _ <&9
+    exec 9<&-
+}
+call GET GATE || exit 1
+"$@" &
+runtime=$!
+while :; do
+    wait -n -p done_pid
+    status=$?
+    if [ -z "$done_pid" ] || [ "$done_pid" = "$runtime" ]; then
+        exit "$status"
+    fi
+    call POST "EXITED/${names[$done_pid]}/$status"
+done
+""".replace("GATE", LAUNCHER_GATE).replace("EXITED", LAUNCHER_EXITED)
+
+
+def external_extensions(layers_root: Path | None) -> list[str]:
+    """The file names of the executables in /opt/extensions, sorted."""
+    if layers_root is None:
+        return []
+    directory = layers_root / "extensions"
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    # Executable by anyone: the sandbox's user is not the files' owner.
+    return [entry.name for entry in entries
+            if entry.is_file() and entry.stat().st_mode & 0o111]
+
+
+def runtime_argv(argv: list[str], exec_wrapper: str | None, extensions: list[str]) -> list[str]:
+    """The sandbox's command: the runtime's, behind the wrapper and the launcher."""
+    if exec_wrapper:
+        argv = [exec_wrapper, *argv]
+    if not extensions:
+        return argv
+    paths = [f"{EXTENSIONS_DIR}/{name}" for name in extensions]
+    return ["/bin/bash", "-c", _SCRIPT, "lamina-launcher", str(len(paths)), *paths, *argv]
