@@ -383,6 +383,10 @@ class ExecutionEnvironment:
             *lines, self._partial = data.split(b"\n")
             for line in lines:
                 self._emit(line.decode("utf-8", "replace"))
+            if self._current is None:
+                # Between invocations (extensions' post-invoke work, background
+                # threads) no END will flush it: readers see it now.
+                self._log.flush()
 
     def _drain_output(self) -> None:
         """Take in everything the runtime wrote so far (it writes before it posts)."""

@@ -7,10 +7,11 @@ A sandbox runs one command. With external extensions (executables in
 
 1. it starts every extension, in the order of their file names;
 2. it asks the environment's `LAUNCHER_GATE`, which answers once every extension
-   has registered (Lambda's Extension init comes before Runtime init);
-3. it starts the runtime and stays as its parent, reporting each extension that
-   exits (`LAUNCHER_EXITED`), and exits with the runtime's own status when the
-   runtime ends, so a runtime exit reads exactly as without extensions.
+   has registered (Lambda's Extension init comes before Runtime init), and then
+   starts the runtime;
+3. it stays the parent of all of them, reporting each extension that exits
+   (`LAUNCHER_EXITED`), and exits with the runtime's own status when the runtime
+   ends, so a runtime exit reads exactly as without extensions.
 
 Without external extensions the runtime is started directly, at no cost.
 `AWS_LAMBDA_EXEC_WRAPPER` (Lambda's wrapper scripts for managed runtimes) is a
@@ -39,16 +40,22 @@ call() {
     read -r _ <&9
     exec 9<&-
 }
-call GET GATE || exit 1
-"$@" &
-runtime=$!
+# The gate is asked in the background: an extension may exit while it waits.
+call GET GATE &
+gate=$!
+runtime=
 while :; do
     wait -n -p done_pid
     status=$?
     if [ -z "$done_pid" ] || [ "$done_pid" = "$runtime" ]; then
         exit "$status"
+    elif [ "$done_pid" = "$gate" ]; then
+        [ "$status" = 0 ] || exit 1
+        "$@" &
+        runtime=$!
+    else
+        call POST "EXITED/${names[$done_pid]}/$status"
     fi
-    call POST "EXITED/${names[$done_pid]}/$status"
 done
 """.replace("GATE", LAUNCHER_GATE).replace("EXITED", LAUNCHER_EXITED)
 

@@ -27,6 +27,7 @@ from lamina.observe.events import (
     FunctionLog,
     InvokeReport,
     LifecycleEvent,
+    Shutdown,
     iso_time,
     telemetry_json,
 )
@@ -203,8 +204,8 @@ class Telemetry:
         return [shaped]
 
     def _offer(self, subscription: Subscription, event: LifecycleEvent) -> None:
-        if _stream_of(event) not in subscription.types:
-            return
+        if _stream_of(event) not in subscription.types or isinstance(event, Shutdown):
+            return  # SHUTDOWN reaches extensions as their event, not as telemetry
         for item in self._shape(subscription, event):
             size = len(json.dumps(item))
             subscription.items.append(item)
