@@ -40,6 +40,7 @@ from lamina.environments.extensions import (
 )
 from lamina.environments.extensions_api import ExtensionsApi, FunctionInfo
 from lamina.environments.launcher import external_extensions, runtime_argv
+from lamina.environments.output import OutputCapture
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
 from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
@@ -57,13 +58,19 @@ from lamina.observe.events import (
     RuntimeDone,
     Shutdown,
 )
-from lamina.observe.logs import LoggingSettings, LogStore, LogStream, SystemLogWriter
+from lamina.observe.logs import (
+    LoggingSettings,
+    LogStore,
+    LogStream,
+    SystemLogWriter,
+    application_level_of,
+    level_at_least,
+)
 from lamina.runtimes.catalog import RuntimeSpec
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
 # Lambda's LogResult is the last 4 KB of the invocation's log.
 LOG_TAIL_BYTES = 4096
-_READ_CHUNK = 65536
 # An environment whose role credentials end within this is not reused: one
 # invocation of the longest timeout (900 s) must fit before they expire.
 CREDENTIALS_MARGIN_S = 15 * 60
@@ -174,8 +181,7 @@ class ExecutionEnvironment:
         self._sandbox: Sandbox | None = None
         self._api: RuntimeApiServer | None = None
         self._exit: asyncio.Task[int] | None = None
-        self._output_fd: int | None = None
-        self._partial = b""
+        self._output = OutputCapture(self._emit)
         self._initialized = asyncio.Event()
         self._next_waiter: asyncio.Future[Invocation] | None = None
         self._pending: Invocation | None = None
@@ -279,10 +285,14 @@ class ExecutionEnvironment:
         self.publish(InitStart(initialization_type, fv.function_name, fv.version,
                                self.config.runtime.identifier))
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
+        stdout_fd, frames_fd = self._output.open()
+        env = self._environment_variables()
+        env["_LAMBDA_TELEMETRY_LOG_FD"] = str(frames_fd)
         spec = SandboxSpec(
             environment_id=self.id,
             argv=self._command(),
-            env=self._environment_variables(),
+            env=env,
+            log_fd=frames_fd,
             task_root=self.config.task_root,
             runtime_root=self.config.runtime_root,
             layers_root=self.config.layers_root,
@@ -295,19 +305,16 @@ class ExecutionEnvironment:
             api_port=self.config.api_port,
             root_image=self.config.root_image,
         )
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        self._output_fd = read_fd
         try:
-            self._sandbox = await self._backend.launch(spec, write_fd)
+            self._sandbox = await self._backend.launch(spec, stdout_fd)
         except OSError as exc:
             self._fail_init("Runtime.InvalidEntrypoint", f"could not start the runtime: {exc}")
             return
         finally:
-            # The sandbox holds its own copy; ours must go so EOF means "all exited".
-            os.close(write_fd)
+            # The sandbox holds its own copies; ours must go so EOF means "all exited".
+            os.close(stdout_fd)
+            os.close(frames_fd)
         loop = asyncio.get_running_loop()
-        loop.add_reader(read_fd, self._read_output)
         self._api = RuntimeApiServer(self, self._sandbox.runtime_api_socket,
                                      self.config.max_response_bytes,
                                      routes=(self._extensions_api.route, self.telemetry.route))
@@ -362,52 +369,23 @@ class ExecutionEnvironment:
         if self.lifecycle.state is not State.FAILED:
             self.lifecycle.to(State.FAILED)
 
-    # -- output capture -------------------------------------------------------------
-
-    def _read_output(self) -> None:
-        fd = self._output_fd
-        if fd is None:
-            return
-        while True:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                # EOF: every process holding the pipe is gone.
-                self._close_output()
-                return
-            data = self._partial + chunk
-            *lines, self._partial = data.split(b"\n")
-            for line in lines:
-                self._emit(line.decode("utf-8", "replace"))
-            if self._current is None:
-                # Between invocations (extensions' post-invoke work, background
-                # threads) no END will flush it: readers see it now.
-                self._log.flush()
+    # -- output capture (output.py) ---------------------------------------------------
 
     def _drain_output(self) -> None:
         """Take in everything the runtime wrote so far (it writes before it posts)."""
-        self._read_output()
+        self._output.drain()
 
-    def _close_output(self) -> None:
-        if self._output_fd is None:
-            return
-        if self._partial:
-            self._emit(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
-        try:
-            asyncio.get_running_loop().remove_reader(self._output_fd)
-        except RuntimeError:
-            pass
-        os.close(self._output_fd)
-        self._output_fd = None
-
-    def _emit(self, line: str) -> None:
-        """One record of the function's output."""
-        self.publish(FunctionLog(line))
+    def _emit(self, line: str, timestamp_ms: int | None = None) -> None:
+        """One record of the function's output (a line, or a whole framed record)."""
+        level = self.config.function_version.application_log_level
+        if level is not None and self.config.function_version.log_format == "JSON" \
+                and not level_at_least(application_level_of(line), level):
+            return  # Lambda's ApplicationLogLevel filter (records without a level are INFO)
+        self.publish(FunctionLog(line, timestamp_ms) if timestamp_ms else FunctionLog(line))
+        if self._current is None:
+            # Between invocations (extensions' post-invoke work, background
+            # threads) no END will flush it: readers see it now.
+            self._log.flush()
 
     def _keep_tail(self, line: str) -> None:
         """Every line of the log stream, for LogResult (the invocation's last 4 KB)."""
@@ -695,7 +673,7 @@ class ExecutionEnvironment:
             await self._sandbox.destroy()
         if self._exit is not None and not self._exit.done():
             self._exit.cancel()
-        self._close_output()
+        self._output.close()
         self._log.close()
         if self.config.credentials is not None:
             self.config.credentials.revoke()

@@ -34,11 +34,11 @@ for ((i = 0; i < count; i++)); do
     names[$!]=${1##*/}
     shift
 done
-call() {
-    exec 9<>"/dev/tcp/${AWS_LAMBDA_RUNTIME_API%:*}/${AWS_LAMBDA_RUNTIME_API##*:}" || return 1
-    printf '%s %s HTTP/1.1\r\nHost: sandbox\r\nContent-Length: 0\r\n\r\n' "$1" "$2" >&9
-    read -r _ <&9
-    exec 9<&-
+call() {  # a free descriptor, never one the runtime inherits (its log fd)
+    exec {api}<>"/dev/tcp/${AWS_LAMBDA_RUNTIME_API%:*}/${AWS_LAMBDA_RUNTIME_API##*:}" || return 1
+    printf '%s %s HTTP/1.1\r\nHost: sandbox\r\nContent-Length: 0\r\n\r\n' "$1" "$2" >&"$api"
+    read -r _ <&"$api"
+    exec {api}<&-
 }
 # The gate is asked in the background: an extension may exit while it waits.
 call GET GATE &

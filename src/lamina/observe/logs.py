@@ -182,6 +182,19 @@ def level_at_least(level: str, threshold: str) -> bool:
     return rank.get(level.upper(), rank["INFO"]) >= rank.get(threshold.upper(), rank["INFO"])
 
 
+def application_level_of(record: str) -> str:
+    """A function record's level as Lambda's filter sees it: the "level" of a JSON
+    record; INFO for anything else."""
+    if record.startswith("{"):
+        try:
+            level = json.loads(record).get("level")
+        except (ValueError, AttributeError, RecursionError):
+            return "INFO"
+        if isinstance(level, str) and level.upper() in LEVEL_ORDER:
+            return level.upper()
+    return "INFO"
+
+
 def _system_level(event: PlatformEvent) -> str:
     if getattr(event, "status", "success") != "success":
         return "WARN"

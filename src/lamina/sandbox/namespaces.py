@@ -488,7 +488,8 @@ class NamespaceBackend:
                 str(spec.max_open_files), str(user.uid), *argv]
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, pass_fds=child_fds,
+                *argv, env=env,
+                pass_fds=child_fds + ([spec.log_fd] if spec.log_fd is not None else []),
                 stdin=asyncio.subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
                 start_new_session=True,
             )
