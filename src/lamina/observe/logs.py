@@ -51,6 +51,7 @@ class GroupInfo:
     name: str
     created_ms: int
     stored_bytes: int
+    retention_days: int | None = None
 
 
 def matches_filter(message: str, pattern: str | None) -> bool:
@@ -114,13 +115,49 @@ class LogStore:
     def has_group(self, group: str) -> bool:
         return self._group_dir(group).is_dir()
 
+    # -- retention (PutRetentionPolicy) ------------------------------------------------
+
+    def _retention_path(self, group: str) -> Path:
+        # Beside the streams, under a name no stream file can have (they end .jsonl).
+        return self._group_dir(group) / "retention"
+
+    def retention_days(self, group: str) -> int | None:
+        try:
+            return int(self._retention_path(group).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def set_retention(self, group: str, days: int | None) -> None:
+        path = self._retention_path(group)
+        if days is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(str(days))
+            self.expire(group)
+
+    def expire(self, group: str) -> None:
+        """Apply the group's retention: streams with nothing newer than it go whole
+        (readers skip older events of the others)."""
+        days = self.retention_days(group)
+        if days is None:
+            return
+        cutoff = time.time() - days * 86400
+        for path in self._group_dir(group).glob("*.jsonl"):
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    def _cutoff_ms(self, group: str) -> int:
+        days = self.retention_days(group)
+        return 0 if days is None else now_ms() - days * 86_400_000
+
     def group_infos(self, prefix: str = "") -> list[GroupInfo]:
         found = []
         for name in self.groups():
             if name.startswith(prefix):
                 directory = self._group_dir(name)
                 size = sum(p.stat().st_size for p in directory.glob("*.jsonl"))
-                found.append(GroupInfo(name, int(directory.stat().st_ctime * 1000), size))
+                found.append(GroupInfo(name, int(directory.stat().st_ctime * 1000), size,
+                                       self.retention_days(name)))
         return found
 
     def stream_infos(self, group: str, prefix: str = "") -> list[StreamInfo]:
@@ -146,6 +183,7 @@ class LogStore:
                end_ms: int | None = None, pattern: str | None = None) -> Iterator[LogEvent]:
         """Events of the given streams (default: all of the group), merged by time."""
         names = streams if streams is not None else self.streams(group)
+        start_ms = max(start_ms, self._cutoff_ms(group))
         found: list[LogEvent] = []
         for name in names:
             path = self._stream_path(group, name)
@@ -190,8 +228,11 @@ def application_level_of(record: str) -> str:
             level = json.loads(record).get("level")
         except (ValueError, AttributeError, RecursionError):
             return "INFO"
-        if isinstance(level, str) and level.upper() in LEVEL_ORDER:
-            return level.upper()
+        if isinstance(level, str):
+            # Python's names for two of them (its runtime writes record.levelname).
+            level = {"WARNING": "WARN", "CRITICAL": "FATAL"}.get(level.upper(), level.upper())
+            if level in LEVEL_ORDER:
+                return level
     return "INFO"
 
 
