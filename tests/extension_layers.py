@@ -58,11 +58,19 @@ def call(method, path, body=None, headers=None):
     return response, response.read()
 
 
+TELEMETRY_FILE = os.environ.get("TELEMETRY_FILE")
+TELEMETRY_API = os.environ.get("TELEMETRY_API", "/2022-07-01/telemetry")
+
+
 class Listener(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         for item in batch:
-            print(f"{NAME} TELEMETRY {json.dumps(item)}", flush=True)
+            if TELEMETRY_FILE:  # not printed: that would be more extension output
+                with open(TELEMETRY_FILE, "a") as out:
+                    out.write(json.dumps(item) + "\n")
+            else:
+                print(f"{NAME} TELEMETRY {json.dumps(item)}", flush=True)
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -79,7 +87,7 @@ if TELEMETRY:
     server = http.server.ThreadingHTTPServer(("sandbox.localdomain", 0), Listener)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    response, answer = call("PUT", "/2022-07-01/telemetry", {
+    response, answer = call("PUT", TELEMETRY_API, {
         "schemaVersion": "2022-12-13", "types": TELEMETRY.split(","),
         "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25},
         "destination": {"protocol": "HTTP", "URI": f"http://sandbox.localdomain:{port}"},

@@ -46,6 +46,7 @@ from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
 from lamina.environments.telemetry_api import Telemetry
 from lamina.observe.events import (
+    ExtensionLog,
     ExtensionRegistered,
     FunctionLog,
     InitReport,
@@ -181,7 +182,7 @@ class ExecutionEnvironment:
         self._sandbox: Sandbox | None = None
         self._api: RuntimeApiServer | None = None
         self._exit: asyncio.Task[int] | None = None
-        self._output = OutputCapture(self._emit)
+        self._output = OutputCapture(self._emit, self._emit_extension)
         self._initialized = asyncio.Event()
         self._next_waiter: asyncio.Future[Invocation] | None = None
         self._pending: Invocation | None = None
@@ -285,14 +286,18 @@ class ExecutionEnvironment:
         self.publish(InitStart(initialization_type, fv.function_name, fv.version,
                                self.config.runtime.identifier))
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
-        stdout_fd, frames_fd = self._output.open()
+        stdout_fd, frames_fd, extensions_fd = self._output.open()
         env = self._environment_variables()
         env["_LAMBDA_TELEMETRY_LOG_FD"] = str(frames_fd)
+        inherited = [frames_fd]
+        if self.extensions.external_names:
+            env["_LAMINA_EXTENSIONS_LOG_FD"] = str(extensions_fd)
+            inherited.append(extensions_fd)
         spec = SandboxSpec(
             environment_id=self.id,
             argv=self._command(),
             env=env,
-            log_fd=frames_fd,
+            inherited_fds=tuple(inherited),
             task_root=self.config.task_root,
             runtime_root=self.config.runtime_root,
             layers_root=self.config.layers_root,
@@ -312,8 +317,8 @@ class ExecutionEnvironment:
             return
         finally:
             # The sandbox holds its own copies; ours must go so EOF means "all exited".
-            os.close(stdout_fd)
-            os.close(frames_fd)
+            for fd in (stdout_fd, frames_fd, extensions_fd):
+                os.close(fd)
         loop = asyncio.get_running_loop()
         self._api = RuntimeApiServer(self, self._sandbox.runtime_api_socket,
                                      self.config.max_response_bytes,
@@ -385,6 +390,12 @@ class ExecutionEnvironment:
         if self._current is None:
             # Between invocations (extensions' post-invoke work, background
             # threads) no END will flush it: readers see it now.
+            self._log.flush()
+
+    def _emit_extension(self, line: str, timestamp_ms: int | None = None) -> None:
+        """One line an external extension wrote."""
+        self.publish(ExtensionLog(line, timestamp_ms) if timestamp_ms else ExtensionLog(line))
+        if self._current is None:
             self._log.flush()
 
     def _keep_tail(self, line: str) -> None:

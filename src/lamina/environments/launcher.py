@@ -28,9 +28,12 @@ EXTENSIONS_DIR = "/opt/extensions"
 
 _SCRIPT = r"""
 count=$1; shift
+# The extensions' output has a pipe of its own (output.py); the runtime does not get it.
+out=${_LAMINA_EXTENSIONS_LOG_FD:-1}
+unset _LAMINA_EXTENSIONS_LOG_FD
 declare -A names
 for ((i = 0; i < count; i++)); do
-    "$1" &
+    "$1" >&"$out" 2>&1 &
     names[$!]=${1##*/}
     shift
 done
@@ -51,7 +54,7 @@ while :; do
         exit "$status"
     elif [ "$done_pid" = "$gate" ]; then
         [ "$status" = 0 ] || exit 1
-        "$@" &
+        if [ "$out" = 1 ]; then "$@" & else "$@" {out}>&- & fi
         runtime=$!
     else
         call POST "EXITED/${names[$done_pid]}/$status"

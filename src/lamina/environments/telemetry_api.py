@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 from lamina.environments.extensions import Extensions, ExtensionsApiError
 from lamina.environments.runtime_api import ApiResponse
 from lamina.observe.events import (
+    ExtensionLog,
     FunctionLog,
     InvokeReport,
     LifecycleEvent,
     Shutdown,
     iso_time,
+    now_ms,
     telemetry_json,
 )
 
@@ -58,6 +60,11 @@ BUFFERING = {
 }
 # How much INIT output is kept for subscribers that are not there yet.
 BACKLOG_ITEMS = 10000
+# A subscriber slower than this many buffers' worth loses records (and is told so
+# with platform.logsDropped, as on Lambda).
+BUFFERS_KEPT = 4
+DROPPED_REASON = ("Some logs were dropped because the downstream consumer is slower "
+                  "than the logs production rate")
 
 
 class TelemetryValidationError(Exception):
@@ -78,7 +85,9 @@ class Subscription:
     full: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     sock: socket.socket | None = None
-    dropped: int = 0
+    # Records lost (a full buffer, a listener not there) since the last report.
+    dropped_records: int = 0
+    dropped_bytes: int = 0
 
 
 def _number(buffering: dict[str, Any], key: str, limits: BufferRange) -> int:
@@ -90,7 +99,9 @@ def _number(buffering: dict[str, Any], key: str, limits: BufferRange) -> int:
 
 
 def _stream_of(event: LifecycleEvent) -> str:
-    return "function" if isinstance(event, FunctionLog) else "platform"
+    if isinstance(event, FunctionLog):
+        return "function"
+    return "extension" if isinstance(event, ExtensionLog) else "platform"
 
 
 def _function_record(message: str, log_format: str) -> Any:
@@ -190,8 +201,8 @@ class Telemetry:
         self._backlog = None
 
     def _shape(self, subscription: Subscription, event: LifecycleEvent) -> list[dict[str, Any]]:
-        if isinstance(event, FunctionLog):
-            return [{"time": iso_time(event.timestamp_ms), "type": "function",
+        if isinstance(event, (FunctionLog, ExtensionLog)):
+            return [{"time": iso_time(event.timestamp_ms), "type": event.type,
                      "record": _function_record(event.message, self._log_format)}]
         shaped = telemetry_json(event)
         if subscription.api == LOGS:
@@ -208,6 +219,11 @@ class Telemetry:
             return  # SHUTDOWN reaches extensions as their event, not as telemetry
         for item in self._shape(subscription, event):
             size = len(json.dumps(item))
+            if (len(subscription.items) >= BUFFERS_KEPT * subscription.max_items
+                    or subscription.size + size > BUFFERS_KEPT * subscription.max_bytes):
+                subscription.dropped_records += 1
+                subscription.dropped_bytes += size
+                continue
             subscription.items.append(item)
             subscription.size += size
         if len(subscription.items) >= subscription.max_items or subscription.size >= subscription.max_bytes:
@@ -226,6 +242,11 @@ class Telemetry:
         if not subscription.items:
             return
         batch, subscription.items, subscription.size = subscription.items, [], 0
+        if subscription.dropped_records:
+            batch.insert(0, {"time": iso_time(now_ms()), "type": "platform.logsDropped", "record": {
+                "reason": DROPPED_REASON, "droppedRecords": subscription.dropped_records,
+                "droppedBytes": subscription.dropped_bytes}})
+            subscription.dropped_records = subscription.dropped_bytes = 0
         body = json.dumps(batch).encode()
         try:
             await self._post(subscription, body)
@@ -234,7 +255,8 @@ class Telemetry:
             if subscription.sock is not None:
                 subscription.sock.close()
                 subscription.sock = None
-            subscription.dropped += len(batch)
+            subscription.dropped_records += len(batch)
+            subscription.dropped_bytes += len(body)
 
     async def _post(self, subscription: Subscription, body: bytes) -> None:
         loop = asyncio.get_running_loop()

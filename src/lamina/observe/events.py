@@ -212,9 +212,18 @@ class FunctionLog:
     type = "function"
 
 
+@dataclass(frozen=True)
+class ExtensionLog:
+    """One line an external extension wrote."""
+
+    message: str
+    timestamp_ms: int = field(default_factory=now_ms)
+    type = "extension"
+
+
 PlatformEvent = Union[InitStart, InitRuntimeDone, InitReport, InvokeStart, RuntimeDone,
                       InvokeReport, ExtensionRegistered, TelemetrySubscribed, Shutdown]
-LifecycleEvent = Union[PlatformEvent, FunctionLog]
+LifecycleEvent = Union[PlatformEvent, FunctionLog, ExtensionLog]
 # Something that consumes lifecycle events (a log stream writer, a telemetry
 # subscription); called on the event loop, must not block.
 LifecycleListener = Callable[[LifecycleEvent], None]

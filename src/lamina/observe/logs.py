@@ -17,6 +17,7 @@ from typing import IO, Callable, Iterator
 from urllib.parse import quote, unquote
 
 from lamina.observe.events import (
+    ExtensionLog,
     ExtensionRegistered,
     FunctionLog,
     InitReport,
@@ -296,7 +297,7 @@ class SystemLogWriter:
         self.sink: Callable[[str], None] | None = None
 
     def __call__(self, event: LifecycleEvent) -> None:
-        if isinstance(event, FunctionLog):
+        if isinstance(event, (FunctionLog, ExtensionLog)):
             self._write(event.message, event.timestamp_ms)
             return
         if self._settings.log_format == "JSON":

@@ -62,10 +62,10 @@ class SandboxSpec:
     # Lamina's API port on the host's loopback, to be reachable from inside at
     # AWS_ENDPOINT_URL (the backend sets it); None: no way to the API.
     api_port: int | None = None
-    # The write end of a pipe the runtime client frames its log records into,
-    # inherited under the same number (_LAMBDA_TELEMETRY_LOG_FD); the environment
-    # owns and reads it. None: stdout only.
-    log_fd: int | None = None
+    # Write ends of pipes the environment owns and reads besides stdout (the
+    # runtime client's framed log records, the extensions' output), inherited
+    # under the same numbers, which the environment names in variables.
+    inherited_fds: tuple[int, ...] = ()
 
     @property
     def cpu_cores(self) -> float:

@@ -489,7 +489,7 @@ class NamespaceBackend:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, env=env,
-                pass_fds=child_fds + ([spec.log_fd] if spec.log_fd is not None else []),
+                pass_fds=[*child_fds, *spec.inherited_fds],
                 stdin=asyncio.subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
                 start_new_session=True,
             )

@@ -145,7 +145,7 @@ class ProcessBackend:
             stdout=output_fd,
             stderr=output_fd,
             start_new_session=True,
-            pass_fds=(spec.log_fd,) if spec.log_fd is not None else (),
+            pass_fds=spec.inherited_fds,
         )
         # Set after the spawn rather than in a preexec_fn: a preexec_fn forces a
         # full fork() instead of vfork(), which costs milliseconds per cold start.
