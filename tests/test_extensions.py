@@ -5,6 +5,7 @@ post-runtime part, Shutdown) as extensions see them."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -114,8 +115,11 @@ def test_post_invoke_work_of_an_extension_is_in_reports_duration_and_billed(lam,
     report = report_of(lines, body["request"])
     duration = float(re.search(r"\tDuration: ([\d.]+) ms", report).group(1))
     billed = int(re.search(r"Billed Duration: (\d+) ms", report).group(1))
+    # The caller had its response before the extension's work: while the first
+    # environment is still busy with it, the second call may get a new one.
+    init = re.search(r"Init Duration: ([\d.]+) ms", report)
     assert duration >= 300, report
-    assert billed == int(-(-duration // 1)), report  # rounded up to the millisecond
+    assert billed == math.ceil(duration + (float(init.group(1)) if init else 0)), report
 
 
 def test_phases_reach_a_telemetry_subscriber_in_lambdas_order(lam, server):
@@ -165,7 +169,7 @@ def test_an_extension_that_crashes_during_init_fails_the_invocation(lam, server)
 def test_exec_wrapper_runs_the_runtime_and_an_internal_extension_gets_invokes(lam, server):
     layer = publish(lam, {"wrapper.sh": EXEC_WRAPPER})
     code = make_zip({"app.py": '''
-import http.client, json, os, threading
+import http.client, json, os, threading, time
 
 API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 seen = []
@@ -191,17 +195,20 @@ def loop():
 threading.Thread(target=loop, daemon=True).start()
 
 def handler(event, context):
+    # The extension gets this invocation's INVOKE event as the handler runs.
+    deadline = time.time() + 5
+    while context.aws_request_id not in seen and time.time() < deadline:
+        time.sleep(0.01)
     return {"wrapped": os.environ.get("WRAPPED_BY"), "seen": list(seen),
             "request": context.aws_request_id, "refused": refused.status}
 '''})
     name = create(lam, [layer], code=code,
                   Environment={"Variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrapper.sh"}})
     _, first = invoke(lam, name)
-    _, second = invoke(lam, name)
     assert first["wrapped"] == "/opt/wrapper.sh"
     # Internal extensions may not subscribe to SHUTDOWN.
     assert first["refused"] == 400
-    assert first["request"] in second["seen"]
+    assert first["request"] in first["seen"]
 
 
 @pytest.mark.parametrize("runtime,handler,code", [

@@ -179,6 +179,8 @@ class ExecutionEnvironment:
         self.telemetry = Telemetry(self.extensions, self._connect_inside, fv.log_format)
         self.listeners: list[LifecycleListener] = [self._system_log, self.telemetry.publish]
         self._crash_watch: asyncio.Task[None] | None = None
+        # The post-runtime phase of the last invocation, while extensions finish.
+        self.settling: asyncio.Task[None] | None = None
         self._sandbox: Sandbox | None = None
         self._api: RuntimeApiServer | None = None
         self._exit: asyncio.Task[int] | None = None
@@ -520,32 +522,56 @@ class ExecutionEnvironment:
             runtime_ms = (time.perf_counter() - started) * 1000
             self.publish(RuntimeDone(invocation.request_id, _EVENT_STATUS[status], runtime_ms,
                                      len(payload), invocation.trace_id, error_type))
-            if subscribed and status in ("success", "error"):
-                # Lambda's post-runtime phase: the invocation is over once every
+            if subscribed and status in ("success", "error") and not self.extensions.all_waiting():
+                # Lambda's post-runtime phase: the caller has its response now; the
+                # invocation is over (for REPORT, billing and reuse) once every
                 # extension subscribed to INVOKE is back in event/next.
-                status, error_type, payload, error = await self._post_runtime(
-                    invocation, deadline, status, error_type, payload, error)
+                self.settling = loop.create_task(self._post_runtime(
+                    invocation, started, deadline, init_ms, status, error_type))
+                outcome = self._outcome(current, payload, error, status, runtime_ms, init_ms)
+                self._current = None
+                return outcome
             if status in ("success", "error"):
                 self.lifecycle.to(State.READY)
+        duration_ms = self._report(invocation, started, init_ms, status, error_type)
+        self._current = None
+        return self._outcome(current, payload, error, status, duration_ms, init_ms)
+
+    def _report(self, invocation: Invocation, started: float, init_ms: float | None,
+                status: str, error_type: str | None) -> float:
+        """Close the invocation's accounting (REPORT, platform.report); its duration."""
+        fv = self.config.function_version
         duration_ms = (time.perf_counter() - started) * 1000
-        usage = self._sandbox.usage() if self._sandbox is not None else None
-        max_used = math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
         # Since August 2025 Lambda bills the INIT phase of on-demand functions too.
         billed = math.ceil(duration_ms + (init_ms or 0))
         self.publish(InvokeReport(
             invocation.request_id, _EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
-            max_used, invocation.trace_id, init_ms,
+            self._max_memory_used_mb(), invocation.trace_id, init_ms,
             error_type if status not in ("success", "error") else None))
         self._log.flush()
-        self._current = None
+        self.last_used = time.monotonic()
+        return duration_ms
+
+    def _max_memory_used_mb(self) -> int:
+        usage = self._sandbox.usage() if self._sandbox is not None else None
+        return math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
+
+    def _outcome(self, current: _Current, payload: bytes, error: str | None, status: str,
+                 duration_ms: float, init_ms: float | None) -> InvocationOutcome:
         tail = "\n".join(current.tail) + "\n"
         tail_bytes = tail.encode()[-LOG_TAIL_BYTES:]
         self.last_used = time.monotonic()
         return InvocationOutcome(
             payload=payload, function_error=error, duration_ms=duration_ms,
-            billed_duration_ms=billed, init_duration_ms=init_ms, max_memory_used_mb=max_used,
+            billed_duration_ms=math.ceil(duration_ms + (init_ms or 0)), init_duration_ms=init_ms,
+            max_memory_used_mb=self._max_memory_used_mb(),
             log_tail=tail_bytes.decode("utf-8", "ignore"), status=status,
         )
+
+    async def settled(self) -> None:
+        """Until the post-runtime phase of the last invocation is over."""
+        if self.settling is not None:
+            await asyncio.wait({self.settling})
 
     @staticmethod
     async def _wait_until(waiting: set[asyncio.Future[Any]], deadline: float) -> set[asyncio.Future[Any]]:
@@ -572,10 +598,23 @@ class ExecutionEnvironment:
             "tracing": {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id},
         })]
 
-    async def _post_runtime(self, invocation: Invocation, deadline: float, status: str,
-                            error_type: str | None, payload: bytes,
-                            error: str | None) -> tuple[str, str | None, bytes, str | None]:
-        """Wait for the extensions' post-invoke work; the invocation's final status."""
+    async def _post_runtime(self, invocation: Invocation, started: float, deadline: float,
+                            init_ms: float | None, status: str,
+                            error_type: str | None) -> None:
+        """The extensions' post-invoke work, then the invocation's REPORT."""
+        try:
+            await self._finish_post_runtime(invocation, started, deadline, init_ms, status,
+                                            error_type)
+        finally:
+            self.settling = None
+            if self.lifecycle.state is State.BUSY:  # it failed on the way
+                self.lifecycle.to(State.FAILED)
+
+    async def _finish_post_runtime(self, invocation: Invocation, started: float,
+                                   deadline: float, init_ms: float | None, status: str,
+                                   error_type: str | None) -> None:
+        """Wait for every INVOKE subscriber to be back in event/next, a crash, the
+        runtime's exit or the function's deadline; then REPORT."""
         assert self._exit is not None and self._crash_watch is not None
         settled = asyncio.get_running_loop().create_task(
             self.extensions.until(self.extensions.all_waiting))
@@ -584,18 +623,21 @@ class ExecutionEnvironment:
         finally:
             settled.cancel()
         self._drain_output()
-        if settled in done and self.extensions.crashed is None:
-            return status, error_type, payload, error
-        if self._crash_watch in done or self.extensions.crashed is not None:
-            self.lifecycle.to(State.FAILED)
-            crashed = self.extensions.crashed
-            return "crash", crashed.error_type if crashed else "Extension.Crash", payload, error
-        if self._exit in done:
-            self.lifecycle.to(State.FAILED)
-            return "crash", "Runtime.ExitError", payload, error
-        # The extensions overran the function's timeout: the invocation timed out.
-        timeout_payload, timeout_error, _ = self._timeout_outcome(invocation)
-        return "timeout", "Sandbox.Timedout", timeout_payload, timeout_error
+        crashed = self.extensions.crashed
+        if settled in done and crashed is None:
+            pass
+        elif self._crash_watch in done or crashed is not None:
+            status = "crash"
+            error_type = crashed.error_type if crashed else "Extension.Crash"
+        elif self._exit in done:
+            status, error_type = "crash", "Runtime.ExitError"
+        else:
+            # The extensions overran the function's timeout: the invocation timed out.
+            self._timeout_outcome(invocation)
+            status, error_type = "timeout", "Sandbox.Timedout"
+        self._report(invocation, started, init_ms, status, error_type)
+        if self.lifecycle.state is State.BUSY:
+            self.lifecycle.to(State.READY if status in ("success", "error") else State.FAILED)
 
     def _extension_crashed(self, _: asyncio.Task[None]) -> None:
         # An extension that dies between invocations ends the environment (as on
@@ -618,7 +660,8 @@ class ExecutionEnvironment:
         seconds = f"{self.config.function_version.timeout:.2f}"
         self._drain_output()
         self._emit(f"{_iso_now()} {invocation.request_id} Task timed out after {seconds} seconds")
-        self.lifecycle.to(State.FAILED)
+        if self.lifecycle.state is State.BUSY:
+            self.lifecycle.to(State.FAILED)
         message = f"RequestId: {invocation.request_id} Error: Task timed out after {seconds} seconds"
         return _error_payload("Sandbox.Timedout", message), "Unhandled", "timeout"
 
@@ -674,6 +717,8 @@ class ExecutionEnvironment:
         self.lifecycle.to(State.STOPPING)
         if self._crash_watch is not None:
             self._crash_watch.cancel()
+        if self.settling is not None:
+            self.settling.cancel()
         if self.extensions.any_registered and self._exit is not None and not self._exit.done():
             await self._shut_down_extensions("failure" if failed else "spindown")
         await self.telemetry.flush()
