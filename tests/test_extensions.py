@@ -141,6 +141,7 @@ def test_phases_reach_a_telemetry_subscriber_in_lambdas_order(lam, server):
     assert phases == ["platform.initStart", "platform.initRuntimeDone", "platform.initReport",
                       "platform.start", "platform.runtimeDone", "platform.report"], items
     assert any(m.startswith("telemetry-ext subscribed 200 OK") for m in lines)
+    assert "TELEMETRY\tName: telemetry-ext\tState: Subscribed\tTypes: [Platform]" in lines
     report = next(item for item in items if item["type"] == "platform.report")
     assert report["record"]["requestId"] == request_id
     assert report["record"]["status"] == "success"

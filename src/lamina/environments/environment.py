@@ -58,6 +58,7 @@ from lamina.observe.events import (
     LifecycleListener,
     RuntimeDone,
     Shutdown,
+    TelemetrySubscribed,
 )
 from lamina.observe.logs import (
     LoggingSettings,
@@ -177,6 +178,8 @@ class ExecutionEnvironment:
         self._extensions_api = ExtensionsApi(self.extensions, FunctionInfo(
             fv.function_name, fv.version, fv.handler, config.account_id))
         self.telemetry = Telemetry(self.extensions, self._connect_inside, fv.log_format)
+        self.telemetry.on_subscribe = lambda subscription: self.publish(TelemetrySubscribed(
+            subscription.extension_name, tuple(sorted(subscription.types))))
         self.listeners: list[LifecycleListener] = [self._system_log, self.telemetry.publish]
         self._crash_watch: asyncio.Task[None] | None = None
         # The post-runtime phase of the last invocation, while extensions finish.

@@ -121,6 +121,8 @@ class Telemetry:
         self._connect = connect
         self._log_format = log_format
         self._subscriptions: dict[str, Subscription] = {}
+        # Told of each subscription (the platform.telemetrySubscription event).
+        self.on_subscribe: Callable[[Subscription], None] | None = None
         # Every event since INIT started, until INIT is over.
         self._backlog: list[LifecycleEvent] | None = []
 
@@ -187,6 +189,8 @@ class Telemetry:
         for event in self._backlog or ():
             self._offer(subscription, event)
         subscription.task = asyncio.get_running_loop().create_task(self._deliver(subscription))
+        if self.on_subscribe is not None:
+            self.on_subscribe(subscription)
 
     # -- events -----------------------------------------------------------------------
 

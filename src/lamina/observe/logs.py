@@ -25,6 +25,7 @@ from lamina.observe.events import (
     InvokeStart,
     LifecycleEvent,
     PlatformEvent,
+    TelemetrySubscribed,
     telemetry_json,
 )
 
@@ -262,6 +263,9 @@ def text_lines(event: PlatformEvent) -> list[str]:
     if isinstance(event, InitReport) and event.status != "success":
         return [f"INIT_REPORT Init Duration: {event.duration_ms:.2f} ms\tPhase: init\t"
                 f"Status: error\tError Type: {event.error_type}"]
+    if isinstance(event, TelemetrySubscribed):
+        return [f"TELEMETRY\tName: {event.name}\tState: Subscribed\t"
+                f"Types: [{','.join(t.capitalize() for t in event.types)}]"]
     if isinstance(event, ExtensionRegistered):
         return [f"EXTENSION\tName: {event.name}\tState: {event.state}\t"
                 f"Events: [{','.join(event.events)}]"]
