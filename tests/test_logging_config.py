@@ -4,10 +4,13 @@ real sandboxes on the runtime images."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
 import uuid
+import zipfile
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -216,3 +219,48 @@ def test_retention_policy_is_kept_and_expired_events_go(lam, server):
     logs.delete_retention_policy(logGroupName=group)
     described = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
     assert "retentionInDays" not in described
+
+
+POWERTOOLS = '''
+from aws_lambda_powertools import Logger
+
+logger = Logger(service="payment")
+
+
+@logger.inject_lambda_context
+def handler(event, context):
+    logger.info("Collecting payment")
+    logger.info({"operation": "collect_payment", "charge_id": "ch_AZFlk2345C0"})
+    return context.aws_request_id
+'''
+
+
+def powertools_layer() -> bytes:
+    """Powertools for AWS Lambda (Python) as its own layer zip is laid out: python/..."""
+    import aws_lambda_powertools
+    import typing_extensions
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        package = Path(aws_lambda_powertools.__file__).parent
+        for path in package.rglob("*.py"):
+            archive.write(path, f"python/aws_lambda_powertools/{path.relative_to(package)}")
+        archive.write(typing_extensions.__file__, "python/typing_extensions.py")
+    return buffer.getvalue()
+
+
+def test_a_powertools_logger_gives_one_event_per_record(lam, server):
+    pytest.importorskip("aws_lambda_powertools")
+    layer = lam.publish_layer_version(LayerName=f"powertools-{uuid.uuid4().hex[:6]}",
+                                      Content={"ZipFile": powertools_layer()})["LayerVersionArn"]
+    name = create(lam, {"app.py": POWERTOOLS}, Layers=[layer])
+    response, request_id = invoke(lam, name)
+    assert "FunctionError" not in response, request_id
+    lines = events_of(server, f"/aws/lambda/{name}",
+                      lambda found: any(m.startswith(f"REPORT RequestId: {request_id}") for m in found))
+    events = invocation_events(lines, request_id)
+    records = [json.loads(m) for m in events]
+    assert [r["message"] for r in records] == [
+        "Collecting payment", {"operation": "collect_payment", "charge_id": "ch_AZFlk2345C0"}]
+    assert all(r["service"] == "payment" and r["function_request_id"] == request_id
+               for r in records)
