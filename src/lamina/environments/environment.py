@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import shutil
 import signal
@@ -41,6 +40,13 @@ from lamina.environments.extensions import (
 from lamina.environments.extensions_api import ExtensionsApi, FunctionInfo
 from lamina.environments.launcher import external_extensions, runtime_argv
 from lamina.environments.output import OutputCapture
+from lamina.environments.report import (
+    EVENT_STATUS,
+    LogTail,
+    billed_duration_ms,
+    error_type_of,
+    max_memory_used_mb,
+)
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
 from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
@@ -71,8 +77,6 @@ from lamina.observe.logs import (
 from lamina.runtimes.catalog import RuntimeSpec
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
-# Lambda's LogResult is the last 4 KB of the invocation's log.
-LOG_TAIL_BYTES = 4096
 # An environment whose role credentials end within this is not reused: one
 # invocation of the longest timeout (900 s) must fit before they expire.
 CREDENTIALS_MARGIN_S = 15 * 60
@@ -140,25 +144,11 @@ def _iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
-# Outcome statuses as the Telemetry API's records say them.
-_EVENT_STATUS = {"success": "success", "error": "error", "timeout": "timeout",
-                 "crash": "failure", "init_error": "failure"}
-
-
-def _error_type_of(payload: bytes) -> str | None:
-    try:
-        found = json.loads(payload).get("errorType")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return found if isinstance(found, str) else None
-
-
 @dataclass
 class _Current:
     invocation: Invocation
     result: asyncio.Future[tuple[bytes, str | None]]
-    tail: list[str] = field(default_factory=list)
-    tail_size: int = 0
+    tail: LogTail = field(default_factory=LogTail)
 
 
 class ExecutionEnvironment:
@@ -192,7 +182,8 @@ class ExecutionEnvironment:
         self._next_waiter: asyncio.Future[Invocation] | None = None
         self._pending: Invocation | None = None
         self._current: _Current | None = None
-        self._init_lines: list[str] = []
+        # Output of INIT, for the first invocation's LogResult.
+        self._init_tail = LogTail()
         self.init_failure: bytes | None = None
         self.init_duration_ms: float | None = None
         self.invocations = 0
@@ -361,7 +352,7 @@ class ExecutionEnvironment:
                                 f"Init phase timed out after {self.config.init_timeout_s:.2f} seconds")
         else:
             # The runtime reported it (init/error): its error type, Lambda's events.
-            error_type = _error_type_of(self.init_failure) or "Runtime.Unknown"
+            error_type = error_type_of(self.init_failure) or "Runtime.Unknown"
             initialization_type = self.config.initialization_type
             self.publish(InitRuntimeDone(initialization_type, "error", error_type))
             self.publish(InitReport(initialization_type, "error", self.init_duration_ms,
@@ -407,13 +398,9 @@ class ExecutionEnvironment:
         """Every line of the log stream, for LogResult (the invocation's last 4 KB)."""
         current = self._current
         if current is not None:
-            current.tail.append(line)
-            current.tail_size += len(line) + 1
-            while current.tail_size > 2 * LOG_TAIL_BYTES and len(current.tail) > 1:
-                current.tail_size -= len(current.tail.pop(0)) + 1
+            current.tail.add(line)
         elif self.invocations == 0:
-            # Output of INIT belongs to the first invocation's log tail.
-            self._init_lines.append(line)
+            self._init_tail.add(line)
 
     # -- Runtime API (called by runtime_api.py) ---------------------------------------
 
@@ -481,9 +468,7 @@ class ExecutionEnvironment:
         loop = asyncio.get_running_loop()
         current = _Current(invocation, loop.create_future())
         if first:
-            current.tail.extend(self._init_lines)
-            current.tail_size = sum(len(line) + 1 for line in self._init_lines)
-            self._init_lines.clear()
+            current.tail.take(self._init_tail)
         self._current = current
         init_ms = self.init_duration_ms if first and self.config.initialization_type == "on-demand" else None
         self.publish(InvokeStart(invocation.request_id, fv.version, invocation.trace_id))
@@ -494,7 +479,7 @@ class ExecutionEnvironment:
         error_type: str | None = None
         if self.init_failure is not None:
             payload, error, status = self.init_failure, "Unhandled", "init_error"
-            error_type = _error_type_of(payload)
+            error_type = error_type_of(payload)
         else:
             self.lifecycle.to(State.BUSY)
             subscribed = self._dispatch_invoke(invocation, deadline)
@@ -510,20 +495,20 @@ class ExecutionEnvironment:
             if current.result in done:
                 payload, error = current.result.result()
                 status = "error" if error else "success"
-                error_type = _error_type_of(payload) if error else None
+                error_type = error_type_of(payload) if error else None
                 self._drain_output()
             elif self._exit in done:
                 self._drain_output()
                 payload, error, status = self._crash_outcome(invocation, self._exit.result())
-                error_type = _error_type_of(payload)
+                error_type = error_type_of(payload)
             elif self._crash_watch is not None and self._crash_watch in done:
                 payload, error, status = self._extension_crash_outcome(invocation)
-                error_type = _error_type_of(payload)
+                error_type = error_type_of(payload)
             else:
                 payload, error, status = self._timeout_outcome(invocation)
                 error_type = "Sandbox.Timedout"
             runtime_ms = (time.perf_counter() - started) * 1000
-            self.publish(RuntimeDone(invocation.request_id, _EVENT_STATUS[status], runtime_ms,
+            self.publish(RuntimeDone(invocation.request_id, EVENT_STATUS[status], runtime_ms,
                                      len(payload), invocation.trace_id, error_type))
             if subscribed and status in ("success", "error") and not self.extensions.all_waiting():
                 # Lambda's post-runtime phase: the caller has its response now; the
@@ -545,10 +530,9 @@ class ExecutionEnvironment:
         """Close the invocation's accounting (REPORT, platform.report); its duration."""
         fv = self.config.function_version
         duration_ms = (time.perf_counter() - started) * 1000
-        # Since August 2025 Lambda bills the INIT phase of on-demand functions too.
-        billed = math.ceil(duration_ms + (init_ms or 0))
+        billed = billed_duration_ms(duration_ms, init_ms)
         self.publish(InvokeReport(
-            invocation.request_id, _EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
+            invocation.request_id, EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
             self._max_memory_used_mb(), invocation.trace_id, init_ms,
             error_type if status not in ("success", "error") else None))
         self._log.flush()
@@ -556,19 +540,16 @@ class ExecutionEnvironment:
         return duration_ms
 
     def _max_memory_used_mb(self) -> int:
-        usage = self._sandbox.usage() if self._sandbox is not None else None
-        return math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
+        return max_memory_used_mb(self._sandbox.usage() if self._sandbox is not None else None)
 
     def _outcome(self, current: _Current, payload: bytes, error: str | None, status: str,
                  duration_ms: float, init_ms: float | None) -> InvocationOutcome:
-        tail = "\n".join(current.tail) + "\n"
-        tail_bytes = tail.encode()[-LOG_TAIL_BYTES:]
         self.last_used = time.monotonic()
         return InvocationOutcome(
             payload=payload, function_error=error, duration_ms=duration_ms,
-            billed_duration_ms=math.ceil(duration_ms + (init_ms or 0)), init_duration_ms=init_ms,
-            max_memory_used_mb=self._max_memory_used_mb(),
-            log_tail=tail_bytes.decode("utf-8", "ignore"), status=status,
+            billed_duration_ms=billed_duration_ms(duration_ms, init_ms), init_duration_ms=init_ms,
+            max_memory_used_mb=self._max_memory_used_mb(), log_tail=current.tail.text(),
+            status=status,
         )
 
     async def settled(self) -> None:
