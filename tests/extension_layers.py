@@ -5,7 +5,8 @@ from __future__ import annotations
 from tests.helpers import make_zip
 
 # A bash extension with no tools but bash itself: registers for INVOKE and SHUTDOWN,
-# prints each event, prints a last record on SHUTDOWN and exits.
+# prints each event, prints a last record on SHUTDOWN and exits (or, with
+# CRASH_AFTER_INVOKE set, dies in the middle of its post-invoke work).
 SHELL_EXTENSION = r"""#!/bin/bash
 api=$AWS_LAMBDA_RUNTIME_API
 name=${0##*/}
@@ -33,7 +34,8 @@ while :; do
     request GET /2020-01-01/extension/event/next "" "Lambda-Extension-Identifier: $ext_id"
     case "$body" in
         *'"SHUTDOWN"'*) echo "$name SHUTDOWN $body"; exit 0 ;;
-        *) echo "$name INVOKE $body" ;;
+        *) echo "$name INVOKE $body"
+           if [ -n "$CRASH_AFTER_INVOKE" ]; then sleep 0.3; exit 7; fi ;;
     esac
 done
 """

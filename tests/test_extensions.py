@@ -167,6 +167,23 @@ def test_an_extension_that_crashes_during_init_fails_the_invocation(lam, server)
     assert any(m.startswith("INIT_REPORT") and "Error Type: Extension.Crash" in m for m in lines)
 
 
+def test_an_extension_that_crashes_after_an_invoke_ends_its_environment(lam, server):
+    layer = publish(lam, {"extensions/shell-ext": SHELL_EXTENSION})
+    name = create(lam, [layer], Environment={"Variables": {"CRASH_AFTER_INVOKE": "1"}})
+    # The caller has its response before the extension's post-invoke work.
+    response, first = invoke(lam, name)
+    assert "FunctionError" not in response, first
+    lines = wait_for(server, name, lambda found: any(
+        m.startswith(f"REPORT RequestId: {first['request']}") for m in found))
+    report = report_of(lines, first["request"])
+    assert report.endswith("\tStatus: error\tError Type: Extension.Crash"), report
+    # The environment is gone: the next call is a cold start.
+    _, second = invoke(lam, name)
+    lines = wait_for(server, name, lambda found: any(
+        m.startswith(f"REPORT RequestId: {second['request']}") for m in found))
+    assert "Init Duration" in report_of(lines, second["request"])
+
+
 def test_exec_wrapper_runs_the_runtime_and_an_internal_extension_gets_invokes(lam, server):
     layer = publish(lam, {"wrapper.sh": EXEC_WRAPPER})
     code = make_zip({"app.py": '''
