@@ -184,6 +184,29 @@ def test_an_extension_that_crashes_after_an_invoke_ends_its_environment(lam, ser
     assert "Init Duration" in report_of(lines, second["request"])
 
 
+def test_the_runtime_gets_sigterm_at_shutdown_with_extensions(lam, server):
+    layer = publish(lam, {"extensions/shell-ext": SHELL_EXTENSION})
+    code = make_zip({"app.py": '''
+import signal, sys
+
+def on_sigterm(signum, frame):
+    print("[runtime] SIGTERM received, cleaning up", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, on_sigterm)
+
+def handler(event, context):
+    return {"request": context.aws_request_id}
+'''})
+    name = create(lam, [layer], code=code)
+    invoke(lam, name)
+    stop_environments(lam, name)
+    lines = wait_for(server, name, lambda found: "[runtime] SIGTERM received, cleaning up" in found
+                     and any(m.startswith("shell-ext SHUTDOWN") for m in found))
+    assert "[runtime] SIGTERM received, cleaning up" in lines
+    assert any(m.startswith("shell-ext SHUTDOWN") for m in lines)
+
+
 def test_exec_wrapper_runs_the_runtime_and_an_internal_extension_gets_invokes(lam, server):
     layer = publish(lam, {"wrapper.sh": EXEC_WRAPPER})
     code = make_zip({"app.py": '''

@@ -675,23 +675,29 @@ class ExecutionEnvironment:
         # What the subscribers are owed first: the last invocation's records.
         await self.telemetry.flush()
         self.publish(Shutdown(reason))
+        # The runtime gets SIGTERM (from the launcher, with external extensions).
+        self.extensions.stopping.set()
         subscribed = self.extensions.dispatch("SHUTDOWN", {
             "eventType": "SHUTDOWN", "shutdownReason": reason,
             "deadlineMs": int(time.time() * 1000) + limit_ms,
         })
-        if subscribed:
-            def finished() -> bool:
-                return all(e.state in (ExtensionState.WAITING, ExtensionState.EXITED)
-                           for e in subscribed)
+        launcher = bool(self.extensions.external_names)
 
-            # An extension exiting during SHUTDOWN is what is expected, not a crash.
-            done = asyncio.get_running_loop().create_task(
-                self.extensions.until(finished, stop_on_crash=False))
-            assert self._exit is not None
-            try:
-                await self._wait_until({done, self._exit}, deadline)
-            finally:
-                done.cancel()
+        def finished() -> bool:
+            # Done with SHUTDOWN (back in next, or exited), and the runtime gone
+            # after its SIGTERM (which only the launcher sends and sees).
+            return all(e.state in (ExtensionState.WAITING, ExtensionState.EXITED)
+                       for e in subscribed) and (
+                not launcher or self.extensions.runtime_exited.is_set())
+
+        # An extension exiting during SHUTDOWN is what is expected, not a crash.
+        done = asyncio.get_running_loop().create_task(
+            self.extensions.until(finished, stop_on_crash=False))
+        assert self._exit is not None
+        try:
+            await self._wait_until({done, self._exit}, deadline)
+        finally:
+            done.cancel()
         self._drain_output()
 
     async def shutdown(self) -> None:

@@ -33,6 +33,9 @@ EVENT_TYPES = frozenset({"INVOKE", "SHUTDOWN"})
 # internal ones are registered (Lambda's documented figures).
 SHUTDOWN_EXTERNAL_MS = 2000
 SHUTDOWN_INTERNAL_MS = 500
+# How the launcher names the runtime when it reports its exit during SHUTDOWN (no
+# file in /opt/extensions has this name: it has a slash).
+RUNTIME_NAME = "lamina/runtime"
 
 
 class ExtensionKind(enum.Enum):
@@ -83,6 +86,9 @@ class Extensions:
         self.on_register: Callable[[Extension], None] | None = None
         # Set when an extension exits or fails while the environment depends on it.
         self.crashed: Extension | None = None
+        # Set when SHUTDOWN begins (the launcher then sends the runtime SIGTERM).
+        self.stopping = asyncio.Event()
+        self.runtime_exited = asyncio.Event()
 
     # -- registry ---------------------------------------------------------------------
 
@@ -172,7 +178,12 @@ class Extensions:
         self._notify()
 
     def exited(self, name: str, status: int) -> None:
-        """The launcher saw an external extension's process end."""
+        """The launcher saw an external extension's process end (or, during SHUTDOWN,
+        the runtime's)."""
+        if name == RUNTIME_NAME:
+            self.runtime_exited.set()
+            self._notify()
+            return
         extension = self._by_name.get(name)
         if extension is None:
             # It exited before registering: as much a crash as any other.

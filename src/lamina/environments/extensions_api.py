@@ -3,9 +3,9 @@
 HTTP only: requests become calls on the environment's `Extensions` registry
 (extensions.py), answers take AWS's shapes (the `Lambda-Extension-Identifier`
 header on register, `Lambda-Extension-Event-Identifier` on each event). It also
-serves the two requests of Lamina's launcher inside the sandbox (launcher.py):
-the gate that holds the runtime back until every external extension has
-registered, and the report of an extension's exit.
+serves the requests of Lamina's launcher inside the sandbox (launcher.py): the
+gate that holds the runtime back until every external extension has registered,
+the report of an extension's exit, and the word that SHUTDOWN has begun.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ EXIT_ERROR = PREFIX + "exit/error"
 # Lamina's own, for its launcher (launcher.py); not part of AWS's API.
 LAUNCHER_GATE = "/lamina/launcher/runtime-gate"
 LAUNCHER_EXITED = "/lamina/launcher/extension-exited"
+LAUNCHER_STOPPING = "/lamina/launcher/stopping"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class ExtensionsApi:
             if method == "GET" and path == LAUNCHER_GATE:
                 await self.extensions.until(self.extensions.externals_registered)
                 return ApiResponse(200, b"go")
+            if method == "GET" and path == LAUNCHER_STOPPING:
+                await self.extensions.stopping.wait()
+                return ApiResponse(200, b"stop")
             if method == "POST" and path.startswith(LAUNCHER_EXITED + "/"):
                 # .../extension-exited/<file name>/<exit status>
                 name, _, status = path[len(LAUNCHER_EXITED) + 1:].rpartition("/")

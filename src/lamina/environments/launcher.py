@@ -11,7 +11,9 @@ A sandbox runs one command. With external extensions (executables in
    starts the runtime;
 3. it stays the parent of all of them, reporting each extension that exits
    (`LAUNCHER_EXITED`), and exits with the runtime's own status when the runtime
-   ends, so a runtime exit reads exactly as without extensions.
+   ends, so a runtime exit reads exactly as without extensions;
+4. when SHUTDOWN begins (`LAUNCHER_STOPPING` answers) it sends the runtime SIGTERM,
+   Lambda's graceful shutdown, and stays until the extensions are done too.
 
 Without external extensions the runtime is started directly, at no cost.
 `AWS_LAMBDA_EXEC_WRAPPER` (Lambda's wrapper scripts for managed runtimes) is a
@@ -22,7 +24,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lamina.environments.extensions_api import LAUNCHER_EXITED, LAUNCHER_GATE
+from lamina.environments.extensions import RUNTIME_NAME
+from lamina.environments.extensions_api import (
+    LAUNCHER_EXITED,
+    LAUNCHER_GATE,
+    LAUNCHER_STOPPING,
+)
 
 EXTENSIONS_DIR = "/opt/extensions"
 
@@ -46,21 +53,34 @@ call() {  # a free descriptor, never one the runtime inherits (its log fd)
 # The gate is asked in the background: an extension may exit while it waits.
 call GET GATE &
 gate=$!
+# Answered when SHUTDOWN begins: the runtime gets SIGTERM, as on Lambda.
+call GET STOPPING &
+stopping_watch=$!
 runtime=
+stopping=
 while :; do
     wait -n -p done_pid
     status=$?
-    if [ -z "$done_pid" ] || [ "$done_pid" = "$runtime" ]; then
+    if [ -z "$done_pid" ]; then
         exit "$status"
+    elif [ "$done_pid" = "$runtime" ]; then
+        # Once SHUTDOWN has begun, the extensions still have their time.
+        [ -n "$stopping" ] || exit "$status"
+        runtime=
+        call POST "EXITED/$RUNTIME_NAME/$status"
     elif [ "$done_pid" = "$gate" ]; then
         [ "$status" = 0 ] || exit 1
         if [ "$out" = 1 ]; then "$@" & else "$@" {out}>&- & fi
         runtime=$!
+    elif [ "$done_pid" = "$stopping_watch" ]; then
+        stopping=1
+        if [ -n "$runtime" ]; then kill -TERM "$runtime" 2>/dev/null; fi
     else
         call POST "EXITED/${names[$done_pid]}/$status"
     fi
 done
-""".replace("GATE", LAUNCHER_GATE).replace("EXITED", LAUNCHER_EXITED)
+""".replace("GATE", LAUNCHER_GATE).replace("EXITED", LAUNCHER_EXITED).replace(
+    "STOPPING", LAUNCHER_STOPPING).replace("$RUNTIME_NAME", RUNTIME_NAME)
 
 
 def external_extensions(layers_root: Path | None) -> list[str]:
