@@ -149,8 +149,13 @@ class LogStore:
                 path.unlink(missing_ok=True)
 
     def _cutoff_ms(self, group: str) -> int:
+        """The oldest time a read may return; streams wholly older are removed here,
+        so expiry needs no timer of its own."""
         days = self.retention_days(group)
-        return 0 if days is None else now_ms() - days * 86_400_000
+        if days is None:
+            return 0
+        self.expire(group)
+        return now_ms() - days * 86_400_000
 
     def group_infos(self, prefix: str = "") -> list[GroupInfo]:
         found = []
@@ -205,7 +210,6 @@ class LogStore:
         return iter(found)
 
 
-
 # -- the platform's own lines, from lifecycle events --------------------------------
 
 # Where Lambda puts each system event under SystemLogLevel (its "event mapping for
@@ -255,10 +259,13 @@ def text_lines(event: PlatformEvent) -> list[str]:
                   f"Max Memory Used: {event.max_memory_used_mb} MB")
         if event.init_duration_ms is not None:
             report += f"\tInit Duration: {event.init_duration_ms:.2f} ms"
-        if event.status != "success" and event.status != "error":
-            report += f"\tStatus: {'timeout' if event.status == 'timeout' else 'error'}"
-        if event.error_type and event.status not in ("success", "error"):
-            report += f"\tError Type: {event.error_type}"
+        # A function's own error is no platform failure: REPORT says nothing of it.
+        if event.status == "timeout":
+            report += "\tStatus: timeout"
+        elif event.status == "failure":
+            report += "\tStatus: error"
+            if event.error_type:
+                report += f"\tError Type: {event.error_type}"
         return [f"END RequestId: {event.request_id}", report]
     if isinstance(event, InitReport) and event.status != "success":
         return [f"INIT_REPORT Init Duration: {event.duration_ms:.2f} ms\tPhase: init\t"
