@@ -13,8 +13,12 @@ With extensions the phases are Lambda's: external extensions start and register
 before the runtime starts (launcher.py); INIT ends when the runtime and every
 extension wait for their next event; an invocation ends for billing when the
 runtime has answered and every extension subscribed to INVOKE is back in
-event/next (the post-runtime phase, counted in REPORT's Duration); SHUTDOWN gives
-extensions their deadline before the sandbox is killed.
+event/next (the post-runtime phase, counted in REPORT's Duration, while the caller
+already has its response); SHUTDOWN sends the runtime SIGTERM and gives extensions
+their deadline before the sandbox is killed.
+
+Apart from here: output capture and framing (output.py), an invocation's
+accounting (report.py), the extensions' registry and gates (extensions.py).
 """
 
 from __future__ import annotations
@@ -334,7 +338,11 @@ class ExecutionEnvironment:
         if ready in done and self.init_failure is None:
             self.lifecycle.to(State.READY)
             self.publish(InitRuntimeDone(initialization_type, "success"))
-            self.publish(InitReport(initialization_type, "success", self.init_duration_ms))
+            extensions_ms = 0.0
+            if self.extensions.external_names and self.extensions.externals_ready_at is not None:
+                extensions_ms = (self.extensions.externals_ready_at - started) * 1000
+            self.publish(InitReport(initialization_type, "success", self.init_duration_ms,
+                                    extensions_ms))
             self.telemetry.end_init()
             return
         self._drain_output()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -88,13 +89,12 @@ class Extensions:
         self.crashed: Extension | None = None
         # Set when SHUTDOWN begins (the launcher then sends the runtime SIGTERM).
         self.stopping = asyncio.Event()
+        # When the last external extension registered (perf_counter): the end of
+        # Lambda's Extension init phase.
+        self.externals_ready_at: float | None = None
         self.runtime_exited = asyncio.Event()
 
     # -- registry ---------------------------------------------------------------------
-
-    @property
-    def all(self) -> list[Extension]:
-        return list(self._by_id.values())
 
     @property
     def any_registered(self) -> bool:
@@ -132,6 +132,8 @@ class Extensions:
         extension = Extension(name, kind, frozenset(events))
         self._by_id[extension.id] = extension
         self._by_name[name] = extension
+        if self.externals_ready_at is None and self.externals_registered():
+            self.externals_ready_at = time.perf_counter()
         if self.on_register is not None:
             self.on_register(extension)
         self._notify()
@@ -200,10 +202,8 @@ class Extensions:
     # -- gates ------------------------------------------------------------------------
 
     def externals_registered(self) -> bool:
-        return all(name in self._by_id_names() for name in self.external_names)
-
-    def _by_id_names(self) -> set[str]:
-        return {extension.name for extension in self._by_id.values()}
+        registered = {extension.name for extension in self._by_id.values()}
+        return all(name in registered for name in self.external_names)
 
     def all_waiting(self) -> bool:
         return all(extension.state in (ExtensionState.WAITING, ExtensionState.EXITED)
