@@ -149,6 +149,10 @@ class InvalidParameterException(LambdaError):
     pass
 
 
+class ResourceAlreadyExistsException(LambdaError):
+    pass
+
+
 # -- SQS (the queue service served beside the Lambda API) ------------------------
 
 

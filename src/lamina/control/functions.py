@@ -92,6 +92,31 @@ def out_of_range(field: str, value: int, low: int, high: int) -> list[str]:
     return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have value {bound}"]
 
 
+# LoggingConfig's closed sets (botocore's enums).
+LOG_FORMATS = ("JSON", "Text")
+APPLICATION_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
+
+
+def not_in(field: str, value: str | None, allowed: tuple[str, ...]) -> list[str]:
+    """AWS's wording for a value outside an enum, as a validation problem."""
+    if value is None or value in allowed:
+        return []
+    return [f"Value '{value}' at '{field}' failed to satisfy constraint: Member must satisfy "
+            f"enum value set: [{', '.join(allowed)}]"]
+
+
+def with_logging_defaults(fv: FunctionVersion) -> FunctionVersion:
+    """LoggingConfig as Lambda keeps it: JSON brings both levels (INFO unless given);
+    Text has none (switching back to Text drops them)."""
+    if fv.log_format == "JSON":
+        return dataclasses.replace(fv, application_log_level=fv.application_log_level or "INFO",
+                                   system_log_level=fv.system_log_level or "INFO")
+    if fv.application_log_level is None and fv.system_log_level is None:
+        return fv
+    return dataclasses.replace(fv, application_log_level=None, system_log_level=None)
+
+
 def not_ready(state: str) -> ResourceConflictException:
     return ResourceConflictException(
         "The operation cannot be performed at this time. The function is currently in the "
@@ -330,6 +355,10 @@ class FunctionRegistry:
             *out_of_range("timeout", fv.timeout, limits.min_timeout_s, limits.max_timeout_s),
             *out_of_range("ephemeralStorage.size", fv.ephemeral_storage_mb,
                           limits.min_ephemeral_storage_mb, limits.max_ephemeral_storage_mb),
+            *not_in("loggingConfig.logFormat", fv.log_format, LOG_FORMATS),
+            *not_in("loggingConfig.applicationLogLevel", fv.application_log_level,
+                    APPLICATION_LOG_LEVELS),
+            *not_in("loggingConfig.systemLogLevel", fv.system_log_level, SYSTEM_LOG_LEVELS),
         ]
         if problems:
             raise ValidationException.of(problems)
@@ -405,6 +434,7 @@ class FunctionRegistry:
         self._validate(draft)
         if image_uri is not None:
             draft = self._with_image(draft, await self._resolve_image(image_uri, draft.architectures))
+        draft = with_logging_defaults(draft)
         if self._awaits_runtime(draft):
             # No LastUpdateStatus while a new function is Pending, as on Lambda.
             draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
@@ -519,7 +549,7 @@ class FunctionRegistry:
             updated = dataclasses.replace(current, **settings)
             self._validate(updated)
             self._check_unzipped_total(updated)
-            return updated
+            return with_logging_defaults(updated)
 
         return self._update_latest(function_name, revision_id, change)
 

@@ -1,16 +1,30 @@
 """One execution environment: a sandboxed runtime serving one invocation at a time.
 
 The environment drives the lifecycle in states.py, serves the Runtime API to its
-runtime (runtime_api.py), captures the runtime's output into its log stream, and
-turns what happens (a response, an error, a timeout, a crash) into an
-`InvocationOutcome` shaped the way Lambda reports it.
+runtime (runtime_api.py) and, on the same port, the Extensions and Telemetry APIs
+(extensions_api.py, telemetry_api.py), captures the runtime's output, and turns
+what happens (a response, an error, a timeout, a crash) into an
+`InvocationOutcome` shaped the way Lambda reports it. What happens is also
+published as typed lifecycle events (observe/events.py): the log stream's
+START/END/REPORT lines and the Telemetry API's platform stream are made from
+those, never from output.
+
+With extensions the phases are Lambda's: external extensions start and register
+before the runtime starts (launcher.py); INIT ends when the runtime and every
+extension wait for their next event; an invocation ends for billing when the
+runtime has answered and every extension subscribed to INVOKE is back in
+event/next (the post-runtime phase, counted in REPORT's Duration, while the caller
+already has its response); SHUTDOWN sends the runtime SIGTERM and gives extensions
+their deadline before the sandbox is killed.
+
+Apart from here: output capture and framing (output.py), an invocation's
+accounting (report.py), the extensions' registry and gates (extensions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import shutil
 import signal
@@ -20,17 +34,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lamina.environments.extensions import (
+    SHUTDOWN_EXTERNAL_MS,
+    SHUTDOWN_INTERNAL_MS,
+    Extension,
+    Extensions,
+    ExtensionState,
+)
+from lamina.environments.extensions_api import ExtensionsApi, FunctionInfo
+from lamina.environments.launcher import external_extensions, runtime_argv
+from lamina.environments.output import OutputCapture
+from lamina.environments.report import (
+    EVENT_STATUS,
+    LogTail,
+    billed_duration_ms,
+    error_type_of,
+    max_memory_used_mb,
+)
 from lamina.environments.runtime_api import ApiResponse, RuntimeApiServer
 from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.environments.states import Lifecycle, State
 from lamina.environments.streaming import ResponseStream
-from lamina.observe.logs import LogStore, LogStream
+from lamina.environments.telemetry_api import Telemetry
+from lamina.observe.events import (
+    ExtensionLog,
+    ExtensionRegistered,
+    FunctionLog,
+    InitReport,
+    InitRuntimeDone,
+    InitStart,
+    InvokeReport,
+    InvokeStart,
+    LifecycleEvent,
+    LifecycleListener,
+    RuntimeDone,
+    Shutdown,
+    TelemetrySubscribed,
+)
+from lamina.observe.logs import (
+    LoggingSettings,
+    LogStore,
+    LogStream,
+    SystemLogWriter,
+    application_level_of,
+    level_at_least,
+)
 from lamina.runtimes.catalog import RuntimeSpec
 from lamina.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
-# Lambda's LogResult is the last 4 KB of the invocation's log.
-LOG_TAIL_BYTES = 4096
-_READ_CHUNK = 65536
 # An environment whose role credentials end within this is not reused: one
 # invocation of the longest timeout (900 s) must fit before they expire.
 CREDENTIALS_MARGIN_S = 15 * 60
@@ -104,8 +155,7 @@ def _iso_now() -> str:
 class _Current:
     invocation: Invocation
     result: asyncio.Future[tuple[bytes, str | None]]
-    tail: list[str] = field(default_factory=list)
-    tail_size: int = 0
+    tail: LogTail = field(default_factory=LogTail)
     # Where the response goes as the runtime writes it, when the caller streams.
     stream: ResponseStream | None = None
     # The runtime's Lambda-Runtime-Function-Error-Type, when it reported an error.
@@ -121,16 +171,30 @@ class ExecutionEnvironment:
         fv = config.function_version
         self.log_stream_name = _log_stream_name(fv.version)
         self._log: LogStream = logs.open_stream(fv.log_group_name, self.log_stream_name)
+        self._system_log = SystemLogWriter(self._log, LoggingSettings(
+            fv.log_format, fv.application_log_level, fv.system_log_level))
+        self._system_log.sink = self._keep_tail
+        self.extensions = Extensions(external_extensions(config.layers_root))
+        self.extensions.on_register = self._extension_registered
+        self._extensions_api = ExtensionsApi(self.extensions, FunctionInfo(
+            fv.function_name, fv.version, fv.handler, config.account_id))
+        self.telemetry = Telemetry(self.extensions, self._connect_inside, fv.log_format)
+        self.telemetry.on_subscribe = lambda subscription: self.publish(TelemetrySubscribed(
+            subscription.extension_name, tuple(sorted(subscription.types))))
+        self.listeners: list[LifecycleListener] = [self._system_log, self.telemetry.publish]
+        self._crash_watch: asyncio.Task[None] | None = None
+        # The post-runtime phase of the last invocation, while extensions finish.
+        self.settling: asyncio.Task[None] | None = None
         self._sandbox: Sandbox | None = None
         self._api: RuntimeApiServer | None = None
         self._exit: asyncio.Task[int] | None = None
-        self._output_fd: int | None = None
-        self._partial = b""
+        self._output = OutputCapture(self._emit, self._emit_extension)
         self._initialized = asyncio.Event()
         self._next_waiter: asyncio.Future[Invocation] | None = None
         self._pending: Invocation | None = None
         self._current: _Current | None = None
-        self._init_lines: list[str] = []
+        # Output of INIT, for the first invocation's LogResult.
+        self._init_tail = LogTail()
         self.init_failure: bytes | None = None
         self.init_duration_ms: float | None = None
         self.invocations = 0
@@ -175,7 +239,10 @@ class ExecutionEnvironment:
         }
         if self.config.runtime.execution_env:
             reserved["AWS_EXECUTION_ENV"] = self.config.runtime.execution_env
-        if fv.application_log_level:
+        if fv.log_format == "JSON":
+            reserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+            reserved["AWS_LAMBDA_LOG_LEVEL"] = fv.application_log_level or "INFO"
+        elif fv.application_log_level:
             reserved["AWS_LAMBDA_LOG_LEVEL"] = fv.application_log_level
         defaults = {
             "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin:/bin:/opt/bin",
@@ -189,15 +256,57 @@ class ExecutionEnvironment:
         # The function's own variables override the defaults, never the reserved ones.
         return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}
 
+    # -- lifecycle events ------------------------------------------------------------
+
+    def publish(self, event: LifecycleEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _extension_registered(self, extension: Extension) -> None:
+        self.publish(ExtensionRegistered(extension.name, tuple(sorted(extension.events))))
+
+    async def _connect_inside(self, port: int) -> Any:
+        if self._sandbox is None:
+            raise OSError("the environment has no sandbox")
+        return await self._sandbox.connect(port)
+
+    def _command(self) -> list[str]:
+        """The sandbox's command: the runtime's, behind AWS_LAMBDA_EXEC_WRAPPER (managed
+        runtimes only, as on Lambda) and the extensions' launcher."""
+        fv = self.config.function_version
+        if not self.config.runtime.argv:
+            return []  # a container image with no entrypoint: INIT fails on it
+        managed = fv.runtime is not None and not fv.runtime.startswith("provided")
+        wrapper = fv.environment.get("AWS_LAMBDA_EXEC_WRAPPER") if managed else None
+        return runtime_argv(list(self.config.runtime.argv), wrapper,
+                            list(self.extensions.external_names))
+
+    async def _init_complete(self) -> None:
+        """INIT's gate: the runtime and every extension wait for their next event."""
+        await self._initialized.wait()
+        await self.extensions.until(self.extensions.all_waiting)
+
     async def start(self) -> None:
-        """Run INIT: start the sandbox and wait until the runtime asks for work."""
+        """Run INIT: start the extensions and the sandbox, and wait until the runtime
+        and every extension ask for work."""
         started = time.perf_counter()
         fv = self.config.function_version
+        initialization_type = self.config.initialization_type
+        self.publish(InitStart(initialization_type, fv.function_name, fv.version,
+                               self.config.runtime.identifier))
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
+        stdout_fd, frames_fd, extensions_fd = self._output.open()
+        env = self._environment_variables()
+        env["_LAMBDA_TELEMETRY_LOG_FD"] = str(frames_fd)
+        inherited = [frames_fd]
+        if self.extensions.external_names:
+            env["_LAMINA_EXTENSIONS_LOG_FD"] = str(extensions_fd)
+            inherited.append(extensions_fd)
         spec = SandboxSpec(
             environment_id=self.id,
-            argv=list(self.config.runtime.argv),
-            env=self._environment_variables(),
+            argv=self._command(),
+            env=env,
+            inherited_fds=tuple(inherited),
             task_root=self.config.task_root,
             runtime_root=self.config.runtime_root,
             layers_root=self.config.layers_root,
@@ -211,40 +320,53 @@ class ExecutionEnvironment:
             root_image=self.config.root_image,
             working_directory=self.config.working_directory,
         )
-        if not spec.argv:
-            # A container image with neither ENTRYPOINT nor CMD, and no ImageConfig.
-            self._fail_init("Runtime.InvalidEntrypoint",
-                            "Error: the image has no ENTRYPOINT or CMD and ImageConfig sets "
-                            "neither EntryPoint nor Command")
-            return
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        self._output_fd = read_fd
         try:
-            self._sandbox = await self._backend.launch(spec, write_fd)
+            if not spec.argv:
+                # A container image with neither ENTRYPOINT nor CMD, and no ImageConfig.
+                self._fail_init("Runtime.InvalidEntrypoint",
+                                "Error: the image has no ENTRYPOINT or CMD and ImageConfig sets "
+                                "neither EntryPoint nor Command")
+                return
+            self._sandbox = await self._backend.launch(spec, stdout_fd)
         except OSError as exc:
             self._fail_init("Runtime.InvalidEntrypoint", f"could not start the runtime: {exc}")
             return
         finally:
-            # The sandbox holds its own copy; ours must go so EOF means "all exited".
-            os.close(write_fd)
+            # The sandbox holds its own copies; ours must go so EOF means "all exited".
+            for fd in (stdout_fd, frames_fd, extensions_fd):
+                os.close(fd)
         loop = asyncio.get_running_loop()
-        loop.add_reader(read_fd, self._read_output)
         self._api = RuntimeApiServer(self, self._sandbox.runtime_api_socket,
-                                     self.config.max_response_bytes)
+                                     self.config.max_response_bytes,
+                                     routes=(self._extensions_api.route, self.telemetry.route))
         await self._api.start()
         self._exit = loop.create_task(self._sandbox.wait())
-        ready = loop.create_task(self._initialized.wait())
-        done, _ = await asyncio.wait({ready, self._exit}, timeout=self.config.init_timeout_s,
+        self._crash_watch = loop.create_task(self.extensions.until(lambda: False))
+        self._crash_watch.add_done_callback(self._extension_crashed)
+        ready = loop.create_task(self._init_complete())
+        done, _ = await asyncio.wait({ready, self._exit, self._crash_watch},
+                                     timeout=self.config.init_timeout_s,
                                      return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
+        self.extensions.registration_open = False
         self.init_duration_ms = (time.perf_counter() - started) * 1000
         self._sandbox.end_init()
-        if self._initialized.is_set() and self.init_failure is None:
+        if ready in done and self.init_failure is None:
             self.lifecycle.to(State.READY)
+            self.publish(InitRuntimeDone(initialization_type, "success"))
+            extensions_ms = 0.0
+            if self.extensions.external_names and self.extensions.externals_ready_at is not None:
+                extensions_ms = (self.extensions.externals_ready_at - started) * 1000
+            self.publish(InitReport(initialization_type, "success", self.init_duration_ms,
+                                    extensions_ms))
+            self.telemetry.end_init()
             return
         self._drain_output()
-        if self.init_failure is None:
+        crashed = self.extensions.crashed
+        if self.init_failure is None and crashed is not None:
+            self._fail_init(crashed.error_type or "Extension.Crash",
+                            f"Extension {crashed.name} failed: {crashed.error_type}")
+        elif self.init_failure is None:
             if self._exit in done:
                 code = self._exit.result()
                 self._fail_init("Runtime.ExitError",
@@ -253,65 +375,56 @@ class ExecutionEnvironment:
                 self._fail_init("Sandbox.Timedout",
                                 f"Init phase timed out after {self.config.init_timeout_s:.2f} seconds")
         else:
+            # The runtime reported it (init/error): its error type, Lambda's events.
+            error_type = error_type_of(self.init_failure) or "Runtime.Unknown"
+            initialization_type = self.config.initialization_type
+            self.publish(InitRuntimeDone(initialization_type, "error", error_type))
+            self.publish(InitReport(initialization_type, "error", self.init_duration_ms,
+                                    error_type=error_type))
+            self.telemetry.end_init()
             self.lifecycle.to(State.FAILED)
 
     def _fail_init(self, error_type: str, message: str) -> None:
         self.init_failure = _error_payload(error_type, message)
-        self._emit(f"INIT_REPORT Init Duration: {self.init_duration_ms or 0:.2f} ms\t"
-                   f"Phase: init\tStatus: error\tError Type: {error_type}")
+        initialization_type = self.config.initialization_type
+        self.publish(InitRuntimeDone(initialization_type, "error", error_type))
+        self.publish(InitReport(initialization_type, "error", self.init_duration_ms or 0,
+                                error_type=error_type))
+        self.telemetry.end_init()
         if self.lifecycle.state is not State.FAILED:
             self.lifecycle.to(State.FAILED)
 
-    # -- output capture -------------------------------------------------------------
-
-    def _read_output(self) -> None:
-        fd = self._output_fd
-        if fd is None:
-            return
-        while True:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                # EOF: every process holding the pipe is gone.
-                self._close_output()
-                return
-            data = self._partial + chunk
-            *lines, self._partial = data.split(b"\n")
-            for line in lines:
-                self._emit(line.decode("utf-8", "replace"))
+    # -- output capture (output.py) ---------------------------------------------------
 
     def _drain_output(self) -> None:
         """Take in everything the runtime wrote so far (it writes before it posts)."""
-        self._read_output()
+        self._output.drain()
 
-    def _close_output(self) -> None:
-        if self._output_fd is None:
-            return
-        if self._partial:
-            self._emit(self._partial.decode("utf-8", "replace"))
-            self._partial = b""
-        try:
-            asyncio.get_running_loop().remove_reader(self._output_fd)
-        except RuntimeError:
-            pass
-        os.close(self._output_fd)
-        self._output_fd = None
+    def _emit(self, line: str, timestamp_ms: int | None = None) -> None:
+        """One record of the function's output (a line, or a whole framed record)."""
+        level = self.config.function_version.application_log_level
+        if level is not None and self.config.function_version.log_format == "JSON" \
+                and not level_at_least(application_level_of(line), level):
+            return  # Lambda's ApplicationLogLevel filter (records without a level are INFO)
+        self.publish(FunctionLog(line, timestamp_ms) if timestamp_ms else FunctionLog(line))
+        if self._current is None:
+            # Between invocations (extensions' post-invoke work, background
+            # threads) no END will flush it: readers see it now.
+            self._log.flush()
 
-    def _emit(self, line: str) -> None:
-        self._log.write(line)
+    def _emit_extension(self, line: str, timestamp_ms: int | None = None) -> None:
+        """One line an external extension wrote."""
+        self.publish(ExtensionLog(line, timestamp_ms) if timestamp_ms else ExtensionLog(line))
+        if self._current is None:
+            self._log.flush()
+
+    def _keep_tail(self, line: str) -> None:
+        """Every line of the log stream, for LogResult (the invocation's last 4 KB)."""
         current = self._current
         if current is not None:
-            current.tail.append(line)
-            current.tail_size += len(line) + 1
-            while current.tail_size > 2 * LOG_TAIL_BYTES and len(current.tail) > 1:
-                current.tail_size -= len(current.tail.pop(0)) + 1
+            current.tail.add(line)
         elif self.invocations == 0:
-            # Output of INIT belongs to the first invocation's log tail.
-            self._init_lines.append(line)
+            self._init_tail.add(line)
 
     # -- Runtime API (called by runtime_api.py) ---------------------------------------
 
@@ -414,84 +527,187 @@ class ExecutionEnvironment:
         loop = asyncio.get_running_loop()
         current = _Current(invocation, loop.create_future(), stream=stream)
         if first:
-            current.tail.extend(self._init_lines)
-            current.tail_size = sum(len(line) + 1 for line in self._init_lines)
-            self._init_lines.clear()
+            current.tail.take(self._init_tail)
         self._current = current
         init_ms = self.init_duration_ms if first and self.config.initialization_type == "on-demand" else None
-        self._emit(f"START RequestId: {invocation.request_id} Version: {fv.version}")
+        self.publish(InvokeStart(invocation.request_id, fv.version, invocation.trace_id))
         started = time.perf_counter()
+        deadline = started + fv.timeout
         status = "success"
         error: str | None
+        error_type: str | None = None
         if self.init_failure is not None:
             payload, error, status = self.init_failure, "Unhandled", "init_error"
+            error_type = error_type_of(payload)
+            _end_stream(stream, payload, error, error_type)
         else:
             self.lifecycle.to(State.BUSY)
+            subscribed = self._dispatch_invoke(invocation, deadline)
             if self._next_waiter is not None and not self._next_waiter.done():
                 self._next_waiter.set_result(invocation)
             else:
                 self._pending = invocation
             assert self._exit is not None
             waiting: set[asyncio.Future[Any]] = {current.result, self._exit}
-            deadline = started + fv.timeout
-            while True:
-                # asyncio may fire a timer up to one clock tick early; a function
-                # must never be stopped before its deadline, so wait out the rest.
-                remaining = deadline - time.perf_counter()
-                done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if done or time.perf_counter() >= deadline:
-                    break
+            if self._crash_watch is not None:
+                waiting.add(self._crash_watch)
+            done = await self._wait_until(waiting, deadline)
             if current.result in done:
                 payload, error = current.result.result()
                 status = "error" if error else "success"
+                # The runtime's Lambda-Runtime-Function-Error-Type names it first.
+                error_type = (current.error_type or error_type_of(payload)) if error else None
                 self._drain_output()
-                self.lifecycle.to(State.READY)
             elif self._exit in done:
                 self._drain_output()
                 payload, error, status = self._crash_outcome(invocation, self._exit.result())
+                error_type = error_type_of(payload)
+            elif self._crash_watch is not None and self._crash_watch in done:
+                payload, error, status = self._extension_crash_outcome(invocation)
+                error_type = error_type_of(payload)
             else:
                 payload, error, status = self._timeout_outcome(invocation)
-        if stream is not None and not stream.closed:
-            # A buffered response (or an init failure, a crash, a timeout) for a
-            # streaming caller: Lambda streams the payload as it is, in one piece.
-            if error is None:
-                stream.put(payload)
-                stream.close()
-            else:
-                stream.close(current.error_type or _error_type_of(payload), payload)
-        duration_ms = (time.perf_counter() - started) * 1000
-        usage = self._sandbox.usage() if self._sandbox is not None else None
-        max_used = math.ceil((usage.max_memory_bytes or 0) / 1048576) if usage else 0
-        # Since August 2025 Lambda bills the INIT phase of on-demand functions too.
-        billed = math.ceil(duration_ms + (init_ms or 0))
-        self._emit(f"END RequestId: {invocation.request_id}")
-        report = (
-            f"REPORT RequestId: {invocation.request_id}\tDuration: {duration_ms:.2f} ms\t"
-            f"Billed Duration: {billed} ms\tMemory Size: {fv.memory_size} MB\t"
-            f"Max Memory Used: {max_used} MB"
-        )
-        if init_ms is not None:
-            report += f"\tInit Duration: {init_ms:.2f} ms"
-        if status in ("timeout", "crash", "init_error"):
-            report += f"\tStatus: {'timeout' if status == 'timeout' else 'error'}"
-        self._emit(report)
-        self._log.flush()
+                error_type = "Sandbox.Timedout"
+            _end_stream(stream, payload, error, error_type)
+            runtime_ms = (time.perf_counter() - started) * 1000
+            self.publish(RuntimeDone(invocation.request_id, EVENT_STATUS[status], runtime_ms,
+                                     len(payload), invocation.trace_id, error_type))
+            if subscribed and status in ("success", "error") and not self.extensions.all_waiting():
+                # Lambda's post-runtime phase: the caller has its response now; the
+                # invocation is over (for REPORT, billing and reuse) once every
+                # extension subscribed to INVOKE is back in event/next.
+                self.settling = loop.create_task(self._post_runtime(
+                    invocation, started, deadline, init_ms, status, error_type))
+                outcome = self._outcome(current, payload, error, status, runtime_ms, init_ms)
+                self._current = None
+                return outcome
+            if status in ("success", "error"):
+                self.lifecycle.to(State.READY)
+        duration_ms = self._report(invocation, started, init_ms, status, error_type)
         self._current = None
-        tail = "\n".join(current.tail) + "\n"
-        tail_bytes = tail.encode()[-LOG_TAIL_BYTES:]
+        return self._outcome(current, payload, error, status, duration_ms, init_ms)
+
+    def _report(self, invocation: Invocation, started: float, init_ms: float | None,
+                status: str, error_type: str | None) -> float:
+        """Close the invocation's accounting (REPORT, platform.report); its duration."""
+        fv = self.config.function_version
+        duration_ms = (time.perf_counter() - started) * 1000
+        billed = billed_duration_ms(duration_ms, init_ms)
+        self.publish(InvokeReport(
+            invocation.request_id, EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
+            self._max_memory_used_mb(), invocation.trace_id, init_ms,
+            error_type if status not in ("success", "error") else None))
+        self._log.flush()
+        self.last_used = time.monotonic()
+        return duration_ms
+
+    def _max_memory_used_mb(self) -> int:
+        return max_memory_used_mb(self._sandbox.usage() if self._sandbox is not None else None)
+
+    def _outcome(self, current: _Current, payload: bytes, error: str | None, status: str,
+                 duration_ms: float, init_ms: float | None) -> InvocationOutcome:
         self.last_used = time.monotonic()
         return InvocationOutcome(
             payload=payload, function_error=error, duration_ms=duration_ms,
-            billed_duration_ms=billed, init_duration_ms=init_ms, max_memory_used_mb=max_used,
-            log_tail=tail_bytes.decode("utf-8", "ignore"), status=status,
+            billed_duration_ms=billed_duration_ms(duration_ms, init_ms), init_duration_ms=init_ms,
+            max_memory_used_mb=self._max_memory_used_mb(), log_tail=current.tail.text(),
+            status=status,
         )
+
+    async def settled(self) -> None:
+        """Until the post-runtime phase of the last invocation is over."""
+        if self.settling is not None:
+            await asyncio.wait({self.settling})
+
+    @staticmethod
+    async def _wait_until(waiting: set[asyncio.Future[Any]], deadline: float) -> set[asyncio.Future[Any]]:
+        """The futures of `waiting` done by `deadline` (perf_counter), at least one
+        unless the deadline passed."""
+        while True:
+            # asyncio may fire a timer up to one clock tick early; a function
+            # must never be stopped before its deadline, so wait out the rest.
+            remaining = deadline - time.perf_counter()
+            done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done or time.perf_counter() >= deadline:
+                return done
+
+    def _dispatch_invoke(self, invocation: Invocation, deadline: float) -> list[Extension]:
+        if not self.extensions.any_registered:
+            return []
+        deadline_ms = int(time.time() * 1000 + (deadline - time.perf_counter()) * 1000)
+        return [extension for extension in self.extensions.dispatch("INVOKE", {
+            "eventType": "INVOKE",
+            "deadlineMs": deadline_ms,
+            "requestId": invocation.request_id,
+            "invokedFunctionArn": invocation.invoked_function_arn,
+            "tracing": {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id},
+        })]
+
+    async def _post_runtime(self, invocation: Invocation, started: float, deadline: float,
+                            init_ms: float | None, status: str,
+                            error_type: str | None) -> None:
+        """The extensions' post-invoke work, then the invocation's REPORT."""
+        try:
+            await self._finish_post_runtime(invocation, started, deadline, init_ms, status,
+                                            error_type)
+        finally:
+            self.settling = None
+            if self.lifecycle.state is State.BUSY:  # it failed on the way
+                self.lifecycle.to(State.FAILED)
+
+    async def _finish_post_runtime(self, invocation: Invocation, started: float,
+                                   deadline: float, init_ms: float | None, status: str,
+                                   error_type: str | None) -> None:
+        """Wait for every INVOKE subscriber to be back in event/next, a crash, the
+        runtime's exit or the function's deadline; then REPORT."""
+        assert self._exit is not None and self._crash_watch is not None
+        settled = asyncio.get_running_loop().create_task(
+            self.extensions.until(self.extensions.all_waiting))
+        try:
+            done = await self._wait_until({settled, self._exit, self._crash_watch}, deadline)
+        finally:
+            settled.cancel()
+        self._drain_output()
+        crashed = self.extensions.crashed
+        if settled in done and crashed is None:
+            pass
+        elif self._crash_watch in done or crashed is not None:
+            status = "crash"
+            error_type = crashed.error_type if crashed else "Extension.Crash"
+        elif self._exit in done:
+            status, error_type = "crash", "Runtime.ExitError"
+        else:
+            # The extensions overran the function's timeout: the invocation timed out.
+            self._timeout_outcome(invocation)
+            status, error_type = "timeout", "Sandbox.Timedout"
+        self._report(invocation, started, init_ms, status, error_type)
+        if self.lifecycle.state is State.BUSY:
+            self.lifecycle.to(State.READY if status in ("success", "error") else State.FAILED)
+
+    def _extension_crashed(self, _: asyncio.Task[None]) -> None:
+        # An extension that dies between invocations ends the environment (as on
+        # Lambda); one that dies during INIT or INVOKE is handled there.
+        if self.lifecycle.state is State.READY:
+            self.lifecycle.to(State.FAILED)
+
+    def _extension_crash_outcome(self, invocation: Invocation) -> tuple[bytes, str, str]:
+        self._drain_output()
+        crashed = self.extensions.crashed
+        error_type = (crashed.error_type if crashed else None) or "Extension.Crash"
+        name = crashed.name if crashed else "?"
+        message = f"RequestId: {invocation.request_id} Error: extension {name} failed"
+        self._emit(message)
+        self._emit(error_type)
+        self.lifecycle.to(State.FAILED)
+        return _error_payload(error_type, message), "Unhandled", "crash"
 
     def _timeout_outcome(self, invocation: Invocation) -> tuple[bytes, str, str]:
         seconds = f"{self.config.function_version.timeout:.2f}"
         self._drain_output()
         self._emit(f"{_iso_now()} {invocation.request_id} Task timed out after {seconds} seconds")
-        self.lifecycle.to(State.FAILED)
+        if self.lifecycle.state is State.BUSY:
+            self.lifecycle.to(State.FAILED)
         message = f"RequestId: {invocation.request_id} Error: Task timed out after {seconds} seconds"
         return _error_payload("Sandbox.Timedout", message), "Unhandled", "timeout"
 
@@ -512,17 +728,60 @@ class ExecutionEnvironment:
 
     # -- SHUTDOWN ---------------------------------------------------------------------
 
+    async def _shut_down_extensions(self, reason: str) -> None:
+        """Lambda's Shutdown phase: SHUTDOWN to every extension subscribed to it, which
+        has until the deadline (2,000 ms with external extensions, 500 ms with internal
+        ones only) to call next again or exit; then the sandbox is killed."""
+        limit_ms = SHUTDOWN_EXTERNAL_MS if self.extensions.has_external() else SHUTDOWN_INTERNAL_MS
+        deadline = time.perf_counter() + limit_ms / 1000
+        # What the subscribers are owed first: the last invocation's records.
+        await self.telemetry.flush()
+        self.publish(Shutdown(reason))
+        # The runtime gets SIGTERM (from the launcher, with external extensions).
+        self.extensions.stopping.set()
+        subscribed = self.extensions.dispatch("SHUTDOWN", {
+            "eventType": "SHUTDOWN", "shutdownReason": reason,
+            "deadlineMs": int(time.time() * 1000) + limit_ms,
+        })
+        launcher = bool(self.extensions.external_names)
+
+        def finished() -> bool:
+            # Done with SHUTDOWN (back in next, or exited), and the runtime gone
+            # after its SIGTERM (which only the launcher sends and sees).
+            return all(e.state in (ExtensionState.WAITING, ExtensionState.EXITED)
+                       for e in subscribed) and (
+                not launcher or self.extensions.runtime_exited.is_set())
+
+        # An extension exiting during SHUTDOWN is what is expected, not a crash.
+        done = asyncio.get_running_loop().create_task(
+            self.extensions.until(finished, stop_on_crash=False))
+        assert self._exit is not None
+        try:
+            await self._wait_until({done, self._exit}, deadline)
+        finally:
+            done.cancel()
+        self._drain_output()
+
     async def shutdown(self) -> None:
         if self.lifecycle.state in (State.STOPPING, State.GONE):
             return
+        failed = self.lifecycle.state is State.FAILED
         self.lifecycle.to(State.STOPPING)
+        if self._crash_watch is not None:
+            self._crash_watch.cancel()
+        if self.settling is not None:
+            self.settling.cancel()
+        if self.extensions.any_registered and self._exit is not None and not self._exit.done():
+            await self._shut_down_extensions("failure" if failed else "spindown")
+        await self.telemetry.flush()
+        self.telemetry.close()
         if self._api is not None:
             await self._api.stop()
         if self._sandbox is not None:
             await self._sandbox.destroy()
         if self._exit is not None and not self._exit.done():
             self._exit.cancel()
-        self._close_output()
+        self._output.close()
         self._log.close()
         if self.config.credentials is not None:
             self.config.credentials.revoke()
@@ -530,14 +789,17 @@ class ExecutionEnvironment:
         self.lifecycle.to(State.GONE)
 
 
-def _error_type_of(payload: bytes) -> str:
-    """The errorType of an error document, as runtimes write them."""
-    try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError):
-        return "Unhandled"
-    error_type = document.get("errorType") if isinstance(document, dict) else None
-    return error_type if isinstance(error_type, str) and error_type else "Unhandled"
+def _end_stream(stream: ResponseStream | None, payload: bytes, error: str | None,
+                error_type: str | None) -> None:
+    """A buffered response (or an init failure, a crash, a timeout) for a streaming
+    caller: Lambda streams the payload as it is, in one piece."""
+    if stream is None or stream.closed:
+        return
+    if error is None:
+        stream.put(payload)
+        stream.close()
+    else:
+        stream.close(error_type or "Unhandled", payload)
 
 
 def _exit_description(code: int) -> str:

@@ -276,6 +276,13 @@ class EnvironmentPool:
         return await self.start_environment(fv)
 
     def release(self, env: ExecutionEnvironment) -> None:
+        if env.settling is not None and env.state is State.BUSY:
+            # Its extensions are still at their post-invoke work: it is reused (or
+            # stopped) once they are done, as Lambda does.
+            task = asyncio.get_running_loop().create_task(self._release_when_settled(env))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+            return
         fv = env.function_version
         if env in self._provisioned:
             if env.state is State.READY:
@@ -291,6 +298,11 @@ class EnvironmentPool:
             self._stop_later(env)
             return
         self._idle.setdefault(version_key(fv), []).append(env)
+
+    async def _release_when_settled(self, env: ExecutionEnvironment) -> None:
+        await env.settled()
+        if env.state is not State.STOPPING and env.state is not State.GONE:
+            self.release(env)
 
     def _stop_later(self, env: ExecutionEnvironment) -> None:
         task = asyncio.get_running_loop().create_task(self._stop(env))

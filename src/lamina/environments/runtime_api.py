@@ -29,7 +29,7 @@ import logging
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol, Sequence
 
 import httptools
 
@@ -86,14 +86,19 @@ class RuntimeApiHandler(Protocol):
     def init_error(self, body: bytes, error_type: str | None) -> ApiResponse: ...
 
 
+# The other APIs served on the same port (the Extensions and Telemetry APIs): the
+# answer to a request, or None when the path is not theirs.
+Route = Callable[[str, str, dict[str, str], bytes], Awaitable["ApiResponse | None"]]
+
 _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden",
-            404: "Not Found", 413: "Request Entity Too Large", 500: "Internal Server Error"}
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Request Entity Too Large", 500: "Internal Server Error"}
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, handler: RuntimeApiHandler, max_body: int,
-                 connections: set[_Connection]) -> None:
+                 connections: set[_Connection], routes: Sequence[Route] = ()) -> None:
         self.handler = handler
+        self.routes = routes
         self.connections = connections
         self.max_body = max_body
         self.parser = httptools.HttpRequestParser(self)
@@ -225,6 +230,11 @@ class _Connection(asyncio.Protocol):
 
     async def _route(self, request: _Request) -> ApiResponse:
         method, path, headers, body = request.method, request.path, request.headers, request.body
+        if not path.startswith("/2018-06-01/"):
+            for route in self.routes:
+                answer = await route(method, path, headers, body)
+                if answer is not None:
+                    return answer
         error_type = headers.get(ERROR_TYPE)
         if method == "GET" and path == NEXT:
             return await self.handler.next_invocation()
@@ -301,8 +311,10 @@ def _error_body(value: str | None) -> bytes | None:
 
 
 class RuntimeApiServer:
-    def __init__(self, handler: RuntimeApiHandler, listener: socket.socket, max_body: int) -> None:
+    def __init__(self, handler: RuntimeApiHandler, listener: socket.socket, max_body: int,
+                 routes: Sequence[Route] = ()) -> None:
         self._handler = handler
+        self._routes = routes
         self._listener = listener
         self._max_body = max_body
         self._server: asyncio.base_events.Server | None = None
@@ -311,7 +323,8 @@ class RuntimeApiServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self._handler, self._max_body, self._connections), sock=self._listener
+            lambda: _Connection(self._handler, self._max_body, self._connections, self._routes),
+            sock=self._listener
         )
 
     async def stop(self) -> None:

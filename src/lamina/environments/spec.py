@@ -31,6 +31,9 @@ class EnvironmentSpec:
     layer_sha256_hex: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
     application_log_level: str | None = None
+    # LoggingConfig: Text or JSON, and the level of Lambda's own (system) records.
+    log_format: str = "Text"
+    system_log_level: str | None = None
     # Lambda's default outbound access; False for a function in a VPC (no NAT).
     outbound_network: bool = True
     # PackageType Image: the image to run (repository@digest) and ImageConfig's

@@ -24,6 +24,8 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         layer_sha256_hex=tuple(layer.code_sha256_hex for layer in fv.layers),
         environment=dict(fv.environment),
         application_log_level=fv.application_log_level,
+        log_format=fv.log_format,
+        system_log_level=fv.system_log_level,
         outbound_network=fv.outbound_network,
         **_image(fv),
     )

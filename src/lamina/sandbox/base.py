@@ -65,6 +65,10 @@ class SandboxSpec:
     api_port: int | None = None
     # Where the command starts, inside (a container image's WorkingDirectory).
     working_directory: str = "/var/task"
+    # Write ends of pipes the environment owns and reads besides stdout (the
+    # runtime client's framed log records, the extensions' output), inherited
+    # under the same numbers, which the environment names in variables.
+    inherited_fds: tuple[int, ...] = ()
 
     @property
     def cpu_cores(self) -> float:
@@ -106,6 +110,11 @@ class Sandbox(Protocol):
 
     def oom_killed(self) -> bool:
         """True when the memory limit killed a process of this sandbox."""
+        ...
+
+    async def connect(self, port: int) -> socket.socket:
+        """A connected socket to 127.0.0.1:`port` as seen from inside the sandbox
+        (where an extension's Telemetry API listener is)."""
         ...
 
 

@@ -88,6 +88,7 @@ from lamina.sandbox.network import (
     RUNTIME_API_PORT,
     ApiForwarder,
     Outbound,
+    connect_inside,
     listen_inside,
     read_pipe,
 )
@@ -259,6 +260,9 @@ class NamespaceSandbox:
     def oom_killed(self) -> bool:
         kills = self._final_oom_kills if self._final_oom_kills is not None else self._cgroup.oom_kills()
         return kills > 0
+
+    async def connect(self, port: int) -> socket.socket:
+        return await connect_inside(self.pid, port)
 
     def _kill_init(self) -> None:
         # Through the pidfd, so a recycled PID can never be hit. When PID 1 of a
@@ -484,7 +488,8 @@ class NamespaceBackend:
                 str(spec.max_open_files), str(user.uid), *argv]
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, pass_fds=child_fds,
+                *argv, env=env,
+                pass_fds=[*child_fds, *spec.inherited_fds],
                 stdin=asyncio.subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
                 start_new_session=True,
             )

@@ -169,6 +169,49 @@ async def listen_inside(pid: int, ports: tuple[int, ...] = (RUNTIME_API_PORT,),
     return listeners
 
 
+def _socket_in_netns(pid: int) -> socket.socket:
+    """Runs on a dedicated thread: a TCP socket created in `pid`'s network namespace
+    (a socket keeps the namespace it was made in, whoever uses it afterwards)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(target, _CLONE_NEWNET)
+        finally:
+            os.close(target)
+        try:
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            _setns(own, _CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+async def connect_inside(pid: int, port: int) -> socket.socket:
+    """A connection to 127.0.0.1:`port` in `pid`'s network namespace: how the
+    platform reaches a listener of the sandbox (a Telemetry API subscriber)."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[socket.socket] = loop.create_future()
+
+    def run() -> None:
+        try:
+            sock = _socket_in_netns(pid)
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(made.set_exception, error)
+        else:
+            loop.call_soon_threadsafe(made.set_result, sock)
+
+    threading.Thread(target=run, name=f"lamina-netns-connect-{pid}", daemon=True).start()
+    sock = await made
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (RUNTIME_API_HOST, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class ApiForwarder:
     """Lamina's own API inside a sandbox: a listener in its namespace whose
     connections are joined to the API's listener on the host's loopback.

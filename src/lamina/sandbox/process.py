@@ -77,6 +77,18 @@ class ProcessSandbox:
     def oom_killed(self) -> bool:
         return False
 
+    async def connect(self, port: int) -> socket.socket:
+        # The process shares the host's loopback: the listener is right there.
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     async def destroy(self) -> None:
         if self.process.returncode is None:
             try:
@@ -133,6 +145,7 @@ class ProcessBackend:
             stdout=output_fd,
             stderr=output_fd,
             start_new_session=True,
+            pass_fds=spec.inherited_fds,
         )
         # Set after the spawn rather than in a preexec_fn: a preexec_fn forces a
         # full fork() instead of vfork(), which costs milliseconds per cold start.

@@ -165,6 +165,19 @@ def outbound_resolv_conf(etc_dir: Path) -> Path:
                        f"nameserver {SLIRP_DNS}\n".encode(), 0o644)
 
 
+# Lambda's name for the environment itself, where extensions' Telemetry API
+# listeners are reached (`http://sandbox.localdomain:PORT`).
+SANDBOX_HOSTS = (
+    "127.0.0.1\tlocalhost sandbox.localdomain\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+)
+
+
+def sandbox_hosts(etc_dir: Path) -> Path:
+    """The sandbox's /etc/hosts: loopback, under Lambda's names for it."""
+    return _write_once(etc_dir.parent / f"{etc_dir.name}.hosts", SANDBOX_HOSTS.encode(), 0o644)
+
+
 def _covered(path: str, mounted: list[str]) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounted)
 
@@ -245,6 +258,7 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
     args += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
     if resolv_conf is not None:
         args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
+    args += ["--ro-bind", str(sandbox_hosts(etc_dir)), "/etc/hosts"]
     if spec.task_root is not None:
         args += ["--ro-bind", str(spec.task_root), "/var/task"]
     if spec.runtime_root is not None:

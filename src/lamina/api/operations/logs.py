@@ -11,7 +11,11 @@ import re
 from typing import Any
 
 from lamina.api.operations import Call, operation
-from lamina.errors import InvalidParameterException, ResourceNotFoundException
+from lamina.errors import (
+    InvalidParameterException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+)
 from lamina.observe.logs import LogEvent, LogStore
 
 DEFAULT_LIMIT = 10_000
@@ -61,7 +65,8 @@ async def describe_log_groups(call: Call) -> dict[str, Any]:
         "logGroups": [
             {"logGroupName": g.name, "creationTime": g.created_ms, "storedBytes": g.stored_bytes,
              "arn": _arn(call, g.name) + ":*", "logGroupArn": _arn(call, g.name),
-             "logGroupClass": "STANDARD"}
+             "logGroupClass": "STANDARD",
+             **({"retentionInDays": g.retention_days} if g.retention_days else {})}
             for g in page
         ],
         "nextToken": token,
@@ -133,3 +138,54 @@ async def filter_log_events(call: Call) -> dict[str, Any]:
         "searchedLogStreams": [{"logStreamName": n, "searchedCompletely": token is None} for n in searched],
         "nextToken": token,
     }
+
+
+# CloudWatch Logs' retention settings, in days (the logs model's Days values).
+RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                  1827, 2192, 2557, 2922, 3288, 3653)
+
+
+@operation("PutRetentionPolicy", service="logs")
+async def put_retention_policy(call: Call) -> dict[str, Any]:
+    group = _group(call)
+    days = call.params.get("retentionInDays")
+    if days not in RETENTION_DAYS:
+        raise InvalidParameterException(
+            f"1 validation error detected: Value '{days}' at 'retentionInDays' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: "
+            f"[{', '.join(str(d) for d in RETENTION_DAYS)}]")
+    _store(call).set_retention(group, days)
+    return {}
+
+
+@operation("DeleteRetentionPolicy", service="logs")
+async def delete_retention_policy(call: Call) -> dict[str, Any]:
+    _store(call).set_retention(_group(call), None)
+    return {}
+
+
+@operation("CreateLogStream", service="logs")
+async def create_log_stream(call: Call) -> dict[str, Any]:
+    group = _group(call)
+    name = call.params.get("logStreamName") or ""
+    store = _store(call)
+    if name in store.streams(group):
+        raise ResourceAlreadyExistsException("The specified log stream already exists")
+    store.open_stream(group, name).close()
+    return {}
+
+
+@operation("PutLogEvents", service="logs")
+async def put_log_events(call: Call) -> dict[str, Any]:
+    group = _group(call)
+    name = call.params.get("logStreamName") or ""
+    store = _store(call)
+    if name not in store.streams(group):
+        raise ResourceNotFoundException("The specified log stream does not exist.")
+    stream = store.open_stream(group, name)
+    try:
+        for event in call.params.get("logEvents") or []:
+            stream.write(str(event.get("message", "")), int(event.get("timestamp") or 0))
+    finally:
+        stream.close()
+    return {"nextSequenceToken": "0"}

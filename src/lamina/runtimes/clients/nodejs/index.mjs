@@ -17,6 +17,7 @@ import path from "node:path";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import util from "node:util";
 
 const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(":");
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -157,6 +158,55 @@ function request(method, urlPath, body, headers = {}) {
   });
 }
 
+// Lambda's console: every console.* call is one log record with a timestamp, the
+// request id and a level (or a JSON record under LoggingConfig LogFormat=JSON),
+// framed on _LAMBDA_TELEMETRY_LOG_FD (AWS's frame: type, length, timestamp in
+// microseconds, then the bytes) so a multi-line message stays one log event.
+const logging = { requestId: undefined };
+function installLogging() {
+  const fd = Number(process.env._LAMBDA_TELEMETRY_LOG_FD);
+  delete process.env._LAMBDA_TELEMETRY_LOG_FD;
+  const json = process.env.AWS_LAMBDA_LOG_FORMAT === "JSON";
+  const order = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4, FATAL: 5 };
+  const threshold = order[(process.env.AWS_LAMBDA_LOG_LEVEL || "").toUpperCase()] ?? 0;
+  const write = (record) => {
+    if (!Number.isInteger(fd) || fd <= 0) {
+      process.stdout.write(record.replace(/\n/g, "\r") + "\n");
+      return;
+    }
+    const data = Buffer.from(record, "utf8");
+    const header = Buffer.alloc(16);
+    header.writeUInt32BE(json ? 0xa55a0002 : 0xa55a0003, 0);
+    header.writeUInt32BE(data.length, 4);
+    header.writeBigUInt64BE(BigInt(Date.now()) * 1000n, 8);
+    fs.writeSync(fd, Buffer.concat([header, data]));
+  };
+  const emit = (level) => (...args) => {
+    if (json && order[level] < threshold) return;
+    const timestamp = new Date().toISOString();
+    if (!json) {
+      write(`${timestamp}\t${logging.requestId}\t${level}\t${util.format(...args)}`);
+      return;
+    }
+    const entry = { timestamp, level, requestId: logging.requestId, message: util.format(...args) };
+    const error = args.length === 1 && args[0] instanceof Error ? args[0] : undefined;
+    if (error) {
+      entry.errorType = error.name;
+      entry.errorMessage = error.message;
+      entry.stackTrace = (error.stack || "").split("\n");
+    }
+    write(JSON.stringify(entry));
+  };
+  console.trace = emit("TRACE");
+  console.debug = emit("DEBUG");
+  console.log = emit("INFO");
+  console.info = emit("INFO");
+  console.warn = emit("WARN");
+  console.error = emit("ERROR");
+  console.fatal = emit("FATAL");
+}
+installLogging();
+
 function errorShape(err, typeOverride) {
   const error = err instanceof Error ? err : new Error(String(err));
   return {
@@ -166,8 +216,8 @@ function errorShape(err, typeOverride) {
   };
 }
 
-async function postError(urlPath, shape) {
-  console.error(`${new Date().toISOString()}\tundefined\tERROR\t${JSON.stringify(shape)}`);
+async function postError(urlPath, shape, label = "Invoke Error") {
+  console.error(`${label} \t${JSON.stringify(shape)}`);
   await request("POST", urlPath, JSON.stringify(shape), {
     "Content-Type": "application/json",
     "Lambda-Runtime-Function-Error-Type": shape.errorType,
@@ -175,7 +225,7 @@ async function postError(urlPath, shape) {
 }
 
 async function initError(shape) {
-  await postError(`${BASE}/init/error`, shape);
+  await postError(`${BASE}/init/error`, shape, "Uncaught Exception");
   process.exit(1);
 }
 
@@ -255,6 +305,7 @@ async function main() {
   for (;;) {
     const next = await request("GET", `${BASE}/invocation/next`);
     const requestId = next.headers["lambda-runtime-aws-request-id"];
+    logging.requestId = requestId;
     const deadline = Number(next.headers["lambda-runtime-deadline-ms"]);
     if (next.headers["lambda-runtime-trace-id"]) {
       process.env._X_AMZN_TRACE_ID = next.headers["lambda-runtime-trace-id"];

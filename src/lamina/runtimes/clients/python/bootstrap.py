@@ -19,6 +19,42 @@ from _socket import IPPROTO_TCP, TCP_NODELAY, socket
 
 RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 BASE = "/2018-06-01/runtime"
+JSON_LOGS = os.environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
+
+
+class LogSink:
+    """Where log records go: framed on the environment's log descriptor, one record
+    one event however many lines it has (AWS's frame: >IIQ type, length,
+    timestamp in microseconds, then the bytes); stdout when there is none."""
+
+    TEXT, JSON = 0xA55A0003, 0xA55A0002
+
+    def __init__(self):
+        fd = os.environ.pop("_LAMBDA_TELEMETRY_LOG_FD", None)
+        self.fd = int(fd) if fd and fd.isdigit() else None
+
+    def write(self, record):
+        if self.fd is None:
+            sys.stdout.write(record if record.endswith("\n") else record + "\n")
+            sys.stdout.flush()
+            return
+        import struct
+
+        data = record.encode("utf-8", "replace")
+        kind = self.JSON if JSON_LOGS else self.TEXT
+        frame = struct.pack(">IIQ", kind, len(data), int(time.time() * 1_000_000)) + data
+        # Whatever the function printed first reaches the log before this record.
+        sys.stdout.flush()
+        while frame:
+            frame = frame[os.write(self.fd, frame):]
+
+
+LOG = LogSink()
+
+
+def utc_timestamp(seconds=None):
+    now = time.time() if seconds is None else seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 class Response:
@@ -145,8 +181,23 @@ def error_shape(exc, request_id="", error_type=None, skip_frames=0):
     }
 
 
+def log_error(error, request_id=""):
+    """An unhandled error as one record: Lambda's text line and traceback, or JSON."""
+    if JSON_LOGS:
+        LOG.write(json.dumps({
+            "timestamp": utc_timestamp(), "level": "ERROR", "message": error["errorMessage"],
+            "logger": "root", "requestId": request_id, "errorType": error["errorType"],
+            "errorMessage": error["errorMessage"], "stackTrace": error["stackTrace"],
+        }))
+        return
+    record = f"[ERROR] {error['errorType']}: {error['errorMessage']}"
+    if error["stackTrace"]:
+        record += "\nTraceback (most recent call last):\n" + "".join(error["stackTrace"]).rstrip("\n")
+    LOG.write(record)
+
+
 def report_init_error(client, error):
-    print(f"[ERROR] {error['errorType']}: {error['errorMessage']}", flush=True)
+    log_error(error)
     client.post_error(BASE + "/init/error", error)
     sys.exit(1)
 
@@ -191,24 +242,51 @@ class RequestId:
 
 
 def configure_logging(logging):
-    """The root handler and format AWS's Python runtime installs."""
+    """The root handler and format AWS's Python runtime installs: each record one
+    framed log event, Lambda's text layout or its JSON record."""
 
     class RequestIdFilter(logging.Filter):
         def filter(self, record):
             record.aws_request_id = RequestId.current
             return True
 
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(
-        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
-        "%Y-%m-%dT%H:%M:%S"))
-    handler.formatter.converter = time.gmtime
+    class LambdaLoggerHandler(logging.Handler):
+        def emit(self, record):
+            try:
+                LOG.write(self.format(record))
+            except Exception:
+                self.handleError(record)
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record):
+            entry = {"timestamp": utc_timestamp(record.created), "level": record.levelname,
+                     "message": record.getMessage(), "logger": record.name,
+                     "requestId": getattr(record, "aws_request_id", "")}
+            if record.exc_info and record.exc_info[0] is not None:
+                import traceback
+
+                error = record.exc_info[1]
+                entry["errorType"] = type(error).__name__
+                entry["errorMessage"] = str(error)
+                entry["stackTrace"] = traceback.format_tb(record.exc_info[2])
+            entry["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+            return json.dumps(entry, default=str)
+
+    handler = LambdaLoggerHandler()
+    if JSON_LOGS:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+            "%Y-%m-%dT%H:%M:%S"))
+        handler.formatter.converter = time.gmtime
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
     if level:
-        root.setLevel(level.upper())
+        # Python has no TRACE or FATAL; Lambda maps them to DEBUG and CRITICAL.
+        root.setLevel({"TRACE": "DEBUG", "FATAL": "CRITICAL"}.get(level.upper(), level.upper()))
 
 
 class LoggingOnImport:
@@ -281,9 +359,7 @@ def main():
         except Exception as exc:
             # Frame 0 is this loop; users see only their own frames, as on Lambda.
             error = error_shape(exc, request_id, skip_frames=1)
-            print(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n"
-                  "Traceback (most recent call last):\n"
-                  + "".join(error["stackTrace"]).rstrip("\n"), flush=True)
+            log_error(error, request_id)
             client.post_error(error_path, error)
             continue
         try:
@@ -292,7 +368,7 @@ def main():
             error = {"errorMessage": f"Unable to marshal response: {exc}",
                      "errorType": "Runtime.MarshalError", "requestId": request_id,
                      "stackTrace": []}
-            print(f"[ERROR] Runtime.MarshalError: {error['errorMessage']}", flush=True)
+            log_error(error, request_id)
             client.post_error(error_path, error)
             continue
         client.post_response(request_id, payload)
