@@ -130,6 +130,18 @@ class Settings:
     # 429), so unauthenticated clients cannot hold the server's memory or sockets.
     max_connections: int = 2_000
     max_unverified_requests: int = 256
+    # What an invocation costs (observe/metrics.py): AWS's public Lambda prices in
+    # USD (us-east-1, the first pricing tier), per GB-second by architecture and per
+    # request. Set your own for internal charge-back.
+    price_gb_second_x86_64: float = 0.0000166667
+    price_gb_second_arm64: float = 0.0000133334
+    price_per_request: float = 0.0000002
+    # CloudWatch metrics (AWS/Lambda) in the store: written every metrics_flush_s;
+    # one-minute data kept metrics_minute_retention_s, then down-sampled to one
+    # hour and kept until metrics_retention_s (CloudWatch: 15 days, 455 days).
+    metrics_flush_s: float = 10.0
+    metrics_minute_retention_s: float = 15 * 86400.0
+    metrics_retention_s: float = 455 * 86400.0
     limits: Limits = field(default_factory=Limits)
 
     @property

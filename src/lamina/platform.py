@@ -38,7 +38,7 @@ from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
 from lamina.observe.logs import LogStore
-from lamina.observe.metrics import Metrics
+from lamina.observe.metrics import Metrics, Prices
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
@@ -142,7 +142,10 @@ class Platform:
         self.functions.change_listeners.append(self.concurrency.function_changed)
         self.provisioned = ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self._configure_provisioned)
-        self.metrics = Metrics()
+        self.metrics = Metrics(Prices(settings.price_gb_second_x86_64,
+                                      settings.price_gb_second_arm64, settings.price_per_request))
+        self.environments.listeners.append(
+            lambda fv: self.metrics.listener_for(fv.function_name, fv.version, fv.architecture))
         self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,

@@ -32,6 +32,7 @@ from lamina.errors import (
     TooManyRequestsException,
     UnknownOperationException,
 )
+from lamina.observe import prometheus
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina.api")
@@ -210,6 +211,12 @@ async def download_code(request: Request) -> Response:
     return FileResponse(path, media_type="application/zip")
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    """`GET /metrics`: every function's metrics in Prometheus' exposition format."""
+    platform: Platform = request.app.state.platform
+    return Response(prometheus.exposition(platform.metrics), media_type=prometheus.CONTENT_TYPE)
+
+
 def create_app(platform: Platform) -> Starlette:
     dispatcher = Dispatcher(platform)
 
@@ -224,6 +231,7 @@ def create_app(platform: Platform) -> Starlette:
     app = Starlette(
         routes=[
             Route(PATH_PREFIX + "{blob}", download_code, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
             Route("/{path:path}", dispatcher.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ],
         # Function URLs (by host name or /lambda-url/ prefix) before the Lambda API.

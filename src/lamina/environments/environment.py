@@ -596,7 +596,8 @@ class ExecutionEnvironment:
         self.publish(InvokeReport(
             invocation.request_id, EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
             self._max_memory_used_mb(), invocation.trace_id, init_ms,
-            error_type if status not in ("success", "error") else None))
+            error_type if status not in ("success", "error") else None,
+            invoked_function_arn=invocation.invoked_function_arn))
         self._log.flush()
         self.last_used = time.monotonic()
         return duration_ms

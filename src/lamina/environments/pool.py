@@ -28,7 +28,11 @@ from typing import Any
 from lamina.environments.container_images import container_runtime
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
-from lamina.environments.spec import CredentialIssuer, EnvironmentSpec
+from lamina.environments.spec import (
+    CredentialIssuer,
+    EnvironmentListener,
+    EnvironmentSpec,
+)
 from lamina.environments.states import State
 from lamina.errors import ResourceConflictException, TooManyRequestsException
 from lamina.images import ImageError, ImageStore, RuntimeImage
@@ -96,6 +100,8 @@ class EnvironmentPool:
         self._current: dict[tuple[str, str], str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        # Listeners every new environment publishes its lifecycle events to.
+        self.listeners: list[EnvironmentListener] = []
 
     @property
     def environments(self) -> frozenset[ExecutionEnvironment]:
@@ -226,6 +232,7 @@ class EnvironmentPool:
             config = self._config(fv, initialization_type, runtime, image)
         victims = self._make_room(fv.memory_size)
         env = ExecutionEnvironment(config, self.backend, self.logs)
+        env.listeners.extend(listener(fv) for listener in self.listeners)
         self._all.add(env)
         self._charged[env] = fv.memory_size
         self.memory_in_use_mb += fv.memory_size

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lamina.observe.events import LifecycleListener
+
 
 @dataclass(frozen=True)
 class EnvironmentSpec:
@@ -42,6 +44,8 @@ class EnvironmentSpec:
     image_entry_point: tuple[str, ...] | None = None
     image_command: tuple[str, ...] | None = None
     image_working_directory: str | None = None
+    # x86_64 or arm64: what its compute is priced at (observe/metrics.py).
+    architecture: str = "x86_64"
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,8 @@ class RoleCredentials:
 # Issues credentials for an execution role ARN (the control plane's, wired by the
 # platform: this layer does not know where credentials come from).
 CredentialIssuer = Callable[[str], RoleCredentials]
+
+
+# Gives each new environment of a version a listener of its lifecycle events (the
+# platform's metrics and traces); wired by the platform.
+EnvironmentListener = Callable[[EnvironmentSpec], LifecycleListener]

@@ -96,30 +96,6 @@ def _json_or_text(payload: bytes) -> Any:
         return payload.decode(errors="replace")
 
 
-@dataclass
-class AsyncStats:
-    """Totals since this server started (each server counts its own)."""
-
-    accepted: int = 0
-    succeeded: int = 0
-    function_errors: int = 0
-    throttles: int = 0
-    system_errors: int = 0
-    retries_exhausted: int = 0
-    event_age_exceeded: int = 0
-    dead_lettered: int = 0
-    destinations_delivered: int = 0
-    delivery_failures: int = 0
-    # Events whose function was deleted before they ran.
-    dropped: int = 0
-    # Claims that ended without an outcome written (a crash, a lost lease), counted
-    # when the event finishes: each may have run the function once more.
-    redelivered: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
 @dataclass(frozen=True)
 class AsyncSettings:
     delay_scale: float = 1.0
@@ -172,7 +148,8 @@ class EventQueue:
     def __init__(self, store: AsyncEventStore, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
-        self.stats = AsyncStats()
+        # The queue's outcomes, kept in the one metrics model.
+        self.stats = metrics.async_stats
         self.wakeup = asyncio.Event()
 
     def enqueue(self, function_name: str, qualifier: str | None, payload: str,
@@ -185,8 +162,7 @@ class EventQueue:
             enqueued_at=now, visible_at=now,
         )
         self.store.add(event)
-        self.stats.accepted += 1
-        self.metrics.function(function_name).async_events_received += 1
+        self.metrics.async_received(function_name)
         self.wakeup.set()
         return event.request_id
 
@@ -330,6 +306,7 @@ class EventWorkers:
         if now_ms() > expires_at:
             self._fail(event, token, policy, "EventAgeExceeded", None)
             return
+        self.metrics.async_event_age(event.function_name, now_ms() - event.enqueued_at)
         try:
             result = await self.invoker.invoke_event(
                 event.function_name, event.qualifier, event.payload.encode(),
@@ -337,7 +314,7 @@ class EventWorkers:
             )
         except ResourceNotFoundException as error:
             self.stats.dropped += 1
-            self.metrics.function(event.function_name).async_events_dropped += 1
+            self.metrics.async_dropped(event.function_name)
             log.warning("asynchronous event %s dropped: %s", event.request_id, error.message)
             self._finish(event, token)
             return
@@ -404,7 +381,7 @@ class EventWorkers:
             self.stats.retries_exhausted += 1
         else:
             self.stats.event_age_exceeded += 1
-        self.metrics.function(event.function_name).async_events_dropped += 1
+        self.metrics.async_dropped(event.function_name)
         last = attempt or (Attempt.from_json(event.last_error) if event.last_error else None)
         fv = self._version(event, last.executed_version if last else None)
         if fv is not None and fv.dead_letter_target_arn:
@@ -436,8 +413,7 @@ class EventWorkers:
             self.queues.send_message(target_arn, event.payload, attributes)
             self.stats.dead_lettered += 1
         except LambdaError as error:
-            self.stats.delivery_failures += 1
-            self.metrics.function(event.function_name).dead_letter_errors += 1
+            self.metrics.dead_letter_error(event.function_name)
             log.warning("asynchronous event %s: dead-letter queue %s: %s", event.request_id,
                         target_arn, error.message)
 
@@ -480,7 +456,6 @@ class EventWorkers:
                 self.queue.enqueue(target.name, target.qualifier, body)
             self.stats.destinations_delivered += 1
         except LambdaError as error:
-            self.stats.delivery_failures += 1
-            self.metrics.function(event.function_name).destination_delivery_failures += 1
+            self.metrics.destination_delivery_failure(event.function_name)
             log.warning("asynchronous invocation record for %s not delivered to %s: %s",
                         event.request_id, destination, error.message)

@@ -222,30 +222,28 @@ class Invoker:
         qualifier = self.targets.functions.resolve(request.function_name, request.qualifier).qualifier
         return fv, qualifier, self._check_payload(request), self._client_context(request.client_context)
 
-    async def _environment(self, fv: FunctionVersion) -> tuple[ExecutionEnvironment, Slot]:
+    async def _environment(self, fv: FunctionVersion,
+                           qualifier: str | None) -> tuple[ExecutionEnvironment, Slot]:
         """A concurrency slot and an environment for fv, or TooManyRequestsException.
         The slot is taken before anything else, so a throttled call costs nothing."""
         name = fv.function_name
-        slot = self.concurrency.take(name)
+        resource = f"{name}:{qualifier}" if qualifier else None
+        slot = self.concurrency.take(name, resource)
         try:
             return await self.pool.acquire(environment_spec(fv)), slot
         except BaseException as error:
             if isinstance(error, TooManyRequestsException):
                 # No memory or scaling rate left for a new environment.
-                self.metrics.function(name).throttles += 1
+                self.metrics.throttled(name, resource)
             self.concurrency.release(name, slot)
             raise
 
     def _finished(self, env: ExecutionEnvironment, name: str, slot: Slot,
                   outcome: InvocationOutcome | None) -> None:
+        # Invocations, errors and durations are counted from the environment's
+        # InvokeReport (observe/metrics.py), not here.
         self.pool.release(env)
         self.concurrency.release(name, slot)
-        if outcome is None:
-            return
-        usage = self.metrics.function(name)
-        usage.invocations += 1
-        if outcome.function_error is not None:
-            usage.errors += 1
 
     def _invocation(self, fv: FunctionVersion, qualifier: str | None, payload: bytes,
                     client_context: str | None, request_id: str | None) -> Invocation:
@@ -285,7 +283,7 @@ class Invoker:
         response for it all the same. Event is refused by the model (RequestResponse|DryRun).
         """
         fv, qualifier, payload, client_context = self._target(request)
-        env, slot = await self._environment(fv)
+        env, slot = await self._environment(fv, qualifier)
         limits = self.limits
         stream = ResponseStream(limits.max_streamed_response_bytes,
                                 limits.streamed_response_burst_bytes,
@@ -323,7 +321,7 @@ class Invoker:
                    qualifier: str | None, tail: bool,
                    request_id: str | None = None) -> InvocationResult:
         invocation = self._invocation(fv, qualifier, payload, client_context, request_id)
-        env, slot = await self._environment(fv)
+        env, slot = await self._environment(fv, qualifier)
         outcome = None
         try:
             outcome = await env.invoke(invocation)

@@ -27,6 +27,7 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         log_format=fv.log_format,
         system_log_level=fv.system_log_level,
         outbound_network=fv.outbound_network,
+        architecture=fv.architectures[0] if fv.architectures else "x86_64",
         **_image(fv),
     )
 

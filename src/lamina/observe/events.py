@@ -152,6 +152,8 @@ class InvokeReport:
     init_duration_ms: float | None = None
     error_type: str | None = None
     timestamp_ms: int = field(default_factory=now_ms)
+    # The ARN the call named (its qualifier is the metrics' Resource); not in the record.
+    invoked_function_arn: str = ""
     type = "platform.report"
 
     def to_record(self) -> dict[str, Any]:
