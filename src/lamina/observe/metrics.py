@@ -40,6 +40,9 @@ from lamina.observe.events import (
 )
 
 NAMESPACE = "AWS/Lambda"
+# Lamina's own figures beside Lambda's: what each function's invocations cost
+# (GBSeconds, Requests, Cost in USD), by FunctionName and Architecture.
+COST_NAMESPACE = "Lamina/Cost"
 
 # Prometheus buckets for durations, in seconds: 1 ms to 15 minutes (Lambda's timeout).
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -118,6 +121,8 @@ class MetricKey:
     # Whether the account-wide series (no dimensions) gets the sample too: not for
     # gauges, whose account figure is a total of its own.
     account: bool = True
+    # Cost samples (COST_NAMESPACE) are kept by function and architecture.
+    architecture: str | None = None
 
     def dimension_sets(self) -> list[tuple[tuple[str, str], ...]]:
         """Every dimension combination Lambda publishes this sample under: the
@@ -125,6 +130,8 @@ class MetricKey:
         qualified call) the version that ran."""
         if self.function_name is None:
             return [()]
+        if self.architecture is not None:
+            return [(("Architecture", self.architecture), ("FunctionName", self.function_name))]
         sets: list[tuple[tuple[str, str], ...]] = [(("FunctionName", self.function_name),)]
         if self.account:
             sets.insert(0, ())
@@ -354,6 +361,8 @@ class Metrics:
         self._sample(MetricKey("Errors", function_name, resource, executed), float(failed), now_s)
         self._sample(MetricKey("Duration", function_name, resource, executed),
                      event.duration_ms, now_s)
+        self._sample(MetricKey("GBSeconds", function_name, architecture=architecture),
+                     compute, now_s)
 
     def _initialized(self, totals: FunctionMetrics, function_name: str, version: str,
                      event: InitReport) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -141,6 +142,22 @@ def _0007_function_urls(conn: Connection) -> None:
           Column("config", Text, nullable=False)).create(conn)
 
 
+def _0008_metric_data(conn: Connection) -> None:
+    # Frozen like 0001 (observe/metric_data.py reads and writes it).
+    Table("metric_data", MetaData(),
+          Column("namespace", String(255), primary_key=True),
+          Column("metric_name", String(255), primary_key=True),
+          Column("dimensions", String(1024), primary_key=True),
+          Column("period", Integer, primary_key=True),
+          Column("timestamp", BigInteger, primary_key=True),
+          Column("sum", Float, nullable=False),
+          Column("count", BigInteger, nullable=False),
+          Column("minimum", Float, nullable=False),
+          Column("maximum", Float, nullable=False),
+          Column("buckets", Text, nullable=False, server_default=""),
+          Index("ix_metric_data_time", "period", "timestamp")).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -149,6 +166,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0005_concurrency", _0005_concurrency),
     ("0006_async_events", _0006_async_events),
     ("0007_function_urls", _0007_function_urls),
+    ("0008_metric_data", _0008_metric_data),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -202,4 +203,24 @@ function_urls = Table(
     Column("qualifier", String(128), primary_key=True),
     Column("url_id", String(64), nullable=False, unique=True),
     Column("config", Text, nullable=False),
+)
+
+# CloudWatch metric data (namespace AWS/Lambda, and Lamina's cost figures): one row
+# per metric, dimension set, period (60 s, or 3,600 s once down-sampled) and period
+# start. `dimensions` is the set as canonical JSON ([[name, value], ...] by name);
+# `buckets` the log-bucket histogram for percentiles (JSON, empty for counts).
+metric_data = Table(
+    "metric_data",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("metric_name", String(255), primary_key=True),
+    Column("dimensions", String(1024), primary_key=True),
+    Column("period", Integer, primary_key=True),
+    Column("timestamp", BigInteger, primary_key=True),
+    Column("sum", Float, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("minimum", Float, nullable=False),
+    Column("maximum", Float, nullable=False),
+    Column("buckets", Text, nullable=False, server_default=""),
+    Index("ix_metric_data_time", "period", "timestamp"),
 )
