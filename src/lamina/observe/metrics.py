@@ -109,7 +109,7 @@ class Aggregate:
 DISTRIBUTIONS = frozenset({"Duration", "InitDuration", "AsyncEventAge", "PostRuntimeExtensionsDuration"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class MetricKey:
     """A metric of one function as it is counted: the dimensions are expanded
     (FunctionName; FunctionName+Resource; ...+ExecutedVersion) when stored."""
@@ -123,6 +123,15 @@ class MetricKey:
     account: bool = True
     # Cost samples (COST_NAMESPACE) are kept by function and architecture.
     architecture: str | None = None
+
+    def __hash__(self) -> int:
+        # Hashed on every sample: computed once (the key is frozen).
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.name, self.function_name, self.resource, self.executed_version,
+                           self.account, self.architecture))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def dimension_sets(self) -> list[tuple[tuple[str, str], ...]]:
         """Every dimension combination Lambda publishes this sample under: the
@@ -141,6 +150,10 @@ class MetricKey:
                 sets.append((("ExecutedVersion", self.executed_version),
                              ("FunctionName", self.function_name), ("Resource", self.resource)))
         return sets
+
+
+_ACCOUNT_CONCURRENT = MetricKey("ConcurrentExecutions")
+_ACCOUNT_UNRESERVED = MetricKey("UnreservedConcurrentExecutions")
 
 
 @dataclass
@@ -264,6 +277,8 @@ class Metrics:
         self._cost: dict[tuple[str, str], list[float]] = {}
         # The minute being counted for CloudWatch: (metric key, minute start) -> aggregate.
         self._minutes: dict[tuple[MetricKey, int], Aggregate] = {}
+        self._keys: dict[tuple[tuple[str, str, str], str], tuple[MetricKey, ...]] = {}
+        self._concurrency_keys: dict[str, MetricKey] = {}
         # ARN -> the Resource dimension (FUNCTION[:QUALIFIER]).
         self._resources: dict[str, tuple[str | None, bool]] = {}
         # Account-level gauges (UnreservedConcurrentExecutions, ClaimedAccountConcurrency)
@@ -356,13 +371,19 @@ class Metrics:
         spent[1] += compute
         spent[2] += cost
         now_s = event.timestamp_ms / 1000
-        executed = version if qualified else None
-        self._sample(MetricKey("Invocations", function_name, resource, executed), 1, now_s)
-        self._sample(MetricKey("Errors", function_name, resource, executed), float(failed), now_s)
-        self._sample(MetricKey("Duration", function_name, resource, executed),
-                     event.duration_ms, now_s)
-        self._sample(MetricKey("GBSeconds", function_name, architecture=architecture),
-                     compute, now_s)
+        keys = self._keys.get((labels, architecture))
+        if keys is None:
+            # Built once per series: a key's construction costs more than its use.
+            executed = version if qualified else None
+            keys = self._keys[(labels, architecture)] = (
+                MetricKey("Invocations", function_name, resource, executed),
+                MetricKey("Errors", function_name, resource, executed),
+                MetricKey("Duration", function_name, resource, executed),
+                MetricKey("GBSeconds", function_name, architecture=architecture))
+        self._sample(keys[0], 1, now_s)
+        self._sample(keys[1], float(failed), now_s)
+        self._sample(keys[2], event.duration_ms, now_s)
+        self._sample(keys[3], compute, now_s)
 
     def _initialized(self, totals: FunctionMetrics, function_name: str, version: str,
                      event: InitReport) -> None:
@@ -392,9 +413,13 @@ class Metrics:
                             unreserved: int) -> None:
         """A slot was taken: CloudWatch keeps the minute's Maximum of each."""
         now_s = time.time()
-        self._sample(MetricKey("ConcurrentExecutions", function_name, account=False), in_use, now_s)
-        self._sample(MetricKey("ConcurrentExecutions"), account_in_use, now_s)
-        self._sample(MetricKey("UnreservedConcurrentExecutions"), unreserved, now_s)
+        key = self._concurrency_keys.get(function_name)
+        if key is None:
+            key = self._concurrency_keys[function_name] = MetricKey(
+                "ConcurrentExecutions", function_name, account=False)
+        self._sample(key, in_use, now_s)
+        self._sample(_ACCOUNT_CONCURRENT, account_in_use, now_s)
+        self._sample(_ACCOUNT_UNRESERVED, unreserved, now_s)
 
     def provisioned_used(self, function_name: str, spillover: bool) -> None:
         totals = self.function(function_name)
