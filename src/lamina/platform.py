@@ -29,6 +29,7 @@ from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
+from lamina.events.mappings import EventSourceMappings
 from lamina.images import ImageStore
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
@@ -48,6 +49,7 @@ from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
+from lamina.store.triggers import MappingStore
 from lamina.store.unpacked import UnpackedCode
 
 log = logging.getLogger("lamina")
@@ -147,6 +149,11 @@ class Platform:
             ),
             reserved=lambda name: self.concurrency.reserved.get(name),
         )
+        # Event source mappings: pollers that read queues and brokers for functions.
+        self.event_source_mappings = EventSourceMappings(
+            MappingStore(self.engine), self.functions, self.queues, self.invoker, self.region,
+            settings.limits,
+        )
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -194,9 +201,12 @@ class Platform:
             self._configure_provisioned(config.function_name, config.qualifier, fv, config.requested)
         # Events accepted before a restart (or a crash) are picked up again.
         await self.async_workers.start()
+        # Mappings that were enabled poll again.
+        await self.event_source_mappings.start()
 
     async def stop(self) -> None:
         await self.code.stop()
+        await self.event_source_mappings.stop()
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()

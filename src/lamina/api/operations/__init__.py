@@ -51,6 +51,7 @@ def load_all() -> None:
         aliases,
         concurrency,
         event_invoke_config,
+        event_source_mappings,
         function_urls,
         functions,
         invoke,
