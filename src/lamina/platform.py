@@ -30,6 +30,9 @@ from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
 from lamina.events.mappings import EventSourceMappings
+from lamina.events.rules import EventRules
+from lamina.events.schedules import Schedules
+from lamina.events.timer import Clock, Timer
 from lamina.images import ImageStore
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
@@ -49,7 +52,7 @@ from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
-from lamina.store.triggers import MappingStore
+from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
 
 log = logging.getLogger("lamina")
@@ -154,6 +157,14 @@ class Platform:
             MappingStore(self.engine), self.functions, self.queues, self.invoker, self.region,
             settings.limits,
         )
+        # Schedules: EventBridge rules and EventBridge Scheduler, fired by one timer.
+        clock = Clock(settings.schedule_time_scale)
+        self.event_rules = EventRules(TimedStore(self.engine, "rules"), self.invoker,
+                                      self.permissions, self.queues, self.region, clock)
+        self.schedules = Schedules(TimedStore(self.engine, "schedules"), self.invoker,
+                                   self.queues, self.region, clock)
+        self.timer = Timer(clock, [self.event_rules, self.schedules])
+        self.event_rules.changed = self.schedules.changed = self.timer.changed
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -203,9 +214,12 @@ class Platform:
         await self.async_workers.start()
         # Mappings that were enabled poll again.
         await self.event_source_mappings.start()
+        await self.timer.start()
 
     async def stop(self) -> None:
         await self.code.stop()
+        await self.timer.stop()
+        await self.schedules.stop()
         await self.event_source_mappings.stop()
         await self.async_workers.stop()
         await self.provisioned.stop()
