@@ -30,6 +30,7 @@ from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
 from lamina.events.mappings import EventSourceMappings
+from lamina.events.rabbitmq import Secrets
 from lamina.events.rules import EventRules
 from lamina.events.schedules import Schedules
 from lamina.events.timer import Clock, Timer
@@ -155,7 +156,7 @@ class Platform:
         # Event source mappings: pollers that read queues and brokers for functions.
         self.event_source_mappings = EventSourceMappings(
             MappingStore(self.engine), self.functions, self.queues, self.invoker, self.region,
-            settings.limits,
+            settings.limits, brokers=settings.brokers, secrets=Secrets(settings.secrets_file),
         )
         # Schedules: EventBridge rules and EventBridge Scheduler, fired by one timer.
         clock = Clock(settings.schedule_time_scale)
