@@ -21,7 +21,7 @@ from tests.helpers import aws_error, error_message, function_args, make_zip
 ACCOUNT = "000000000000"
 RUNTIME = "python3.13"
 HANDLER = make_zip({"app.py": '''
-import json
+import json, time
 
 def handler(event, context):
     records = event["Records"]
@@ -31,6 +31,9 @@ def handler(event, context):
         "counts": [r["attributes"]["ApproximateReceiveCount"] for r in records],
         "source": [r["eventSource"] for r in records],
     }))
+    if any(r["body"] == "slow" and r["attributes"]["ApproximateReceiveCount"] == "1"
+           for r in records):
+        time.sleep(30)
     if any(r["body"] == "poison" for r in records):
         raise RuntimeError("poison")
     return {"batchItemFailures": [
@@ -73,9 +76,9 @@ def function(lam) -> str:
     return name
 
 
-def new_function(lam) -> str:
+def new_function(lam, **overrides: Any) -> str:
     name = unique("esm")
-    lam.create_function(**function_args(name, HANDLER, Runtime=RUNTIME))
+    lam.create_function(**function_args(name, HANDLER, Runtime=RUNTIME, **overrides))
     lam.get_waiter("function_active_v2").wait(FunctionName=name)
     return name
 
@@ -288,7 +291,7 @@ def test_filter_criteria_invoke_only_for_matches_and_delete_the_rest(esm_server,
     url, arn = new_queue(sqs)
     pattern = {"body": {"kind": ["keep"], "size": [{"numeric": [">", 10]}],
                         "$or": [{"tag": [{"prefix": "a-"}]}, {"tag": [{"exists": False}]}]}}
-    map_queue(lam, name, arn, FilterCriteria={"Filters": [{"Pattern": json.dumps(pattern)}]})
+    uuid_ = map_queue(lam, name, arn, FilterCriteria={"Filters": [{"Pattern": json.dumps(pattern)}]})
     keep = [{"kind": "keep", "size": 11, "tag": "a-1"}, {"kind": "keep", "size": 20}]
     drop = [{"kind": "keep", "size": 5}, {"kind": "drop", "size": 20},
             {"kind": "keep", "size": 20, "tag": "b-1"}, "plain text"]
@@ -297,6 +300,10 @@ def test_filter_criteria_invoke_only_for_matches_and_delete_the_rest(esm_server,
     wait_for(lambda: queue_counts(sqs, url) == (0, 0))
     wait_for(lambda: len(bodies_seen(esm_server, name)) >= 2)
     assert sorted(json.loads(b)["size"] for b in bodies_seen(esm_server, name)) == [11, 20]
+    got = lam.get_event_source_mapping(UUID=uuid_)
+    metrics = json.loads(got["ResponseMetadata"]["HTTPHeaders"]["x-lamina-event-source-metrics"])
+    assert metrics["PolledEventCount"] == 6 and metrics["FilteredOutEventCount"] == 4
+    assert metrics["InvokedEventCount"] == 2 and metrics["FailedInvokeEventCount"] == 0
 
 
 def test_disabling_a_mapping_stops_delivery_and_enabling_resumes_it(esm_server, lam, sqs):
@@ -330,6 +337,26 @@ def test_a_thousand_messages_are_each_processed_exactly_once(esm_server, lam, sq
     seen = bodies_seen(esm_server, name)
     assert sorted(seen) == sorted(sent)
     wait_for(lambda: queue_counts(sqs, url) == (0, 0))
+
+
+def test_a_server_killed_mid_batch_loses_no_message(start_server):
+    server = start_server(name="lamina-esm-crash")
+    lam, sqs = server.client(), server.client("sqs")
+    name = new_function(lam, Timeout=60)
+    url, arn = new_queue(sqs, VisibilityTimeout="2")
+    map_queue(lam, name, arn)
+    sqs.send_message(QueueUrl=url, MessageBody="slow")
+    # Received (in flight) and its function sleeping: the batch cannot have succeeded.
+    wait_for(lambda: queue_counts(sqs, url) == (0, 1), interval=0.05)
+    server.stop(kill=True)
+    server.start()
+    sqs = server.client("sqs")
+    # Not deleted: it is received again once its visibility timeout is over.
+    assert sum(queue_counts(sqs, url)) == 1
+    wait_for(lambda: queue_counts(sqs, url) == (0, 0))
+    counts = [c for b in batches(server, name) for body, c in zip(b["bodies"], b["counts"])
+              if body == "slow"]
+    assert "2" in counts  # the second receive, after the restart, completed
 
 
 def test_mappings_poll_again_after_a_restart(start_server, tmp_path):

@@ -128,6 +128,8 @@ class EventSourceMappings:
         self.brokers = brokers or {}
         self.secrets = secrets
         self._pollers: dict[str, Poller] = {}
+        # Each mapping's counters since this server started (across its pollers).
+        self._stats: dict[str, PollerStats] = {}
         # State changes under way (start, stop), one at a time per mapping.
         self._changes: dict[str, asyncio.Task[None]] = {}
         self._started = False
@@ -315,8 +317,7 @@ class EventSourceMappings:
         return page, next_marker
 
     def stats(self, uuid: str) -> dict[str, int]:
-        poller = self._pollers.get(uuid)
-        return poller.stats.as_dict() if poller is not None else PollerStats().as_dict()
+        return self._stats.get(uuid, PollerStats()).as_dict()
 
     # -- pollers ------------------------------------------------------------------
 
@@ -349,6 +350,7 @@ class EventSourceMappings:
                 await poller.stop()
             if mapping.state == "Deleting":
                 self.store.delete(uuid)
+                self._stats.pop(uuid, None)
                 return
             if mapping.enabled:
                 poller = self._poller(mapping)
@@ -362,18 +364,20 @@ class EventSourceMappings:
     def _poller(self, mapping: EventSourceMapping) -> Poller:
         limits = self.limits
         scaling = mapping.scaling_config or {}
+        stats = self._stats.setdefault(mapping.uuid, PollerStats())
         if mapping.source == "mq":
             from lamina.events.rabbitmq import RabbitMqPoller
             broker = _MQ_ARN.match(mapping.event_source_arn)
             assert broker is not None
             return RabbitMqPoller(mapping, self.brokers[broker.group("name")], self.secrets,
-                                  self._invoke, self.region)
+                                  self._invoke, self.region, stats=stats)
         return SqsPoller(
             mapping, self.queues, self._invoke, self.region.region,
             max_pollers=int(scaling.get("MaximumConcurrency") or limits.sqs_mapping_max_pollers),
             # Room for one more receive of the largest messages after the last check.
             max_payload_bytes=limits.max_sync_payload_bytes
             - limits.max_receive_messages * limits.max_message_bytes,
+            stats=stats,
         )
 
     async def _invoke(self, mapping: EventSourceMapping, payload: bytes) -> tuple[str | None, bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lamina.api.operations import Call, operation
@@ -16,7 +17,13 @@ async def create_mapping(call: Call) -> dict[str, Any]:
 @operation("GetEventSourceMapping")
 async def get_mapping(call: Call) -> dict[str, Any]:
     platform = call.platform
-    return platform.event_source_mappings.get(call.params["UUID"]).to_api(platform.region)
+    mappings = platform.event_source_mappings
+    mapping = mappings.get(call.params["UUID"])
+    # Lambda's event source mapping metrics (PolledEventCount, FilteredOutEventCount,
+    # InvokedEventCount, FailedInvokeEventCount, the oldest message's age), counted
+    # since this server started; a Lamina extension AWS's clients ignore.
+    call.headers["X-Lamina-Event-Source-Metrics"] = json.dumps(mappings.stats(mapping.uuid))
+    return mapping.to_api(platform.region)
 
 
 @operation("UpdateEventSourceMapping")
