@@ -3,9 +3,9 @@
 What AWS documents for standard queues, and this does:
 
 - Pollers long-poll the queue and scale with the backlog: one to start, one more
-  each time a poller comes back with a full batch, up to the mapping's
+  each time a poller finds a full batch already waiting, up to the mapping's
   `ScalingConfig.MaximumConcurrency` (default: `limits.sqs_mapping_max_pollers`);
-  a poller that finds the queue empty stops unless it is the last.
+  an added poller that finds the queue empty for a second stops.
 - A batch is gathered up to `BatchSize` messages, for at most
   `MaximumBatchingWindowInSeconds` (none: it goes as soon as a receive returns), or
   until the next message would take the payload past 6 MB.
@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lamina.events.sqs")
 
-# How long one receive waits for messages (SQS's longest long poll).
+# How long one receive waits for messages (SQS's longest long poll); pollers added
+# for a backlog wait this long before they end.
 LONG_POLL_S = 20
+IDLE_POLL_S = 1
 # Back-off after a failed invocation that is not the function's error.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -161,10 +163,10 @@ class SqsPoller:
         return len(self._tasks)
 
     def start(self) -> None:
-        self._spawn()
+        self._spawn(primary=True)
 
-    def _spawn(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._poll())
+    def _spawn(self, primary: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._poll(primary))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -177,11 +179,14 @@ class SqsPoller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll(self) -> None:
+    async def _poll(self, primary: bool) -> None:
+        """One poller. The primary one long-polls for as long as the mapping lives;
+        the others are added while there is a backlog and end when they find none,
+        so an idle queue has one waiting receiver, not a crowd woken by every send."""
         backoff = BACKOFF_FIRST_S
         while not self._stopping:
             try:
-                batch = await self._gather()
+                batch, backlog = await self._gather(LONG_POLL_S if primary else IDLE_POLL_S)
             except asyncio.CancelledError:
                 raise
             except LambdaError as error:
@@ -192,27 +197,37 @@ class SqsPoller:
                 continue
             backoff = BACKOFF_FIRST_S
             if not batch:
-                if len(self._tasks) > 1:
+                if not primary:
                     return
                 continue
-            if len(batch) >= self.mapping.batch_size and len(self._tasks) < self.max_pollers:
+            # A full batch that was waiting already: scale up by one poller.
+            if backlog and len(batch) >= self.mapping.batch_size \
+                    and len(self._tasks) < self.max_pollers:
                 self._spawn()
             await self._process(batch)
 
-    async def _gather(self) -> list[ReceivedMessage]:
+    async def _gather(self, wait_s: int) -> tuple[list[ReceivedMessage], bool]:
         """A batch: up to BatchSize messages, gathered for at most the batching window
-        from the first one's arrival (no window: what the first receive returns)."""
+        from the first one's arrival (no window: what the first receive returns); and
+        whether messages were waiting already (a backlog) rather than awaited."""
         mapping = self.mapping
         limit = mapping.batch_size
         loop = asyncio.get_running_loop()
         batch: list[ReceivedMessage] = []
         size = 0
         deadline = 0.0
+        backlog = False
         while len(batch) < limit and size < self.max_payload_bytes:
             wanted = min(self.queues.limits.max_receive_messages, limit - len(batch))
             if not batch:
                 received = await self.queues.receive(self.queue_name, max_messages=wanted,
-                                                     wait_seconds=LONG_POLL_S)
+                                                     wait_seconds=0)
+                backlog = bool(received)
+                if not received:
+                    received = await self.queues.receive(self.queue_name, max_messages=wanted,
+                                                         wait_seconds=wait_s)
+                    if not received:
+                        return [], False
                 deadline = loop.time() + mapping.maximum_batching_window_s
             else:
                 remaining = deadline - loop.time()
@@ -229,7 +244,7 @@ class SqsPoller:
                 # The record's fixed part (ids, handle, attributes) is about 700 bytes.
                 size += len(message.row.body.encode()) + 700
                 batch.append(message)
-        return batch
+        return batch, backlog
 
     async def _process(self, batch: list[ReceivedMessage]) -> None:
         mapping = self.mapping
