@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
+from lamina.errors import InvalidParameterValueException
+from lamina.events import filters
 from tests.conftest import Server
 from tests.helpers import aws_error, error_message, function_args, make_zip
 
@@ -129,6 +131,42 @@ def queue_counts(sqs, url: str) -> tuple[int, int]:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return (int(attributes["ApproximateNumberOfMessages"]),
             int(attributes["ApproximateNumberOfMessagesNotVisible"]))
+
+
+# -- filter patterns (Lambda's syntax) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern, event, matched", [
+    ({"body": {"a": ["x"]}}, {"body": {"a": "x"}}, True),
+    ({"body": {"a": ["x"]}}, {"body": {"a": ["y", "x"]}}, True),   # a list matches any item
+    ({"body": {"a": [{"prefix": "ab"}]}}, {"body": {"a": "abc"}}, True),
+    ({"body": {"a": [{"suffix": ".png"}]}}, {"body": {"a": "cat.jpg"}}, False),
+    ({"body": {"a": [{"equals-ignore-case": "ABC"}]}}, {"body": {"a": "abc"}}, True),
+    ({"body": {"a": [{"anything-but": ["x", "y"]}]}}, {"body": {"a": "z"}}, True),
+    ({"body": {"a": [{"anything-but": {"prefix": "x"}}]}}, {"body": {"a": "xy"}}, False),
+    ({"body": {"n": [{"numeric": [">=", 10, "<", 20]}]}}, {"body": {"n": 20}}, False),
+    ({"body": {"n": [{"numeric": ["=", 5]}]}}, {"body": {"n": 5.0}}, True),
+    ({"body": {"n": [{"numeric": [">", 1]}]}}, {"body": {"n": "7"}}, False),  # strings are not numbers
+    ({"body": {"a": [{"exists": False}]}}, {"body": {"b": 1}}, True),
+    ({"body": {"a": [{"exists": True}]}}, {"body": {"b": 1}}, False),
+    ({"body": {"a": [None]}}, {"body": {"a": None}}, True),
+    ({"body": {"a": [True]}}, {"body": {"a": 1}}, False),
+    ({"$or": [{"body": {"a": ["1"]}}, {"body": {"b": ["2"]}}]}, {"body": {"b": "2"}}, True),
+    ({"body": ["plain text"]}, {"body": "plain text"}, True),
+    ({"body": {"a": ["x"]}}, {"body": "not json"}, False),
+])
+def test_filter_patterns_match_as_lambda_documents(pattern, event, matched):
+    assert filters.matches(filters.parse_pattern(json.dumps(pattern)), event) is matched
+
+
+@pytest.mark.parametrize("pattern", [
+    "simple string", "[1, 2]", json.dumps({"a": "x"}), json.dumps({"a": [{"nope": 1}]}),
+    json.dumps({"a": [{"numeric": [">", "1"]}]}), json.dumps({"$or": [{"a": ["x"]}]}),
+    json.dumps({"a": [{"exists": "yes"}]}),
+])
+def test_invalid_filter_patterns_are_refused_with_aws_message(pattern):
+    with pytest.raises(InvalidParameterValueException, match="Invalid filter pattern definition."):
+        filters.parse_pattern(pattern)
 
 
 # -- the API ------------------------------------------------------------------------------
