@@ -31,6 +31,7 @@ from lamina.errors import (
     ResourceNotFoundException,
 )
 from lamina.events import filters
+from lamina.events.rabbitmq import RabbitMqPoller, Secrets
 from lamina.events.sqs import PollerStats, SqsPoller
 from lamina.invoke.service import InvocationRequest, Invoker
 from lamina.limits import Limits
@@ -117,7 +118,7 @@ class EventSourceMapping:
 class EventSourceMappings:
     def __init__(self, store: MappingStore, functions: FunctionRegistry, queues: QueueRegistry,
                  invoker: Invoker, region: Region, limits: Limits,
-                 brokers: dict[str, str] | None = None, secrets: Any = None) -> None:
+                 brokers: dict[str, str] | None = None, secrets: Secrets | None = None) -> None:
         self.store = store
         self.functions = functions
         self.queues = queues
@@ -185,7 +186,7 @@ class EventSourceMappings:
             raise InvalidParameterValueException(
                 f"BatchSize must be between 1 and {high} for this event source, found {size}.")
         if window is None:
-            window = 0 if source == "sqs" else 0
+            window = 0
         if source == "sqs" and size > 10 and window == 0:
             raise InvalidParameterValueException(
                 "Maximum batch window in seconds must be greater than 0 if maximum batch size "
@@ -366,7 +367,6 @@ class EventSourceMappings:
         scaling = mapping.scaling_config or {}
         stats = self._stats.setdefault(mapping.uuid, PollerStats())
         if mapping.source == "mq":
-            from lamina.events.rabbitmq import RabbitMqPoller
             broker = _MQ_ARN.match(mapping.event_source_arn)
             assert broker is not None
             return RabbitMqPoller(mapping, self.brokers[broker.group("name")], self.secrets,

@@ -270,7 +270,6 @@ class EventRules:
             ref = parse_function_ref(target["Arn"], self.region)
             request = AccessRequest(INVOKE_FUNCTION, None, service=EVENTS_PRINCIPAL,
                                     source_arn=rule_arn, source_account=self.region.account_id)
-            self.permissions.functions.resolve(ref.name, ref.qualifier)
             if self.permissions.functions.load_version(ref.name, "$LATEST") is None:
                 raise ResourceNotFoundException(f"Function not found: {target['Arn']}")
             if not self.permissions.authorize(ref.name, ref.qualifier, [request]):
