@@ -58,6 +58,16 @@ class ResourceConflictException(LambdaError):
     status_code = 409
 
 
+class ConflictException(LambdaError):
+    """EventBridge Scheduler's: a schedule of that name exists."""
+
+    status_code = 409
+
+
+class LimitExceededException(LambdaError):
+    """EventBridge's: more targets on a rule than it allows."""
+
+
 class ResourceInUseException(LambdaError):
     pass
 

@@ -93,6 +93,16 @@ class Limits:
     # A refused request's body is read and dropped up to this size, so the client
     # gets the answer instead of a reset connection; past it the connection closes.
     max_discarded_request_bytes: int = 8 * MB
+    # Event source mappings: batch sizes (defaults and maxima, by source), filters
+    # per FilterCriteria, and the pollers one SQS mapping scales to when its
+    # ScalingConfig sets no MaximumConcurrency (Lambda: up to 1,250 concurrent
+    # invocations; a single host gets far fewer).
+    sqs_default_batch_size: int = 10
+    sqs_max_batch_size: int = 10_000
+    mq_default_batch_size: int = 100
+    mq_max_batch_size: int = 10_000
+    max_mapping_filters: int = 5
+    sqs_mapping_max_pollers: int = 20
 
     @property
     def max_request_bytes(self) -> int:

@@ -141,6 +141,25 @@ def _0007_function_urls(conn: Connection) -> None:
           Column("config", Text, nullable=False)).create(conn)
 
 
+def _0008_triggers(conn: Connection) -> None:
+    # Frozen like 0001.
+    meta = MetaData()
+    Table("event_source_mappings", meta,
+          Column("uuid", String(36), primary_key=True),
+          Column("function_name", String(140), nullable=False),
+          Column("event_source_arn", String(1024), nullable=False),
+          Column("config", Text, nullable=False)).create(conn)
+    Table("event_rules", meta,
+          Column("name", String(64), primary_key=True),
+          Column("config", Text, nullable=False),
+          Column("next_fire_at", BigInteger)).create(conn)
+    Table("schedules", meta,
+          Column("group_name", String(64), primary_key=True),
+          Column("name", String(64), primary_key=True),
+          Column("config", Text, nullable=False),
+          Column("next_fire_at", BigInteger)).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -149,6 +168,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0005_concurrency", _0005_concurrency),
     ("0006_async_events", _0006_async_events),
     ("0007_function_urls", _0007_function_urls),
+    ("0008_triggers", _0008_triggers),
 ]
 
 
