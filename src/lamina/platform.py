@@ -90,6 +90,7 @@ class Platform:
             images, on_images=self.sandbox.mounts_images and settings.runtime_source == "image")
         self.functions.runtime_ready = self.runtime_images.ready
         self.functions.install_runtime = self.runtime_images.install
+        self.functions.settle_delay_s = settings.function_settle_delay_s
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(

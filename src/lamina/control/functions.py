@@ -173,6 +173,9 @@ class FunctionRegistry:
         # Left unset, every runtime is ready.
         self.runtime_ready: Callable[[str], bool] = lambda identifier: True
         self.install_runtime: Callable[[str, RuntimeSettled], None] | None = None
+        # A version whose runtime is ready still answers Pending (InProgress) first and
+        # settles this much later, on the event loop, as Lambda's do (config.py).
+        self.settle_delay_s = 0.0
         # Called with (function name, version) after that version changed or was
         # deleted; version None: the whole function was deleted. Published versions
         # never change, so an update of $LATEST concerns $LATEST alone.
@@ -390,10 +393,9 @@ class FunctionRegistry:
             **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
-        if self._awaits_runtime(draft):
-            # No LastUpdateStatus while a new function is Pending, as on Lambda.
-            draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
-                                                 last_update_status=None))
+        # Every new function is Pending first (no LastUpdateStatus then), as on Lambda.
+        draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
+                                             last_update_status=None))
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
         info = await self._inspect_code(zip_file, "CreateFunction")
@@ -407,8 +409,7 @@ class FunctionRegistry:
         if not created:
             self.code.collect()  # the blob may be nobody's
             raise self._exists(ref.name)
-        if fv.awaits_runtime:
-            self._install(fv)
+        self._install(fv)
         return self._publish(ref.name) if publish else fv
 
     def _exists(self, name: str) -> ResourceConflictException:
@@ -539,11 +540,9 @@ class FunctionRegistry:
         return fv.package_type == "Zip" and fv.runtime is not None and not self.runtime_ready(fv.runtime)
 
     def _with_runtime_state(self, fv: FunctionVersion) -> FunctionVersion:
-        """An updated $LATEST in the state its runtime allows: Active (or Active
-        again, after a failure) when it is ready here, else waiting for it."""
-        if self._awaits_runtime(fv):
-            return _waiting(fv)
-        return _ready(fv)
+        """An updated $LATEST while it is made ready: Active with its update
+        InProgress (Pending again after a failure); it settles asynchronously."""
+        return _waiting(fv)
 
     def _check_not_updating(self, fv: FunctionVersion) -> None:
         """Lambda refuses to change or publish a function still being made ready."""
@@ -561,12 +560,25 @@ class FunctionRegistry:
             raise update_in_progress(self.function_arn(fv.function_name))
 
     def _install(self, fv: FunctionVersion) -> None:
+        """Settle fv once its runtime is ready: later, never within the request that
+        changed it, so its answer shows Pending / InProgress as Lambda's does."""
+        if not self._awaits_runtime(fv) or self.install_runtime is None:
+            self._settle_later(fv.function_name, fv.runtime)
+            return
         assert fv.runtime is not None
         if self.install_runtime is not None:
             self.install_runtime(fv.runtime, functools.partial(
                 self._runtime_settled, fv.function_name, fv.runtime))
 
-    def _runtime_settled(self, name: str, runtime: str, failure: str | None) -> None:
+    def _settle_later(self, name: str, runtime: str | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside a server (tools, tests of the registry)
+            self._runtime_settled(name, runtime, None)
+            return
+        loop.call_later(self.settle_delay_s, self._runtime_settled, name, runtime, None)
+
+    def _runtime_settled(self, name: str, runtime: str | None, failure: str | None) -> None:
         """The runtime `runtime` is ready (failure None) or could not be made ready:
         every version of `name` waiting on it becomes Active, or Failed."""
         versions = [FunctionVersion.from_json(data) for data in self.store.versions_of(name)]

@@ -51,7 +51,7 @@ SCENARIOS = [
                     Prefix("Could not parse request body into json: Could not parse payload into json: "))),
     ]),
     Scenario("invoke_missing_function", LAMBDA + "test_invoke_exceptions/invoke_function_doesnotexist", [
-        Call("Invoke", {"FunctionName": "<fn>", "Payload": b"{}"}, error=not_found("<fn_arn>")),
+        Call("Invoke", {"FunctionName": "<fn>", "Payload": b"{}"}, error=not_found("<fn_arn>:$LATEST")),
     ]),
     Scenario("invoke_missing_alias", LAMBDA + "test_lambda_alias_moving/invocation_exc_not_existent", [
         *create(),

@@ -82,7 +82,10 @@ async def create_function(call: Call) -> dict[str, Any]:
         p["FunctionName"], _zip_file(p["Code"]), settings, p.get("Tags") or {},
         publish=bool(p.get("Publish")),
     )
-    return function_output(call, fv)
+    output = function_output(call, fv)
+    # With Publish, AWS answers the new version's configuration under the unqualified ARN.
+    output["FunctionArn"] = call.platform.region.function_arn(fv.function_name)
+    return output
 
 
 @operation("GetFunctionConfiguration")
@@ -147,4 +150,5 @@ async def update_function_configuration(call: Call) -> dict[str, Any]:
 @operation("DeleteFunction")
 async def delete_function(call: Call) -> dict[str, Any]:
     call.platform.functions.delete_function(call.params["FunctionName"], call.params.get("Qualifier"))
-    return {}
+    # AWS answers 204 (the model's StatusCode member), not the operation's default 200.
+    return {"StatusCode": 204}
