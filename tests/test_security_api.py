@@ -145,7 +145,7 @@ def test_invoke_over_6_mb_is_413_in_its_usual_shape(guarded):
     client.create_function(**function_args("security-invoke"))
     with aws_error(client, "RequestEntityTooLargeException", 413) as info:
         client.invoke(FunctionName="security-invoke", Payload=b"[" + b" " * (6 * MB) + b"]")
-    assert error_message(info) == "Request must be smaller than 6291456 bytes for the Invoke operation"
+    assert error_message(info) == "Request must be smaller than 6291456 bytes for the InvokeFunction operation"
     with aws_error(client, "RequestEntityTooLargeException", 413) as info:
         client.invoke(FunctionName="security-invoke", InvocationType="Event",
                       Payload=b"[" + b" " * MB + b"]")

@@ -102,7 +102,7 @@ class Platform:
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 init_cpu_boost=settings.init_cpu_boost,
-                max_response_bytes=settings.limits.max_sync_payload_bytes,
+                max_response_bytes=settings.limits.max_sync_response_bytes,
                 memory_mb=settings.environment_memory_mb,
                 scaling_environments=settings.limits.scaling_environments,
                 scaling_window_s=settings.limits.scaling_window_s,

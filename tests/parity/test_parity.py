@@ -158,10 +158,16 @@ def _cleanup(client: Any, names: Names) -> None:
             return
 
 
+# Lambda takes seconds to make a function Active; a server that takes a moment too
+# lets scenarios see (and waiters wait out) Pending and InProgress, as against AWS.
+SETTLE_DELAY_S = "0.3"
+
+
 @pytest.fixture(scope="module")
-def parity_client(server: Any) -> Any:
+def parity_client(start_server: Any) -> Any:
     import boto3
 
+    server = start_server({"LAMINA_FUNCTION_SETTLE_DELAY_S": SETTLE_DELAY_S}, name="parity")
     return boto3.client(
         "lambda", endpoint_url=server.endpoint, region_name="us-east-1",
         aws_access_key_id="test", aws_secret_access_key="test",

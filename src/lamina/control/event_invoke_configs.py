@@ -88,7 +88,16 @@ class EventInvokeConfigs:
     def _target(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
         """(function name, qualifier) after checking both exist; no qualifier is $LATEST."""
         ref = self.functions.resolve(function_name, qualifier)
-        self.functions.target(ref.name, ref.qualifier or LATEST)
+        try:
+            self.functions.target(ref.name, ref.qualifier or LATEST)
+        except ResourceNotFoundException:
+            raise ResourceNotFoundException("The function doesn't exist.") from None
+        return ref.name, ref.qualifier or LATEST
+
+    def _named(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
+        """(function name, qualifier) unchecked: reading or deleting the config of a
+        missing function or version, AWS just says there is no config."""
+        ref = self.functions.resolve(function_name, qualifier)
         return ref.name, ref.qualifier or LATEST
 
     def _missing(self, name: str, qualifier: str) -> ResourceNotFoundException:
@@ -116,6 +125,8 @@ class EventInvokeConfigs:
             raise InvalidParameterValueException(
                 "You can't specify the function as a destination for itself."
             )
+        if self.functions.load_version(target.name, LATEST) is None:
+            raise InvalidParameterValueException(f"The destination ARN {arn} is invalid.")
 
     def _save(self, config: EventInvokeConfig) -> EventInvokeConfig:
         for member, field in DESTINATIONS.items():
@@ -132,6 +143,10 @@ class EventInvokeConfigs:
         """Replace the whole config: what is not given goes back to the default."""
         name, qualifier = self._target(function_name, qualifier)
         given = destinations or {}
+        if retry_attempts is None and event_age_s is None and not any(given.values()):
+            raise InvalidParameterValueException(
+                "You must specify at least one of error handling or destination setting."
+            )
         return self._save(EventInvokeConfig(
             function_name=name, qualifier=qualifier, last_modified=time.time(),
             maximum_retry_attempts=retry_attempts, maximum_event_age_s=event_age_s,
@@ -154,14 +169,14 @@ class EventInvokeConfigs:
         return self._save(dataclasses.replace(current, **changes))
 
     def get(self, function_name: str, qualifier: str | None) -> EventInvokeConfig:
-        name, qualifier = self._target(function_name, qualifier)
+        name, qualifier = self._named(function_name, qualifier)
         data = self.store.get(name, qualifier)
         if data is None:
             raise self._missing(name, qualifier)
         return EventInvokeConfig.from_json(data)
 
     def delete(self, function_name: str, qualifier: str | None) -> None:
-        name, qualifier = self._target(function_name, qualifier)
+        name, qualifier = self._named(function_name, qualifier)
         if not self.store.delete(name, qualifier):
             raise self._missing(name, qualifier)
         self._cache.pop((name, qualifier), None)

@@ -44,6 +44,12 @@ from lamina.store.functions import FunctionStore, version_sequence
 log = logging.getLogger("lamina.control")
 
 MAX_TAGS = 50
+# A function's own name; with an ARN around it, the model allows 140 characters.
+FUNCTION_NAME_MAX = 64
+
+
+def too_many_tags() -> InvalidParameterValueException:
+    return InvalidParameterValueException("Number of tags exceeds resource tag limit.")
 # Called with the outcome of making a runtime ready: None, or the StateReason to show.
 RuntimeSettled = Callable[[str | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
@@ -377,7 +383,13 @@ class FunctionRegistry:
                 "Unsupported parameter: FunctionName must not carry a qualifier on CreateFunction."
             )
         if len(tags) > MAX_TAGS:
-            raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+            raise too_many_tags()
+        if len(ref.name) > FUNCTION_NAME_MAX:
+            # AWS checks a function name's own length itself (the model allows an ARN's).
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{ref.name}' at 'functionName' failed to "
+                f"satisfy constraint: Member must have length less than or equal to {FUNCTION_NAME_MAX}"
+            )
         # Validate the configuration first: a refused function stores no code.
         # Runtime and Handler may be absent (Image packages); _validate decides.
         defaults = {
@@ -642,13 +654,20 @@ class FunctionRegistry:
                 f"[{', '.join(users)}]"
             )
         if not self.store.delete_version(name, version):
-            raise self.not_found(name, version)
+            # A version that does not exist is deleted already (AWS: idempotent), as
+            # long as the function exists.
+            if self.store.get_version(name, LATEST) is None:
+                raise self.not_found(name)
 
     # -- tags -------------------------------------------------------------------
 
     def _function_for_arn(self, resource_arn: str) -> str:
         ref = self.resolve(resource_arn)
-        if ref.qualifier is not None or self.store.get_version(ref.name, LATEST) is None:
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(
+                "Tags on function aliases and versions are not supported. Please specify a function ARN."
+            )
+        if self.store.get_version(ref.name, LATEST) is None:
             raise self.not_found(ref.name, ref.qualifier)
         return ref.name
 
@@ -658,8 +677,11 @@ class FunctionRegistry:
     def tag_resource(self, resource_arn: str, values: dict[str, str]) -> None:
         name = self._function_for_arn(resource_arn)
         existing = self.tags(name)
+        if not values:
+            # AWS's own (unhelpful) wording for TagResource without tags.
+            raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
         if len(set(existing) | set(values)) > MAX_TAGS:
-            raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+            raise too_many_tags()
         self.store.put_tags(self.function_arn(name), values)
 
     def untag_resource(self, resource_arn: str, keys: list[str]) -> None:

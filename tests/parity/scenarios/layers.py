@@ -87,7 +87,8 @@ SCENARIOS = [
              error=("ValidationException", 400, Prefix(
                  "2 validation errors detected: Value '[invalidruntime]' at 'compatibleRuntimes' "
                  "failed to satisfy constraint: Member must satisfy enum value set: ["))),
-    ]),
+    ], known_difference="AWS reports compatibleRuntimes before compatibleArchitectures; Lamina "
+                        "follows the model's member order, which lists architectures first"),
     Scenario("layer_permission_lifecycle", API + "test_layer_policy_lifecycle/add_policy_s1", [
         PUBLISH,
         Call("AddLayerVersionPermission", {"LayerName": "<layer>", "VersionNumber": 1, "StatementId": "s1",

@@ -131,6 +131,12 @@ async def list_functions(call: Call) -> dict[str, Any]:
 @operation("UpdateFunctionCode")
 async def update_function_code(call: Call) -> dict[str, Any]:
     p = call.params
+    if "ImageUri" in p and "ZipFile" not in p:
+        fv = call.platform.functions.get_version(p["FunctionName"])
+        if fv.package_type == "Zip":
+            raise InvalidParameterValueException(
+                "Please don't provide ImageUri when updating a function with packageType Zip."
+            )
     fv = await call.platform.functions.update_code(
         p["FunctionName"], _zip_file(p), p.get("RevisionId"), p.get("Architectures"),
         publish=bool(p.get("Publish")),
