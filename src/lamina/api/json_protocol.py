@@ -85,9 +85,12 @@ def error_response(error: LambdaError, request_id: str, service: JsonService | N
     if service is not None and service.model.is_query_compatible:
         fault = "Sender" if error.fault == "User" else "Receiver"
         headers["x-amzn-query-error"] = f"{error.query_code or error.error_type};{fault}"
+    # The JSON protocol answers a caller's error with 400 whatever its type (e.g. Logs'
+    # ResourceNotFoundException), where rest-json Lambda answers 404.
+    status = 400 if error.status_code == 404 else error.status_code
     return Response(
         json.dumps(body),
-        status_code=error.status_code,
+        status_code=status,
         headers=headers,
         media_type=service.content_type if service is not None else "application/json",
     )
