@@ -239,7 +239,7 @@ def _shown_as(shape: Shape, value: Any) -> str:
     return _shown(value)
 
 
-def _all_constraints(shape: Shape) -> list[str]:
+def _all_constraints(shape: Shape, not_null: bool = True) -> list[str]:
     """Every constraint of a list's member or a map's key/value, as AWS lists them
     when one item breaks any: maxima first, then minima, pattern, enum, not null."""
     meta = shape.metadata
@@ -254,7 +254,7 @@ def _all_constraints(shape: Shape) -> list[str]:
         found.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
     if kind == "string" and shape.enum:
         found.append(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
-    return [*found, "Member must not be null"]
+    return [*found, "Member must not be null"] if not_null else found
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -356,10 +356,16 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool
         for part, part_shape, items in (("keys", shape.key, value.keys()), ("value", shape.value, value.values())):
             if part_shape.type_name in _CONTAINERS:
                 continue
-            if any(_failures(part_shape, item, enums) for item in items):
+            failures = [_failures(part_shape, item, enums) for item in items]
+            if any(failures):
+                type_errors = [f for f in failures if f and f[0].startswith("Member must be of type")]
+                # AWS lists a broken type alone; otherwise every constraint, with "not
+                # null" for numbers only (keys and strings: as its recorded answers show).
+                listed = type_errors[0] if type_errors else _all_constraints(
+                    part_shape, not_null=part == "value" and part_shape.type_name not in ("string", "blob"))
                 problems.append(
                     f"{_value_at(shape, value, path)} failed to satisfy constraint: "
-                    f"Map {part} must satisfy constraint: [{', '.join(_all_constraints(part_shape))}]"
+                    f"Map {part} must satisfy constraint: [{', '.join(listed)}]"
                 )
         if shape.value.type_name in _CONTAINERS:
             for key, item in value.items():

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ANY, Call, Matches, Prefix, Scenario, create, make_zip, not_found
+from tests.parity.model import (
+    ANY,
+    Call,
+    Matches,
+    Prefix,
+    Scenario,
+    create,
+    make_zip,
+    not_found,
+)
 
 LAMBDA = "test_lambda.snapshot.json: "
 ERROR_CODE = make_zip({"handler.py": "def handler(event, context):\n    raise Exception(\"Handler fails\")\n"})

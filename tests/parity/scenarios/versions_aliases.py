@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ABSENT, ANY, Call, Matches, Scenario, Wait, create, function, not_found
+from tests.parity.model import (
+    ABSENT,
+    ANY,
+    Call,
+    Matches,
+    Scenario,
+    Wait,
+    create,
+    function,
+    not_found,
+)
 
 API = "test_lambda_api.snapshot.json: "
 PUBLISHED = {
