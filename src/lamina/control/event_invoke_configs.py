@@ -25,6 +25,8 @@ from lamina.limits import Limits
 from lamina.store.async_events import EventInvokeConfigStore
 
 # DestinationConfig members, and the record field each one is stored in.
+# The services AWS delivers async results to; Lamina delivers to two of them.
+DESTINATION_SERVICES = frozenset({"lambda", "sqs", "sns", "events", "s3"})
 DESTINATIONS = {"OnSuccess": "on_success", "OnFailure": "on_failure"}
 
 
@@ -113,6 +115,15 @@ class EventInvokeConfigs:
         if region.queue_name(arn) is not None:
             return
         target = region.function_ref(arn)
+        service = arn.split(":")[2] if arn.count(":") >= 2 else ""
+        if target is None and service not in DESTINATION_SERVICES:
+            # Not a destination on AWS either: AWS's own (Java-flavoured) wording.
+            parts = {kind: f"{kind}(destination={arn})" if kind == member else "null"
+                     for kind in ("OnSuccess", "OnFailure")}
+            raise InvalidParameterValueException(
+                f"The provided destination config DestinationConfig(onSuccess={parts['OnSuccess']}, "
+                f"onFailure={parts['OnFailure']}) is invalid."
+            )
         if target is None:
             raise InvalidParameterValueException(
                 f"DestinationConfig.{member}.Destination: {arn} is not a destination this "
@@ -143,7 +154,7 @@ class EventInvokeConfigs:
         """Replace the whole config: what is not given goes back to the default."""
         name, qualifier = self._target(function_name, qualifier)
         given = destinations or {}
-        if retry_attempts is None and event_age_s is None and not any(given.values()):
+        if retry_attempts is None and event_age_s is None and destinations is None:
             raise InvalidParameterValueException(
                 "You must specify at least one of error handling or destination setting."
             )
@@ -157,6 +168,7 @@ class EventInvokeConfigs:
     def update(self, function_name: str, qualifier: str | None, retry_attempts: int | None,
                event_age_s: int | None, destinations: dict[str, Any] | None) -> EventInvokeConfig:
         """Change what is given and keep the rest; a destination given as {} is removed."""
+        self._target(function_name, qualifier)  # a missing function is reported as such
         current = self.get(function_name, qualifier)
         changes: dict[str, Any] = {"last_modified": time.time()}
         if retry_attempts is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ABSENT, ANY, Call, Scenario, Wait, create, not_found
+from tests.parity.model import ABSENT, ANY, Call, Scenario, Wait, create, function, not_found
 
 API = "test_lambda_api.snapshot.json: "
 ALIAS_NOT_FOUND = "Cannot find alias arn: "
@@ -165,5 +165,82 @@ SCENARIOS = [
             "OnSuccess": {"Destination": "arn:aws:lambda:<region>:<account>:function:doesnotexist"}}},
              error=("InvalidParameterValueException", 400,
                     "The destination ARN arn:aws:lambda:<region>:<account>:function:doesnotexist is invalid.")),
+    ]),
+]
+
+EIC = API + "test_lambda_eventinvokeconfig_"
+SCENARIOS += [
+    Scenario("event_invoke_config_update_and_list", EIC + "lifecycle/update_invokeconfig_retries, list_single_invokeconfig", [
+        *create(),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "MaximumEventAgeInSeconds": 60},
+             response={"DestinationConfig": {"OnFailure": {}, "OnSuccess": {}},
+                       "FunctionArn": "<fn_arn>:$LATEST", "MaximumEventAgeInSeconds": 60,
+                       "MaximumRetryAttempts": ABSENT}),
+        Call("UpdateFunctionEventInvokeConfig", {"FunctionName": "<fn>", "MaximumRetryAttempts": 1},
+             response={"DestinationConfig": {"OnFailure": {}, "OnSuccess": {}},
+                       "FunctionArn": "<fn_arn>:$LATEST", "LastModified": ANY,
+                       "MaximumEventAgeInSeconds": 60, "MaximumRetryAttempts": 1}),
+        Call("ListFunctionEventInvokeConfigs", {"FunctionName": "<fn>"}, response={
+            "FunctionEventInvokeConfigs": [{
+                "DestinationConfig": {"OnFailure": {}, "OnSuccess": {}},
+                "FunctionArn": "<fn_arn>:$LATEST", "LastModified": ANY,
+                "MaximumEventAgeInSeconds": 60, "MaximumRetryAttempts": 1}]}),
+    ]),
+    Scenario("event_invoke_config_maximum_values", EIC + "exceptions/put_maxevent_maxvalue_result", [
+        *create(),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "MaximumRetryAttempts": 2,
+                                              "MaximumEventAgeInSeconds": 21600},
+             response={"FunctionArn": "<fn_arn>:$LATEST", "MaximumEventAgeInSeconds": 21600,
+                       "MaximumRetryAttempts": 2}),
+    ]),
+    Scenario("event_invoke_config_empty_destination", EIC + "exceptions/put_destination_success_no_destination_arn", [
+        *create(),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "DestinationConfig": {"OnSuccess": {}}},
+             response={"DestinationConfig": {"OnFailure": {}, "OnSuccess": {}},
+                       "FunctionArn": "<fn_arn>:$LATEST"}),
+    ]),
+    Scenario("event_invoke_config_destination_other_function", EIC + "exceptions/put_destination_other_lambda", [
+        *create(),
+        Call("CreateFunction", {**function(), "FunctionName": "<fn>-other"}),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "DestinationConfig": {
+            "OnSuccess": {"Destination": "<fn_arn>-other"}}},
+             response={"DestinationConfig": {"OnFailure": {}, "OnSuccess": {"Destination": "<fn_arn>-other"}},
+                       "FunctionArn": "<fn_arn>:$LATEST"}),
+        Call("DeleteFunction", {"FunctionName": "<fn>-other"}),
+    ]),
+    Scenario("event_invoke_config_destination_of_another_service", EIC + "exceptions/put_destination_invalid_service_arn", [
+        *create(),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "DestinationConfig": {
+            "OnSuccess": {"Destination": "arn:aws:iam:<region>:<account>:function:<fn>"}}},
+             error=("InvalidParameterValueException", 400,
+                    "The provided destination config DestinationConfig(onSuccess=OnSuccess("
+                    "destination=arn:aws:iam:<region>:<account>:function:<fn>), onFailure=null) is invalid.")),
+    ]),
+    Scenario("event_invoke_config_qualifier_mismatch", EIC + "exceptions/put_shorthand_qualifier_mismatch_1", [
+        *create(),
+        Call("PublishVersion", {"FunctionName": "<fn>"}),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>:1", "Qualifier": "$LATEST",
+                                              "MaximumRetryAttempts": 1},
+             error=("InvalidParameterValueException", 400,
+                    "The derived qualifier from the function name does not match the specified qualifier.")),
+    ]),
+    Scenario("event_invoke_config_missing_alias_put", EIC + "exceptions/put_alias_doesnotexist", [
+        *create(),
+        Call("PutFunctionEventInvokeConfig", {"FunctionName": "<fn>", "Qualifier": "doesnotexist",
+                                              "MaximumRetryAttempts": 1},
+             error=("ResourceNotFoundException", 404, "The function doesn't exist.")),
+    ]),
+    Scenario("event_invoke_config_list_missing_function", EIC + "exceptions/list_function_doesnotexist", [
+        Call("ListFunctionEventInvokeConfigs", {"FunctionName": "<fn>"},
+             error=("ResourceNotFoundException", 404, "The function doesn't exist.")),
+    ]),
+    Scenario("event_invoke_config_update_missing_function", EIC + "exceptions/update_eventinvokeconfig_function_doesnotexist", [
+        Call("UpdateFunctionEventInvokeConfig", {"FunctionName": "<fn>", "MaximumRetryAttempts": 1},
+             error=("ResourceNotFoundException", 404, "The function doesn't exist.")),
+    ]),
+    Scenario("event_invoke_config_update_missing_config", EIC + "exceptions/update_eventinvokeconfig_config_doesnotexist_without_qualifier", [
+        *create(),
+        Call("UpdateFunctionEventInvokeConfig", {"FunctionName": "<fn>", "MaximumRetryAttempts": 1},
+             error=("ResourceNotFoundException", 404, NO_CONFIG.format("$LATEST"))),
     ]),
 ]

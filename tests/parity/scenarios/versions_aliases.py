@@ -172,3 +172,26 @@ SCENARIOS = [
                     "Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)")),
     ]),
 ]
+
+SCENARIOS += [
+    Scenario("list_aliases", API + "test_alias_lifecycle/list_aliases_for_version", [
+        *create(),
+        Call("PublishVersion", {"FunctionName": "<fn>"}),
+        Call("CreateAlias", {"FunctionName": "<fn>", "Name": "aliasname1_1", "FunctionVersion": "1",
+                             "Description": "custom-alias"}),
+        Call("CreateAlias", {"FunctionName": "<fn>", "Name": "aliasname1_3", "FunctionVersion": "1"}),
+        Call("ListAliases", {"FunctionName": "<fn>", "FunctionVersion": "1"}, response={"Aliases": [
+            {"AliasArn": "<fn_arn>:aliasname1_1", "Description": "custom-alias", "FunctionVersion": "1",
+             "Name": "aliasname1_1", "RevisionId": ANY},
+            {"AliasArn": "<fn_arn>:aliasname1_3", "Description": "", "FunctionVersion": "1",
+             "Name": "aliasname1_3", "RevisionId": ANY}]}),
+    ]),
+    Scenario("update_alias", API + "test_alias_lifecycle/update_alias_1_1", [
+        *create(),
+        Call("PublishVersion", {"FunctionName": "<fn>"}),
+        Call("CreateAlias", {"FunctionName": "<fn>", "Name": "custom", "FunctionVersion": "1"}),
+        Call("UpdateAlias", {"FunctionName": "<fn>", "Name": "custom", "Description": "changed"},
+             response={"AliasArn": "<fn_arn>:custom", "Description": "changed", "FunctionVersion": "1",
+                       "Name": "custom", "RevisionId": ANY}, status=200),
+    ]),
+]
