@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ABSENT, ANY, Call, Scenario, Wait, create, function, not_found
+from tests.parity.model import (
+    ABSENT,
+    ANY,
+    Call,
+    Scenario,
+    Wait,
+    create,
+    function,
+    not_found,
+)
 
 API = "test_lambda_api.snapshot.json: "
 ALIAS_NOT_FOUND = "Cannot find alias arn: "
