@@ -55,7 +55,7 @@ RuntimeSettled = Callable[[str | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
-        "role", "runtime", "handler", "description", "timeout", "memory_size",
+        "role", "runtime", "handler", "description", "timeout", "memory_size", "environment_given",
         "ephemeral_storage_mb", "environment", "layers", "tracing_mode",
         "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
         "application_log_level", "system_log_level", "snap_start_apply_on",
@@ -541,6 +541,13 @@ class FunctionRegistry:
             description=latest.description if description is None else description,
             published_from_revision=latest.revision_id,
         )
+        if latest.awaits_runtime:
+            # A version published while $LATEST is made ready is a new function
+            # version being created: Pending, without LastUpdateStatus, as on AWS.
+            published = dataclasses.replace(
+                published, state=FunctionState.PENDING, state_reason=CREATING_REASON,
+                state_reason_code=CREATING, last_update_status=None,
+                last_update_status_reason=None, last_update_status_reason_code=None)
         if not self.store.insert_version(name, published.version, published.revision_id,
                                          published.to_json()):
             raise self.not_found(name)

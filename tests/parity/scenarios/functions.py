@@ -57,8 +57,7 @@ SCENARIOS = [
         Call("CreateFunction", function(MemorySize=256, Timeout=5, Environment={"Variables": {}}),
              response={**PENDING, "MemorySize": 256, "Timeout": 5,
                        "Environment": {"Variables": {}}}, status=201),
-    ], known_difference="Lamina leaves out an empty Environment; AWS echoes the "
-                        "Environment it was given, even with no variables"),
+    ]),
     Scenario("function_becomes_active", API + "test_function_lifecycle/get_function_response", [
         *create(),
         Call("GetFunction", {"FunctionName": "<fn>"},

@@ -195,3 +195,15 @@ SCENARIOS += [
                        "Name": "custom", "RevisionId": ANY}, status=200),
     ]),
 ]
+
+SCENARIOS += [
+    Scenario("update_code_with_publish", API + "TestLambdaVersions::test_publish_with_update/update_function_code_result", [
+        *create(),
+        Call("UpdateFunctionCode", {"FunctionName": "<fn>", "Publish": True, "ZipFile": function()["Code"]["ZipFile"]},
+             response={"FunctionArn": "<fn_arn>:1", "Version": "1", "State": "Pending",
+                       "LastUpdateStatus": ABSENT}),
+        Wait("published_version_active", {"FunctionName": "<fn>", "Qualifier": "1"}),
+        Call("GetFunctionConfiguration", {"FunctionName": "<fn>", "Qualifier": "1"},
+             response={"State": "Active", "LastUpdateStatus": "Successful"}),
+    ]),
+]

@@ -40,8 +40,9 @@ def configuration_settings(params: dict[str, Any]) -> dict[str, Any]:
     for (outer, inner), field in _NESTED.items():
         if inner in (params.get(outer) or {}):
             settings[field] = params[outer][inner]
-    if "Environment" in params and "environment" not in settings:
-        settings["environment"] = {}
+    if "Environment" in params:
+        settings.setdefault("environment", {})
+        settings["environment_given"] = True
     return settings
 
 
