@@ -84,3 +84,20 @@ SCENARIOS = [
              response={"StatusCode": 204}, status=204),
     ]),
 ]
+
+SCENARIOS += [
+    Scenario("invoke_version_and_alias_report_the_executed_version", LAMBDA + "test_lambda_alias_moving (ExecutedVersion)", [
+        *create(),
+        Call("PublishVersion", {"FunctionName": "<fn>"}),
+        Call("CreateAlias", {"FunctionName": "<fn>", "Name": "live", "FunctionVersion": "1"}),
+        Call("Invoke", {"FunctionName": "<fn>", "Qualifier": "1", "Payload": b"{}"},
+             response={"StatusCode": 200, "ExecutedVersion": "1"}),
+        Call("Invoke", {"FunctionName": "<fn>:live", "Payload": b"{}"},
+             response={"StatusCode": 200, "ExecutedVersion": "1"}),
+    ]),
+    Scenario("invoke_missing_version", "test_lambda_api.snapshot.json: test_ops_on_nonexisting_version (the same not-found answer, for Invoke)", [
+        *create(),
+        Call("Invoke", {"FunctionName": "<fn>", "Qualifier": "9", "Payload": b"{}"},
+             error=not_found("<fn_arn>:9")),
+    ]),
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ANY, Call, Prefix, Scenario, make_zip
+from tests.parity.model import ANY, Call, Prefix, Scenario, Wait, create, function, make_zip
 
 API = "test_lambda_api.snapshot.json: "
 CONTENT = {"ZipFile": make_zip({"python/lib.py": "VALUE = 1\n"})}
@@ -143,5 +143,37 @@ SCENARIOS = [
                                               "StatementId": "doesnotexist"},
              error=("ResourceNotFoundException", 404,
                     "Statement doesnotexist is not found in resource policy.")),
+    ]),
+]
+
+SCENARIOS += [
+    Scenario("list_layer_versions_newest_first", API + "test_layer_lifecycle/list_layer_versions_predelete", [
+        PUBLISH,
+        PUBLISH,
+        Call("ListLayerVersions", {"LayerName": "<layer>"}, response={"LayerVersions": [
+            {"CompatibleArchitectures": ["x86_64"], "CompatibleRuntimes": ["python3.12"],
+             "CreatedDate": ANY, "LayerVersionArn": "<layer_arn>:2", "Version": 2},
+            {"CompatibleArchitectures": ["x86_64"], "CompatibleRuntimes": ["python3.12"],
+             "CreatedDate": ANY, "LayerVersionArn": "<layer_arn>:1", "Version": 1}]}),
+    ]),
+    Scenario("function_with_layer", API + "test_layer_lifecycle/get_fn_config", [
+        PUBLISH,
+        *create(),
+        Call("UpdateFunctionConfiguration", {"FunctionName": "<fn>", "Layers": ["<layer_arn>:1"]},
+             response={"Layers": [{"Arn": "<layer_arn>:1", "CodeSize": ANY}]}),
+        Wait("function_updated_v2", {"FunctionName": "<fn>"}),
+        Call("DeleteLayerVersion", {"LayerName": "<layer>", "VersionNumber": 1}, status=204),
+        # A function keeps the layer version it uses after the version is deleted.
+        Call("GetFunctionConfiguration", {"FunctionName": "<fn>"},
+             response={"Layers": [{"Arn": "<layer_arn>:1", "CodeSize": ANY}], "State": "Active"}),
+    ]),
+    Scenario("two_versions_of_one_layer", API + "test_layer_function_exceptions/two_layer_versions_single_function_exc", [
+        PUBLISH,
+        PUBLISH,
+        Call("CreateFunction", {**function(),
+                                "Layers": ["<layer_arn>:1", "<layer_arn>:2"]},
+             error=("InvalidParameterValueException", 400,
+                    "Two different versions of the same layer are not allowed to be referenced in the "
+                    "same function. <layer_arn>:1 and <layer_arn>:2 are versions of the same layer.")),
     ]),
 ]
