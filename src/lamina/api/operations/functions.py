@@ -148,8 +148,13 @@ async def update_function_code(call: Call) -> dict[str, Any]:
 @operation("UpdateFunctionConfiguration")
 async def update_function_configuration(call: Call) -> dict[str, Any]:
     p = call.params
+    settings = configuration_settings(p)
+    if settings.get("environment") == {}:
+        # Clearing every variable removes Environment from the configuration (only
+        # CreateFunction's echo of an empty Environment is recorded from AWS).
+        settings["environment_given"] = False
     fv = call.platform.functions.update_configuration(
-        p["FunctionName"], configuration_settings(p), p.get("RevisionId")
+        p["FunctionName"], settings, p.get("RevisionId")
     )
     return function_output(call, fv)
 
