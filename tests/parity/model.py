@@ -58,6 +58,13 @@ class Prefix:
 
 
 @dataclass(frozen=True)
+class Including:
+    """A list holding items that match these (a listing shared with other scenarios)."""
+
+    items: list[Any]
+
+
+@dataclass(frozen=True)
 class Call:
     """One API call and AWS's answer: an error (code, HTTP status, message), or a
     response whose listed members must equal AWS's (unlisted ones are not compared)."""

@@ -21,6 +21,7 @@ from tests.parity.model import (
     ROLE,
     Absent,
     Call,
+    Including,
     Matches,
     Prefix,
     Present,
@@ -68,6 +69,8 @@ class Names:
             return Matches(self.fill(value.pattern))
         if isinstance(value, Prefix):
             return Prefix(self.fill(value.text))
+        if isinstance(value, Including):
+            return Including(self.fill(value.items))
         return value
 
 
@@ -81,6 +84,11 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, Prefix):
         ok = isinstance(actual, str) and actual.startswith(expected.text)
         return [] if ok else [f"{path}: {actual!r} does not start with {expected.text!r}"]
+    if isinstance(expected, Including):
+        if not isinstance(actual, list):
+            return [f"{path}: expected a list, got {actual!r}"]
+        return [f"{path}: no item matches {item!r}" for item in expected.items
+                if not any(not differences(item, candidate) for candidate in actual)]
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return [f"{path}: expected an object, got {actual!r}"]

@@ -6,6 +6,7 @@ from tests.parity.model import (
     ABSENT,
     ANY,
     Call,
+    Including,
     Prefix,
     Scenario,
     Wait,
@@ -227,5 +228,17 @@ SCENARIOS = [
         Call("UpdateFunctionCode", {"FunctionName": "<fn>", "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:latest"},
              error=("InvalidParameterValueException", 400,
                     "Please don't provide ImageUri when updating a function with packageType Zip.")),
+    ]),
+]
+
+SCENARIOS += [
+    Scenario("list_functions", API + "test_list_functions/list_default, list_all", [
+        *create(),
+        Call("PublishVersion", {"FunctionName": "<fn>"}),
+        Call("ListFunctions", {}, response={"Functions": Including([
+            {"FunctionArn": "<fn_arn>", "Version": "$LATEST", "FunctionName": "<fn>"}])}),
+        Call("ListFunctions", {"FunctionVersion": "ALL"}, response={"Functions": Including([
+            {"FunctionArn": "<fn_arn>:$LATEST", "Version": "$LATEST"},
+            {"FunctionArn": "<fn_arn>:1", "Version": "1"}])}),
     ]),
 ]

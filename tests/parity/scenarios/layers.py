@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tests.parity.model import ANY, Call, Prefix, Scenario, Wait, create, function, make_zip
+from tests.parity.model import (
+                                       ANY,
+                                       Call,
+                                       Prefix,
+                                       Scenario,
+                                       Wait,
+                                       create,
+                                       function,
+                                       make_zip,
+)
 
 API = "test_lambda_api.snapshot.json: "
 CONTENT = {"ZipFile": make_zip({"python/lib.py": "VALUE = 1\n"})}
