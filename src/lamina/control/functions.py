@@ -48,19 +48,22 @@ MAX_TAGS = 50
 FUNCTION_NAME_MAX = 64
 
 
-def too_many_tags() -> InvalidParameterValueException:
-    return InvalidParameterValueException("Number of tags exceeds resource tag limit.")
 # Called with the outcome of making a runtime ready: None, or the StateReason to show.
 RuntimeSettled = Callable[[str | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
-        "role", "runtime", "handler", "description", "timeout", "memory_size", "environment_given",
-        "ephemeral_storage_mb", "environment", "layers", "tracing_mode",
+        "role", "runtime", "handler", "description", "timeout", "memory_size",
+        "ephemeral_storage_mb", "environment", "environment_given", "layers", "tracing_mode",
         "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
         "application_log_level", "system_log_level", "snap_start_apply_on",
     }
 )
+
+
+def too_many_tags() -> InvalidParameterValueException:
+    # AWS's wording names no number.
+    return InvalidParameterValueException("Number of tags exceeds resource tag limit.")
 
 
 def new_revision_id() -> str:
@@ -585,11 +588,11 @@ class FunctionRegistry:
             self._settle_later(fv.function_name, fv.runtime)
             return
         assert fv.runtime is not None
-        if self.install_runtime is not None:
-            self.install_runtime(fv.runtime, functools.partial(
-                self._runtime_settled, fv.function_name, fv.runtime))
+        self.install_runtime(fv.runtime, functools.partial(
+            self._runtime_settled, fv.function_name, fv.runtime))
 
     def _settle_later(self, name: str, runtime: str | None) -> None:
+        """Settle name's waiting versions after settle_delay_s, on the event loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside a server (tools, tests of the registry)
