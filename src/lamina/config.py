@@ -73,6 +73,10 @@ class Settings:
     sandbox_first_uid: int = 1_000_000
     # INIT runs unthrottled; the CPU share in proportion to memory applies after it.
     init_cpu_boost: bool = True
+    # How long a new or updated function stays Pending / LastUpdateStatus InProgress
+    # before it turns Active / Successful (when its runtime is ready). Lambda takes
+    # seconds; 0 settles right after the answer is sent, still asynchronously.
+    function_settle_delay_s: float = 0.0
     # Idle execution environments are stopped after this long (Lambda: minutes).
     environment_idle_s: float = 600.0
     # The memory (MB) Lamina may hand out to execution environments: the sum of the

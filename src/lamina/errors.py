@@ -130,6 +130,12 @@ class UnknownOperationException(LambdaError):
     status_code = 404
 
 
+class UnsupportedOperationException(LambdaError):
+    """An operation of the Lambda model that this server does not implement."""
+
+    status_code = 400
+
+
 class IncompleteSignatureException(LambdaError):
     status_code = 403
 

@@ -44,6 +44,9 @@ class Limits:
     init_timeout_s: float = 10.0
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
+    # A synchronous response may be a little larger than a request: AWS's limit
+    # (and its message) say 6291556 bytes.
+    max_sync_response_bytes: int = 6 * MB + 100
     max_async_payload_bytes: int = 1 * MB
     # Streamed responses (InvokeWithResponseStream, RESPONSE_STREAM function URLs): at
     # most this large, cut there; the first burst bytes go out uncapped, the rest at

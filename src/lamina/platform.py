@@ -121,6 +121,7 @@ class Platform:
             containers if self.sandbox.mounts_images else None, settings.limits)
         self.functions.image_ready = self.container_images.ready
         self.functions.install_image = self.container_images.install
+        self.functions.settle_delay_s = settings.function_settle_delay_s
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(
@@ -132,7 +133,7 @@ class Platform:
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 init_cpu_boost=settings.init_cpu_boost,
-                max_response_bytes=settings.limits.max_sync_payload_bytes,
+                max_response_bytes=settings.limits.max_sync_response_bytes,
                 memory_mb=settings.environment_memory_mb,
                 scaling_environments=settings.limits.scaling_environments,
                 scaling_window_s=settings.limits.scaling_window_s,

@@ -31,6 +31,7 @@ from lamina.errors import (
     ServiceException,
     TooManyRequestsException,
     UnknownOperationException,
+    UnsupportedOperationException,
 )
 from lamina.platform import Platform
 
@@ -204,8 +205,10 @@ class Dispatcher:
     def _handler(service: str, operation: str) -> Handler:
         handler = HANDLERS.get((service, operation))
         if handler is None:
-            raise UnknownOperationException(
-                f"{operation} is not supported by this Lamina server yet"
+            # A 4xx naming the operation: a tool sees at once what Lamina lacks.
+            raise UnsupportedOperationException(
+                f"The {operation} operation is not supported by this Lamina server. "
+                f"Supported operations: `lamina serve --help`."
             )
         return handler
 

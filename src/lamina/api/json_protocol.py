@@ -89,7 +89,9 @@ def error_response(error: LambdaError, request_id: str, service: JsonService | N
     if service is not None and service.model.is_query_compatible:
         fault = "Sender" if error.fault == "User" else "Receiver"
         headers["x-amzn-query-error"] = f"{error.query_code or error.error_type};{fault}"
-    status = error.status_code
+    # The JSON protocol answers a caller's error with 400 whatever its type (e.g. Logs'
+    # ResourceNotFoundException), where rest-json Lambda answers 404.
+    status = 400 if error.status_code == 404 else error.status_code
     if service is not None and service.client_status is not None and error.fault == "User":
         status = service.client_status
     return Response(

@@ -176,10 +176,8 @@ class Invoker:
         asynchronous = request.invocation_type == "Event"
         limit = self.limits.max_async_payload_bytes if asynchronous else self.limits.max_sync_payload_bytes
         if len(request.payload) > limit:
-            operation = "InvokeAsync" if asynchronous else "Invoke"
-            raise RequestEntityTooLargeException(
-                f"Request must be smaller than {limit} bytes for the {operation} operation"
-            )
+            raise RequestEntityTooLargeException.for_operation(
+                limit, "InvokeAsync" if asynchronous else "InvokeFunction")
         payload = request.payload or b"{}"
         try:
             json.loads(payload)
