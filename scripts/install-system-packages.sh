@@ -9,8 +9,10 @@ set -euo pipefail
 packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docker-registry
           libseccomp2 e2fsprogs util-linux)
 # Optional: a QEMU guest to run the sandbox tests on cgroup v2 when the host boots
-# with cgroup v1 (scripts/cgroup_v2_vm.py); without them that one test skips.
-optional=(qemu-system-x86 busybox-static)
+# with cgroup v1 (scripts/cgroup_v2_vm.py); without them that one test skips. And
+# rabbitmq-server, the broker tests/test_rabbitmq.py starts privately on loopback
+# (the RabbitMQ event source); without it those tests skip.
+optional=(qemu-system-x86 busybox-static rabbitmq-server)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
@@ -27,10 +29,10 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   fi
   if [ ${#wanted[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null \
-      || echo "warning: could not install ${wanted[*]}: the cgroup v2 guest test will skip" >&2
+      || echo "warning: could not install ${wanted[*]}: the tests needing them will skip" >&2
   fi
 else
   [ ${#required[@]} -gt 0 ] && echo "warning: please install these Debian packages: ${required[*]}" >&2
-  [ ${#wanted[@]} -gt 0 ] && echo "note: for the cgroup v2 guest test, install: ${wanted[*]}" >&2
+  [ ${#wanted[@]} -gt 0 ] && echo "note: for the cgroup v2 guest and RabbitMQ tests, install: ${wanted[*]}" >&2
 fi
 exit 0

@@ -49,6 +49,19 @@ ECHO = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
 ROLE = "arn:aws:iam::000000000000:role/lamina-test"
 
 
+def wait_active(client: Any, name: str) -> dict[str, Any]:
+    """Wait, as tools do, until a new function is Active (Pending first, as on
+    AWS); its configuration then (with the RevisionId it got on settling)."""
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    return client.get_function_configuration(FunctionName=name)
+
+
+def wait_updated(client: Any, name: str) -> dict[str, Any]:
+    """Wait until the function's last update is no longer InProgress."""
+    client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
+    return client.get_function_configuration(FunctionName=name)
+
+
 def function_args(name: str, code: bytes = ECHO, **overrides: object) -> dict[str, object]:
     """CreateFunction arguments for a small Python function; overrides win."""
     return {

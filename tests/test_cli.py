@@ -18,6 +18,7 @@ from tests.helpers import (
     clean_env,
     function_args,
     make_zip,
+    wait_active,
 )
 
 # -- the AWS CLI ---------------------------------------------------------------------
@@ -46,7 +47,8 @@ def test_aws_cli_list_functions_finds_a_function_created_with_boto3(lam, aws):
 
 
 def test_aws_cli_get_function_shows_configuration_and_code_location(lam, aws):
-    created = lam.create_function(**function_args("cli-aws-get"))
+    lam.create_function(**function_args("cli-aws-get"))
+    created = wait_active(lam, "cli-aws-get")  # its RevisionId changes as it settles, as on AWS
     got = json.loads(aws("get-function", "--function-name", "cli-aws-get").stdout)
     assert got["Configuration"]["CodeSha256"] == created["CodeSha256"]
     assert got["Configuration"]["RevisionId"] == created["RevisionId"]

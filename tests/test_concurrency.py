@@ -467,6 +467,7 @@ def test_counting_is_exact_when_calls_arrive_in_the_same_tick_and_metrics_count_
         try:
             await platform.functions.create_function(
                 "counted", HANDLER, {"role": ROLE, "runtime": "python3.11", "handler": "app.handler"}, {})
+            await asyncio.sleep(0.05)  # Pending until it settles, right after, as on AWS
             platform.concurrency.put_reserved("counted", 2)
             request = InvocationRequest("counted", b'{"sleep": 0.3}')
             outcomes = await asyncio.gather(*(platform.invoker.invoke(request) for _ in range(5)),

@@ -54,10 +54,12 @@ def test_filter_log_events_matches_terms_across_streams(server, chatty):
     assert found["events"][0]["eventId"]
 
 
-def test_unknown_log_group_is_resource_not_found(server):
+def test_unknown_log_group_is_resource_not_found_with_status_400(server):
     logs = server.client("logs")
-    with pytest.raises(logs.exceptions.ResourceNotFoundException):
+    with pytest.raises(logs.exceptions.ResourceNotFoundException) as info:
         logs.filter_log_events(logGroupName="/aws/lambda/never-existed")
+    # The JSON protocol answers every caller's error with 400 (Lambda's would be 404).
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
 def test_lamina_logs_prints_the_functions_events(server, chatty):

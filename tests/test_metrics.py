@@ -7,8 +7,8 @@ import uuid
 
 import boto3
 import httpx
-from botocore.config import Config
 import pytest
+from botocore.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ROLE, make_zip

@@ -224,6 +224,8 @@ def test_other_accounts_invoke_only_what_the_policy_grants(accounts):
     with aws_error(other, "AccessDeniedException", 403) as info:
         other.invoke(FunctionName=arn(name), Payload=b"{}")
     assert f"arn:aws:iam::{OTHER_ACCOUNT}:root is not authorized" in error_message(info)
+    with aws_error(other, "AccessDeniedException", 403):
+        other.invoke_with_response_stream(FunctionName=arn(name), Payload=b"{}")
     own.publish_version(FunctionName=name)
     own.create_alias(FunctionName=name, Name="shared", FunctionVersion="1")
     own.add_permission(FunctionName=name, Qualifier="shared", StatementId="partner",

@@ -24,7 +24,7 @@ from lamina.config import load_settings
 from lamina.images import ImageStore, oci
 from lamina.images.recipes import RECIPES
 from tests.conftest import Server, reachable
-from tests.helpers import aws_error, error_message, function_args, make_zip
+from tests.helpers import aws_error, error_message, function_args, make_zip, wait_active
 from tests.test_images import registry  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -158,12 +158,15 @@ def test_a_function_left_pending_by_a_stopped_server_is_made_ready_by_the_next(c
     assert_nothing_half_written(cache)
 
 
-def test_a_function_on_an_installed_image_is_active_at_once(lam):
+def test_a_function_on_an_installed_image_is_active_right_after_its_pending_answer(lam):
     if ImageStore(load_settings().image_cache_dir).installed("python3.13") is None:
         pytest.skip("the python3.13 image is not installed (lamina runtimes install python3.13)")
     created = lam.create_function(**function_args("installed-313", HELLO, Runtime="python3.13"))
-    assert (created["State"], created["LastUpdateStatus"]) == ("Active", "Successful")
-    assert "StateReason" not in created
+    # Every new function answers Pending, as on AWS; with its image here it settles at once.
+    assert created["State"] == "Pending"
+    active = wait_active(lam, "installed-313")
+    assert (active["State"], active["LastUpdateStatus"]) == ("Active", "Successful")
+    assert "StateReason" not in active
     answer = lam.invoke(FunctionName="installed-313", Payload=b'{"a": 1}')
     assert json.loads(answer["Payload"].read()) == {"python": "3.13", "a": 1}
 
@@ -214,8 +217,11 @@ def test_a_function_becomes_active_when_its_image_is_pulled_and_an_update_waits_
             lam.get_waiter("function_updated_v2").wait(FunctionName="pulled-313", **FAST)
         failed = configuration(lam, "pulled-313")
         assert failed["LastUpdateStatusReason"].startswith("The runtime image python3.14 could not be built")
-        # Back to the runtime that is here: Active again at once.
+        # Back to the runtime that is here: in progress, then Active again right after.
         back = lam.update_function_configuration(FunctionName="pulled-313", Runtime="python3.13")
+        assert back["LastUpdateStatus"] == "InProgress"
+        lam.get_waiter("function_updated_v2").wait(FunctionName="pulled-313", **FAST)
+        back = configuration(lam, "pulled-313")
         assert (back["State"], back["LastUpdateStatus"]) == ("Active", "Successful")
         assert json.loads(lam.invoke(FunctionName="pulled-313", Payload=b"{}")["Payload"].read()) == {"python": "3.13"}
         assert_nothing_half_written(cache)

@@ -73,6 +73,10 @@ class Settings:
     sandbox_first_uid: int = 1_000_000
     # INIT runs unthrottled; the CPU share in proportion to memory applies after it.
     init_cpu_boost: bool = True
+    # How long a new or updated function stays Pending / LastUpdateStatus InProgress
+    # before it turns Active / Successful (when its runtime is ready). Lambda takes
+    # seconds; 0 settles right after the answer is sent, still asynchronously.
+    function_settle_delay_s: float = 0.0
     # Idle execution environments are stopped after this long (Lambda: minutes).
     environment_idle_s: float = 600.0
     # The memory (MB) Lamina may hand out to execution environments: the sum of the
@@ -97,6 +101,17 @@ class Settings:
     # How long a claim on an event holds without being renewed; after a crash the
     # events the dead server held are claimed again this long after it died.
     async_lease_s: float = 30.0
+    # Schedules (EventBridge rules, EventBridge Scheduler) run on a clock this many
+    # times slower than the wall clock's: 0.02 makes a minute of schedule time 1.2 s
+    # (tests), from the start of the current UTC day, so rate() and cron() keep
+    # AWS's relative timing in miniature.
+    schedule_time_scale: float = 1.0
+    # RabbitMQ brokers event source mappings may read, "name=amqp://host:port,...";
+    # a mapping names one by an Amazon MQ broker ARN ending in broker:<name>[:id].
+    mq_brokers: str = ""
+    # A JSON file of secrets ({"name": {"username": ..., "password": ...}}) that
+    # SourceAccessConfigurations BASIC_AUTH entries name by ARN or name.
+    secrets_file: Path = Path("")
     # What runs a function: "image" (the runtime's root file system image, mounted
     # read-only as /, like Lambda) or "host" (the host's own interpreters).
     runtime_source: str = "image"
@@ -167,6 +182,16 @@ class Settings:
                 secret, account = head, tail.strip()
             keys[key.strip()] = (secret.strip(), account)
         return keys
+
+    @property
+    def brokers(self) -> dict[str, str]:
+        """mq_brokers as {name: URL}."""
+        found = {}
+        for item in self.mq_brokers.split(","):
+            name, sep, url = item.partition("=")
+            if sep and name.strip():
+                found[name.strip()] = url.strip()
+        return found
 
     @property
     def sqlalchemy_url(self) -> str:

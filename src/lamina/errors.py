@@ -58,6 +58,16 @@ class ResourceConflictException(LambdaError):
     status_code = 409
 
 
+class ConflictException(LambdaError):
+    """EventBridge Scheduler's: a schedule of that name exists."""
+
+    status_code = 409
+
+
+class LimitExceededException(LambdaError):
+    """EventBridge's: more targets on a rule than it allows."""
+
+
 class ResourceInUseException(LambdaError):
     pass
 
@@ -118,6 +128,12 @@ class AccessDeniedException(LambdaError):
 
 class UnknownOperationException(LambdaError):
     status_code = 404
+
+
+class UnsupportedOperationException(LambdaError):
+    """An operation of the Lambda model that this server does not implement."""
+
+    status_code = 400
 
 
 class IncompleteSignatureException(LambdaError):

@@ -44,6 +44,9 @@ class Limits:
     init_timeout_s: float = 10.0
     # Invocation payloads.
     max_sync_payload_bytes: int = 6 * MB
+    # A synchronous response may be a little larger than a request: AWS's limit
+    # (and its message) say 6291556 bytes.
+    max_sync_response_bytes: int = 6 * MB + 100
     max_async_payload_bytes: int = 1 * MB
     # Streamed responses (InvokeWithResponseStream, RESPONSE_STREAM function URLs): at
     # most this large, cut there; the first burst bytes go out uncapped, the rest at
@@ -93,6 +96,16 @@ class Limits:
     # A refused request's body is read and dropped up to this size, so the client
     # gets the answer instead of a reset connection; past it the connection closes.
     max_discarded_request_bytes: int = 8 * MB
+    # Event source mappings: batch sizes (defaults and maxima, by source), filters
+    # per FilterCriteria, and the pollers one SQS mapping scales to when its
+    # ScalingConfig sets no MaximumConcurrency (Lambda: up to 1,250 concurrent
+    # invocations; a single host gets far fewer).
+    sqs_default_batch_size: int = 10
+    sqs_max_batch_size: int = 10_000
+    mq_default_batch_size: int = 100
+    mq_max_batch_size: int = 10_000
+    max_mapping_filters: int = 5
+    sqs_mapping_max_pollers: int = 20
 
     @property
     def max_request_bytes(self) -> int:

@@ -31,6 +31,11 @@ from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.environments.runtime_images import RuntimeImages
 from lamina.environments.spec import RoleCredentials
 from lamina.errors import LambdaError
+from lamina.events.mappings import EventSourceMappings
+from lamina.events.rabbitmq import Secrets
+from lamina.events.rules import EventRules
+from lamina.events.schedules import Schedules
+from lamina.events.timer import Clock, Timer
 from lamina.images import ImageStore
 from lamina.images.containers import ContainerImages
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
@@ -51,6 +56,7 @@ from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
+from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
 
 log = logging.getLogger("lamina")
@@ -115,6 +121,7 @@ class Platform:
             containers if self.sandbox.mounts_images else None, settings.limits)
         self.functions.image_ready = self.container_images.ready
         self.functions.install_image = self.container_images.install
+        self.functions.settle_delay_s = settings.function_settle_delay_s
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
             PoolSettings(
@@ -126,7 +133,7 @@ class Platform:
                 idle_timeout_s=settings.environment_idle_s,
                 init_timeout_s=settings.limits.init_timeout_s,
                 init_cpu_boost=settings.init_cpu_boost,
-                max_response_bytes=settings.limits.max_sync_payload_bytes,
+                max_response_bytes=settings.limits.max_sync_response_bytes,
                 memory_mb=settings.environment_memory_mb,
                 scaling_environments=settings.limits.scaling_environments,
                 scaling_window_s=settings.limits.scaling_window_s,
@@ -164,6 +171,19 @@ class Platform:
             ),
             reserved=lambda name: self.concurrency.reserved.get(name),
         )
+        # Event source mappings: pollers that read queues and brokers for functions.
+        self.event_source_mappings = EventSourceMappings(
+            MappingStore(self.engine), self.functions, self.queues, self.invoker, self.region,
+            settings.limits, brokers=settings.brokers, secrets=Secrets(settings.secrets_file),
+        )
+        # Schedules: EventBridge rules and EventBridge Scheduler, fired by one timer.
+        clock = Clock(settings.schedule_time_scale)
+        self.event_rules = EventRules(TimedStore(self.engine, "rules"), self.invoker,
+                                      self.permissions, self.queues, self.region, clock)
+        self.schedules = Schedules(TimedStore(self.engine, "schedules"), self.invoker,
+                                   self.queues, self.region, clock)
+        self.timer = Timer(clock, [self.event_rules, self.schedules])
+        self.event_rules.changed = self.schedules.changed = self.timer.changed
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -212,9 +232,15 @@ class Platform:
             self._configure_provisioned(config.function_name, config.qualifier, fv, config.requested)
         # Events accepted before a restart (or a crash) are picked up again.
         await self.async_workers.start()
+        # Mappings that were enabled poll again.
+        await self.event_source_mappings.start()
+        await self.timer.start()
 
     async def stop(self) -> None:
         await self.code.stop()
+        await self.timer.stop()
+        await self.schedules.stop()
+        await self.event_source_mappings.stop()
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()

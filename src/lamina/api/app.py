@@ -31,11 +31,23 @@ from lamina.errors import (
     ServiceException,
     TooManyRequestsException,
     UnknownOperationException,
+    UnsupportedOperationException,
 )
 from lamina.observe import prometheus
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina.api")
+
+# REST-JSON services besides Lambda, by the path prefixes their operations use.
+REST_SERVICES = {"scheduler": ("/schedules", "/schedule-groups")}
+
+
+def rest_service(path: str) -> str:
+    """The REST-JSON service a request path belongs to (Lambda's unless another's)."""
+    for service, prefixes in REST_SERVICES.items():
+        if path.startswith(prefixes):
+            return service
+    return "lambda"
 
 
 def error_response(error: LambdaError, request_id: str) -> Response:
@@ -80,7 +92,8 @@ class Dispatcher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.settings = platform.settings
-        self.router = protocol.Router(protocol.service_model("lambda"))
+        self.routers = {name: protocol.Router(protocol.service_model(name))
+                        for name in ("lambda", *REST_SERVICES)}
         self.verifier = SigV4Verifier(
             platform.settings.credentials, platform.settings.region, platform.credentials,
             accounts=platform.settings.key_accounts,
@@ -135,9 +148,10 @@ class Dispatcher:
         # Headers first: nothing of the body is read for a request that cannot be
         # authentic, nor for an operation that does not exist.
         named = json_protocol.service_for(target) if target is not None else None
-        signing_name = "lambda" if target is None else named.signing_name if named else None
+        rest = rest_service(request.url.path)
+        signing_name = rest if target is None else named.signing_name if named else None
         authorization = self.verifier.authenticate(head, signing_name)
-        route = self._route(request, target)
+        route = self._route(request, target, rest)
         handler = self._handler(route.service, route.operation.name)
         invocation_type = request.headers.get("x-amz-invocation-type")
         cap = body_cap(self.settings.limits, route.service, route.operation.name, invocation_type)
@@ -158,19 +172,20 @@ class Dispatcher:
             media_type=route.json_service.content_type,
         )
 
-    def _route(self, request: Request, target: str | None) -> _Route:
+    def _route(self, request: Request, target: str | None, rest: str = "lambda") -> _Route:
         """The operation a request names: by X-Amz-Target, else by method and path."""
         if target is not None:
             service, operation = json_protocol.resolve(target)
             return _Route(service.name, operation, json_service=service)
         query = parse_qsl(request.url.query, keep_blank_values=True)
-        found = self.router.match(request.method, request.url.path, dict(query))
+        found = self.routers[rest].match(request.method, request.url.path, dict(query))
         if found is None:
+            name = "Lambda" if rest == "lambda" else rest
             raise UnknownOperationException(
-                f"No Lambda operation matches {request.method} {request.url.path}"
+                f"No {name} operation matches {request.method} {request.url.path}"
             )
         operation, path_params = found
-        return _Route("lambda", operation, path_params=path_params, query=query)
+        return _Route(rest, operation, path_params=path_params, query=query)
 
     async def _rest_json(self, route: _Route, handler: Handler, request: Request,
                          request_id: str, body: bytes, principal: Principal) -> Response:
@@ -191,8 +206,10 @@ class Dispatcher:
     def _handler(service: str, operation: str) -> Handler:
         handler = HANDLERS.get((service, operation))
         if handler is None:
-            raise UnknownOperationException(
-                f"{operation} is not supported by this Lamina server yet"
+            # A 4xx naming the operation: a tool sees at once what Lamina lacks.
+            raise UnsupportedOperationException(
+                f"The {operation} operation is not supported by this Lamina server. "
+                f"Supported operations: `lamina serve --help`."
             )
         return handler
 

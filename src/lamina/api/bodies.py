@@ -58,9 +58,10 @@ def body_cap(limits: Limits, service: str, operation: str, invocation_type: str 
 
 def too_large(limit: int, service: str, operation: str, invocation_type: str | None
               ) -> RequestEntityTooLargeException:
-    # Invoke names the asynchronous flavour "InvokeAsync", as the invoker does.
-    if service == "lambda" and operation == "Invoke" and invocation_type == "Event":
-        operation = "InvokeAsync"
+    # AWS names Invoke by its internal name, InvokeFunction, and the asynchronous
+    # flavour "InvokeAsync".
+    if service == "lambda" and operation == "Invoke":
+        operation = "InvokeAsync" if invocation_type == "Event" else "InvokeFunction"
     return RequestEntityTooLargeException.for_operation(limit, operation)
 
 

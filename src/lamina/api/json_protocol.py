@@ -28,6 +28,9 @@ class JsonService:
     error_namespace: str
     # SQS accepts values outside its model's enums (see protocol.validate).
     check_enums: bool = True
+    # EventBridge answers every client error (ResourceNotFoundException included)
+    # with 400, where Lambda uses 404, 409, ...
+    client_status: int | None = None
 
     @property
     def model(self) -> ServiceModel:
@@ -47,6 +50,7 @@ class JsonService:
 SERVICES: dict[str, JsonService] = {
     "AmazonSQS": JsonService("sqs", "com.amazonaws.sqs#", check_enums=False),
     "Logs_20140328": JsonService("logs", ""),
+    "AWSEvents": JsonService("events", "", client_status=400),
 }
 
 
@@ -85,9 +89,14 @@ def error_response(error: LambdaError, request_id: str, service: JsonService | N
     if service is not None and service.model.is_query_compatible:
         fault = "Sender" if error.fault == "User" else "Receiver"
         headers["x-amzn-query-error"] = f"{error.query_code or error.error_type};{fault}"
+    # The JSON protocol answers a caller's error with 400 whatever its type (e.g. Logs'
+    # ResourceNotFoundException), where rest-json Lambda answers 404.
+    status = 400 if error.status_code == 404 else error.status_code
+    if service is not None and service.client_status is not None and error.fault == "User":
+        status = service.client_status
     return Response(
         json.dumps(body),
-        status_code=error.status_code,
+        status_code=status,
         headers=headers,
         media_type=service.content_type if service is not None else "application/json",
     )

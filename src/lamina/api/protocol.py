@@ -21,7 +21,11 @@ from urllib.parse import parse_qsl
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from lamina.errors import InvalidRequestContentException, ValidationException
+from lamina.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    ValidationException,
+)
 
 
 @functools.cache
@@ -219,11 +223,38 @@ def _pattern(regex: str) -> re.Pattern[str] | None:
 
 
 def _shown(value: Any) -> str:
+    """A value as AWS's (Java) validator prints it: lists as [a, b], doubles as 2.0."""
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     if isinstance(value, str) and len(value) > 256:
         return value[:256] + "..."
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(item) for item in value) + "]"
     return str(value)
+
+
+def _shown_as(shape: Shape, value: Any) -> str:
+    if shape.type_name in ("float", "double") and isinstance(value, (int, float)):
+        return repr(float(value))
+    return _shown(value)
+
+
+def _all_constraints(shape: Shape, not_null: bool = True) -> list[str]:
+    """Every constraint of a list's member or a map's key/value, as AWS lists them
+    when one item breaks any: maxima first, then minima, pattern, enum, not null."""
+    meta = shape.metadata
+    kind = shape.type_name
+    unit = "length" if kind in ("string", "blob", "list", "map") else "value"
+    found = []
+    if "max" in meta:
+        found.append(f"Member must have {unit} less than or equal to {meta['max']}")
+    if "min" in meta:
+        found.append(f"Member must have {unit} greater than or equal to {meta['min']}")
+    if kind == "string" and meta.get("pattern"):
+        found.append(f"Member must satisfy regular expression pattern: {meta['pattern']}")
+    if kind == "string" and shape.enum:
+        found.append(f"Member must satisfy enum value set: [{', '.join(shape.enum)}]")
+    return [*found, "Member must not be null"] if not_null else found
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -250,7 +281,8 @@ def _value_at(shape: Shape, value: Any, path: str) -> str:
         return f"Value at '{path}'"
     if isinstance(value, dict):
         # Java's Map.toString, which is what AWS prints.
-        return f"Value '{{{', '.join(f'{k}={_shown(v)}' for k, v in value.items())}}}' at '{path}'"
+        shown = ", ".join(f"{k}={_shown_as(shape.value, v)}" for k, v in value.items())
+        return f"Value '{{{shown}}}' at '{path}'"
     return f"Value '{_shown(value)}' at '{path}'"
 
 
@@ -305,6 +337,17 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool
                 child = _member_path(name) if not path else f"{path}.{_member_path(name)}"
                 _check(shape.members[name], member_value, child, problems, enums)
     elif kind == "list":
+        if shape.member.type_name not in _CONTAINERS:
+            # AWS reports a list of scalars once, as a whole, with every constraint
+            # of its members; a list of runtimes with just the enum.
+            if any(_failures(shape.member, item, enums) for item in value):
+                constraint = (
+                    f"Member must satisfy enum value set: [{', '.join(shape.member.enum)}]"
+                    if shape.member.name == "Runtime"
+                    else f"Member must satisfy constraint: [{', '.join(_all_constraints(shape.member))}]"
+                )
+                problems.append(f"{_value_at(shape, value, path)} failed to satisfy constraint: {constraint}")
+            return
         for index, item in enumerate(value):
             _check(shape.member, item, f"{path}.{index + 1}.member", problems, enums)
     elif kind == "map":
@@ -313,11 +356,16 @@ def _check(shape: Shape, value: Any, path: str, problems: list[str], enums: bool
         for part, part_shape, items in (("keys", shape.key, value.keys()), ("value", shape.value, value.values())):
             if part_shape.type_name in _CONTAINERS:
                 continue
-            broken = list(dict.fromkeys(c for item in items for c in _failures(part_shape, item, enums)))
-            if broken:
+            failures = [_failures(part_shape, item, enums) for item in items]
+            if any(failures):
+                type_errors = [f for f in failures if f and f[0].startswith("Member must be of type")]
+                # AWS lists a broken type alone; otherwise every constraint, with "not
+                # null" for numbers only (keys and strings: as its recorded answers show).
+                listed = type_errors[0] if type_errors else _all_constraints(
+                    part_shape, not_null=part == "value" and part_shape.type_name not in ("string", "blob"))
                 problems.append(
                     f"{_value_at(shape, value, path)} failed to satisfy constraint: "
-                    f"Map {part} must satisfy constraint: [{', '.join(broken)}]"
+                    f"Map {part} must satisfy constraint: [{', '.join(listed)}]"
                 )
         if shape.value.type_name in _CONTAINERS:
             for key, item in value.items():
@@ -328,6 +376,15 @@ def validate(operation: OperationModel, params: dict[str, Any], enums: bool = Tr
     """Raise ValidationException, worded like AWS's, if params break the model."""
     if operation.input_shape is None:
         return
+    runtime = operation.input_shape.members.get("Runtime")
+    value = params.get("Runtime")
+    if runtime is not None and runtime.enum and isinstance(value, str) and value not in runtime.enum:
+        # Lambda checks a function's runtime itself, before the model, and says so
+        # with its own exception and wording (no count, no quotes).
+        raise InvalidParameterValueException(
+            f"Value {value} at 'runtime' failed to satisfy constraint: Member must satisfy "
+            f"enum value set: [{', '.join(runtime.enum)}]"
+        )
     problems: list[str] = []
     _check(operation.input_shape, params, "", problems, enums)
     if problems:

@@ -24,18 +24,91 @@ class RequestHeadersTooLarge(Exception):
     """Raised from a parser callback; httptools turns it into a parse error (400)."""
 
 
+class ChunkSizes:
+    """Follows the chunk-size lines of a chunked body as its bytes arrive.
+
+    httptools accepts any chunk size that fits 64 bits and then waits for the data; a
+    client announcing `ffffffffffff` would hold the request until the body deadline.
+    A chunk larger than any request body Lamina accepts is refused at its size line.
+    """
+
+    # A size line longer than this is malformed; the parser refuses it itself.
+    MAX_LINE = 1024
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._skip = 0
+        self._line = bytearray()
+        self._done = False
+
+    def too_large(self, data: bytes) -> bool:
+        """Whether data (the body's next bytes) announces a chunk over the cap."""
+        i = 0
+        while i < len(data) and not self._done:
+            if self._skip:
+                taken = min(self._skip, len(data) - i)
+                self._skip -= taken
+                i += taken
+                continue
+            end = data.find(b"\n", i)
+            if end < 0:
+                self._line += data[i:]
+                return False
+            self._line += data[i:end]
+            i = end + 1
+            text = bytes(self._line).split(b";", 1)[0].strip()
+            self._line.clear()
+            if len(text) > self.MAX_LINE:
+                return False
+            try:
+                size = int(text, 16)
+            except ValueError:
+                return False  # malformed: the parser answers 400
+            if size > self.cap:
+                return True
+            if size == 0:
+                self._done = True  # trailers follow; nothing more to watch
+            else:
+                self._skip = size + 2  # the data and its CRLF
+        return False
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline and a size cap for headers."""
+    """uvicorn's httptools protocol with a deadline and a size cap for headers, and
+    an immediate 400 for a chunk larger than any request body."""
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 80 * 1024 * 1024
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        # Bytes of the current message up to its body, to find where the body starts.
+        self._head = bytearray()
+        self._in_headers = True
+        self._chunked = False
+        self._chunk_sizes: ChunkSizes | None = None
         super().connection_made(transport)  # type: ignore[arg-type]
         # A connection that never sends a byte is closed too.
         self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        body = b""
+        if self._chunk_sizes is not None:
+            body = data
+        elif self._in_headers:
+            self._head += data
+        super().data_received(data)
+        if self._chunk_sizes is None and self._chunked and not self._in_headers:
+            # The headers ended in this data: the body starts after their blank line.
+            end = self._head.find(b"\r\n\r\n")
+            body = bytes(self._head[end + 4:]) if end >= 0 else b""
+            self._head.clear()
+            self._chunk_sizes = ChunkSizes(self.max_body_bytes)
+        if body and self._chunk_sizes is not None and self._chunk_sizes.too_large(body):
+            if not self.transport.is_closing():
+                self.send_400_response("Chunk larger than any request body this server accepts.")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -44,6 +117,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
+        self._in_headers = True
+        self._chunked = False
+        self._chunk_sizes = None
         self._arm_header_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -52,11 +128,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header_bytes(len(name) + len(value))
+        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            self._chunked = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        self._in_headers = False
+        if not self._chunked:
+            self._head.clear()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._chunk_sizes = None
+        self._chunked = False
+        self._in_headers = True
+        self._head.clear()
+        super().on_message_complete()
 
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
@@ -86,6 +174,7 @@ def http_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
         {
             "header_timeout_s": settings.request_header_timeout_s,
             "max_header_bytes": settings.max_request_header_bytes,
+            "max_body_bytes": settings.limits.max_request_bytes,
         },
     )
 

@@ -57,7 +57,21 @@ def cli() -> None:
     """Lamina: run AWS Lambda functions on your own machine."""
 
 
-@cli.command()
+class _ServeCommand(click.Command):
+    """`serve --help` ends with the operations the server implements, read from the
+    registered handlers (so the list cannot drift from the code)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from lamina.api.operations import implemented_operations
+
+        for service, names in implemented_operations().items():
+            formatter.write_paragraph()
+            formatter.write_text(f"Implemented {service} operations ({len(names)}): {', '.join(names)}.")
+        formatter.write_paragraph()
+        formatter.write_text("Other operations of the Lambda API answer 400 UnsupportedOperationException.")
+
+
+@cli.command(cls=_ServeCommand)
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 9000).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,

@@ -120,7 +120,12 @@ class Aliases:
         if function_version is not None:
             self._existing_version(fn, function_version)
         while True:
-            current = self.get(fn, name)
+            data = self.store.get(fn, name)
+            if data is None:
+                self.functions.get_version(fn)
+                # UpdateAlias words it differently from GetAlias, as AWS does.
+                raise ResourceNotFoundException(f"Alias not found: {self._alias_arn(fn, name)}")
+            current = Alias.from_json(data)
             if revision_id is not None and revision_id != current.revision_id:
                 raise revision_mismatch()
             updated = dataclasses.replace(

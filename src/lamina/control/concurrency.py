@@ -77,7 +77,16 @@ class ConcurrencyRegistry:
         return self.reserved.get(self._function_name(function_name))
 
     def put_reserved(self, function_name: str, reserved: int) -> int:
-        name = self._function_name(function_name)
+        ref = self.functions.resolve(function_name)
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(
+                "This operation is permitted on Lambda functions only. Aliases and versions do "
+                "not support this operation. Please specify either a function name or an "
+                "unqualified function ARN."
+            )
+        if self.functions.load_version(ref.name, LATEST) is None:
+            raise self.functions.not_found(ref.name, LATEST)
+        name = ref.name
         provisioned = self.provisioned_by_function.get(name, 0)
         if reserved < provisioned:
             raise InvalidParameterValueException(
@@ -106,13 +115,19 @@ class ConcurrencyRegistry:
 
     # -- provisioned concurrency ---------------------------------------------------
 
-    def _version(self, function_name: str, qualifier: str | None) -> tuple[str, str, FunctionVersion]:
+    def _version(self, function_name: str, qualifier: str | None,
+                 writing: bool = False) -> tuple[str, str, FunctionVersion]:
         ref = self.functions.resolve(function_name, qualifier)
         unpublished = InvalidParameterValueException(
             "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
+            if writing else "The function resource provided must be an alias or a published version."
         )
         if ref.qualifier is None or ref.qualifier == LATEST:
             raise unpublished
+        if not ref.qualifier.isdigit() and self.functions.aliases.get(ref.name, ref.qualifier) is None:
+            raise ResourceNotFoundException(
+                f"Cannot find alias arn: {self.functions.region.function_arn(ref.name, ref.qualifier)}"
+            )
         fv = self.functions.get_version(ref.name, ref.qualifier)
         if fv.version == LATEST:  # an alias of $LATEST
             raise unpublished
@@ -120,7 +135,7 @@ class ConcurrencyRegistry:
 
     def put_provisioned(self, function_name: str, qualifier: str | None,
                         requested: int) -> ProvisionedConfig:
-        name, qualifier, fv = self._version(function_name, qualifier)
+        name, qualifier, fv = self._version(function_name, qualifier, writing=True)
         others = self.provisioned_by_function.get(name, 0)
         current = self.provisioned.get((name, qualifier))
         if current is not None:
@@ -162,9 +177,9 @@ class ConcurrencyRegistry:
 
     def delete_provisioned(self, function_name: str, qualifier: str | None) -> None:
         name, qualifier, _ = self._version(function_name, qualifier)
-        if not self.store.delete_provisioned(name, qualifier):
-            raise ResourceNotFoundException("No Provisioned Concurrency Config found for this function")
-        self._forget_provisioned(name, qualifier)
+        # Deleting a config that does not exist succeeds, as on AWS.
+        if self.store.delete_provisioned(name, qualifier):
+            self._forget_provisioned(name, qualifier)
 
     def _forget_provisioned(self, name: str, qualifier: str) -> None:
         self.provisioned.pop((name, qualifier), None)

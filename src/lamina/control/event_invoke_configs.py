@@ -25,6 +25,8 @@ from lamina.limits import Limits
 from lamina.store.async_events import EventInvokeConfigStore
 
 # DestinationConfig members, and the record field each one is stored in.
+# The services AWS delivers async results to; Lamina delivers to two of them.
+DESTINATION_SERVICES = frozenset({"lambda", "sqs", "sns", "events", "s3"})
 DESTINATIONS = {"OnSuccess": "on_success", "OnFailure": "on_failure"}
 
 
@@ -88,7 +90,16 @@ class EventInvokeConfigs:
     def _target(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
         """(function name, qualifier) after checking both exist; no qualifier is $LATEST."""
         ref = self.functions.resolve(function_name, qualifier)
-        self.functions.target(ref.name, ref.qualifier or LATEST)
+        try:
+            self.functions.target(ref.name, ref.qualifier or LATEST)
+        except ResourceNotFoundException:
+            raise ResourceNotFoundException("The function doesn't exist.") from None
+        return ref.name, ref.qualifier or LATEST
+
+    def _named(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
+        """(function name, qualifier) unchecked: reading or deleting the config of a
+        missing function or version, AWS just says there is no config."""
+        ref = self.functions.resolve(function_name, qualifier)
         return ref.name, ref.qualifier or LATEST
 
     def _missing(self, name: str, qualifier: str) -> ResourceNotFoundException:
@@ -104,6 +115,15 @@ class EventInvokeConfigs:
         if region.queue_name(arn) is not None:
             return
         target = region.function_ref(arn)
+        service = arn.split(":")[2] if arn.count(":") >= 2 else ""
+        if target is None and service not in DESTINATION_SERVICES:
+            # Not a destination on AWS either: AWS's own (Java-flavoured) wording.
+            parts = {kind: f"{kind}(destination={arn})" if kind == member else "null"
+                     for kind in ("OnSuccess", "OnFailure")}
+            raise InvalidParameterValueException(
+                f"The provided destination config DestinationConfig(onSuccess={parts['OnSuccess']}, "
+                f"onFailure={parts['OnFailure']}) is invalid."
+            )
         if target is None:
             raise InvalidParameterValueException(
                 f"DestinationConfig.{member}.Destination: {arn} is not a destination this "
@@ -116,6 +136,8 @@ class EventInvokeConfigs:
             raise InvalidParameterValueException(
                 "You can't specify the function as a destination for itself."
             )
+        if self.functions.load_version(target.name, LATEST) is None:
+            raise InvalidParameterValueException(f"The destination ARN {arn} is invalid.")
 
     def _save(self, config: EventInvokeConfig) -> EventInvokeConfig:
         for member, field in DESTINATIONS.items():
@@ -132,6 +154,10 @@ class EventInvokeConfigs:
         """Replace the whole config: what is not given goes back to the default."""
         name, qualifier = self._target(function_name, qualifier)
         given = destinations or {}
+        if retry_attempts is None and event_age_s is None and destinations is None:
+            raise InvalidParameterValueException(
+                "You must specify at least one of error handling or destination setting."
+            )
         return self._save(EventInvokeConfig(
             function_name=name, qualifier=qualifier, last_modified=time.time(),
             maximum_retry_attempts=retry_attempts, maximum_event_age_s=event_age_s,
@@ -142,6 +168,7 @@ class EventInvokeConfigs:
     def update(self, function_name: str, qualifier: str | None, retry_attempts: int | None,
                event_age_s: int | None, destinations: dict[str, Any] | None) -> EventInvokeConfig:
         """Change what is given and keep the rest; a destination given as {} is removed."""
+        self._target(function_name, qualifier)  # a missing function is reported as such
         current = self.get(function_name, qualifier)
         changes: dict[str, Any] = {"last_modified": time.time()}
         if retry_attempts is not None:
@@ -154,14 +181,14 @@ class EventInvokeConfigs:
         return self._save(dataclasses.replace(current, **changes))
 
     def get(self, function_name: str, qualifier: str | None) -> EventInvokeConfig:
-        name, qualifier = self._target(function_name, qualifier)
+        name, qualifier = self._named(function_name, qualifier)
         data = self.store.get(name, qualifier)
         if data is None:
             raise self._missing(name, qualifier)
         return EventInvokeConfig.from_json(data)
 
     def delete(self, function_name: str, qualifier: str | None) -> None:
-        name, qualifier = self._target(function_name, qualifier)
+        name, qualifier = self._named(function_name, qualifier)
         if not self.store.delete(name, qualifier):
             raise self._missing(name, qualifier)
         self._cache.pop((name, qualifier), None)

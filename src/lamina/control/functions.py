@@ -45,17 +45,26 @@ from lamina.store.functions import FunctionStore, version_sequence
 log = logging.getLogger("lamina.control")
 
 MAX_TAGS = 50
+# A function's own name; with an ARN around it, the model allows 140 characters.
+FUNCTION_NAME_MAX = 64
+
+
 # Called with the outcome of making a runtime ready: None, or the StateReason to show.
 RuntimeSettled = Callable[[str | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
         "role", "runtime", "handler", "description", "timeout", "memory_size",
-        "ephemeral_storage_mb", "environment", "layers", "tracing_mode",
+        "ephemeral_storage_mb", "environment", "environment_given", "layers", "tracing_mode",
         "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
         "application_log_level", "system_log_level", "snap_start_apply_on", "image_config",
     }
 )
+
+
+def too_many_tags() -> InvalidParameterValueException:
+    # AWS's wording names no number.
+    return InvalidParameterValueException("Number of tags exceeds resource tag limit.")
 
 
 def new_revision_id() -> str:
@@ -204,6 +213,9 @@ class FunctionRegistry:
         self.image_code: ContainerImageCode | None = None
         self.image_ready: Callable[[str], bool] = lambda resolved_uri: True
         self.install_image: Callable[[str, ImageSettled], None] | None = None
+        # A version whose runtime is ready still answers Pending (InProgress) first and
+        # settles this much later, on the event loop, as Lambda's do (config.py).
+        self.settle_delay_s = 0.0
         # Called with (function name, version) after that version changed or was
         # deleted; version None: the whole function was deleted. Published versions
         # never change, so an update of $LATEST concerns $LATEST alone.
@@ -416,7 +428,13 @@ class FunctionRegistry:
                 "Unsupported parameter: FunctionName must not carry a qualifier on CreateFunction."
             )
         if len(tags) > MAX_TAGS:
-            raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+            raise too_many_tags()
+        if len(ref.name) > FUNCTION_NAME_MAX:
+            # AWS checks a function name's own length itself (the model allows an ARN's).
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{ref.name}' at 'functionName' failed to "
+                f"satisfy constraint: Member must have length less than or equal to {FUNCTION_NAME_MAX}"
+            )
         # Validate the configuration first: a refused function stores no code.
         # Runtime and Handler may be absent (Image packages); _validate decides.
         defaults = {
@@ -435,10 +453,9 @@ class FunctionRegistry:
         if image_uri is not None:
             draft = self._with_image(draft, await self._resolve_image(image_uri, draft.architectures))
         draft = with_logging_defaults(draft)
-        if self._awaits_runtime(draft):
-            # No LastUpdateStatus while a new function is Pending, as on Lambda.
-            draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
-                                                 last_update_status=None))
+        # Every new function is Pending first (no LastUpdateStatus then), as on Lambda.
+        draft = _waiting(dataclasses.replace(draft, state=FunctionState.PENDING,
+                                             last_update_status=None))
         if self.store.get_version(ref.name, LATEST) is not None:
             raise self._exists(ref.name)
         if zip_file is None:
@@ -454,8 +471,7 @@ class FunctionRegistry:
         if not created:
             self.code.collect()  # the blob may be nobody's
             raise self._exists(ref.name)
-        if fv.awaits_runtime:
-            self._install(fv)
+        self._install(fv)
         return self._publish(ref.name) if publish else fv
 
     async def _resolve_image(self, image_uri: str, architectures: list[str]) -> ImageCode:
@@ -622,6 +638,13 @@ class FunctionRegistry:
             description=latest.description if description is None else description,
             published_from_revision=latest.revision_id,
         )
+        if latest.awaits_runtime:
+            # A version published while $LATEST is made ready is a new function
+            # version being created: Pending, without LastUpdateStatus, as on AWS.
+            published = dataclasses.replace(
+                published, state=FunctionState.PENDING, state_reason=CREATING_REASON,
+                state_reason_code=CREATING, last_update_status=None,
+                last_update_status_reason=None, last_update_status_reason_code=None)
         if not self.store.insert_version(name, published.version, published.revision_id,
                                          published.to_json()):
             raise self.not_found(name)
@@ -635,11 +658,9 @@ class FunctionRegistry:
         return fv.package_type == "Zip" and fv.runtime is not None and not self.runtime_ready(fv.runtime)
 
     def _with_runtime_state(self, fv: FunctionVersion) -> FunctionVersion:
-        """An updated $LATEST in the state its runtime allows: Active (or Active
-        again, after a failure) when it is ready here, else waiting for it."""
-        if self._awaits_runtime(fv):
-            return _waiting(fv)
-        return _ready(fv)
+        """An updated $LATEST while it is made ready: Active with its update
+        InProgress (Pending again after a failure); it settles asynchronously."""
+        return _waiting(fv)
 
     def _check_not_updating(self, fv: FunctionVersion) -> None:
         """Lambda refuses to change or publish a function still being made ready."""
@@ -657,15 +678,25 @@ class FunctionRegistry:
             raise update_in_progress(self.function_arn(fv.function_name))
 
     def _install(self, fv: FunctionVersion) -> None:
+        """Settle fv once its runtime (or image) is ready: later, never within the
+        request that changed it, so its answer shows Pending / InProgress as Lambda's does."""
         if fv.package_type == "Image":
-            if self.install_image is not None and fv.resolved_image_uri is not None:
-                uri = fv.resolved_image_uri
-                self.install_image(uri, functools.partial(self._image_settled, fv.function_name, uri))
+            uri = fv.resolved_image_uri
+            if uri is None:
+                return
+            settled = functools.partial(self._image_settled, fv.function_name, uri)
+            if self._awaits_runtime(fv) and self.install_image is not None:
+                self.install_image(uri, settled)
+            else:
+                self._settle_later(functools.partial(settled, None))
+            return
+        if not self._awaits_runtime(fv) or self.install_runtime is None:
+            self._settle_later(functools.partial(
+                self._runtime_settled, fv.function_name, fv.runtime, None))
             return
         assert fv.runtime is not None
-        if self.install_runtime is not None:
-            self.install_runtime(fv.runtime, functools.partial(
-                self._runtime_settled, fv.function_name, fv.runtime))
+        self.install_runtime(fv.runtime, functools.partial(
+            self._runtime_settled, fv.function_name, fv.runtime))
 
     def _image_settled(self, name: str, resolved_uri: str, failure: tuple[str, str] | None) -> None:
         """The image `resolved_uri` is here (failure None) or could not be pulled
@@ -674,10 +705,19 @@ class FunctionRegistry:
                      resolved_uri, None if failure is None else failure[1],
                      "InternalError" if failure is None else failure[0])
 
-    def _runtime_settled(self, name: str, runtime: str, failure: str | None) -> None:
+    def _settle_later(self, settle: Callable[[], None]) -> None:
+        """Run `settle` after settle_delay_s, on the event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside a server (tools, tests of the registry)
+            settle()
+            return
+        loop.call_later(self.settle_delay_s, settle)
+
+    def _runtime_settled(self, name: str, runtime: str | None, failure: str | None) -> None:
         """The runtime `runtime` is ready (failure None) or could not be made ready:
         every version of `name` waiting on it becomes Active, or Failed."""
-        self._settle(name, lambda fv: fv.package_type == "Zip" and fv.runtime == runtime, runtime, failure)
+        self._settle(name, lambda fv: fv.package_type == "Zip" and fv.runtime == runtime, runtime or "its runtime", failure)
 
     def _settle(self, name: str, waits_on: Callable[[FunctionVersion], bool], what: str,
                 failure: str | None, code: str = "InternalError") -> None:
@@ -742,13 +782,20 @@ class FunctionRegistry:
                 f"[{', '.join(users)}]"
             )
         if not self.store.delete_version(name, version):
-            raise self.not_found(name, version)
+            # A version that does not exist is deleted already (AWS: idempotent), as
+            # long as the function exists.
+            if self.store.get_version(name, LATEST) is None:
+                raise self.not_found(name)
 
     # -- tags -------------------------------------------------------------------
 
     def _function_for_arn(self, resource_arn: str) -> str:
         ref = self.resolve(resource_arn)
-        if ref.qualifier is not None or self.store.get_version(ref.name, LATEST) is None:
+        if ref.qualifier is not None:
+            raise InvalidParameterValueException(
+                "Tags on function aliases and versions are not supported. Please specify a function ARN."
+            )
+        if self.store.get_version(ref.name, LATEST) is None:
             raise self.not_found(ref.name, ref.qualifier)
         return ref.name
 
@@ -758,8 +805,11 @@ class FunctionRegistry:
     def tag_resource(self, resource_arn: str, values: dict[str, str]) -> None:
         name = self._function_for_arn(resource_arn)
         existing = self.tags(name)
+        if not values:
+            # AWS's own (unhelpful) wording for TagResource without tags.
+            raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
         if len(set(existing) | set(values)) > MAX_TAGS:
-            raise InvalidParameterValueException(f"Number of tags exceeds resource tag limit of {MAX_TAGS}.")
+            raise too_many_tags()
         self.store.put_tags(self.function_arn(name), values)
 
     def untag_resource(self, resource_arn: str, keys: list[str]) -> None:

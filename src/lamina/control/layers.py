@@ -25,6 +25,11 @@ POLICY_GETTER = "GetLayerPolicy"
 
 
 
+def check_version_number(version: int) -> None:
+    if version < 1:
+        raise InvalidParameterValueException("Layer Version Cannot be less than 1")
+
+
 def _matches(layer: LayerVersion, runtime: str | None, architecture: str | None) -> bool:
     return (runtime is None or runtime in layer.compatible_runtimes) and (
         architecture is None or architecture in layer.compatible_architectures
@@ -72,6 +77,7 @@ class Layers:
         return layer_name(name_or_arn)
 
     def get(self, name_or_arn: str, version: int) -> LayerVersion:
+        check_version_number(version)
         data = self.store.get(self._own_layer_name(name_or_arn), version)
         if data is None:
             raise ResourceNotFoundException(NOT_FOUND)
@@ -88,6 +94,7 @@ class Layers:
     def delete(self, name_or_arn: str, version: int) -> None:
         # Deleting a version that does not exist succeeds, as on AWS. Its blob stays
         # while functions use the version: they keep working, as on AWS.
+        check_version_number(version)
         name = self._own_layer_name(name_or_arn)
         if self.store.delete(name, version, self.region.layer_arn(name, version)):
             self.code.collect()
@@ -125,6 +132,11 @@ class Layers:
         seen: dict[str, str] = {}
         for arn in arns:
             ref = parse_layer_arn(arn)
+            if ref is not None and ref.region != self.region.region:
+                raise InvalidParameterValueException(
+                    "Layers are not in the same region as the function. Layers are expected "
+                    f"to be in region {self.region.region}."
+                )
             data = None
             if ref is not None and ref.version is not None and (ref.region, ref.account_id) == (
                 self.region.region, self.region.account_id
@@ -135,7 +147,7 @@ class Layers:
             if ref.name in seen:
                 raise InvalidParameterValueException(
                     "Two different versions of the same layer are not allowed to be referenced "
-                    f"in the same function. {seen[ref.name]} and {arn} reference the same layer."
+                    f"in the same function. {seen[ref.name]} and {arn} are versions of the same layer."
                 )
             seen[ref.name] = arn
             attached.append(LayerVersion.from_json(data).attached(self.region))
@@ -169,12 +181,12 @@ class Layers:
         if organization_id:
             statement["Condition"] = {"StringEquals": {"aws:PrincipalOrgID": organization_id}}
         revision = self.policies.add_statement(arn, statement, revision_id, POLICY_GETTER)
-        return json.dumps(statement), revision
+        return json.dumps(statement, separators=(",", ":")), revision
 
     def get_policy(self, name_or_arn: str, version: int) -> tuple[str, str]:
         """(the policy document as JSON, RevisionId)."""
         document, revision = self.policies.get(self._version_arn(name_or_arn, version))
-        return json.dumps(document), revision
+        return json.dumps(document, separators=(",", ":")), revision
 
     def remove_permission(self, name_or_arn: str, version: int, statement_id: str,
                           revision_id: str | None = None) -> None:

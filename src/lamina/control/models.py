@@ -78,6 +78,8 @@ class FunctionVersion:
     memory_size: int = 128
     ephemeral_storage_mb: int = 512
     environment: dict[str, str] = field(default_factory=dict)
+    # Whether Environment was ever given: AWS then echoes it, even with no variables.
+    environment_given: bool = False
     layers: list[AttachedLayer] = field(default_factory=list)
     architectures: list[str] = field(default_factory=lambda: ["x86_64"])
     package_type: str = "Zip"
@@ -175,7 +177,7 @@ class FunctionVersion:
                 **({"SystemLogLevel": self.system_log_level} if self.system_log_level else {}),
             },
         }
-        if self.environment:
+        if self.environment or self.environment_given:
             config["Environment"] = {"Variables": dict(self.environment)}
         if self.image_config:
             config["ImageConfigResponse"] = {"ImageConfig": dict(self.image_config)}

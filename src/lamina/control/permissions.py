@@ -121,6 +121,11 @@ class AccessRequest:
     principal_arn: str | None = None
     # Set when the request came through a function URL: its AuthType.
     url_auth_type: str | None = None
+    # An AWS service acting for a resource (events.amazonaws.com for an EventBridge
+    # rule): the service principal, and the resource's ARN and account.
+    service: str | None = None
+    source_arn: str | None = None
+    source_account: str | None = None
 
     def context(self) -> dict[str, str]:
         """Condition keys (lower-cased, as IAM compares them) this request carries."""
@@ -130,6 +135,10 @@ class AccessRequest:
             keys["lambda:invokedviafunctionurl"] = "true"
         if self.account_id is not None:
             keys["aws:principalaccount"] = self.account_id
+        if self.source_arn is not None:
+            keys["aws:sourcearn"] = self.source_arn
+        if self.source_account is not None:
+            keys["aws:sourceaccount"] = self.source_account
         return keys
 
 
@@ -149,8 +158,12 @@ def _principal_matches(principal: Any, request: AccessRequest) -> bool:
         return False
     for kind, values in principal.items():
         for value in _as_list(values):
+            if kind == "Service":
+                # Services act inside this server (EventBridge rules), never as a client.
+                if request.service is not None and value == request.service:
+                    return True
+                continue
             if kind != "AWS":
-                # Service principals sign as the service; no client here does.
                 continue
             if value == "*":
                 return True

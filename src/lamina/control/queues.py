@@ -491,6 +491,12 @@ class QueueRegistry:
         self.get_queue(name)
         self.store.delete_messages(name, [parse_receipt_handle(name, receipt_handle)])
 
+    def delete_received(self, name: str, receipt_handles: list[str]) -> None:
+        """Delete any number of received messages at once (event source mappings);
+        stale handles are ignored, as DeleteMessage ignores them."""
+        self.get_queue(name)
+        self.store.delete_messages(name, [parse_receipt_handle(name, h) for h in receipt_handles])
+
     def delete_batch(self, name: str, entries: list[tuple[str, str]]) -> BatchResult:
         """DeleteMessageBatch: entries are (entry id, receipt handle)."""
         self.get_queue(name)

@@ -176,10 +176,8 @@ class Invoker:
         asynchronous = request.invocation_type == "Event"
         limit = self.limits.max_async_payload_bytes if asynchronous else self.limits.max_sync_payload_bytes
         if len(request.payload) > limit:
-            operation = "InvokeAsync" if asynchronous else "Invoke"
-            raise RequestEntityTooLargeException(
-                f"Request must be smaller than {limit} bytes for the {operation} operation"
-            )
+            raise RequestEntityTooLargeException.for_operation(
+                limit, "InvokeAsync" if asynchronous else "InvokeFunction")
         payload = request.payload or b"{}"
         try:
             json.loads(payload)
@@ -260,18 +258,29 @@ class Invoker:
         if request.invocation_type == "DryRun":
             return InvocationResult(204, executed_version=fv.version)
         if request.invocation_type == "Event":
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                raise InvalidRequestContentException(
-                    "Could not parse request body into json: the payload is not UTF-8"
-                ) from None
-            # Committed before the 202: from here on the event is not lost.
-            self.events.enqueue(fv.function_name, qualifier, text, client_context,
-                                request.request_id)
-            return InvocationResult(202, executed_version=fv.version)
+            return self._enqueue(request, fv, qualifier, payload, client_context)
         return await self._run(fv, payload, client_context, qualifier,
                                tail=request.log_type == "Tail", request_id=request.request_id)
+
+    def invoke_queued(self, request: InvocationRequest) -> InvocationResult:
+        """InvocationType=Event without awaiting: the event is queued durably when this
+        returns (or the error Invoke would answer is raised). For callers inside the
+        server that fire from synchronous code, such as schedules."""
+        fv, qualifier, payload, client_context = self._target(request)
+        return self._enqueue(request, fv, qualifier, payload, client_context)
+
+    def _enqueue(self, request: InvocationRequest, fv: FunctionVersion, qualifier: str | None,
+                 payload: bytes, client_context: str | None) -> InvocationResult:
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            raise InvalidRequestContentException(
+                "Could not parse request body into json: the payload is not UTF-8"
+            ) from None
+        # Committed before the 202: from here on the event is not lost.
+        self.events.enqueue(fv.function_name, qualifier, text, client_context,
+                            request.request_id)
+        return InvocationResult(202, executed_version=fv.version)
 
     async def invoke_stream(self, request: InvocationRequest) -> StreamedInvocation:
         """InvokeWithResponseStream (and RESPONSE_STREAM function URLs): the invocation

@@ -15,7 +15,7 @@ What reads it:
 - `GET /metrics` (Prometheus exposition, `PrometheusCollector`): cumulative
   counters and histograms, built at scrape time from plain numbers, so the
   invocation path takes no lock and calls nothing of prometheus-client;
-- the CloudWatch API (observe/metric_data.py): per-minute aggregates (sum, count,
+- the CloudWatch API (store/metrics.py): per-minute aggregates (sum, count,
   min, max and a log-bucketed histogram for percentiles), drained by `drain()`
   into the store;
 - `snapshot()`: per-function totals since start (tests, the CLI).

@@ -142,8 +142,27 @@ def _0007_function_urls(conn: Connection) -> None:
           Column("config", Text, nullable=False)).create(conn)
 
 
-def _0008_metric_data(conn: Connection) -> None:
-    # Frozen like 0001 (observe/metric_data.py reads and writes it).
+def _0008_triggers(conn: Connection) -> None:
+    # Frozen like 0001.
+    meta = MetaData()
+    Table("event_source_mappings", meta,
+          Column("uuid", String(36), primary_key=True),
+          Column("function_name", String(140), nullable=False),
+          Column("event_source_arn", String(1024), nullable=False),
+          Column("config", Text, nullable=False)).create(conn)
+    Table("event_rules", meta,
+          Column("name", String(64), primary_key=True),
+          Column("config", Text, nullable=False),
+          Column("next_fire_at", BigInteger)).create(conn)
+    Table("schedules", meta,
+          Column("group_name", String(64), primary_key=True),
+          Column("name", String(64), primary_key=True),
+          Column("config", Text, nullable=False),
+          Column("next_fire_at", BigInteger)).create(conn)
+
+
+def _0009_metric_data(conn: Connection) -> None:
+    # Frozen like 0001 (store/metrics.py reads and writes it).
     Table("metric_data", MetaData(),
           Column("namespace", String(255), primary_key=True),
           Column("metric_name", String(255), primary_key=True),
@@ -166,7 +185,8 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0005_concurrency", _0005_concurrency),
     ("0006_async_events", _0006_async_events),
     ("0007_function_urls", _0007_function_urls),
-    ("0008_metric_data", _0008_metric_data),
+    ("0008_triggers", _0008_triggers),
+    ("0009_metric_data", _0009_metric_data),
 ]
 
 

@@ -205,6 +205,37 @@ function_urls = Table(
     Column("config", Text, nullable=False),
 )
 
+# Event source mappings (events/). `config` is the mapping as JSON; its state and
+# settings change together, so they live in one document.
+event_source_mappings = Table(
+    "event_source_mappings",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("function_name", String(140), nullable=False),
+    Column("event_source_arn", String(1024), nullable=False),
+    Column("config", Text, nullable=False),
+)
+
+# EventBridge rules of the default event bus, their targets inside `config`, and
+# EventBridge Scheduler's schedules. `next_fire_at` (epoch ms, None: not scheduled)
+# is when the next firing is due, so a restart carries on where the server stopped.
+event_rules = Table(
+    "event_rules",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("next_fire_at", BigInteger),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("group_name", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("next_fire_at", BigInteger),
+)
+
 # CloudWatch metric data (namespace AWS/Lambda, and Lamina's cost figures): one row
 # per metric, dimension set, period (60 s, or 3,600 s once down-sampled) and period
 # start. `dimensions` is the set as canonical JSON ([[name, value], ...] by name);

@@ -44,6 +44,15 @@ def operation(name: str, service: str = "lambda") -> Callable[[Handler], Handler
     return register
 
 
+def implemented_operations() -> dict[str, list[str]]:
+    """Service name -> the operations this server answers, sorted."""
+    load_all()
+    found: dict[str, list[str]] = {}
+    for service, name in sorted(HANDLERS):
+        found.setdefault(service, []).append(name)
+    return found
+
+
 def load_all() -> None:
     """Import every handler module so its operations register."""
     from lamina.api.operations import (  # noqa: F401
@@ -51,12 +60,15 @@ def load_all() -> None:
         aliases,
         concurrency,
         event_invoke_config,
+        event_source_mappings,
+        events,
         function_urls,
         functions,
         invoke,
         layers,
         logs,
         permissions,
+        scheduler,
         sqs,
         tags,
         versions,

@@ -41,8 +41,9 @@ def configuration_settings(params: dict[str, Any]) -> dict[str, Any]:
     for (outer, inner), field in _NESTED.items():
         if inner in (params.get(outer) or {}):
             settings[field] = params[outer][inner]
-    if "Environment" in params and "environment" not in settings:
-        settings["environment"] = {}
+    if "Environment" in params:
+        settings.setdefault("environment", {})
+        settings["environment_given"] = True
     if "ImageConfig" in params:
         settings["image_config"] = image_config_settings(params["ImageConfig"])
     return settings
@@ -99,7 +100,10 @@ async def create_function(call: Call) -> dict[str, Any]:
         p["FunctionName"], None if image_uri else _zip_file(p["Code"]), settings, p.get("Tags") or {},
         publish=bool(p.get("Publish")), image_uri=image_uri,
     )
-    return function_output(call, fv)
+    output = function_output(call, fv)
+    # With Publish, AWS answers the new version's configuration under the unqualified ARN.
+    output["FunctionArn"] = call.platform.region.function_arn(fv.function_name)
+    return output
 
 
 @operation("GetFunctionConfiguration")
@@ -164,8 +168,13 @@ async def update_function_code(call: Call) -> dict[str, Any]:
 @operation("UpdateFunctionConfiguration")
 async def update_function_configuration(call: Call) -> dict[str, Any]:
     p = call.params
+    settings = configuration_settings(p)
+    if settings.get("environment") == {}:
+        # Clearing every variable removes Environment from the configuration (only
+        # CreateFunction's echo of an empty Environment is recorded from AWS).
+        settings["environment_given"] = False
     fv = call.platform.functions.update_configuration(
-        p["FunctionName"], configuration_settings(p), p.get("RevisionId")
+        p["FunctionName"], settings, p.get("RevisionId")
     )
     return function_output(call, fv)
 
@@ -173,4 +182,5 @@ async def update_function_configuration(call: Call) -> dict[str, Any]:
 @operation("DeleteFunction")
 async def delete_function(call: Call) -> dict[str, Any]:
     call.platform.functions.delete_function(call.params["FunctionName"], call.params.get("Qualifier"))
-    return {}
+    # AWS answers 204 (the model's StatusCode member), not the operation's default 200.
+    return {"StatusCode": 204}

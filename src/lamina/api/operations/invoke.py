@@ -16,24 +16,7 @@ EMULATOR_FUNCTION_NAME = "function"
 
 @operation("Invoke")
 async def invoke(call: Call) -> dict[str, Any]:
-    p = call.params
-    name = p["FunctionName"]
-    if name == EMULATOR_FUNCTION_NAME:
-        name = call.platform.functions.sole_function_name() or name
-    # Keys of other accounts invoke only what the function's policy grants them.
-    call.platform.permissions.check_invoke(name, p.get("Qualifier"), call.principal.account_id,
-                                           call.principal.role_arn)
-    result = await call.platform.invoker.invoke(
-        InvocationRequest(
-            function_name=name,
-            payload=p.get("Payload") or b"",
-            qualifier=p.get("Qualifier"),
-            invocation_type=p.get("InvocationType", "RequestResponse"),
-            log_type=p.get("LogType", "None"),
-            client_context=p.get("ClientContext"),
-            request_id=call.request_id,
-        )
-    )
+    result = await call.platform.invoker.invoke(_invocation_request(call))
     return {
         "StatusCode": result.status_code,
         "FunctionError": result.function_error,
@@ -43,23 +26,29 @@ async def invoke(call: Call) -> dict[str, Any]:
     }
 
 
-@operation("InvokeWithResponseStream")
-async def invoke_with_response_stream(call: Call) -> dict[str, Any]:
+def _invocation_request(call: Call) -> InvocationRequest:
+    """Invoke's and InvokeWithResponseStream's request, once the caller may make it:
+    keys of other accounts invoke only what the function's policy grants them."""
     p = call.params
     name = p["FunctionName"]
     if name == EMULATOR_FUNCTION_NAME:
         name = call.platform.functions.sole_function_name() or name
-    invocation = await call.platform.invoker.invoke_stream(
-        InvocationRequest(
-            function_name=name,
-            payload=p.get("Payload") or b"",
-            qualifier=p.get("Qualifier"),
-            invocation_type=p.get("InvocationType", "RequestResponse"),
-            log_type=p.get("LogType", "None"),
-            client_context=p.get("ClientContext"),
-            request_id=call.request_id,
-        )
+    call.platform.permissions.check_invoke(name, p.get("Qualifier"), call.principal.account_id,
+                                           call.principal.role_arn)
+    return InvocationRequest(
+        function_name=name,
+        payload=p.get("Payload") or b"",
+        qualifier=p.get("Qualifier"),
+        invocation_type=p.get("InvocationType", "RequestResponse"),
+        log_type=p.get("LogType", "None"),
+        client_context=p.get("ClientContext"),
+        request_id=call.request_id,
     )
+
+
+@operation("InvokeWithResponseStream")
+async def invoke_with_response_stream(call: Call) -> dict[str, Any]:
+    invocation = await call.platform.invoker.invoke_stream(_invocation_request(call))
     return {
         "StatusCode": invocation.status_code,
         "ExecutedVersion": invocation.executed_version,
