@@ -7,9 +7,10 @@ import io
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from botocore.exceptions import ClientError
@@ -60,6 +61,19 @@ def wait_updated(client: Any, name: str) -> dict[str, Any]:
     """Wait until the function's last update is no longer InProgress."""
     client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.1})
     return client.get_function_configuration(FunctionName=name)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll `condition` until it returns something true, and return that; fail
+    with the condition's docstring (or repr) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {condition.__doc__ or condition}")
+        time.sleep(interval)
 
 
 def function_args(name: str, code: bytes = ECHO, **overrides: object) -> dict[str, object]:

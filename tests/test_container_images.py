@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import bcrypt
 import pytest
 from botocore.exceptions import ClientError
 
@@ -26,7 +27,7 @@ from lamina.config import load_settings
 from lamina.images import ImagePullError, ImageStore
 from lamina.images.containers import ContainerImages
 from lamina.sandbox.namespaces import probe
-from tests.conftest import Server, reachable
+from tests.conftest import Server, free_port, reachable
 from tests.helpers import ROLE
 from tests.helpers import make_zip as _zip
 from tests.test_images import registry  # noqa: F401  (the loopback registry fixture)
@@ -466,11 +467,9 @@ def test_an_image_with_awslambdaric_as_entrypoint_runs_unmodified(lam: Any, imag
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A docker-registry on loopback that wants a user and password (htpasswd, bcrypt)."""
-    import crypt  # bcrypt through the C library; the registry takes no other hash
-
     base = tmp_path_factory.mktemp("private-registry")
-    (base / "htpasswd").write_text(f"lamina:{crypt.crypt('secret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
-    from tests.conftest import free_port
+    # The registry takes no other hash than bcrypt.
+    (base / "htpasswd").write_text(f"lamina:{bcrypt.hashpw(b'secret', bcrypt.gensalt()).decode()}\n")
     port = free_port()
     (base / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"

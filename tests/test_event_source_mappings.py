@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from lamina.errors import InvalidParameterValueException
 from lamina.events import filters
 from tests.conftest import Server
-from tests.helpers import aws_error, error_message, function_args, make_zip
+from tests.helpers import aws_error, error_message, function_args, make_zip, wait_for
 
 ACCOUNT = "000000000000"
 RUNTIME = "python3.13"
@@ -84,16 +84,6 @@ def new_function(lam, **overrides: Any) -> str:
     lam.get_waiter("function_active_v2").wait(FunctionName=name)
     return name
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout} s")
-        time.sleep(interval)
 
 
 def wait_state(lam, uuid_: str, state: str) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from tests.conftest import Server, free_port
-from tests.helpers import aws_error, error_message, function_args, make_zip
+from tests.helpers import aws_error, error_message, function_args, make_zip, wait_for
 
 RABBITMQ = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 ACCOUNT = "000000000000"
@@ -135,16 +135,6 @@ def mq_server(start_server, broker: int, tmp_path_factory: pytest.TempPathFactor
 BROKER_ARN = f"arn:aws:mq:us-east-1:{ACCOUNT}:broker:local:b-{uuid.uuid4()}"
 SECRET_ARN = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:mq-credentials-AbCdEf"
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout} s")
-        time.sleep(0.2)
 
 
 def events_seen(server: Server, function: str) -> list[dict[str, Any]]:

@@ -13,13 +13,13 @@ import datetime
 import json
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from lamina.events import expressions
 from tests.conftest import Server
-from tests.helpers import aws_error, error_message, function_args, make_zip
+from tests.helpers import aws_error, error_message, function_args, make_zip, wait_for
 
 ACCOUNT = "000000000000"
 RUNTIME = "python3.13"
@@ -73,16 +73,6 @@ def allow_rule(lam, function: str, rule_arn: str) -> None:
                        Action="lambda:InvokeFunction", Principal="events.amazonaws.com",
                        SourceArn=rule_arn)
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout} s")
-        time.sleep(interval)
 
 
 def events_seen(server: Server, function: str) -> list[Any]:

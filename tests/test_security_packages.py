@@ -13,7 +13,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from tests.helpers import (
     function_args,
     make_zip,
     raw_zip,
+    wait_for,
 )
 
 FILE = 0o100644
@@ -68,13 +68,6 @@ def trees(server: Server) -> set[str]:
     root = server.data_dir / "unpacked"
     return {p.name for p in root.iterdir() if not p.name.startswith(".")} if root.exists() else set()
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {condition.__doc__ or condition}")
-        time.sleep(0.1)
 
 
 # -- symbolic links ----------------------------------------------------------------------
