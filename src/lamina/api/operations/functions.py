@@ -65,11 +65,7 @@ def _image_uri(package_type: str, code: dict[str, Any]) -> str | None:
 def _zip_file(code: dict[str, Any]) -> bytes:
     if "ZipFile" in code:
         return code["ZipFile"]
-    if "ImageUri" in code:
-        raise InvalidParameterValueException(
-            "Code.ImageUri: container image packages are not supported by this Lamina server; "
-            "use Code.ZipFile"
-        )
+    # ImageUri never reaches here: _image_uri and UpdateFunctionCode take it first.
     raise InvalidParameterValueException(
         "Code.S3Bucket/S3Key: this Lamina server has no S3; upload the package as Code.ZipFile"
     )
