@@ -212,14 +212,15 @@ class CodeSigningConfigs:
     # -- checking code -------------------------------------------------------------------
 
     def check(self, config: CodeSigningConfig, function_name: str, package: bytes | None,
-              layers: list[AttachedLayer]) -> None:
-        """Check a function's new package and its layers; raise as Lambda does, or warn."""
+              layers: list[AttachedLayer], now: float | None = None) -> None:
+        """Check a function's new package and its layers; raise as Lambda does, or warn.
+        `now` (epoch seconds) is the moment signatures must be valid at."""
         artifacts: list[tuple[str, bytes]] = []
         if package is not None:
             artifacts.append((self.functions.function_arn(function_name), package))
         for layer in layers:
             artifacts.append((layer.arn, self.blobs.path(layer.code_sha256_hex).read_bytes()))
-        now = time.time()
+        now = time.time() if now is None else now
         for arn, content in artifacts:
             problem = self._untrusted(config, arn, content, now)
             if problem is None:
