@@ -107,6 +107,8 @@ class CodeSigningConfigs:
         # Called with the function's name for each failed check deployed under Warn
         # (the platform counts it as SignatureValidationErrors).
         self.warned: Callable[[str], None] = lambda function_name: None
+        # Layer code's digest and signature, by the code's SHA-256 (see _read_layer).
+        self._layer_reads: dict[str, tuple[str, CodeSignature | None]] = {}
 
     def arn(self, config_id: str) -> str:
         return (f"arn:aws:lambda:{self.region.region}:{self.region.account_id}:"
@@ -215,14 +217,15 @@ class CodeSigningConfigs:
               layers: list[AttachedLayer], now: float | None = None) -> None:
         """Check a function's new package and its layers; raise as Lambda does, or warn.
         `now` (epoch seconds) is the moment signatures must be valid at."""
-        artifacts: list[tuple[str, bytes]] = []
-        if package is not None:
-            artifacts.append((self.functions.function_arn(function_name), package))
-        for layer in layers:
-            artifacts.append((layer.arn, self.blobs.path(layer.code_sha256_hex).read_bytes()))
         now = time.time() if now is None else now
-        for arn, content in artifacts:
-            problem = self._untrusted(config, arn, content, now)
+        reads: list[tuple[str, tuple[str, CodeSignature | None] | None]] = []
+        if package is not None:
+            arn = self.functions.function_arn(function_name)
+            reads.append((arn, self._read(arn, package)))
+        reads.extend((layer.arn, self._read_layer(layer)) for layer in layers)
+        for arn, found in reads:
+            problem = "is no longer stored on this server" if found is None else self._untrusted(
+                config, arn, *found, now)
             if problem is None:
                 continue
             if config.untrusted_artifact_on_deployment == ENFORCE:
@@ -237,12 +240,12 @@ class CodeSigningConfigs:
     def check_integrity(self, arn: str, package: bytes) -> None:
         """Refuse a signed package that was changed after it was signed (layers are
         checked so when published; against a config when a function uses them)."""
-        self._signature(arn, package)
+        self._signature(arn, *self._read(arn, package))
 
-    def _untrusted(self, config: CodeSigningConfig, arn: str, package: bytes,
-                   now: float) -> str | None:
+    def _untrusted(self, config: CodeSigningConfig, arn: str, digest_hex: str,
+                   signature: CodeSignature | None, now: float) -> str | None:
         """Why a package is untrusted under `config` (None: it is trusted)."""
-        signature = self._signature(arn, package)
+        signature = self._signature(arn, digest_hex, signature)
         if signature is None:
             return "is not signed"
         if not config.allows(signature.profile_version_arn):
@@ -252,20 +255,36 @@ class CodeSigningConfigs:
         if profile is None:
             return f"is signed by {signature.profile_version_arn}, a signing profile this server does not have"
         if now >= signature.expires_at:
-            return f"has a signature that expired at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(signature.expires_at))}"
+            expired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(signature.expires_at))
+            return f"has a signature that expired at {expired}"
         if profile.revoked_from is not None and signature.signed_at >= profile.revoked_from:
             return f"is signed by {signature.profile_version_arn}, which was revoked"
         return None
 
-    def _signature(self, arn: str, package: bytes) -> CodeSignature | None:
-        """The package's signature, checked for integrity; None if it has none."""
+    def _read(self, arn: str, package: bytes) -> tuple[str, CodeSignature | None]:
         try:
-            digest, signature = read(package)
+            return read(package)
         except MalformedSignature as error:
             raise self._integrity_failure(arn, str(error)) from None
+
+    def _read_layer(self, layer: AttachedLayer) -> tuple[str, CodeSignature | None] | None:
+        """A layer's digest and signature; None if its code is gone. Layer versions never
+        change, so each is hashed once, not at every deployment of every function."""
+        found = self._layer_reads.get(layer.code_sha256_hex)
+        if found is None:
+            try:
+                content = self.blobs.path(layer.code_sha256_hex).read_bytes()
+            except FileNotFoundError:
+                return None
+            found = self._layer_reads[layer.code_sha256_hex] = self._read(layer.arn, content)
+        return found
+
+    def _signature(self, arn: str, digest_hex: str,
+                   signature: CodeSignature | None) -> CodeSignature | None:
+        """The package's signature, checked for integrity; None if it has none."""
         if signature is None:
             return None
-        if signature.digest_hex != digest:
+        if signature.digest_hex != digest_hex:
             raise self._integrity_failure(arn, "the package was changed after it was signed")
         profile = self.profiles.find_version(signature.profile_version_arn)
         if profile is not None and not profile.signed(signature):
