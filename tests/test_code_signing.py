@@ -404,3 +404,36 @@ def test_an_expired_signature_is_refused_under_enforce(tmp_path: Path) -> None:
             platform.code_signing.check(enforce, "f", signed, [], now=signature.expires_at)
     finally:
         platform.engine.dispose()
+
+
+def test_deleting_a_function_frees_its_code_signing_config(lam: Any, profile: Any) -> None:
+    arn = config(lam, [profile["profileVersionArn"]], "Warn")
+    name = unique("csc-deleted")
+    lam.create_function(**function_args(name, CODE, CodeSigningConfigArn=arn))
+    assert len(lam.list_functions_by_code_signing_config(CodeSigningConfigArn=arn)["FunctionArns"]) == 1
+    lam.delete_function(FunctionName=name)
+    assert lam.list_functions_by_code_signing_config(CodeSigningConfigArn=arn)["FunctionArns"] == []
+    lam.delete_code_signing_config(CodeSigningConfigArn=arn)
+
+
+def test_the_aws_cli_drives_the_signer_and_code_signing_configs(
+        server: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    env = clean_env(tmp_path_factory.mktemp("aws-signer-home"),
+                    AWS_ACCESS_KEY_ID="cli", AWS_SECRET_ACCESS_KEY="cli")
+
+    def aws(*args: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [str(BIN / "aws"), *args, "--endpoint-url", server.endpoint, "--region", "us-east-1",
+             "--output", "json"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout or "{}")
+
+    name = unique("cli_profile")
+    put = aws("signer", "put-signing-profile", "--profile-name", name,
+              "--platform-id", "AWSLambda-SHA384-ECDSA")
+    assert aws("signer", "get-signing-profile", "--profile-name", name)["status"] == "Active"
+    created = aws("lambda", "create-code-signing-config", "--allowed-publishers",
+                  f"SigningProfileVersionArns={put['profileVersionArn']}",
+                  "--code-signing-policies", "UntrustedArtifactOnDeployment=Enforce")
+    assert created["CodeSigningConfig"]["AllowedPublishers"]["SigningProfileVersionArns"] == [
+        put["profileVersionArn"]]
