@@ -437,3 +437,17 @@ def test_the_aws_cli_drives_the_signer_and_code_signing_configs(
                   "--code-signing-policies", "UntrustedArtifactOnDeployment=Enforce")
     assert created["CodeSigningConfig"]["AllowedPublishers"]["SigningProfileVersionArns"] == [
         put["profileVersionArn"]]
+
+
+def test_code_signing_configs_carry_tags(lam: Any, profile: Any) -> None:
+    created = lam.create_code_signing_config(
+        AllowedPublishers={"SigningProfileVersionArns": [profile["profileVersionArn"]]},
+        Tags={"team": "payments"})
+    arn = created["CodeSigningConfig"]["CodeSigningConfigArn"]
+    assert lam.list_tags(Resource=arn)["Tags"] == {"team": "payments"}
+    lam.tag_resource(Resource=arn, Tags={"stage": "prod"})
+    lam.untag_resource(Resource=arn, TagKeys=["team"])
+    assert lam.list_tags(Resource=arn)["Tags"] == {"stage": "prod"}
+    lam.delete_code_signing_config(CodeSigningConfigArn=arn)
+    with aws_error(lam, "ResourceNotFoundException", 404):
+        lam.list_tags(Resource=arn)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from lamina.control.code_signatures import CodeSignature, MalformedSignature, read
+from lamina.control.functions import MAX_TAGS, FunctionRegistry, too_many_tags
 from lamina.control.models import AttachedLayer, aws_timestamp
 from lamina.control.paging import Page, page_of
 from lamina.control.signer import SigningProfiles
@@ -48,7 +49,6 @@ from lamina.store.code_signing import CodeSigningStore
 
 if TYPE_CHECKING:
     from lamina.control.arns import Region
-    from lamina.control.functions import FunctionRegistry
 
 log = logging.getLogger("lamina.code_signing")
 
@@ -117,7 +117,9 @@ class CodeSigningConfigs:
     # -- configs ------------------------------------------------------------------------
 
     def create(self, description: str | None, publishers: dict[str, Any],
-               policies: dict[str, Any] | None) -> CodeSigningConfig:
+               policies: dict[str, Any] | None, tags: dict[str, str] | None = None) -> CodeSigningConfig:
+        if tags and len(tags) > MAX_TAGS:
+            raise too_many_tags()
         config_id = _config_id()
         config = CodeSigningConfig(
             config_id=config_id, arn=self.arn(config_id), description=description or "",
@@ -126,6 +128,8 @@ class CodeSigningConfigs:
             last_modified=aws_timestamp(),
         )
         self.store.create(config_id, dataclasses.asdict(config))
+        if tags:
+            self.functions.store.put_tags(config.arn, tags)
         return config
 
     def get(self, arn: str) -> CodeSigningConfig:
@@ -160,6 +164,23 @@ class CodeSigningConfigs:
                 "(DeleteFunctionCodeSigningConfig).")
         if not self.store.delete(config.config_id):
             raise self._not_found(arn)
+        self.functions.store.remove_tags(config.arn, list(self.functions.store.get_tags(config.arn)))
+
+    # -- tags (TagResource, UntagResource, ListTags with a config's ARN) ----------------------
+
+    def list_tags(self, arn: str) -> dict[str, str]:
+        return self.functions.store.get_tags(self.get(arn).arn)
+
+    def tag_resource(self, arn: str, values: dict[str, str]) -> None:
+        config = self.get(arn)
+        if not values:
+            raise InvalidParameterValueException("An error occurred and the request cannot be processed.")
+        if len(set(self.functions.store.get_tags(config.arn)) | set(values)) > MAX_TAGS:
+            raise too_many_tags()
+        self.functions.store.put_tags(config.arn, values)
+
+    def untag_resource(self, arn: str, keys: list[str]) -> None:
+        self.functions.store.remove_tags(self.get(arn).arn, keys)
 
     def list_configs(self, marker: str | None, max_items: int | None) -> Page[CodeSigningConfig]:
         configs = [CodeSigningConfig.from_json(c) for c in self.store.all()]

@@ -9,10 +9,9 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
-from lamina.control.code_signing import CodeSigningConfigs
 from lamina.control.code_storage import CodeStorage
 from lamina.control.container_images import ContainerImageCode, ImageCode, ImageSettled
 from lamina.control.layers import Layers
@@ -42,6 +41,9 @@ from lamina.runtimes.contract import RESERVED_VARIABLES
 from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
+
+if TYPE_CHECKING:
+    from lamina.control.code_signing import CodeSigningConfigs
 
 log = logging.getLogger("lamina.control")
 

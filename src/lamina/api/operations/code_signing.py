@@ -12,7 +12,7 @@ from lamina.api.operations import Call, operation
 async def create_code_signing_config(call: Call) -> dict[str, Any]:
     p = call.params
     config = call.platform.code_signing.create(
-        p.get("Description"), p["AllowedPublishers"], p.get("CodeSigningPolicies"))
+        p.get("Description"), p["AllowedPublishers"], p.get("CodeSigningPolicies"), p.get("Tags"))
     return {"CodeSigningConfig": config.to_api()}
 
 
