@@ -451,3 +451,24 @@ def test_code_signing_configs_carry_tags(lam: Any, profile: Any) -> None:
     lam.delete_code_signing_config(CodeSigningConfigArn=arn)
     with aws_error(lam, "ResourceNotFoundException", 404):
         lam.list_tags(Resource=arn)
+
+
+def test_a_revoked_signature_is_refused_and_its_job_says_so(lam: Any, signer: Any, profile: Any) -> None:
+    answer = signer.sign_payload(profileName=profile_name(profile), payload=content_digest(CODE),
+                                 payloadFormat=DIGEST_PAYLOAD_FORMAT)
+    signed = embed(CODE, answer["signature"])
+    job = signer.describe_signing_job(jobId=answer["jobId"])
+    assert (job["status"], job["profileName"], job["platformId"]) == (
+        "Succeeded", profile_name(profile), "AWSLambda-SHA384-ECDSA")
+    assert "revocationRecord" not in job
+    signer.revoke_signature(jobId=answer["jobId"], reason="built from a bad commit")
+    job = signer.describe_signing_job(jobId=answer["jobId"])
+    assert job["revocationRecord"]["reason"] == "built from a bad commit"
+    revoked = [j["jobId"] for j in signer.list_signing_jobs(isRevoked=True)["jobs"]]
+    assert answer["jobId"] in revoked
+
+    arn = config(lam, [profile["profileVersionArn"]], "Enforce")
+    with aws_error(lam, "CodeVerificationFailedException", 400):
+        lam.create_function(**function_args(unique("csc-revoked-signature"), signed, CodeSigningConfigArn=arn))
+    with aws_error(signer, "ResourceNotFoundException", 404):
+        signer.describe_signing_job(jobId="00000000-0000-0000-0000-000000000000")

@@ -51,7 +51,11 @@ from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
 from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
-from lamina.store.code_signing import CodeSigningStore, SigningProfileStore
+from lamina.store.code_signing import (
+    CodeSigningStore,
+    SigningJobStore,
+    SigningProfileStore,
+)
 from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
 from lamina.store.function_urls import FunctionUrlStore
@@ -158,7 +162,8 @@ class Platform:
             lambda fv: self.metrics.listener_for(fv.function_name, fv.version, fv.architecture))
         # Code signing: the signer's profiles (private keys in data_dir/signer, 0600) and
         # Lambda's code signing configs, which check packages and layers as they deploy.
-        self.signing_profiles = SigningProfiles(SigningProfileStore(self.engine), self.region,
+        self.signing_profiles = SigningProfiles(SigningProfileStore(self.engine),
+                                                SigningJobStore(self.engine), self.region,
                                                 settings.data_dir / "signer")
         self.code_signing = CodeSigningConfigs(CodeSigningStore(self.engine), self.functions,
                                                self.signing_profiles, self.blobs, self.region)

@@ -10,7 +10,8 @@ UpdateFunctionConfiguration) checked, as Lambda does:
    InvalidCodeSignatureException, whatever the policy;
 2. mismatch: it is signed, by a profile version the config allows;
 3. expiry: the signature's validity period (from the profile) has not ended;
-4. revocation: the profile was not revoked with effect before the signature was made.
+4. revocation: the profile was not revoked with effect before the signature was made,
+   nor the signature itself (RevokeSignature).
 
 A failure of 2-4 is refused with CodeVerificationFailedException under the `Enforce`
 policy; under `Warn` (the default) the package is deployed, the failure logged and
@@ -280,6 +281,8 @@ class CodeSigningConfigs:
             return f"has a signature that expired at {expired}"
         if profile.revoked_from is not None and signature.signed_at >= profile.revoked_from:
             return f"is signed by {signature.profile_version_arn}, which was revoked"
+        if self.profiles.signature_revoked(signature.job_id):
+            return f"has a signature that was revoked (signing job {signature.job_id})"
         return None
 
     def _read(self, arn: str, package: bytes) -> tuple[str, CodeSignature | None]:

@@ -39,7 +39,7 @@ from lamina.limits import (
     SIGNATURE_VALIDITY_DEFAULT_MONTHS,
     SIGNATURE_VALIDITY_MAX_MONTHS,
 )
-from lamina.store.code_signing import SigningProfileStore
+from lamina.store.code_signing import SigningJobStore, SigningProfileStore
 
 LAMBDA_PLATFORM = "AWSLambda-SHA384-ECDSA"
 LAMBDA_PLATFORM_NAME = "AWS Lambda"
@@ -89,8 +89,10 @@ class SigningProfile:
 
 
 class SigningProfiles:
-    def __init__(self, store: SigningProfileStore, region: Region, key_dir: Path) -> None:
+    def __init__(self, store: SigningProfileStore, jobs: SigningJobStore, region: Region,
+                 key_dir: Path) -> None:
         self.store = store
+        self.jobs = jobs
         self.region = region
         self.key_dir = key_dir
 
@@ -178,7 +180,8 @@ class SigningProfiles:
         }
         self.store.replace(name, profile)
 
-    def sign_digest(self, name: str, payload: bytes, payload_format: str) -> tuple[str, CodeSignature]:
+    def sign_digest(self, name: str, payload: bytes, payload_format: str,
+                    requested_by: str = "") -> tuple[str, CodeSignature]:
         """(job id, the signature document) for a package whose SHA-384 is `payload`."""
         if payload_format != DIGEST_PAYLOAD_FORMAT:
             raise ValidationException(
@@ -204,7 +207,74 @@ class SigningProfiles:
             certificate_der=base64.b64decode(profile["certificate"]),
         )
         signature = key.sign(unsigned.statement(), ec.ECDSA(hashes.SHA384()))
+        account = self.region.account_id
+        self.jobs.create(job_id, signed_at, {
+            "jobId": job_id, "profileName": name, "profileVersion": version,
+            "platformId": profile["platformId"], "platformDisplayName": LAMBDA_PLATFORM_NAME,
+            "createdAt": signed_at, "completedAt": signed_at, "signatureExpiresAt": expires_at,
+            "status": "Succeeded", "requestedBy": requested_by or account,
+            "jobOwner": account, "jobInvoker": account,
+        })
         return job_id, CodeSignature(**{**unsigned.__dict__, "signature_der": signature})
+
+    # -- signing jobs ---------------------------------------------------------------------
+
+    def describe_job(self, job_id: str) -> dict[str, Any]:
+        return self._job_to_api(self._load_job(job_id), full=True)
+
+    def list_jobs(self, status: str | None, platform_id: str | None, requested_by: str | None,
+                  is_revoked: bool | None) -> list[dict[str, Any]]:
+        found = []
+        for job in self.jobs.all():
+            if status is not None and job["status"] != status:
+                continue
+            if platform_id is not None and job["platformId"] != platform_id:
+                continue
+            if requested_by is not None and job["requestedBy"] != requested_by:
+                continue
+            if is_revoked is not None and ("revocationRecord" in job) != is_revoked:
+                continue
+            found.append(self._job_to_api(job, full=False))
+        return found
+
+    def revoke_signature(self, job_id: str, reason: str, revoked_by: str) -> None:
+        job = self._load_job(job_id)
+        if "revocationRecord" not in job:
+            job["revocationRecord"] = {"reason": reason, "revokedAt": _now().timestamp(),
+                                       "revokedBy": revoked_by}
+            self.jobs.replace(job_id, job)
+
+    def signature_revoked(self, job_id: str) -> bool:
+        """Whether the signature a job made was revoked (RevokeSignature)."""
+        job = self.jobs.get(job_id)
+        return job is not None and "revocationRecord" in job
+
+    def _load_job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ResourceNotFoundException(f"Signing job {job_id} does not exist.")
+        return job
+
+    @staticmethod
+    def _job_to_api(job: dict[str, Any], full: bool) -> dict[str, Any]:
+        def moment(seconds: float) -> datetime.datetime:
+            return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+        output: dict[str, Any] = {
+            key: job[key] for key in ("jobId", "status", "profileName", "profileVersion",
+                                      "platformId", "platformDisplayName", "jobOwner", "jobInvoker")
+        }
+        output["createdAt"] = moment(job["createdAt"])
+        output["signatureExpiresAt"] = moment(job["signatureExpiresAt"])
+        record = job.get("revocationRecord")
+        if full:
+            output["completedAt"] = moment(job["completedAt"])
+            output["requestedBy"] = job["requestedBy"]
+            if record:
+                output["revocationRecord"] = {**record, "revokedAt": moment(record["revokedAt"])}
+        else:
+            output["isRevoked"] = record is not None
+        return output
 
     # -- for the verifier -------------------------------------------------------------------
 

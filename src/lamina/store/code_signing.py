@@ -11,12 +11,14 @@ from sqlalchemy.exc import IntegrityError
 from lamina.store.schema import (
     code_signing_configs,
     function_code_signing_configs,
+    signing_jobs,
     signing_profiles,
 )
 
 _configs = code_signing_configs.c
 _uses = function_code_signing_configs.c
 _profiles = signing_profiles.c
+_jobs = signing_jobs.c
 
 
 class CodeSigningStore:
@@ -109,4 +111,31 @@ class SigningProfileStore:
     def all(self) -> list[dict[str, Any]]:
         with self._engine.connect() as conn:
             rows = conn.execute(select(_profiles.config).order_by(_profiles.name)).all()
+        return [json.loads(row.config) for row in rows]
+
+
+class SigningJobStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, job_id: str, created_at: float, job: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(signing_jobs).values(job_id=job_id, created_at=created_at,
+                                                     config=json.dumps(job)))
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_jobs.config).where(_jobs.job_id == job_id)).first()
+        return json.loads(row.config) if row else None
+
+    def replace(self, job_id: str, job: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(signing_jobs).where(_jobs.job_id == job_id)
+                         .values(config=json.dumps(job)))
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every job, newest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_jobs.config)
+                                .order_by(_jobs.created_at.desc(), _jobs.job_id)).all()
         return [json.loads(row.config) for row in rows]

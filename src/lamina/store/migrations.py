@@ -192,7 +192,11 @@ def _0010_code_signing(conn: Connection) -> None:
     profiles = Table("signing_profiles", meta,
                      Column("name", String(64), primary_key=True),
                      Column("config", Text, nullable=False))
-    for table in (configs, uses, profiles):
+    jobs = Table("signing_jobs", meta,
+                 Column("job_id", String(64), primary_key=True),
+                 Column("created_at", Float, nullable=False),
+                 Column("config", Text, nullable=False))
+    for table in (configs, uses, profiles, jobs):
         table.create(conn)
 
 

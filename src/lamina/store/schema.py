@@ -284,3 +284,13 @@ signing_profiles = Table(
     Column("name", String(64), primary_key=True),
     Column("config", Text, nullable=False),
 )
+
+# The signer's signing jobs (one per SignPayload), by id: what DescribeSigningJob and
+# ListSigningJobs show, and a signature's revocation (RevokeSignature).
+signing_jobs = Table(
+    "signing_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("config", Text, nullable=False),
+)

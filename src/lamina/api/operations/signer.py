@@ -1,6 +1,7 @@
 """AWS Signer (`signer`, REST-JSON), the subset Lambda's code signing needs:
-Put/Get/List/Revoke/CancelSigningProfile, Get/ListSigningPlatforms, and SignPayload
-for Lambda packages (StartSigningJob reads S3, which Lamina does not have)."""
+Put/Get/List/Revoke/CancelSigningProfile, Get/ListSigningPlatforms, SignPayload for
+Lambda packages (StartSigningJob reads S3, which Lamina does not have), and the jobs
+it makes: DescribeSigningJob, ListSigningJobs, RevokeSignature."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from lamina.control.code_signatures import DIGEST_PAYLOAD_FORMAT
 from lamina.control.signer import LAMBDA_PLATFORM, LAMBDA_PLATFORM_NAME
 from lamina.errors import ResourceNotFoundException, ValidationException
 
-# Signer's page size for ListSigningProfiles when maxResults is not given.
+# Signer's page size for ListSigningProfiles and ListSigningJobs without maxResults.
 _PROFILE_PAGE = 25
 
 
@@ -53,11 +54,42 @@ async def revoke_signing_profile(call: Call) -> dict[str, Any]:
     effective = p["effectiveTime"]
     if isinstance(effective, bool) or not isinstance(effective, (int, float)):
         raise ValidationException("effectiveTime must be a timestamp (seconds since the epoch).")
-    principal = call.principal
     call.platform.signing_profiles.revoke(
         p["profileName"], p["profileVersion"], p["reason"],
-        datetime.datetime.fromtimestamp(effective, datetime.timezone.utc),
-        principal.role_arn or principal.access_key_id or call.platform.region.account_id)
+        datetime.datetime.fromtimestamp(effective, datetime.timezone.utc), _who(call))
+    return {}
+
+
+def _who(call: Call) -> str:
+    """Who asked, as Signer records it (requestedBy, revokedBy)."""
+    principal = call.principal
+    return principal.role_arn or principal.access_key_id or call.platform.region.account_id
+
+
+@operation("DescribeSigningJob", service="signer")
+async def describe_signing_job(call: Call) -> dict[str, Any]:
+    return call.platform.signing_profiles.describe_job(call.params["jobId"])
+
+
+@operation("ListSigningJobs", service="signer")
+async def list_signing_jobs(call: Call) -> dict[str, Any]:
+    p = call.params
+    jobs = call.platform.signing_profiles.list_jobs(
+        p.get("status"), p.get("platformId"), p.get("requestedBy"), p.get("isRevoked"))
+    following = jobs
+    if p.get("nextToken") is not None:
+        ids = [job["jobId"] for job in jobs]
+        following = jobs[ids.index(p["nextToken"]) + 1:] if p["nextToken"] in ids else []
+    size = p.get("maxResults") or _PROFILE_PAGE
+    page = following[:size]
+    more = len(following) > size
+    return {"jobs": page, "nextToken": page[-1]["jobId"] if more and page else None}
+
+
+@operation("RevokeSignature", service="signer")
+async def revoke_signature(call: Call) -> dict[str, Any]:
+    p = call.params
+    call.platform.signing_profiles.revoke_signature(p["jobId"], p["reason"], _who(call))
     return {}
 
 
@@ -65,7 +97,7 @@ async def revoke_signing_profile(call: Call) -> dict[str, Any]:
 async def sign_payload(call: Call) -> dict[str, Any]:
     p = call.params
     job_id, signature = call.platform.signing_profiles.sign_digest(
-        p["profileName"], p["payload"], p["payloadFormat"])
+        p["profileName"], p["payload"], p["payloadFormat"], _who(call))
     return {
         "jobId": job_id,
         "jobOwner": call.platform.region.account_id,
