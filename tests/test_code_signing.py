@@ -472,3 +472,20 @@ def test_a_revoked_signature_is_refused_and_its_job_says_so(lam: Any, signer: An
         lam.create_function(**function_args(unique("csc-revoked-signature"), signed, CodeSigningConfigArn=arn))
     with aws_error(signer, "ResourceNotFoundException", 404):
         signer.describe_signing_job(jobId="00000000-0000-0000-0000-000000000000")
+
+
+def test_profiles_keys_and_configs_survive_a_restart(start_server: Any) -> None:
+    srv = start_server(name="lamina-signing-restart")
+    signer, lam = srv.client("signer"), srv.client()
+    put = signer.put_signing_profile(profileName="kept", platformId="AWSLambda-SHA384-ECDSA")
+    arn = config(lam, [put["profileVersionArn"]], "Enforce")
+    before = sign(signer, "kept", CODE)
+    srv.stop()
+    srv.start()
+    signer, lam = srv.client("signer"), srv.client()
+    assert signer.get_signing_profile(profileName="kept")["profileVersion"] == put["profileVersion"]
+    after = sign(signer, "kept", CODE)
+    for name, package in (("made-before", before), ("made-after", after)):
+        lam.create_function(**function_args(name, package, CodeSigningConfigArn=arn))
+    with aws_error(lam, "CodeVerificationFailedException", 400):
+        lam.create_function(**function_args("unsigned", CODE, CodeSigningConfigArn=arn))
