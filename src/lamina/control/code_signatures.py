@@ -60,17 +60,20 @@ def _end_of_central_directory(package: bytes) -> int | None:
     return None
 
 
-def split(package: bytes) -> tuple[bytes, bytes]:
-    """(the archive with an empty comment, its comment); a non-zip has no comment."""
+def _hash(package: bytes) -> tuple[hashlib._Hash, bytes]:
+    """(SHA-384 of the package as signed: everything but its comment, its comment),
+    without copying a package of up to 50 MB."""
     at = _end_of_central_directory(package)
     if at is None:
-        return package, b""
-    return package[:at + 20] + b"\x00\x00", package[at + _EOCD_SIZE:]
+        return hashlib.sha384(package), b""
+    digest = hashlib.sha384(memoryview(package)[:at + 20])
+    digest.update(b"\x00\x00")
+    return digest, package[at + _EOCD_SIZE:]
 
 
 def content_digest(package: bytes) -> bytes:
     """SHA-384 of the package as signed: everything but its comment."""
-    return hashlib.sha384(split(package)[0]).digest()
+    return _hash(package)[0].digest()
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ class CodeSignature:
 
 def read(package: bytes) -> tuple[str, CodeSignature | None]:
     """(hex digest of the package as signed, the signature it carries or None)."""
-    content, comment = split(package)
-    return hashlib.sha384(content).hexdigest(), CodeSignature.from_comment(comment)
+    digest, comment = _hash(package)
+    return digest.hexdigest(), CodeSignature.from_comment(comment)
 
 
 def embed(package: bytes, signature: bytes) -> bytes:
