@@ -27,6 +27,7 @@ from lamina.errors import CodeVerificationFailedException
 from lamina.platform import Platform
 from tests.helpers import (
     BIN,
+    ROLE,
     aws_error,
     clean_env,
     error_message,
@@ -489,3 +490,12 @@ def test_profiles_keys_and_configs_survive_a_restart(start_server: Any) -> None:
         lam.create_function(**function_args(name, package, CodeSigningConfigArn=arn))
     with aws_error(lam, "CodeVerificationFailedException", 400):
         lam.create_function(**function_args("unsigned", CODE, CodeSigningConfigArn=arn))
+
+
+def test_container_image_functions_cannot_have_code_signing(lam: Any, profile: Any) -> None:
+    arn = config(lam, [profile["profileVersionArn"]], "Enforce")
+    with aws_error(lam, "InvalidParameterValueException", 400) as info:
+        lam.create_function(FunctionName=unique("csc-image"), Role=ROLE, PackageType="Image",
+                            Code={"ImageUri": "127.0.0.1:5000/lamina/hello:latest"},
+                            CodeSigningConfigArn=arn)
+    assert error_message(info) == "Code signing is not supported for functions created with container images."

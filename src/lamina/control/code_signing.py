@@ -33,7 +33,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from lamina.control.code_signatures import CodeSignature, MalformedSignature, read
-from lamina.control.functions import MAX_TAGS, FunctionRegistry, too_many_tags
+from lamina.control.functions import (
+    IMAGES_NOT_SIGNED,
+    MAX_TAGS,
+    FunctionRegistry,
+    too_many_tags,
+)
 from lamina.control.models import AttachedLayer, aws_timestamp
 from lamina.control.paging import Page, page_of
 from lamina.control.signer import SigningProfiles
@@ -338,7 +343,8 @@ class CodeSigningConfigs:
             raise InvalidParameterValueException(
                 "Code signing configurations apply to a function, not to one of its versions or "
                 "aliases; FunctionName must not carry a qualifier.")
-        self.functions.get_version(ref.name)  # 404 for a function that does not exist
+        if self.functions.get_version(ref.name).package_type == "Image":  # 404 if none
+            raise InvalidParameterValueException(IMAGES_NOT_SIGNED)
         return ref.name
 
     @staticmethod

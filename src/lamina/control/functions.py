@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lamina.control")
 
 MAX_TAGS = 50
+# AWS's answer to code signing anything of a PackageType Image function.
+IMAGES_NOT_SIGNED = "Code signing is not supported for functions created with container images."
 # A function's own name; with an ARN around it, the model allows 140 characters.
 FUNCTION_NAME_MAX = 64
 
@@ -436,6 +438,8 @@ class FunctionRegistry:
             )
         if len(tags) > MAX_TAGS:
             raise too_many_tags()
+        if image_uri is not None and code_signing_config_arn is not None:
+            raise InvalidParameterValueException(IMAGES_NOT_SIGNED)
         if len(ref.name) > FUNCTION_NAME_MAX:
             # AWS checks a function name's own length itself (the model allows an ARN's).
             raise InvalidParameterValueException(
