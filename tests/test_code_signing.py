@@ -499,3 +499,14 @@ def test_container_image_functions_cannot_have_code_signing(lam: Any, profile: A
                             Code={"ImageUri": "127.0.0.1:5000/lamina/hello:latest"},
                             CodeSigningConfigArn=arn)
     assert error_message(info) == "Code signing is not supported for functions created with container images."
+
+
+def test_the_signer_checks_sigv4_with_its_own_signing_name(start_server: Any) -> None:
+    srv = start_server({"LAMINA_ACCESS_KEYS": "AKIDSIGNER:signer-secret"}, name="lamina-signing-keys")
+    signer = srv.client("signer", key="AKIDSIGNER", secret="signer-secret")
+    signer.put_signing_profile(profileName="keyed", platformId="AWSLambda-SHA384-ECDSA")
+    assert signer.get_signing_profile(profileName="keyed")["status"] == "Active"
+    with aws_error(signer, "InvalidSignatureException", 403):
+        srv.client("signer", key="AKIDSIGNER", secret="wrong").get_signing_profile(profileName="keyed")
+    with aws_error(signer, "UnrecognizedClientException", 403):
+        srv.client("signer", key="AKIDOTHER", secret="x").get_signing_profile(profileName="keyed")
