@@ -105,6 +105,22 @@ class TooManyRequestsException(LambdaError):
     status_code = 429
 
 
+# -- code signing -------------------------------------------------------------------
+
+
+class CodeVerificationFailedException(LambdaError):
+    """A package whose signature is missing, expired, revoked or from a publisher the
+    function's code signing config does not allow, under the Enforce policy."""
+
+
+class InvalidCodeSignatureException(LambdaError):
+    """A signed package that fails the integrity check (refused even under Warn)."""
+
+
+class CodeSigningConfigNotFoundException(LambdaError):
+    status_code = 404
+
+
 
 
 

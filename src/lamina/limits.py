@@ -19,6 +19,10 @@ PATH_MAX_BYTES = 4096
 # Directories nested deeper than this are refused: no real package comes close, and
 # the tools that walk and remove unpacked trees recurse once per level.
 PACKAGE_MAX_DEPTH = 256
+# AWS Signer: how long a signature made with a profile stays valid, at most and when
+# the profile does not say (PutSigningProfile's signatureValidityPeriod).
+SIGNATURE_VALIDITY_MAX_MONTHS = 135
+SIGNATURE_VALIDITY_DEFAULT_MONTHS = 135
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
+from lamina.control.code_signing import CodeSigningConfigs
 from lamina.control.code_storage import CodeStorage
 from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.container_images import ContainerImageCode
@@ -25,6 +26,7 @@ from lamina.control.models import FunctionVersion
 from lamina.control.permissions import FunctionPolicies
 from lamina.control.policies import ResourcePolicies
 from lamina.control.queues import QueueRegistry
+from lamina.control.signer import SigningProfiles
 from lamina.environments.container_images import ContainerImagePulls
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
@@ -49,6 +51,11 @@ from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
 from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
+from lamina.store.code_signing import (
+    CodeSigningStore,
+    SigningJobStore,
+    SigningProfileStore,
+)
 from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
 from lamina.store.function_urls import FunctionUrlStore
@@ -153,6 +160,16 @@ class Platform:
                                       settings.price_gb_second_arm64, settings.price_per_request))
         self.environments.listeners.append(
             lambda fv: self.metrics.listener_for(fv.function_name, fv.version, fv.architecture))
+        # Code signing: the signer's profiles (private keys in data_dir/signer, 0600) and
+        # Lambda's code signing configs, which check packages and layers as they deploy.
+        self.signing_profiles = SigningProfiles(SigningProfileStore(self.engine),
+                                                SigningJobStore(self.engine), self.region,
+                                                settings.data_dir / "signer")
+        self.code_signing = CodeSigningConfigs(CodeSigningStore(self.engine), self.functions,
+                                               self.signing_profiles, self.blobs, self.region)
+        self.code_signing.warned = self.metrics.signature_validation_error
+        self.functions.code_signing = self.code_signing
+        self.layers.check_integrity = self.code_signing.check_integrity
         self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,

@@ -39,7 +39,8 @@ from lamina.platform import Platform
 log = logging.getLogger("lamina.api")
 
 # REST-JSON services besides Lambda, by the path prefixes their operations use.
-REST_SERVICES = {"scheduler": ("/schedules", "/schedule-groups")}
+REST_SERVICES = {"scheduler": ("/schedules", "/schedule-groups"),
+                 "signer": ("/signing-profiles", "/signing-jobs", "/signing-platforms")}
 
 
 def rest_service(path: str) -> str:

@@ -1,4 +1,4 @@
-"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | image`."""
+"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.table import Column, Table
 from lamina.cli.client import lambda_client
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
+from lamina.control.code_signatures import DIGEST_PAYLOAD_FORMAT, content_digest, embed
 
 console = Console()
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/lamina"
@@ -432,6 +433,34 @@ def layer_publish(source: Path, name: str, description: str, runtimes: tuple[str
         )
     console.print(f"[green]published[/green] {result['LayerVersionArn']} "
                   f"({result['Content']['CodeSize']:,} bytes)")
+
+
+@cli.command()
+@click.argument("package", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profile", required=True, help="Signing profile name (see `aws signer put-signing-profile`).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the signed package here (default: sign PACKAGE in place).")
+@_endpoint_option
+def sign(package: Path, profile: str, output: Path | None, endpoint: str | None) -> None:
+    """Sign the .zip PACKAGE with signing profile PROFILE, for code signing configs.
+
+    The package's SHA-384 goes to the server's signer (SignPayload); the signature
+    comes back and is written into the archive's comment (replacing any comment),
+    so the package deploys anywhere a zip does. Its files are not changed.
+    """
+    content = package.read_bytes()
+    with _api_errors():
+        answer = lambda_client(endpoint, "signer").sign_payload(
+            profileName=profile, payload=content_digest(content), payloadFormat=DIGEST_PAYLOAD_FORMAT)
+    try:
+        signed = embed(content, answer["signature"])
+    except ValueError as error:
+        raise click.ClickException(f"{package}: {error}") from None
+    target = output or package
+    target.write_bytes(signed)
+    metadata = answer.get("metadata", {})
+    console.print(f"[green]signed[/green] {target} with {metadata.get('profileVersionArn', profile)} "
+                  f"(job {answer['jobId']})", highlight=False)
 
 
 cli.add_command(runtimes)

@@ -9,7 +9,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
 from lamina.control.code_storage import CodeStorage
@@ -42,9 +42,14 @@ from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
 from lamina.store.functions import FunctionStore, version_sequence
 
+if TYPE_CHECKING:
+    from lamina.control.code_signing import CodeSigningConfigs
+
 log = logging.getLogger("lamina.control")
 
 MAX_TAGS = 50
+# AWS's answer to code signing anything of a PackageType Image function.
+IMAGES_NOT_SIGNED = "Code signing is not supported for functions created with container images."
 # A function's own name; with an ARN around it, the model allows 140 characters.
 FUNCTION_NAME_MAX = 64
 
@@ -220,6 +225,9 @@ class FunctionRegistry:
         # deleted; version None: the whole function was deleted. Published versions
         # never change, so an update of $LATEST concerns $LATEST alone.
         self.change_listeners: list[Callable[[str, str | None], None]] = []
+        # Code signing (control.code_signing): new packages and layers are checked
+        # against the function's code signing config before anything is stored.
+        self.code_signing: CodeSigningConfigs | None = None
         # Versions read on every invoke; a store round trip through SQLAlchemy costs
         # about half a millisecond, a dict lookup nothing. Every write in this
         # process invalidates the function's entries. (Several nodes sharing one
@@ -421,6 +429,7 @@ class FunctionRegistry:
     async def create_function(
         self, name: str, zip_file: bytes | None, settings: dict[str, Any], tags: dict[str, str],
         publish: bool = False, image_uri: str | None = None,
+        code_signing_config_arn: str | None = None,
     ) -> FunctionVersion:
         ref = self.resolve(name)
         if ref.qualifier:
@@ -429,6 +438,8 @@ class FunctionRegistry:
             )
         if len(tags) > MAX_TAGS:
             raise too_many_tags()
+        if image_uri is not None and code_signing_config_arn is not None:
+            raise InvalidParameterValueException(IMAGES_NOT_SIGNED)
         if len(ref.name) > FUNCTION_NAME_MAX:
             # AWS checks a function name's own length itself (the model allows an ARN's).
             raise InvalidParameterValueException(
@@ -464,6 +475,11 @@ class FunctionRegistry:
         fv = dataclasses.replace(draft, code_size=info.zipped_size,
                                  code_unzipped_size=info.unzipped_size)
         self._check_unzipped_total(fv)
+        signing = None
+        if self.code_signing is not None:
+            signing = self.code_signing.config_for(None, code_signing_config_arn)
+            if signing is not None:
+                await asyncio.to_thread(self.code_signing.check, signing, ref.name, zip_file, fv.layers)
         async with self.blobs.stored(zip_file) as digest:
             fv.code_sha256_hex = digest
             created = self.store.create(ref.name, LATEST, fv.revision_id, fv.to_json(),
@@ -471,6 +487,8 @@ class FunctionRegistry:
         if not created:
             self.code.collect()  # the blob may be nobody's
             raise self._exists(ref.name)
+        if signing is not None and self.code_signing is not None:
+            self.code_signing.use(ref.name, signing)
         self._install(fv)
         return self._publish(ref.name) if publish else fv
 
@@ -560,6 +578,11 @@ class FunctionRegistry:
         if unknown:
             raise InvalidParameterValueException(f"Unsupported configuration: {sorted(unknown)}")
         settings = self._attach_layers(settings)
+        if "layers" in settings and self.code_signing is not None:
+            name = self.resolve(function_name).name
+            signing = self.code_signing.config_for(name, None)
+            if signing is not None:
+                self.code_signing.check(signing, name, None, settings["layers"])
 
         def change(current: FunctionVersion) -> FunctionVersion:
             updated = dataclasses.replace(current, **settings)
@@ -584,6 +607,9 @@ class FunctionRegistry:
         self._check_not_updating(current)
         info = await self._inspect_code(zip_file, "UpdateFunctionCode")
         self._check_unzipped_total(dataclasses.replace(current, code_unzipped_size=info.unzipped_size))
+        signing = self.code_signing.config_for(name, None) if self.code_signing else None
+        if signing is not None and self.code_signing is not None:
+            await asyncio.to_thread(self.code_signing.check, signing, name, zip_file, current.layers)
         try:
             async with self.blobs.stored(zip_file) as digest:
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Callable
 
 from lamina.control.arns import Region, layer_name, parse_layer_arn
 from lamina.control.code_storage import CodeStorage
@@ -45,6 +45,8 @@ class Layers:
         self.blobs = blobs
         self.region = region
         self.limits = limits
+        # Checks a signed layer's code signature for integrity (control.code_signing).
+        self.check_integrity: Callable[[str, bytes], None] | None = None
 
     async def publish(
         self, name_or_arn: str, zip_file: bytes, description: str = "",
@@ -54,6 +56,10 @@ class Layers:
         name = self._own_layer_name(name_or_arn)
         # Off the event loop, like function code (see FunctionRegistry._inspect_code).
         info = await asyncio.to_thread(inspect_package, zip_file, self.limits, "PublishLayerVersion")
+        if self.check_integrity is not None:
+            # A signed layer changed since it was signed is refused now; whether its
+            # publisher is allowed is decided when a function with a config uses it.
+            await asyncio.to_thread(self.check_integrity, self.region.layer_arn(name), zip_file)
         async with self.blobs.stored(zip_file) as digest:
             draft = LayerVersion(
                 layer_name=name, version=0, code_sha256_hex=digest, code_size=info.zipped_size,

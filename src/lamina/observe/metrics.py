@@ -188,6 +188,9 @@ class FunctionMetrics:
     async_events_dropped: int = 0
     dead_letter_errors: int = 0
     destination_delivery_failures: int = 0
+    # Deployments whose code signature failed a check and went ahead under the Warn
+    # policy of the function's code signing config.
+    signature_validation_errors: int = 0
 
 
 @dataclass
@@ -456,6 +459,12 @@ class Metrics:
         self.async_stats.delivery_failures += 1
         self.function(function_name).destination_delivery_failures += 1
         self._sample(MetricKey("DestinationDeliveryFailures", function_name), 1)
+
+    # -- from control/ ------------------------------------------------------------------
+
+    def signature_validation_error(self, function_name: str) -> None:
+        self.function(function_name).signature_validation_errors += 1
+        self._sample(MetricKey("SignatureValidationErrors", function_name), 1)
 
     # -- for the Prometheus collector -----------------------------------------------------
 

@@ -108,6 +108,10 @@ class PrometheusCollector(Collector):
                 "lambda_destination_delivery_failures",
                 "Invocation records that could not reach their destination",
                 labels=per_function),
+            "signature_validation_errors": CounterMetricFamily(
+                "lambda_signature_validation_errors",
+                "Deployments with a failed code signature check, allowed by the Warn policy",
+                labels=per_function),
         }
         for name, totals in m.snapshot().items():
             for field, family in families.items():

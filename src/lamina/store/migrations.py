@@ -177,6 +177,29 @@ def _0009_metric_data(conn: Connection) -> None:
           Index("ix_metric_data_time", "period", "timestamp")).create(conn)
 
 
+def _0010_code_signing(conn: Connection) -> None:
+    # Frozen like 0001; `functions` is named only so the foreign key resolves.
+    meta = MetaData()
+    Table("functions", meta, Column("name", String(140), primary_key=True))
+    configs = Table("code_signing_configs", meta,
+                    Column("id", String(32), primary_key=True),
+                    Column("config", Text, nullable=False))
+    uses = Table("function_code_signing_configs", meta,
+                 Column("function_name", String(140),
+                        ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True),
+                 Column("config_id", String(32), ForeignKey("code_signing_configs.id"),
+                        nullable=False))
+    profiles = Table("signing_profiles", meta,
+                     Column("name", String(64), primary_key=True),
+                     Column("config", Text, nullable=False))
+    jobs = Table("signing_jobs", meta,
+                 Column("job_id", String(64), primary_key=True),
+                 Column("created_at", Float, nullable=False),
+                 Column("config", Text, nullable=False))
+    for table in (configs, uses, profiles, jobs):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -187,6 +210,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0007_function_urls", _0007_function_urls),
     ("0008_triggers", _0008_triggers),
     ("0009_metric_data", _0009_metric_data),
+    ("0010_code_signing", _0010_code_signing),
 ]
 
 

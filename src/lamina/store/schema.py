@@ -255,3 +255,42 @@ metric_data = Table(
     Column("buckets", Text, nullable=False, server_default=""),
     Index("ix_metric_data_time", "period", "timestamp"),
 )
+
+# Code signing configs (Create/Get/Update/Delete/ListCodeSigningConfigs), by their id
+# (csc-...); `config` holds AllowedPublishers, CodeSigningPolicies and the rest as JSON.
+code_signing_configs = Table(
+    "code_signing_configs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("config", Text, nullable=False),
+)
+
+# Which config a function uses (PutFunctionCodeSigningConfig). A config in use cannot
+# be deleted; a function's row goes with the function.
+function_code_signing_configs = Table(
+    "function_code_signing_configs",
+    metadata,
+    Column("function_name", String(140), ForeignKey("functions.name", ondelete="CASCADE"),
+           primary_key=True),
+    Column("config_id", String(32), ForeignKey("code_signing_configs.id"), nullable=False),
+)
+
+# The signer's signing profiles (PutSigningProfile), by name; `config` is the profile
+# as JSON (its version, status, validity period, revocation). Key material is not
+# here: control.signer keeps it in files of the data dir.
+signing_profiles = Table(
+    "signing_profiles",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("config", Text, nullable=False),
+)
+
+# The signer's signing jobs (one per SignPayload), by id: what DescribeSigningJob and
+# ListSigningJobs show, and a signature's revocation (RevokeSignature).
+signing_jobs = Table(
+    "signing_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("config", Text, nullable=False),
+)

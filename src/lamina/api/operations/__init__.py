@@ -58,6 +58,7 @@ def load_all() -> None:
     from lamina.api.operations import (  # noqa: F401
         account,
         aliases,
+        code_signing,
         concurrency,
         event_invoke_config,
         event_source_mappings,
@@ -69,6 +70,7 @@ def load_all() -> None:
         logs,
         permissions,
         scheduler,
+        signer,
         sqs,
         tags,
         versions,

@@ -95,6 +95,7 @@ async def create_function(call: Call) -> dict[str, Any]:
     fv = await call.platform.functions.create_function(
         p["FunctionName"], None if image_uri else _zip_file(p["Code"]), settings, p.get("Tags") or {},
         publish=bool(p.get("Publish")), image_uri=image_uri,
+        code_signing_config_arn=p.get("CodeSigningConfigArn"),
     )
     output = function_output(call, fv)
     # With Publish, AWS answers the new version's configuration under the unqualified ARN.
