@@ -11,8 +11,9 @@ packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docke
 # Optional: a QEMU guest to run the sandbox tests on cgroup v2 when the host boots
 # with cgroup v1 (scripts/cgroup_v2_vm.py); without them that one test skips. And
 # rabbitmq-server, the broker tests/test_rabbitmq.py starts privately on loopback
-# (the RabbitMQ event source); without it those tests skip.
-optional=(qemu-system-x86 busybox-static rabbitmq-server)
+# (the RabbitMQ event source); without it those tests skip. postgresql: the server
+# tests/test_postgres.py starts privately (initdb) on loopback.
+optional=(qemu-system-x86 busybox-static rabbitmq-server postgresql)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

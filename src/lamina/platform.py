@@ -51,6 +51,7 @@ from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
 from lamina.store.async_events import AsyncEventStore, EventInvokeConfigStore
 from lamina.store.blobs import BlobStore
+from lamina.store.changes import Leadership, change_feed
 from lamina.store.code_signing import (
     CodeSigningStore,
     SigningJobStore,
@@ -199,8 +200,18 @@ class Platform:
                                       self.permissions, self.queues, self.region, clock)
         self.schedules = Schedules(TimedStore(self.engine, "schedules"), self.invoker,
                                    self.queues, self.region, clock)
-        self.timer = Timer(clock, [self.event_rules, self.schedules])
+        self.schedule_leadership = Leadership(self.engine, "schedule")
+        self.timer = Timer(clock, [self.event_rules, self.schedules],
+                           leader=self.schedule_leadership.held)
         self.event_rules.changed = self.schedules.changed = self.timer.changed
+        # Front ends sharing one PostgreSQL keep each other's caches in step.
+        self.changes = change_feed(self.engine)
+        for topic, registry in (("function", self.functions), ("policy", self.permissions),
+                                ("function-url", self.function_urls),
+                                ("event-invoke-config", self.event_invoke_configs),
+                                ("concurrency", self.concurrency)):
+            registry.announce = functools.partial(self.changes.publish, topic)
+            self.changes.subscribe(topic, registry.changed_elsewhere)
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -233,6 +244,7 @@ class Platform:
         return held
 
     async def start(self) -> None:
+        await self.changes.start()
         await self.environments.start()
         # Before any environment starts: nothing holds code that may go.
         await self.code.start()
@@ -256,9 +268,11 @@ class Platform:
     async def stop(self) -> None:
         await self.code.stop()
         await self.timer.stop()
+        self.schedule_leadership.release()
         await self.schedules.stop()
         await self.event_source_mappings.stop()
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
+        await self.changes.stop()
         self.engine.dispose()

@@ -24,6 +24,7 @@ from lamina.errors import (
     ResourceNotFoundException,
 )
 from lamina.limits import Limits
+from lamina.store.changes import unannounced
 from lamina.store.concurrency import ConcurrencyStore, ProvisionedConfig
 
 ProvisionedKey = tuple[str, str]
@@ -47,6 +48,18 @@ class ConcurrencyRegistry:
         # provisioned concurrency of functions without a reservation.
         self.shared_pool = limits.concurrent_executions
         self.provisioned_listeners: list[ProvisionedListener] = []
+        # Tells other front ends whose settings changed (store/changes.py).
+        self.announce: Callable[[str], None] = unannounced
+        self._recount()
+
+    def changed_elsewhere(self, function_name: str) -> None:
+        """Another front end changed reserved or provisioned concurrency: read them
+        again. (Its provisioned environments are that front end's to run.)"""
+        self.reserved.clear()
+        self.reserved.update(self.store.reserved())
+        self.provisioned.clear()
+        self.provisioned.update({(row.function_name, row.qualifier): row
+                                 for row in self.store.provisioned()})
         self._recount()
 
     def _recount(self) -> None:
@@ -103,6 +116,7 @@ class ConcurrencyRegistry:
         self.store.put_reserved(name, reserved)
         self.reserved[name] = reserved
         self._recount()
+        self.announce(name)
         return reserved
 
     def delete_reserved(self, function_name: str) -> None:
@@ -112,6 +126,7 @@ class ConcurrencyRegistry:
         # is set aside from the shared pool instead, so the pool cannot shrink.
         self.reserved.pop(name, None)
         self._recount()
+        self.announce(name)
 
     # -- provisioned concurrency ---------------------------------------------------
 
@@ -161,6 +176,7 @@ class ConcurrencyRegistry:
         self._recount()
         for listener in self.provisioned_listeners:
             listener(name, qualifier, fv, requested)
+        self.announce(name)
         return config
 
     def _not_found(self) -> ProvisionedConcurrencyConfigNotFoundException:
@@ -180,6 +196,7 @@ class ConcurrencyRegistry:
         # Deleting a config that does not exist succeeds, as on AWS.
         if self.store.delete_provisioned(name, qualifier):
             self._forget_provisioned(name, qualifier)
+            self.announce(name)
 
     def _forget_provisioned(self, name: str, qualifier: str) -> None:
         self.provisioned.pop((name, qualifier), None)

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry
@@ -23,6 +23,7 @@ from lamina.control.paging import Page, page_of
 from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 from lamina.limits import Limits
 from lamina.store.async_events import EventInvokeConfigStore
+from lamina.store.changes import unannounced
 
 # DestinationConfig members, and the record field each one is stored in.
 # The services AWS delivers async results to; Lamina delivers to two of them.
@@ -86,6 +87,8 @@ class EventInvokeConfigs:
         self.limits = limits
         # Read for every asynchronous event; every write in this process updates it.
         self._cache: dict[tuple[str, str], EventInvokeConfig | None] = {}
+        # Tells other front ends which config changed, "NAME:QUALIFIER" (store/changes.py).
+        self.announce: Callable[[str], None] = unannounced
 
     def _target(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
         """(function name, qualifier) after checking both exist; no qualifier is $LATEST."""
@@ -145,6 +148,7 @@ class EventInvokeConfigs:
         if not self.store.put(config.function_name, config.qualifier, config.to_json()):
             raise self.functions.not_found(config.function_name)
         self._cache[(config.function_name, config.qualifier)] = config
+        self.announce(f"{config.function_name}:{config.qualifier}")
         return config
 
     # -- the API ------------------------------------------------------------------
@@ -191,6 +195,14 @@ class EventInvokeConfigs:
         name, qualifier = self._named(function_name, qualifier)
         if not self.store.delete(name, qualifier):
             raise self._missing(name, qualifier)
+        self._cache.pop((name, qualifier), None)
+        self.announce(f"{name}:{qualifier}")
+
+    def changed_elsewhere(self, key: str) -> None:
+        if key == "*":
+            self._cache.clear()
+            return
+        name, _, qualifier = key.partition(":")
         self._cache.pop((name, qualifier), None)
 
     def list(self, function_name: str, marker: str | None,

@@ -21,6 +21,7 @@ from lamina.control.functions import FunctionRegistry
 from lamina.control.models import LATEST
 from lamina.control.paging import Page, page_of
 from lamina.errors import ResourceConflictException, ResourceNotFoundException
+from lamina.store.changes import unannounced
 from lamina.store.function_urls import FunctionUrlStore
 
 FUNCTION_MISSING = "Function does not exist"
@@ -88,6 +89,8 @@ class FunctionUrls:
         # change in this process clears the cache; a store round trip costs about
         # half a millisecond.
         self._by_url_id: dict[str, FunctionUrlConfig | None] = {}
+        # Tells other front ends that URL configs changed (store/changes.py).
+        self.announce: Callable[[str], None] = unannounced
 
     def to_api(self, config: FunctionUrlConfig, *, full: bool = True,
                invoke_mode: bool = True) -> dict[str, Any]:
@@ -147,6 +150,7 @@ class FunctionUrls:
                 f"{config.function_arn(self.region)}]. Error message:  FunctionUrlConfig exists "
                 "for this Lambda function"
             )
+        self.announce(name)
         return config
 
     def get(self, function_name: str, qualifier: str | None) -> FunctionUrlConfig:
@@ -165,6 +169,7 @@ class FunctionUrls:
         self._by_url_id.clear()
         if not self.store.replace(config.function_name, config.qualifier, config.to_json()):
             raise ResourceNotFoundException(CONFIG_MISSING)
+        self.announce(config.function_name)
         return config
 
     def delete(self, function_name: str, qualifier: str | None) -> None:
@@ -172,6 +177,7 @@ class FunctionUrls:
         self._by_url_id.clear()
         if not self.store.delete(config.function_name, config.qualifier):
             raise ResourceNotFoundException(CONFIG_MISSING)
+        self.announce(config.function_name)
 
     def list(self, function_name: str, marker: str | None,
              max_items: int | None) -> Page[FunctionUrlConfig]:
@@ -196,6 +202,11 @@ class FunctionUrls:
     def alias_deleted(self, name: str, alias: str) -> None:
         self._by_url_id.clear()
         self.store.delete(name, alias)
+        self.announce(name)
+
+    def changed_elsewhere(self, name: str) -> None:
+        # Cached by URL id, not by function: forget them all (a rare write).
+        self._by_url_id.clear()
 
     def function_changed(self, name: str, version: str | None) -> None:
         """A deleted function takes its URLs along (the foreign key does the same on

@@ -40,6 +40,7 @@ from lamina.limits import Limits
 from lamina.runtimes.contract import RESERVED_VARIABLES
 from lamina.store.aliases import AliasStore
 from lamina.store.blobs import BlobStore
+from lamina.store.changes import unannounced
 from lamina.store.functions import FunctionStore, version_sequence
 
 if TYPE_CHECKING:
@@ -233,12 +234,31 @@ class FunctionRegistry:
         # process invalidates the function's entries. (Several nodes sharing one
         # PostgreSQL will need the store to broadcast changes instead.)
         self._versions: dict[tuple[str, str], FunctionVersion] = {}
+        # Tells other front ends sharing the database (store/changes.py) what changed
+        # here: "NAME" (the function was deleted) or "NAME:VERSION".
+        self.announce: Callable[[str], None] = unannounced
 
     def _changed(self, name: str, version: str | None = None) -> None:
+        self._forget(name, version)
+        self.announce(name if version is None else f"{name}:{version}")
+
+    def _forget(self, name: str, version: str | None) -> None:
         for key in [k for k in self._versions if k[0] == name]:
             del self._versions[key]
         for listener in self.change_listeners:
             listener(name, version)
+
+    def changed_elsewhere(self, key: str) -> None:
+        """Another front end announced a change (see `announce`); "*": anything may
+        have changed."""
+        if key == "*":
+            names = {name for name, _ in self._versions}
+            self._versions.clear()
+            for name in names:
+                self._forget(name, LATEST)
+            return
+        name, _, version = key.partition(":")
+        self._forget(name, version or None)
 
     # -- reading ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import fnmatch
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from lamina.control.arns import Region
 from lamina.control.functions import FunctionRegistry, is_version_number
@@ -31,6 +31,7 @@ from lamina.errors import (
     ResourceNotFoundException,
 )
 from lamina.limits import Limits
+from lamina.store.changes import unannounced
 
 GETTER_API = "GetPolicy"
 INVOKE_FUNCTION = "lambda:InvokeFunction"
@@ -226,6 +227,8 @@ class FunctionPolicies:
         # millisecond; every change in this process goes through here and drops the
         # entry. (Several nodes sharing one database will need change notices.)
         self._documents: dict[str, dict[str, Any] | None] = {}
+        # Tells other front ends which resource's policy changed (store/changes.py).
+        self.announce: Callable[[str], None] = unannounced
 
     # -- which resource a request names ----------------------------------------
 
@@ -266,6 +269,7 @@ class FunctionPolicies:
             )
         finally:
             self._documents.pop(arn, None)
+        self.announce(arn)
         return json.dumps(statement, separators=(",", ":")), revision
 
     def remove_permission(self, function_name: str, qualifier: str | None, statement_id: str,
@@ -281,6 +285,7 @@ class FunctionPolicies:
             self.policies.remove_statement(arn, statement_id, revision_id, GETTER_API)
         finally:
             self._documents.pop(arn, None)
+        self.announce(arn)
 
     def get_policy(self, function_name: str, qualifier: str | None) -> tuple[str, str]:
         """(the policy document as JSON, its RevisionId)."""
@@ -335,6 +340,13 @@ class FunctionPolicies:
         arn = self.region.function_arn(name, alias)
         self._documents.pop(arn, None)
         self.policies.store.delete_all([arn])
+        self.announce(arn)
+
+    def changed_elsewhere(self, arn: str) -> None:
+        if arn == "*":
+            self._documents.clear()
+        else:
+            self._documents.pop(arn, None)
 
     def function_changed(self, name: str, version: str | None) -> None:
         """A deleted function takes its policies along; a deleted version its own."""

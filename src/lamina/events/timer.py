@@ -18,7 +18,7 @@ import asyncio
 import datetime
 import logging
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from lamina.store.triggers import TimedRow, TimedStore
 
@@ -78,9 +78,12 @@ class Timed(Protocol):
 
 
 class Timer:
-    def __init__(self, clock: Clock, owners: list[Timed]) -> None:
+    def __init__(self, clock: Clock, owners: list[Timed],
+                 leader: Callable[[], bool] = lambda: True) -> None:
         self.clock = clock
         self.owners = owners
+        # Front ends sharing a database fire schedules from one of them at a time.
+        self.leader = leader
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +95,7 @@ class Timer:
         now = self.clock.now()
         # Grace for the restart itself: firings due within it are not "missed".
         grace = datetime.timedelta(seconds=max(1.0, 1.0 / self.clock.scale))
-        for owner in self.owners:
+        for owner in self.owners if self.leader() else ():
             for row in owner.store.all():
                 if row.next_fire_at is None:
                     continue
@@ -112,7 +115,7 @@ class Timer:
         while True:
             self._wake.clear()
             try:
-                sleep = self._fire_due()
+                sleep = self._fire_due() if self.leader() else POLL_S
             except Exception:
                 log.exception("firing schedules failed")
                 sleep = POLL_S

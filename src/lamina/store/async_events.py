@@ -89,6 +89,8 @@ class AsyncEventStore:
                 select(async_events)
                 .where(_e.function_name == function_name, _e.visible_at <= now)
                 .order_by(_e.visible_at).limit(limit)
+                # Front ends sharing PostgreSQL pass over rows another is taking.
+                .with_for_update(skip_locked=True)
             ).all()
             if not rows:
                 return []

@@ -185,6 +185,8 @@ class QueueStore:
                            _m.sent_at >= sent_after)
                     .order_by(_m.visible_at, _m.seq)
                     .limit(limit - len(claimed))
+                    # Receivers on other front ends pass over rows one is taking.
+                    .with_for_update(skip_locked=True)
                 ).all()
                 if not rows:
                     break
