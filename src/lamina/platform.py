@@ -6,6 +6,7 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -44,6 +45,12 @@ from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
 from lamina.observe.logs import LogStore
 from lamina.observe.metrics import Metrics, Prices
+from lamina.observe.tracing import (
+    FunctionResource,
+    InvocationTracer,
+    Sampler,
+    TraceHeaders,
+)
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
@@ -157,6 +164,7 @@ class Platform:
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
                                self.async_events)
+        self._wire_tracing(settings)
         self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
         self.event_invoke_configs = EventInvokeConfigs(
             EventInvokeConfigStore(self.engine), self.functions, settings.limits
@@ -184,6 +192,17 @@ class Platform:
                                    self.queues, self.region, clock)
         self.timer = Timer(clock, [self.event_rules, self.schedules])
         self.event_rules.changed = self.schedules.changed = self.timer.changed
+
+    def _wire_tracing(self, settings: Settings) -> None:
+        """Trace headers always; spans only when a collector is named."""
+        self.invoker.trace_headers = TraceHeaders(
+            Sampler(settings.trace_reservoir_per_s, settings.trace_sampling_rate))
+        self.tracer = InvocationTracer.from_environment()
+        tracer = self.tracer
+        if tracer is not None:
+            self.environments.listeners.append(lambda fv: tracer.listener_for(FunctionResource(
+                fv.function_name, fv.version, fv.memory_size, settings.region,
+                settings.account_id, fv.architecture)))
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -244,4 +263,7 @@ class Platform:
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
+        if self.tracer is not None:
+            # The last spans (the environments' final REPORTs) leave before the exit.
+            await asyncio.to_thread(self.tracer.shutdown)
         self.engine.dispose()
