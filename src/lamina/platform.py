@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
@@ -45,12 +47,7 @@ from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
 from lamina.observe.logs import LogStore
 from lamina.observe.metrics import Metrics, Prices
-from lamina.observe.tracing import (
-    FunctionResource,
-    InvocationTracer,
-    Sampler,
-    TraceHeaders,
-)
+from lamina.observe.trace_headers import Sampler, TraceHeaders, otlp_configured
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
@@ -65,6 +62,9 @@ from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
 from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
+
+if TYPE_CHECKING:
+    from lamina.observe.tracing import InvocationTracer
 
 log = logging.getLogger("lamina")
 
@@ -197,8 +197,13 @@ class Platform:
         """Trace headers always; spans only when a collector is named."""
         self.invoker.trace_headers = TraceHeaders(
             Sampler(settings.trace_reservoir_per_s, settings.trace_sampling_rate))
-        self.tracer = InvocationTracer.from_environment()
-        tracer = self.tracer
+        self.tracer: InvocationTracer | None = None
+        if not otlp_configured(os.environ):
+            return
+        # Only now: a server without a collector never loads the OTel SDK.
+        from lamina.observe.tracing import FunctionResource, InvocationTracer
+
+        tracer = self.tracer = InvocationTracer.from_environment()
         if tracer is not None:
             self.environments.listeners.append(lambda fv: tracer.listener_for(FunctionResource(
                 fv.function_name, fv.version, fv.memory_size, settings.region,

@@ -49,7 +49,7 @@ from lamina.invoke.service import (
     InvocationResult,
     StreamedInvocation,
 )
-from lamina.observe.tracing import new_root
+from lamina.observe.trace_headers import new_root
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina.api.function_urls")

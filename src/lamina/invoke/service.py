@@ -38,7 +38,7 @@ from lamina.invoke.concurrency import ConcurrencyCounter, Slot
 from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
-from lamina.observe.tracing import TraceHeaders
+from lamina.observe.trace_headers import TraceHeaders
 
 log = logging.getLogger("lamina.invoke")
 # Lambda's limit on the decoded X-Amz-Client-Context.
