@@ -67,6 +67,35 @@ def handler(event, context):
             "context_missing": os.environ.get("AWS_XRAY_CONTEXT_MISSING")}
 """
 
+# A function that speaks the daemon protocol itself, as every X-Ray SDK does: a
+# subsegment with a nested AWS call that failed, one still in progress (sent again
+# when it closes, so not a span yet) and a datagram that is no document at all.
+RAW_DAEMON = """
+import json, os, socket, time
+
+def handler(event, context):
+    header = dict(item.split("=", 1) for item in os.environ["_X_AMZN_TRACE_ID"].split(";"))
+    host, port = os.environ["AWS_XRAY_DAEMON_ADDRESS"].split(":")
+    now = time.time()
+    work = {"type": "subsegment", "trace_id": header["Root"], "parent_id": header["Parent"],
+            "id": "aaaaaaaaaaaaaaaa", "name": "work", "start_time": now - 0.002, "end_time": now,
+            "annotations": {"tenant": "t-1", "weight": 3}, "metadata": {"debug": {"k": [1, 2]}},
+            "subsegments": [{"id": "bbbbbbbbbbbbbbbb", "name": "DynamoDB", "namespace": "aws",
+                             "start_time": now - 0.001, "end_time": now, "fault": True,
+                             "aws": {"operation": "GetItem", "region": "us-east-1"},
+                             "http": {"response": {"status": 500}},
+                             "cause": {"exceptions": [{"type": "ClientError",
+                                                       "message": "boom"}]}}]}
+    pending = dict(work, id="cccccccccccccccc", name="pending", in_progress=True,
+                   subsegments=[])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for document in (pending, work):
+            sock.sendto(b'{"format":"json","version":1}\\n' + json.dumps(document).encode(),
+                        (host, int(port)))
+        sock.sendto(b"not the protocol", (host, int(port)))
+    return os.environ["_X_AMZN_TRACE_ID"]
+"""
+
 HEADER = re.compile(r"Root=(1-[0-9a-f]{8}-[0-9a-f]{24});Parent=([0-9a-f]{16});Sampled=([01])")
 
 
@@ -379,3 +408,29 @@ def test_powertools_tracer_segments_arrive_as_spans_of_the_invocation(lam, recei
     assert handler.resource["faas.name"] == name
     assert any(span.span_id == own and span.name == name
                for span in receiver.trace(otel_id(root), 6))
+
+
+def test_segments_sent_to_the_daemon_address_become_spans_with_their_attributes(lam, receiver):
+    name = new_name("trace-daemon")
+    create(lam, name, RAW_DAEMON, TracingConfig={"Mode": "Active"})
+    found = HEADER.fullmatch(invoke(lam, name))
+    assert found and found[3] == "1"
+    root, own = found[1], found[2]
+    spans = receiver.wait_for(lambda spans: sum(
+        s.trace_id == otel_id(root) and s.name in ("work", "DynamoDB") for s in spans) == 2)
+    by_name = {span.name: span for span in spans if span.trace_id == otel_id(root)}
+    work, call = by_name["work"], by_name["DynamoDB"]
+    assert (work.span_id, work.parent_span_id) == ("aaaaaaaaaaaaaaaa", own)
+    assert (call.span_id, call.parent_span_id) == ("bbbbbbbbbbbbbbbb", work.span_id)
+    assert work.attributes["aws.xray.annotations.tenant"] == "t-1"
+    assert work.attributes["aws.xray.annotations.weight"] == 3
+    assert json.loads(work.attributes["aws.xray.metadata.debug"]) == {"k": [1, 2]}
+    assert call.kind == 3  # CLIENT
+    assert (call.attributes["rpc.system"], call.attributes["rpc.method"]) == ("aws-api", "GetItem")
+    assert call.attributes["http.response.status_code"] == 500
+    assert work.resource["faas.name"] == name
+    # The invocation's own spans are there too; the document in progress is not a span.
+    trace = receiver.trace(otel_id(root), 6)
+    assert {span.name for span in trace} == {name, "Initialization", "Invocation", "Overhead",
+                                             "work", "DynamoDB"}
+
