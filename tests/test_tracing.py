@@ -356,6 +356,11 @@ def test_a_caller_that_leaves_sampling_to_lambda_gets_its_decision(lam):
     create(lam, passed, TRACE_ENV)
     found = HEADER.fullmatch(invoke(lam, passed, f"Root={root}"))
     assert found and (found[1], found[3]) == (root, "0")
+    # X-Ray's other fields are passed on; a load balancer's Self is not.
+    seen = invoke(lam, passed, f"Self=1-67891233-12456789abcdef012345678;Root={root};"
+                               "Sampled=1;Lineage=a87bd80c:1|68fd508a:5")
+    assert HEADER.match(seen)[1] == root and HEADER.match(seen)[3] == "1"
+    assert seen.endswith(";Sampled=1;Lineage=a87bd80c:1|68fd508a:5") and "Self" not in seen
     # A header without a valid Root is no trace: a new one starts.
     found = HEADER.fullmatch(invoke(lam, passed, "Root=garbage;Sampled=1"))
     assert found and found[1] != "garbage"

@@ -236,9 +236,6 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
             "LAMBDA_TASK_ROOT": "/var/task",
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
-            # Lambda's: the X-Ray SDK logs, rather than raises, when it has no trace
-            # context (outside an invocation, or PassThrough without a caller's header).
-            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             **(self.config.credentials.variables if self.config.credentials else {
                 "AWS_ACCESS_KEY_ID": "ASIALAMINAFUNCTION00",
                 "AWS_SECRET_ACCESS_KEY": "lamina-function-secret",
@@ -260,6 +257,9 @@ class ExecutionEnvironment:
             "TZ": ":UTC",
             "TMPDIR": "/tmp",
             "HOME": "/tmp",
+            # Lambda's (a function may set its own): the X-Ray SDK logs, rather than
+            # raises, when it has no trace context (e.g. outside an invocation).
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
         # The function's own variables override the defaults, never the reserved ones.
         return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,11 @@ _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 # The header as Lamina writes it, parsed without the general loop (the listener
 # reads one per invocation).
 _CANONICAL = re.compile(r"Root=(1-[0-9a-f]{8}-[0-9a-f]{24});Parent=([0-9a-f]{16});Sampled=([01])")
+# Other fields (Lineage, ...) are passed on only when they look like X-Ray's and the
+# header stays within X-Ray's size: they end up in the function's environment and
+# in a Runtime API header.
+_EXTRA = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}=[A-Za-z0-9:|._-]{0,128}")
+MAX_HEADER_CHARS = 256
 
 
 def valid_span_id(text: str) -> bool:
@@ -79,7 +83,7 @@ class TraceHeader:
                 continue
             if key in ("Root", "Parent", "Sampled"):
                 fields.setdefault(key, text.strip())
-            elif key != "Self":  # what a load balancer adds for itself
+            elif key != "Self" and _EXTRA.fullmatch(item.strip()):  # Self: a load balancer's own
                 extra.append((key, text.strip()))
         root = fields.get("Root", "").lower()
         if not valid_root(root):
@@ -88,6 +92,8 @@ class TraceHeader:
         if parent is not None and not valid_span_id(parent):
             parent = None
         sampled = {"1": True, "0": False}.get(fields.get("Sampled", "?"))
+        while extra and len(str(cls(root, parent, sampled, tuple(extra)))) > MAX_HEADER_CHARS:
+            extra.pop()
         return cls(root, parent, sampled, tuple(extra))
 
     def __str__(self) -> str:
@@ -108,17 +114,16 @@ class Sampler:
         self.rate = rate
         self._second = -1
         self._taken = 0
-        self._lock = threading.Lock()
         self._random = random.Random()
 
     def sample(self) -> bool:
+        """Called on the event loop, once per invocation Lambda decides for."""
         second = int(time.monotonic())
-        with self._lock:
-            if second != self._second:
-                self._second, self._taken = second, 0
-            if self._taken < self.reservoir_per_s:
-                self._taken += 1
-                return True
+        if second != self._second:
+            self._second, self._taken = second, 0
+        if self._taken < self.reservoir_per_s:
+            self._taken += 1
+            return True
         return self._random.random() < self.rate
 
 

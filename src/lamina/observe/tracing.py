@@ -73,19 +73,25 @@ class InvocationTracer:
     """Turns environments' lifecycle events (and the X-Ray documents functions send)
     into OTel spans, exported over OTLP/HTTP in the background."""
 
-    def __init__(self, processor: SpanProcessor) -> None:
+    def __init__(self, processor: SpanProcessor, endpoint: str = "") -> None:
         self._processor = processor
+        # Where the spans go, for people (the exporter has its own copy).
+        self.endpoint = endpoint
         self.scope = InstrumentationScope(INSTRUMENTATION_SCOPE)
         self._resources: dict[FunctionResource, Resource] = {}
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> InvocationTracer | None:
-        """A tracer exporting to the collector OTEL_EXPORTER_OTLP_ENDPOINT names (the
-        exporter reads it from the process's environment, with OTEL_EXPORTER_OTLP_HEADERS,
-        OTEL_BSP_* and the rest); None when none is named."""
-        if not otlp_configured(os.environ if env is None else env):
+        """A tracer exporting to the collector `env` (the process's environment by
+        default) names in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT
+        (+ /v1/traces); None when none is named. The SDK reads the rest of its
+        variables (OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_*, ...) from the process's."""
+        env = os.environ if env is None else env
+        if not otlp_configured(env):
             return None
-        return cls(BatchSpanProcessor(OTLPSpanExporter()))
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").rstrip("/") + "/v1/traces"
+        return cls(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)), endpoint)
 
     def shutdown(self) -> None:
         """Export what is queued, and stop the exporting thread."""

@@ -75,11 +75,13 @@ class SandboxSpec:
         return self.memory_mb / MB_PER_VCPU
 
 
-def daemon_variables(host: str, port: int) -> dict[str, str]:
+def add_daemon_variables(env: dict[str, str], host: str, port: int) -> None:
     """The variables Lambda names the X-Ray daemon by (the SDKs read the first; the
-    underscored pair is what Lambda's own tooling reads)."""
-    return {"AWS_XRAY_DAEMON_ADDRESS": f"{host}:{port}",
-            "_AWS_XRAY_DAEMON_ADDRESS": host, "_AWS_XRAY_DAEMON_PORT": str(port)}
+    underscored pair is what Lambda's own tooling reads). Not reserved on Lambda: a
+    function that sets them (its own daemon elsewhere) keeps its values."""
+    env.setdefault("AWS_XRAY_DAEMON_ADDRESS", f"{host}:{port}")
+    env.setdefault("_AWS_XRAY_DAEMON_ADDRESS", host)
+    env.setdefault("_AWS_XRAY_DAEMON_PORT", str(port))
 
 
 @dataclass

@@ -69,7 +69,7 @@ from lamina.sandbox.base import (
     ResourceUsage,
     SandboxError,
     SandboxSpec,
-    daemon_variables,
+    add_daemon_variables,
 )
 from lamina.sandbox.cgroups import (
     CPU_PERIOD_US,
@@ -483,7 +483,7 @@ class NamespaceBackend:
         api_port = inside_api_port(spec)
         if api_port is not None:
             env["AWS_ENDPOINT_URL"] = f"http://{RUNTIME_API_HOST}:{api_port}"
-        env.update(daemon_variables(RUNTIME_API_HOST, XRAY_DAEMON_PORT))
+        add_daemon_variables(env, RUNTIME_API_HOST, XRAY_DAEMON_PORT)
         outbound_wanted = spec.network and self._slirp4netns is not None
         spec = dataclasses.replace(spec, runtime_root=self._runtime_dir(spec.runtime_root))
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,

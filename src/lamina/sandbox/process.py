@@ -14,7 +14,7 @@ import resource
 import signal
 import socket
 
-from lamina.sandbox.base import ResourceUsage, SandboxSpec, daemon_variables
+from lamina.sandbox.base import ResourceUsage, SandboxSpec, add_daemon_variables
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
@@ -138,7 +138,7 @@ class ProcessBackend:
         mapping = _path_map(spec)
         env = {key: _to_host(value, mapping) for key, value in spec.env.items()}
         env["AWS_LAMBDA_RUNTIME_API"] = address
-        env.update(daemon_variables("127.0.0.1", daemon.getsockname()[1]))
+        add_daemon_variables(env, "127.0.0.1", daemon.getsockname()[1])
         if spec.api_port is not None:
             # The host's loopback is the process's own: the API is right there.
             env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{spec.api_port}"
