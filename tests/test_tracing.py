@@ -225,8 +225,8 @@ def invoke(lam: Any, name: str, trace_header: str | None = None, payload: bytes 
             assert "FunctionError" not in answer, answer["Payload"].read()
             return json.loads(answer["Payload"].read())
         answer = lam.invoke_with_response_stream(FunctionName=name, Payload=payload)
-        body = b"".join(event["PayloadChunk"]["Payload"] for event in answer["EventStream"]
-                        if "PayloadChunk" in event)
+        body = b"".join(item["PayloadChunk"]["Payload"] for item in answer["EventStream"]
+                        if "PayloadChunk" in item)
         return json.loads(body)
     finally:
         if trace_header is not None:
