@@ -342,23 +342,27 @@ def tracing_costs_us(n: int) -> tuple[float, float]:
     queue = Queue()
     tracer = InvocationTracer(queue)  # type: ignore[arg-type]
     listener = tracer.listener_for(FunctionResource("bench", "$LATEST", 1769, "us-east-1", "0" * 12))
-    events = []
-    for i in range(n):
-        header = str(TraceHeader(new_root(), new_span_id(), True))
-        events.append((InvokeStart(f"r{i}", "$LATEST", header),
-                       RuntimeDone(f"r{i}", "success", 1.0, 10, header),
-                       InvokeReport(f"r{i}", "success", 1.2, 2, 1769, 40, header,
-                                    invoked_function_arn="arn:aws:lambda:us-east-1:0:function:bench")))
-    started = time.perf_counter()
-    for start, done, report in events:
-        listener(start)
-        listener(done)
-        listener(report)
-    listener_us = (time.perf_counter() - started) / n * 1e6
-    started = time.perf_counter()
-    for batch in range(0, len(queue.spans), 512):  # the processor's batch size
-        encode_spans(queue.spans[batch:batch + 512]).SerializeToString()
-    encode_us = (time.perf_counter() - started) / n * 1e6
+    listener_us = encode_us = float("inf")
+    # Best of five: on a shared machine the least disturbed run is the cost.
+    for _ in range(5):
+        events = []
+        for i in range(n):
+            header = str(TraceHeader(new_root(), new_span_id(), True))
+            events.append((InvokeStart(f"r{i}", "$LATEST", header),
+                           RuntimeDone(f"r{i}", "success", 1.0, 10, header),
+                           InvokeReport(f"r{i}", "success", 1.2, 2, 1769, 40, header,
+                                        invoked_function_arn="arn:aws:lambda:us-east-1:0:function:bench")))
+        queue.spans.clear()
+        started = time.perf_counter()
+        for start, done, report in events:
+            listener(start)
+            listener(done)
+            listener(report)
+        listener_us = min(listener_us, (time.perf_counter() - started) / n * 1e6)
+        started = time.perf_counter()
+        for batch in range(0, len(queue.spans), 512):  # the processor's batch size
+            encode_spans(queue.spans[batch:batch + 512]).SerializeToString()
+        encode_us = min(encode_us, (time.perf_counter() - started) / n * 1e6)
     return listener_us, encode_us
 
 
@@ -369,7 +373,7 @@ def tracing_overhead(tmp_path: Path, sandbox: str, warm_n: int) -> list[str]:
         timings = asyncio.run(traced_warm(tmp_path / "traced", sandbox, warm_n, sink.endpoint))
     finally:
         sink.close()
-    listener_us, encode_us = tracing_costs_us(2000)
+    listener_us, encode_us = tracing_costs_us(1000)
     lines = [f"{'tracing, warm invoke in process (' + sandbox + ')':<44}{'p50 (ms)':>13}{'p99 (ms)':>13}"]
     for label, kind in [("off (no OTEL_EXPORTER_OTLP_ENDPOINT)", "off"),
                         ("on, Sampled=0", "unsampled"),
