@@ -146,16 +146,22 @@ class ProcessBackend:
         if spec.scratch_root is not None:
             spec.scratch_root.mkdir(parents=True, exist_ok=True)
 
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            cwd=str(spec.task_root or spec.scratch_root or "/"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=output_fd,
-            stderr=output_fd,
-            start_new_session=True,
-            pass_fds=spec.inherited_fds,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=str(spec.task_root or spec.scratch_root or "/"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output_fd,
+                stderr=output_fd,
+                start_new_session=True,
+                pass_fds=spec.inherited_fds,
+            )
+        except BaseException:
+            # No sandbox will own them (a missing interpreter, a bad working directory).
+            listener.close()
+            daemon.close()
+            raise
         # Set after the spawn rather than in a preexec_fn: a preexec_fn forces a
         # full fork() instead of vfork(), which costs milliseconds per cold start.
         limit = (spec.max_open_files, spec.max_open_files)
