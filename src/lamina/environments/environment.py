@@ -409,7 +409,7 @@ class ExecutionEnvironment:
         """What the function sends to AWS_XRAY_DAEMON_ADDRESS becomes TraceSegment
         events (spans, when tracing exports any; otherwise dropped, as by a daemon
         that has nowhere to send)."""
-        sock = getattr(self._sandbox, "trace_daemon_socket", None)
+        sock = self._sandbox.trace_daemon_socket if self._sandbox is not None else None
         if sock is None:
             return
         sock.setblocking(False)
@@ -428,7 +428,7 @@ class ExecutionEnvironment:
             self.publish(TraceSegment(data))
 
     def _stop_trace_segments(self) -> None:
-        sock = getattr(self._sandbox, "trace_daemon_socket", None)
+        sock = self._sandbox.trace_daemon_socket if self._sandbox is not None else None
         if sock is not None and sock.fileno() >= 0:
             asyncio.get_running_loop().remove_reader(sock.fileno())
 
