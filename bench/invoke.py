@@ -11,7 +11,9 @@ drift. Three views:
   against a real `lamina serve` process;
 - platform overhead: the in-process invoker with an echo handler, i.e. what Lamina
   adds to a warm invocation (routing, environment hand-off, Runtime API round trip);
-- cold start: a new execution environment per call (INIT + first invoke).
+- cold start: a new execution environment per call (INIT + first invoke);
+- tracing: warm invokes with spans exported over OTLP to a local receiver, sampled
+  and unsampled alternating, beside the same without a collector.
 """
 
 from __future__ import annotations
@@ -246,6 +248,148 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
                 "overshoot": overshoot}
 
 
+# -- tracing: warm overhead with spans exported over OTLP, and without ----------------
+
+
+class OtlpSink:
+    """An OTLP/HTTP collector on loopback that accepts and counts what it is sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                sink.requests += 1
+                sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def traced_warm(data_dir: Path, sandbox: str | None, warm_n: int,
+                      endpoint: str) -> dict[str, list[float]]:
+    """Warm invocations of one environment, tracing off, on but unsampled (Sampled=0)
+    and on and sampled, in turn, so all three see the same machine. Off is the
+    environment without the tracing listener, as on a server without a collector."""
+    from lamina.observe.trace_headers import TraceHeader, new_root, new_span_id
+
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint  # read by the OTLP exporter
+    try:
+        async with running_platform(data_dir, sandbox) as platform:
+            assert platform.tracer is not None
+            await platform.functions.create_function(
+                "traced", code_zip(),
+                {"role": ROLE, "runtime": "python3.11", "handler": "app.handler",
+                 "memory_size": MEMORY_MB}, {})
+            pool = platform.environments
+            env = await pool.start_environment(environment_spec(platform.functions.get_version("traced")))
+            with_tracing = list(env.listeners)
+            without = with_tracing[:-1]  # the tracing listener is the pool's last
+            timings: dict[str, list[float]] = {"off": [], "unsampled": [], "sampled": []}
+            kinds = ("off", "unsampled", "sampled")
+            for i in range(-60, warm_n * 3):  # the first 60 warm up, uncounted
+                kind = kinds[i % 3]
+                env.listeners[:] = without if kind == "off" else with_tracing
+                header = TraceHeader(new_root(), new_span_id(), kind == "sampled")
+                invocation = Invocation(f"t-{i}", b'{"n": 1}', "arn", str(header))
+                started = time.perf_counter()
+                await env.invoke(invocation)
+                elapsed = (time.perf_counter() - started) * 1000
+                if i >= 0:
+                    timings[kind].append(elapsed)
+            await pool.stop_environment(env)
+        return timings
+    finally:
+        os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+
+
+def tracing_costs_us(n: int) -> tuple[float, float]:
+    """What a sampled invocation costs: on the event loop, the tracing listener (its
+    START, runtimeDone and REPORT events, four spans built and queued); on the
+    exporting thread, encoding those four spans for OTLP. µs each."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from lamina.observe.events import InvokeReport, InvokeStart, RuntimeDone
+    from lamina.observe.trace_headers import TraceHeader, new_root, new_span_id
+    from lamina.observe.tracing import FunctionResource, InvocationTracer
+
+    class Queue:
+        def __init__(self) -> None:
+            self.spans: list[Any] = []
+
+        def on_end(self, span: Any) -> None:
+            self.spans.append(span)
+
+        def shutdown(self) -> None:
+            pass
+
+    queue = Queue()
+    tracer = InvocationTracer(queue)  # type: ignore[arg-type]
+    listener = tracer.listener_for(FunctionResource("bench", "$LATEST", 1769, "us-east-1", "0" * 12))
+    listener_us = encode_us = float("inf")
+    # Best of five: on a shared machine the least disturbed run is the cost.
+    for _ in range(5):
+        events = []
+        for i in range(n):
+            header = str(TraceHeader(new_root(), new_span_id(), True))
+            events.append((InvokeStart(f"r{i}", "$LATEST", header),
+                           RuntimeDone(f"r{i}", "success", 1.0, 10, header),
+                           InvokeReport(f"r{i}", "success", 1.2, 2, 1769, 40, header,
+                                        invoked_function_arn="arn:aws:lambda:us-east-1:0:function:bench")))
+        queue.spans.clear()
+        started = time.perf_counter()
+        for start, done, report in events:
+            listener(start)
+            listener(done)
+            listener(report)
+        listener_us = min(listener_us, (time.perf_counter() - started) / n * 1e6)
+        started = time.perf_counter()
+        for batch in range(0, len(queue.spans), 512):  # the processor's batch size
+            encode_spans(queue.spans[batch:batch + 512]).SerializeToString()
+        encode_us = min(encode_us, (time.perf_counter() - started) / n * 1e6)
+    return listener_us, encode_us
+
+
+def tracing_overhead(tmp_path: Path, sandbox: str, warm_n: int) -> list[str]:
+    """The tracing figures, as lines to print."""
+    sink = OtlpSink()
+    try:
+        timings = asyncio.run(traced_warm(tmp_path / "traced", sandbox, warm_n, sink.endpoint))
+    finally:
+        sink.close()
+    listener_us, encode_us = tracing_costs_us(1000)
+    lines = [f"{'tracing, warm invoke in process (' + sandbox + ')':<44}{'p50 (ms)':>13}{'p99 (ms)':>13}"]
+    for label, kind in [("off (no OTEL_EXPORTER_OTLP_ENDPOINT)", "off"),
+                        ("on, Sampled=0", "unsampled"),
+                        ("on, Sampled=1 (4 spans over OTLP)", "sampled")]:
+        values = timings[kind]
+        lines.append(f"{label:<44}{statistics.median(values):>13.3f}{percentile(values, 99):>13.3f}")
+    for label, kind in [("Sampled=0 vs off, p50 (µs)", "unsampled"),
+                        ("Sampled=1 vs off, p50 (µs)", "sampled")]:
+        added = (statistics.median(timings[kind]) - statistics.median(timings["off"])) * 1000
+        lines.append(f"{label:<44}{added:>13.1f}")
+    lines.append(f"{'listener per sampled invocation (µs, loop)':<44}{listener_us:>13.1f}")
+    lines.append(f"{'OTLP encoding of its 4 spans (µs, thread)':<44}{encode_us:>13.1f}")
+    lines.append(f"{'OTLP requests / bytes the receiver got':<44}{sink.requests:>13}{sink.bytes:>13}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sandbox", default=None,
@@ -291,6 +435,8 @@ def main() -> None:
             for c in (1, 2)
         }
 
+        tracing = tracing_overhead(tmp_path, backends[-1], warm_n)
+
     print(f"cores: {os.cpu_count()}; function MemorySize {MEMORY_MB} MB; "
           f"HTTP server sandbox: {args.sandbox or 'auto'}")
     print()
@@ -329,6 +475,9 @@ def main() -> None:
     for c in concurrency_levels:
         theirs = f"{naive_tp[c]:>13.1f}" if c in naive_tp else f"{'-':>13}"
         print(f"{'throughput, concurrency ' + str(c) + ' (invocations/s)':<44}{lamina_tp[c]:>13.1f}{theirs}")
+
+    print()
+    print("\n".join(tracing))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,12 @@ class Settings:
     metrics_flush_s: float = 10.0
     metrics_minute_retention_s: float = 15 * 86400.0
     metrics_retention_s: float = 455 * 86400.0
+    # Tracing (observe/tracing.py): how Lambda samples an invocation that arrives
+    # without a sampling decision when its TracingConfig is Active. X-Ray's default
+    # rule: the first `trace_reservoir_per_s` requests each second, then this fraction
+    # of the rest. Spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT names a collector.
+    trace_reservoir_per_s: int = 1
+    trace_sampling_rate: float = 0.05
     limits: Limits = field(default_factory=Limits)
 
     @property

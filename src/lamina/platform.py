@@ -6,9 +6,12 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
@@ -46,6 +49,7 @@ from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
 from lamina.observe.logs import LogStore
 from lamina.observe.metrics import Metrics, Prices
+from lamina.observe.trace_headers import Sampler, TraceHeaders, otlp_configured
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import NamespaceSettings, choose_backend
 from lamina.store.aliases import AliasStore
@@ -66,6 +70,9 @@ from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
 from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
+
+if TYPE_CHECKING:
+    from lamina.observe.tracing import InvocationTracer
 
 log = logging.getLogger("lamina")
 
@@ -175,6 +182,7 @@ class Platform:
         self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
                                self.async_events)
+        self._wire_tracing(settings)
         self.queues = QueueRegistry(QueueStore(self.engine), self.region, settings.limits)
         self.event_invoke_configs = EventInvokeConfigs(
             EventInvokeConfigStore(self.engine), self.functions, settings.limits
@@ -212,6 +220,22 @@ class Platform:
                                 ("concurrency", self.concurrency)):
             registry.announce = functools.partial(self.changes.publish, topic)
             self.changes.subscribe(topic, registry.changed_elsewhere)
+
+    def _wire_tracing(self, settings: Settings) -> None:
+        """Trace headers always; spans only when a collector is named."""
+        self.invoker.trace_headers = TraceHeaders(
+            Sampler(settings.trace_reservoir_per_s, settings.trace_sampling_rate))
+        self.tracer: InvocationTracer | None = None
+        if not otlp_configured(os.environ):
+            return
+        # Only now: a server without a collector never loads the OTel SDK.
+        from lamina.observe.tracing import FunctionResource, InvocationTracer
+
+        tracer = self.tracer = InvocationTracer.from_environment()
+        if tracer is not None:
+            self.environments.listeners.append(lambda fv: tracer.listener_for(FunctionResource(
+                fv.function_name, fv.version, fv.memory_size, settings.region,
+                settings.account_id, fv.architecture)))
 
     def function_url(self, url_id: str) -> str:
         """A function URL as clients are given it: a host name under .localhost, which
@@ -275,4 +299,7 @@ class Platform:
         await self.provisioned.stop()
         await self.environments.stop()
         await self.changes.stop()
+        if self.tracer is not None:
+            # The last spans (the environments' final REPORTs) leave before the exit.
+            await asyncio.to_thread(self.tracer.shutdown)
         self.engine.dispose()

@@ -48,8 +48,8 @@ from lamina.invoke.service import (
     InvocationRequest,
     InvocationResult,
     StreamedInvocation,
-    new_trace_id,
 )
+from lamina.observe.trace_headers import new_root
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina.api.function_urls")
@@ -212,7 +212,8 @@ class FunctionUrlServer:
         headers.setdefault("x-forwarded-for", source_ip)
         headers.setdefault("x-forwarded-proto", request.url.scheme)
         headers.setdefault("x-forwarded-port", str(request.url.port or self.platform.settings.port))
-        headers.setdefault("x-amzn-trace-id", new_trace_id().split(";")[0])
+        # The function's _X_AMZN_TRACE_ID has the same Root (api/function_urls passes it on).
+        headers.setdefault("x-amzn-trace-id", f"Root={new_root()}")
         raw_query = request.scope.get("query_string", b"").decode("latin-1")
         now = datetime.datetime.now(datetime.timezone.utc)
         domain = config.domain_name(self.region)
@@ -282,6 +283,7 @@ class FunctionUrlServer:
             qualifier=None if config.qualifier == LATEST else config.qualifier,
             payload=json.dumps(event).encode(),
             request_id=request_id,
+            trace_header=event["headers"].get("x-amzn-trace-id"),
         )
         if config.streams:
             return await self.platform.invoker.invoke_stream(request)

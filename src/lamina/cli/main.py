@@ -98,6 +98,9 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     # What code takes on disk once a crash's leftovers and unreferenced code are gone.
     console.print(f"  code: {platform.code.sweep().describe()} (LAMINA_UNPACKED_CODE_MB)",
                   soft_wrap=True, highlight=False)
+    if platform.tracer is not None:
+        console.print(f"  tracing: spans over OTLP/HTTP to {platform.tracer.endpoint}",
+                      soft_wrap=True, highlight=False)
     # What runs each runtime identifier here (exact versions), said plainly.
     for line in startup_lines(settings):
         console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from lamina.observe.events import (
     RuntimeDone,
     Shutdown,
     TelemetrySubscribed,
+    TraceSegment,
 )
 from lamina.observe.logs import (
     LoggingSettings,
@@ -92,9 +94,12 @@ class Invocation:
     request_id: str
     payload: bytes
     invoked_function_arn: str
+    # The X-Amzn-Trace-Id the function gets (Root=...;Parent=...;Sampled=...).
     trace_id: str
     client_context: str | None = None
     cognito_identity: str | None = None
+    # The caller's segment id (Parent of the header it sent), for the spans.
+    trace_parent: str | None = None
 
 
 @dataclass
@@ -252,6 +257,9 @@ class ExecutionEnvironment:
             "TZ": ":UTC",
             "TMPDIR": "/tmp",
             "HOME": "/tmp",
+            # Lambda's (a function may set its own): the X-Ray SDK logs, rather than
+            # raises, when it has no trace context (e.g. outside an invocation).
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
         # The function's own variables override the defaults, never the reserved ones.
         return {**defaults, **dict(self.config.runtime.env), **fv.environment, **reserved}
@@ -340,6 +348,7 @@ class ExecutionEnvironment:
                                      self.config.max_response_bytes,
                                      routes=(self._extensions_api.route, self.telemetry.route))
         await self._api.start()
+        self._read_trace_segments()
         self._exit = loop.create_task(self._sandbox.wait())
         self._crash_watch = loop.create_task(self.extensions.until(lambda: False))
         self._crash_watch.add_done_callback(self._extension_crashed)
@@ -393,6 +402,35 @@ class ExecutionEnvironment:
         self.telemetry.end_init()
         if self.lifecycle.state is not State.FAILED:
             self.lifecycle.to(State.FAILED)
+
+    # -- the X-Ray daemon address --------------------------------------------------------
+
+    def _read_trace_segments(self) -> None:
+        """What the function sends to AWS_XRAY_DAEMON_ADDRESS becomes TraceSegment
+        events (spans, when tracing exports any; otherwise dropped, as by a daemon
+        that has nowhere to send)."""
+        sock = self._sandbox.trace_daemon_socket if self._sandbox is not None else None
+        if sock is None:
+            return
+        sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._trace_segments_ready, sock)
+
+    def _trace_segments_ready(self, sock: socket.socket) -> None:
+        # A bounded batch per wake-up: a function flooding the port cannot hold the loop.
+        for _ in range(64):
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._stop_trace_segments()
+                return
+            self.publish(TraceSegment(data))
+
+    def _stop_trace_segments(self) -> None:
+        sock = self._sandbox.trace_daemon_socket if self._sandbox is not None else None
+        if sock is not None and sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
 
     # -- output capture (output.py) ---------------------------------------------------
 
@@ -530,7 +568,8 @@ class ExecutionEnvironment:
             current.tail.take(self._init_tail)
         self._current = current
         init_ms = self.init_duration_ms if first and self.config.initialization_type == "on-demand" else None
-        self.publish(InvokeStart(invocation.request_id, fv.version, invocation.trace_id))
+        self.publish(InvokeStart(invocation.request_id, fv.version, invocation.trace_id,
+                                 parent_id=invocation.trace_parent))
         started = time.perf_counter()
         deadline = started + fv.timeout
         status = "success"
@@ -779,6 +818,7 @@ class ExecutionEnvironment:
         if self._api is not None:
             await self._api.stop()
         if self._sandbox is not None:
+            self._stop_trace_segments()
             await self._sandbox.destroy()
         if self._exit is not None and not self._exit.done():
             self._exit.cancel()

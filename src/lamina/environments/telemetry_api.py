@@ -29,6 +29,7 @@ from lamina.observe.events import (
     InvokeReport,
     LifecycleEvent,
     Shutdown,
+    TraceSegment,
     iso_time,
     now_ms,
     telemetry_json,
@@ -196,6 +197,8 @@ class Telemetry:
 
     def publish(self, event: LifecycleEvent) -> None:
         """A LifecycleListener: hand `event` to every subscription that wants it."""
+        if isinstance(event, TraceSegment):
+            return  # X-Ray documents are no telemetry (they become spans)
         if self._backlog is not None and len(self._backlog) < BACKLOG_ITEMS:
             self._backlog.append(event)
         for subscription in self._subscriptions.values():
@@ -208,6 +211,8 @@ class Telemetry:
         if isinstance(event, (FunctionLog, ExtensionLog)):
             return [{"time": iso_time(event.timestamp_ms), "type": event.type,
                      "record": _function_record(event.message, self._log_format)}]
+        if isinstance(event, TraceSegment):
+            return []
         shaped = telemetry_json(event)
         if subscription.api == LOGS:
             # The Logs API's platform events: no tracing, and an end before the report.

@@ -13,8 +13,6 @@ import base64
 import binascii
 import json
 import logging
-import os
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -40,6 +38,7 @@ from lamina.invoke.concurrency import ConcurrencyCounter, Slot
 from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
+from lamina.observe.trace_headers import TraceHeaders
 
 log = logging.getLogger("lamina.invoke")
 # Lambda's limit on the decoded X-Amz-Client-Context.
@@ -57,6 +56,8 @@ class InvocationRequest:
     client_context: str | None = None
     # The API request's id: on AWS the invocation (and its retries) carry it.
     request_id: str | None = None
+    # The caller's X-Amzn-Trace-Id, if it sent one.
+    trace_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,6 @@ def _error_details(body: bytes | None) -> str | None:
     return body.decode("utf-8", "replace")
 
 
-def new_trace_id() -> str:
-    epoch = f"{int(time.time()):08x}"
-    return f"Root=1-{epoch}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"
-
-
 class Invoker:
     def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
                  limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics,
@@ -169,6 +165,8 @@ class Invoker:
         self.concurrency = concurrency
         self.metrics = metrics
         self.events = events
+        # Each invocation's X-Amzn-Trace-Id (the platform sets the sampling rule).
+        self.trace_headers = TraceHeaders()
         # Streamed invocations still running after their reader returned.
         self._streaming: set[asyncio.Task[InvocationOutcome | None]] = set()
 
@@ -244,13 +242,16 @@ class Invoker:
         self.concurrency.release(name, slot)
 
     def _invocation(self, fv: FunctionVersion, qualifier: str | None, payload: bytes,
-                    client_context: str | None, request_id: str | None) -> Invocation:
+                    client_context: str | None, request_id: str | None,
+                    trace_header: str | None = None) -> Invocation:
+        trace = self.trace_headers.for_invocation(fv.tracing_mode, trace_header)
         return Invocation(
             request_id=request_id or str(uuid.uuid4()),
             payload=payload,
             invoked_function_arn=self.region.function_arn(fv.function_name, qualifier),
-            trace_id=new_trace_id(),
+            trace_id=str(trace.header),
             client_context=client_context,
+            trace_parent=trace.caller_parent,
         )
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
@@ -260,7 +261,8 @@ class Invoker:
         if request.invocation_type == "Event":
             return self._enqueue(request, fv, qualifier, payload, client_context)
         return await self._run(fv, payload, client_context, qualifier,
-                               tail=request.log_type == "Tail", request_id=request.request_id)
+                               tail=request.log_type == "Tail", request_id=request.request_id,
+                               trace_header=request.trace_header)
 
     def invoke_queued(self, request: InvocationRequest) -> InvocationResult:
         """InvocationType=Event without awaiting: the event is queued durably when this
@@ -297,7 +299,8 @@ class Invoker:
         stream = ResponseStream(limits.max_streamed_response_bytes,
                                 limits.streamed_response_burst_bytes,
                                 limits.streamed_response_bytes_per_s)
-        invocation = self._invocation(fv, qualifier, payload, client_context, request.request_id)
+        invocation = self._invocation(fv, qualifier, payload, client_context, request.request_id,
+                                      request.trace_header)
 
         async def run() -> InvocationOutcome | None:
             outcome = None
@@ -327,9 +330,10 @@ class Invoker:
                                request_id=request_id)
 
     async def _run(self, fv: FunctionVersion, payload: bytes, client_context: str | None,
-                   qualifier: str | None, tail: bool,
-                   request_id: str | None = None) -> InvocationResult:
-        invocation = self._invocation(fv, qualifier, payload, client_context, request_id)
+                   qualifier: str | None, tail: bool, request_id: str | None = None,
+                   trace_header: str | None = None) -> InvocationResult:
+        invocation = self._invocation(fv, qualifier, payload, client_context, request_id,
+                                      trace_header)
         env, slot = await self._environment(fv, qualifier)
         outcome = None
         try:

@@ -104,6 +104,9 @@ class InvokeStart:
     version: str
     trace_id: str
     timestamp_ms: int = field(default_factory=now_ms)
+    # The caller's segment (the Parent of the header it sent), which the
+    # invocation's span is a child of; not in the record.
+    parent_id: str | None = None
     type = "platform.start"
 
     def to_record(self) -> dict[str, Any]:
@@ -223,9 +226,19 @@ class ExtensionLog:
     type = "extension"
 
 
+@dataclass(frozen=True)
+class TraceSegment:
+    """A datagram the function sent to its X-Ray daemon address (the X-Ray SDK's or
+    Powertools Tracer's segments); observe/tracing.py reads it. Not telemetry."""
+
+    data: bytes
+    timestamp_ms: int = field(default_factory=now_ms)
+    type = "xray.segment"
+
+
 PlatformEvent = Union[InitStart, InitRuntimeDone, InitReport, InvokeStart, RuntimeDone,
                       InvokeReport, ExtensionRegistered, TelemetrySubscribed, Shutdown]
-LifecycleEvent = Union[PlatformEvent, FunctionLog, ExtensionLog]
+LifecycleEvent = Union[PlatformEvent, FunctionLog, ExtensionLog, TraceSegment]
 # Something that consumes lifecycle events (a log stream writer, a telemetry
 # subscription); called on the event loop, must not block.
 LifecycleListener = Callable[[LifecycleEvent], None]

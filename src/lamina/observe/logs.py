@@ -26,6 +26,7 @@ from lamina.observe.events import (
     LifecycleEvent,
     PlatformEvent,
     TelemetrySubscribed,
+    TraceSegment,
     telemetry_json,
 )
 
@@ -311,6 +312,8 @@ class SystemLogWriter:
         if isinstance(event, (FunctionLog, ExtensionLog)):
             self._write(event.message, event.timestamp_ms)
             return
+        if isinstance(event, TraceSegment):
+            return  # the function's X-Ray documents: spans, not log lines
         if self._settings.log_format == "JSON":
             threshold = self._settings.system_log_level or "INFO"
             if event.type in _JSON_SYSTEM_TYPES and level_at_least(_system_level(event), threshold):

@@ -75,6 +75,15 @@ class SandboxSpec:
         return self.memory_mb / MB_PER_VCPU
 
 
+def add_daemon_variables(env: dict[str, str], host: str, port: int) -> None:
+    """The variables Lambda names the X-Ray daemon by (the SDKs read the first; the
+    underscored pair is what Lambda's own tooling reads). Not reserved on Lambda: a
+    function that sets them (its own daemon elsewhere) keeps its values."""
+    env.setdefault("AWS_XRAY_DAEMON_ADDRESS", f"{host}:{port}")
+    env.setdefault("_AWS_XRAY_DAEMON_ADDRESS", host)
+    env.setdefault("_AWS_XRAY_DAEMON_PORT", str(port))
+
+
 @dataclass
 class ResourceUsage:
     max_memory_bytes: int | None = None
@@ -91,6 +100,10 @@ class Sandbox(Protocol):
     # AWS_LAMBDA_RUNTIME_API. The environment serves HTTP on it.
     runtime_api_socket: socket.socket
     runtime_api_address: str
+    # A UDP socket bound where the sandbox's AWS_XRAY_DAEMON_ADDRESS points (the
+    # backend sets it): what the function's X-Ray SDK sends arrives here, read by
+    # the environment. None: the backend offers no daemon address.
+    trace_daemon_socket: socket.socket | None
 
     async def wait(self) -> int:
         """Wait for the main process to exit; its return code (negative: signal)."""

@@ -69,6 +69,7 @@ from lamina.sandbox.base import (
     ResourceUsage,
     SandboxError,
     SandboxSpec,
+    add_daemon_variables,
 )
 from lamina.sandbox.cgroups import (
     CPU_PERIOD_US,
@@ -86,6 +87,7 @@ from lamina.sandbox.ephemeral import probe as probe_ephemeral
 from lamina.sandbox.network import (
     RUNTIME_API_HOST,
     RUNTIME_API_PORT,
+    XRAY_DAEMON_PORT,
     ApiForwarder,
     Outbound,
     connect_inside,
@@ -223,13 +225,15 @@ class NamespaceSandbox:
     def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, init_pid: int,
                  init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket,
                  outbound: Outbound | None, api: ApiForwarder | None,
-                 release: Callable[[], None]) -> None:
+                 release: Callable[[], None],
+                 trace_daemon: socket.socket | None = None) -> None:
         self.spec = spec
         self.process = process
         # The host PID of the sandbox's PID 1 (bubblewrap's init); the command is its child.
         self.pid = init_pid
         self.runtime_api_socket = listener
         self.runtime_api_address = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
+        self.trace_daemon_socket = trace_daemon
         self._pidfd = init_pidfd
         self._cgroup = cgroup
         self._outbound = outbound
@@ -294,6 +298,8 @@ class NamespaceSandbox:
             os.close(self._pidfd)
             self._pidfd = -1
         self.runtime_api_socket.close()
+        if self.trace_daemon_socket is not None:
+            self.trace_daemon_socket.close()
         # The uid and the /tmp disk go back only now: no process of the sandbox is left.
         self._release()
 
@@ -477,6 +483,7 @@ class NamespaceBackend:
         api_port = inside_api_port(spec)
         if api_port is not None:
             env["AWS_ENDPOINT_URL"] = f"http://{RUNTIME_API_HOST}:{api_port}"
+        add_daemon_variables(env, RUNTIME_API_HOST, XRAY_DAEMON_PORT)
         outbound_wanted = spec.network and self._slirp4netns is not None
         spec = dataclasses.replace(spec, runtime_root=self._runtime_dir(spec.runtime_root))
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
@@ -513,7 +520,8 @@ class NamespaceBackend:
                 ports = (RUNTIME_API_PORT,) if api_port is None else (RUNTIME_API_PORT, api_port)
                 listeners = await listen_inside(
                     init_pid, ports, wait_for_loopback=outbound_wanted,
-                    egress=self._egress if outbound_wanted else None)
+                    egress=self._egress if outbound_wanted else None,
+                    datagram_ports=(XRAY_DAEMON_PORT,))
                 if outbound_wanted:
                     # Only after bubblewrap has brought up `lo` (listen_inside waits
                     # for it): slirp4netns configuring its tap at the same moment
@@ -541,4 +549,4 @@ class NamespaceBackend:
         finally:
             os.close(block_write)
         return NamespaceSandbox(spec, process, init_pid, pidfd, cgroup, listeners[0], outbound,
-                                api, release)
+                                api, release, trace_daemon=listeners[-1])

@@ -14,6 +14,8 @@ host, all while the sandbox waits on bubblewrap's block fd:
   About 0.5 ms (bench/sandbox.py).
 - A second listener on Lamina's own port, joined to the API on the host's
   loopback (ApiForwarder): the one host service a function can reach.
+- A UDP socket on 127.0.0.1:2000, the X-Ray daemon's address: the server reads
+  the segments the function's X-Ray SDK sends (it answers nothing).
 - The egress routes (egress.py), before anything else runs inside.
 - Outbound access (`SandboxSpec.network`, on by default like Lambda's), through
   slirp4netns: a user-mode TCP/IP stack outside the sandbox that owns a tap
@@ -49,6 +51,9 @@ from lamina.sandbox.egress import EgressRules
 
 RUNTIME_API_HOST = "127.0.0.1"
 RUNTIME_API_PORT = 9001
+# The X-Ray daemon's port (AWS_XRAY_DAEMON_ADDRESS): a UDP socket of the server's,
+# bound on the sandbox's own loopback like the Runtime API.
+XRAY_DAEMON_PORT = 2000
 SLIRP_DNS = "10.0.2.3"
 SLIRP_OPTIONS = ("--configure", "--mtu=65520", "--disable-host-loopback",
                  "--enable-sandbox", "--enable-seccomp")
@@ -101,10 +106,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
+def _bind_datagram(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _set_up_netns(pid: int, ports: tuple[int, ...], wait_for_loopback: bool,
-                  egress: EgressRules | None) -> list[socket.socket]:
+                  egress: EgressRules | None,
+                  datagram_ports: tuple[int, ...] = ()) -> list[socket.socket]:
     """Runs on a dedicated thread: listeners bound inside `pid`'s network namespace
-    on 127.0.0.1:`ports`, after adding the egress routes there."""
+    on 127.0.0.1:`ports` (then UDP sockets on `datagram_ports`), after adding the
+    egress routes there."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     listeners: list[socket.socket] = []
     try:
@@ -124,6 +142,8 @@ def _set_up_netns(pid: int, ports: tuple[int, ...], wait_for_loopback: bool,
                 egress.apply_here()
             for port in ports:
                 listeners.append(_bind(RUNTIME_API_HOST, port))
+            for port in datagram_ports:
+                listeners.append(_bind_datagram(RUNTIME_API_HOST, port))
         except BaseException:
             for listener in listeners:
                 listener.close()
@@ -139,9 +159,11 @@ def _set_up_netns(pid: int, ports: tuple[int, ...], wait_for_loopback: bool,
 
 async def listen_inside(pid: int, ports: tuple[int, ...] = (RUNTIME_API_PORT,),
                         wait_for_loopback: bool = False,
-                        egress: EgressRules | None = None) -> list[socket.socket]:
+                        egress: EgressRules | None = None,
+                        datagram_ports: tuple[int, ...] = ()) -> list[socket.socket]:
     """Listeners on 127.0.0.1:`ports` in `pid`'s network namespace (the Runtime API's
-    first), with the egress routes added there first."""
+    first), then UDP sockets on `datagram_ports`, with the egress routes added there
+    first."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[list[socket.socket]] = loop.create_future()
 
@@ -156,7 +178,7 @@ async def listen_inside(pid: int, ports: tuple[int, ...] = (RUNTIME_API_PORT,),
 
     def run() -> None:
         try:
-            listeners = _set_up_netns(pid, ports, wait_for_loopback, egress)
+            listeners = _set_up_netns(pid, ports, wait_for_loopback, egress, datagram_ports)
         except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
             loop.call_soon_threadsafe(deliver, None, error)
         else:

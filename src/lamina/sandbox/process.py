@@ -14,7 +14,7 @@ import resource
 import signal
 import socket
 
-from lamina.sandbox.base import ResourceUsage, SandboxSpec
+from lamina.sandbox.base import ResourceUsage, SandboxSpec, add_daemon_variables
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
@@ -41,8 +41,10 @@ def _to_host(value: str, mapping: list[tuple[str, str]]) -> str:
 
 class ProcessSandbox:
     def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process,
-                 listener: socket.socket, address: str) -> None:
+                 listener: socket.socket, address: str,
+                 trace_daemon: socket.socket | None = None) -> None:
         self.spec = spec
+        self.trace_daemon_socket = trace_daemon
         self.process = process
         self.pid = process.pid
         self.runtime_api_socket = listener
@@ -103,6 +105,8 @@ class ProcessSandbox:
             except (ProcessLookupError, PermissionError):
                 pass
         self.runtime_api_socket.close()
+        if self.trace_daemon_socket is not None:
+            self.trace_daemon_socket.close()
 
 
 class ProcessBackend:
@@ -127,9 +131,14 @@ class ProcessBackend:
         listener.listen(16)
         listener.setblocking(False)
         address = "127.0.0.1:%d" % listener.getsockname()[1]
+        # The X-Ray daemon address: a port of its own on the host's loopback.
+        daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        daemon.bind(("127.0.0.1", 0))
+        daemon.setblocking(False)
         mapping = _path_map(spec)
         env = {key: _to_host(value, mapping) for key, value in spec.env.items()}
         env["AWS_LAMBDA_RUNTIME_API"] = address
+        add_daemon_variables(env, "127.0.0.1", daemon.getsockname()[1])
         if spec.api_port is not None:
             # The host's loopback is the process's own: the API is right there.
             env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{spec.api_port}"
@@ -137,16 +146,22 @@ class ProcessBackend:
         if spec.scratch_root is not None:
             spec.scratch_root.mkdir(parents=True, exist_ok=True)
 
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            cwd=str(spec.task_root or spec.scratch_root or "/"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=output_fd,
-            stderr=output_fd,
-            start_new_session=True,
-            pass_fds=spec.inherited_fds,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=str(spec.task_root or spec.scratch_root or "/"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output_fd,
+                stderr=output_fd,
+                start_new_session=True,
+                pass_fds=spec.inherited_fds,
+            )
+        except BaseException:
+            # No sandbox will own them (a missing interpreter, a bad working directory).
+            listener.close()
+            daemon.close()
+            raise
         # Set after the spawn rather than in a preexec_fn: a preexec_fn forces a
         # full fork() instead of vfork(), which costs milliseconds per cold start.
         limit = (spec.max_open_files, spec.max_open_files)
@@ -154,4 +169,4 @@ class ProcessBackend:
             resource.prlimit(process.pid, resource.RLIMIT_NOFILE, limit)
         except ProcessLookupError:
             pass  # it already exited (and was reaped): nothing left to limit
-        return ProcessSandbox(spec, process, listener, address)
+        return ProcessSandbox(spec, process, listener, address, daemon)

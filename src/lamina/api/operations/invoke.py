@@ -43,6 +43,7 @@ def _invocation_request(call: Call) -> InvocationRequest:
         log_type=p.get("LogType", "None"),
         client_context=p.get("ClientContext"),
         request_id=call.request_id,
+        trace_header=call.request.headers.get("x-amzn-trace-id"),
     )
 
 
