@@ -14,7 +14,7 @@ import resource
 import signal
 import socket
 
-from lamina.sandbox.base import ResourceUsage, SandboxSpec
+from lamina.sandbox.base import ResourceUsage, SandboxError, SandboxSpec
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
@@ -121,6 +121,9 @@ class ProcessBackend:
         return None
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> ProcessSandbox:
+        if spec.file_systems:
+            raise SandboxError("FileSystemConfigs need the namespaces sandbox (a plain process "
+                               "cannot have a file system mounted at /mnt)")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
