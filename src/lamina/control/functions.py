@@ -387,6 +387,8 @@ class FunctionRegistry:
             if self.store.replace_version(fv.function_name, fv.version, fv.revision_id,
                                           fv.revision_id, sealed.to_json()):
                 count += 1
+        if count:
+            self.store.forget_overwritten()
         return count
 
     def _attach_layers(self, settings: dict[str, Any]) -> dict[str, Any]:
