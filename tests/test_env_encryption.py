@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import aws_error, error_message, function_args, make_zip, wait_active, wait_updated
+from tests.helpers import (
+    aws_error,
+    error_message,
+    function_args,
+    make_zip,
+    wait_active,
+    wait_updated,
+)
 
 DIGEST = make_zip({"app.py": (
     "import hashlib, os\n"

@@ -136,7 +136,10 @@ def unmount(at: Path) -> None:
     """Detach what mount_for mounted at `at`, and remove the (then empty) directory."""
     if _libc.umount2(str(at).encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (22, 2):
         raise SandboxError(ctypes.get_errno(), f"cannot unmount {at}")
-    try:
-        os.rmdir(at)  # never rmtree: were it still mounted, that would delete shared files
-    except OSError:
-        pass
+    # Never rmtree: were it still mounted, that would delete shared files. The
+    # environment's directory goes with its last mount point.
+    for directory in (at, at.parent):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break
