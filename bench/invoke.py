@@ -11,7 +11,10 @@ drift. Three views:
   against a real `lamina serve` process;
 - platform overhead: the in-process invoker with an echo handler, i.e. what Lamina
   adds to a warm invocation (routing, environment hand-off, Runtime API round trip);
-- cold start: a new execution environment per call (INIT + first invoke).
+- cold start: a new execution environment per call (INIT + first invoke), for a
+  plain function, one whose environment variables are sealed under a KMS key
+  (opened as the environment starts) and one with an EFS access point mounted
+  (an idmapped mount per environment; namespaces backend only).
 """
 
 from __future__ import annotations
@@ -232,6 +235,31 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             elapsed, _, init_ms = await cold_start(pool, fv, f"cold-{i}")
             cold.append(elapsed)
             init.append(init_ms)
+        pool.backend.launch = launch  # type: ignore[method-assign]
+        # The same cold start with sealed variables, and with a file system mounted.
+        base = {"role": ROLE, "runtime": "python3.11", "handler": "app.handler",
+                "memory_size": MEMORY_MB}
+        await platform.functions.create_function(
+            "sealed", code_zip(),
+            {**base, "environment": {"API_KEY": "bench-secret", "DB_URL": "postgres://bench"},
+             "environment_given": True}, {})
+        sealed = platform.functions.get_version("sealed")
+        cold_sealed = [(await cold_start(pool, sealed, f"sealed-{i}"))[0] for i in range(cold_n)]
+        cold_mounted = [float("nan")]
+        if pool.backend.name == "namespaces":
+            fs = platform.file_systems.create_file_system({"CreationToken": "bench"})
+            ap = platform.file_systems.create_access_point({
+                "ClientToken": "bench", "FileSystemId": fs["FileSystemId"],
+                "PosixUser": {"Uid": 1000, "Gid": 1000},
+                "RootDirectory": {"Path": "/bench", "CreationInfo": {
+                    "OwnerUid": 1000, "OwnerGid": 1000, "Permissions": "750"}}})
+            await platform.functions.create_function(
+                "mounted", code_zip(),
+                {**base, "file_system_configs": [{"Arn": ap["AccessPointArn"],
+                                                  "LocalMountPath": "/mnt/bench"}]}, {})
+            mounted = platform.functions.get_version("mounted")
+            cold_mounted = [(await cold_start(pool, mounted, f"mounted-{i}"))[0]
+                            for i in range(cold_n)]
         # Timeout precision: how long after the deadline the invocation is stopped.
         platform.functions.update_configuration("inproc", {"timeout": 1})
         slow = platform.functions.get_version("inproc")
@@ -243,7 +271,7 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             overshoot.append(outcome.duration_ms - 1000)
             await pool.stop_environment(env)
         return {"warm": warm, "cold": cold, "init": init, "launch": launch_ms,
-                "overshoot": overshoot}
+                "overshoot": overshoot, "cold_sealed": cold_sealed, "cold_mounted": cold_mounted}
 
 
 def main() -> None:
@@ -313,6 +341,8 @@ def main() -> None:
     row("warm overhead in process, p99", "warm", p99, p99(naive))
     row("cold start to first result, p50", "cold", p50, p50(naive))
     row("cold start to first result, p95", "cold", p95, p95(naive))
+    row("cold start, sealed environment, p50", "cold_sealed", p50, float("nan"))
+    row("cold start, file system mounted, p50", "cold_mounted", p50, float("nan"))
     row("  of which INIT (Init Duration), p50", "init", p50, float("nan"))
     row("  of which sandbox launch, p50", "launch", p50, float("nan"))
     row("timeout: stopped after deadline, max", "overshoot", max, float("nan"))
