@@ -132,6 +132,20 @@ def mount_for(mount: FileSystemMount, host_id: int, at: Path) -> Path:
                 os.close(fd)
 
 
+def unmount_all(server_dir: Path) -> None:
+    """Unmount what a crashed server left mounted for its environments."""
+    for environment in list(server_dir.iterdir()):
+        for at in list(environment.iterdir()):
+            try:
+                unmount(at)
+            except OSError:
+                pass
+    try:
+        server_dir.rmdir()
+    except OSError:
+        pass
+
+
 def unmount(at: Path) -> None:
     """Detach what mount_for mounted at `at`, and remove the (then empty) directory."""
     if _libc.umount2(str(at).encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (22, 2):

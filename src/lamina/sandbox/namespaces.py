@@ -50,6 +50,7 @@ Exit codes: bubblewrap's PID 1 reports a command killed by signal N as 128+N;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -428,6 +429,10 @@ class NamespaceBackend:
         for server in ephemeral.iterdir() if ephemeral.is_dir() else ():
             if server.name != self._cgroups.server and not server_alive(server.name):
                 await asyncio.to_thread(EphemeralDisks.unmount_all, server)
+        mounts = state_dir() / "file-systems"
+        for server in mounts.iterdir() if mounts.is_dir() else ():
+            if server.name != self._cgroups.server and not server_alive(server.name):
+                await asyncio.to_thread(file_systems.unmount_all, server)
         if self._disks is not None:
             self._disks.reap_leftovers()
             self._disks.prepare(DEFAULT_EPHEMERAL_MB)
@@ -435,6 +440,8 @@ class NamespaceBackend:
     async def close(self) -> None:
         if self._disks is not None:
             await self._disks.close()
+        with contextlib.suppress(OSError):  # not empty: environments still hold mounts
+            (state_dir() / "file-systems" / self._cgroups.server).rmdir()
 
     def _runtime_dir(self, source: Path | None) -> Path | None:
         """Lamina's runtime clients, staged where every sandbox user can read them."""
@@ -478,7 +485,8 @@ class NamespaceBackend:
             if self._disks is not None:
                 disk = await self._disks.acquire(spec.ephemeral_storage_mb, user.uid)
             for index, mount in enumerate(spec.file_systems):
-                at = state_dir() / "file-systems" / spec.environment_id / str(index)
+                at = (state_dir() / "file-systems" / self._cgroups.server / spec.environment_id
+                      / str(index))
                 mounted.append((mount.target, at))
                 await asyncio.to_thread(file_systems.mount_for, mount, user.uid, at)
             return await self._start(spec, cgroup, output_fd, user, disk, release, mounted)
