@@ -269,10 +269,6 @@ class KMSNotFoundException(LambdaError):
     status_code = 502
 
 
-class KMSAccessDeniedException(LambdaError):
-    status_code = 502
-
-
 # -- EFS (file systems and access points) and mounting them ------------------------
 
 

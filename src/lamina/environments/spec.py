@@ -48,7 +48,8 @@ class EnvironmentSpec:
     # x86_64 or arm64: what its compute is priced at (observe/metrics.py).
     architecture: str = "x86_64"
     # The variables as stored, sealed under a KMS key: opened into `environment` only
-    # when an environment starts (EnvironmentPool.prepare), never kept in the pool.
+    # when an environment starts (EnvironmentPool.prepare), for that environment's
+    # own spec; what invoke passes on every call holds only this sealed form.
     sealed_environment: str | None = None
     # FileSystemConfigs as (access point ARN, LocalMountPath); resolved into
     # file_system_mounts when an environment starts.

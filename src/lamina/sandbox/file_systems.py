@@ -122,7 +122,11 @@ def mount_for(mount: FileSystemMount, host_id: int, at: Path) -> Path:
         _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
                              ctypes.sizeof(attr)), "mount_setattr (idmapped mounts need "
                "Linux 5.12+ and a file system that supports them)")
-        at.mkdir(parents=True, exist_ok=True, mode=0o755)
+        # The environment's directory is its sandbox user's alone: bubblewrap (running
+        # as that uid) must reach the mount; no other host user needs to.
+        at.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chown(at.parent, host_id, host_id)
+        at.mkdir(exist_ok=True, mode=0o755)
         _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(at).encode(),
                              MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
         return at
