@@ -312,8 +312,11 @@ def main() -> None:
     parser.add_argument("--sandbox", default=None,
                         help="backend of the HTTP server: process | namespaces (default: auto)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--cold", type=int, default=None,
+                        help="cold starts per variant (default: 10 quick, 40 otherwise)")
     args = parser.parse_args()
     warm_n, cold_n, naive_n, seconds = (300, 10, 10, 1.0) if args.quick else (2000, 40, 30, 3.0)
+    cold_n = args.cold or cold_n
     concurrency_levels = [1, 2, 4, 8]
     backends = ["process"] + (["namespaces"] if probe() is None else [])
 
