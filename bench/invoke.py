@@ -11,7 +11,10 @@ drift. Three views:
   against a real `lamina serve` process;
 - platform overhead: the in-process invoker with an echo handler, i.e. what Lamina
   adds to a warm invocation (routing, environment hand-off, Runtime API round trip);
-- cold start: a new execution environment per call (INIT + first invoke);
+- cold start: a new execution environment per call (INIT + first invoke), for a
+  plain function, one whose environment variables are sealed under a KMS key
+  (opened as the environment starts) and one with an EFS access point mounted
+  (an idmapped mount per environment; namespaces backend only).
 - tracing: warm invokes with spans exported over OTLP to a local receiver, sampled
   and unsampled alternating, beside the same without a collector.
 """
@@ -43,6 +46,7 @@ from lamina.environments.environment import Invocation, InvocationOutcome
 from lamina.environments.pool import EnvironmentPool
 from lamina.invoke.specs import environment_spec
 from lamina.platform import Platform
+from lamina.sandbox import file_systems as sandbox_file_systems
 from lamina.sandbox.namespaces import probe
 
 HANDLER = (
@@ -229,11 +233,67 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             finally:
                 launch_ms.append((time.perf_counter() - started) * 1000)
 
-        pool.backend.launch = timed_launch  # type: ignore[method-assign]
+        # The same cold start with sealed variables, and with a file system mounted,
+        # interleaved with the plain one so that the machine's drift hits all three.
+        base = {"role": ROLE, "runtime": "python3.11", "handler": "app.handler",
+                "memory_size": MEMORY_MB}
+        await platform.functions.create_function(
+            "sealed", code_zip(),
+            {**base, "environment": {"API_KEY": "bench-secret", "DB_URL": "postgres://bench"},
+             "environment_given": True}, {})
+        sealed = platform.functions.get_version("sealed")
+        mounted: FunctionVersion | None = None
+        if pool.backend.name == "namespaces":
+            fs = platform.file_systems.create_file_system({"CreationToken": "bench"})
+            ap = platform.file_systems.create_access_point({
+                "ClientToken": "bench", "FileSystemId": fs["FileSystemId"],
+                "PosixUser": {"Uid": 1000, "Gid": 1000},
+                "RootDirectory": {"Path": "/bench", "CreationInfo": {
+                    "OwnerUid": 1000, "OwnerGid": 1000, "Permissions": "750"}}})
+            await platform.functions.create_function(
+                "mounted", code_zip(),
+                {**base, "file_system_configs": [{"Arn": ap["AccessPointArn"],
+                                                  "LocalMountPath": "/mnt/bench"}]}, {})
+            mounted = platform.functions.get_version("mounted")
+        cold_sealed: list[float] = []
+        cold_mounted: list[float] = []
+        # Their own shares: opening the variables (and finding the access point), and
+        # making the idmapped mount.
+        prepare_ms: list[float] = []
+        mount_ms: list[float] = []
+        prepare = pool.prepare
+        assert prepare is not None
+
+        def timed_prepare(spec: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return prepare(spec)
+            finally:
+                prepare_ms.append((time.perf_counter() - started) * 1000)
+
+        mount_for = sandbox_file_systems.mount_for
+
+        def timed_mount(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return mount_for(*args)
+            finally:
+                mount_ms.append((time.perf_counter() - started) * 1000)
+
+        pool.prepare = timed_prepare
+        sandbox_file_systems.mount_for = timed_mount  # type: ignore[assignment]
         for i in range(cold_n):
+            pool.backend.launch = timed_launch  # type: ignore[method-assign]
             elapsed, _, init_ms = await cold_start(pool, fv, f"cold-{i}")
             cold.append(elapsed)
             init.append(init_ms)
+            pool.backend.launch = launch  # type: ignore[method-assign]
+            cold_sealed.append((await cold_start(pool, sealed, f"sealed-{i}"))[0])
+            if mounted is not None:
+                cold_mounted.append((await cold_start(pool, mounted, f"mounted-{i}"))[0])
+        cold_mounted = cold_mounted or [float("nan")]
+        sandbox_file_systems.mount_for = mount_for  # type: ignore[assignment]
+        pool.prepare = prepare
         # Timeout precision: how long after the deadline the invocation is stopped.
         platform.functions.update_configuration("inproc", {"timeout": 1})
         slow = platform.functions.get_version("inproc")
@@ -245,7 +305,8 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
             overshoot.append(outcome.duration_ms - 1000)
             await pool.stop_environment(env)
         return {"warm": warm, "cold": cold, "init": init, "launch": launch_ms,
-                "overshoot": overshoot}
+                "overshoot": overshoot, "cold_sealed": cold_sealed, "cold_mounted": cold_mounted,
+                "prepare": prepare_ms, "mount": mount_ms or [float("nan")]}
 
 
 # -- tracing: warm overhead with spans exported over OTLP, and without ----------------
@@ -395,8 +456,11 @@ def main() -> None:
     parser.add_argument("--sandbox", default=None,
                         help="backend of the HTTP server: process | namespaces (default: auto)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--cold", type=int, default=None,
+                        help="cold starts per variant (default: 10 quick, 40 otherwise)")
     args = parser.parse_args()
     warm_n, cold_n, naive_n, seconds = (300, 10, 10, 1.0) if args.quick else (2000, 40, 30, 3.0)
+    cold_n = args.cold or cold_n
     concurrency_levels = [1, 2, 4, 8]
     backends = ["process"] + (["namespaces"] if probe() is None else [])
 
@@ -459,6 +523,10 @@ def main() -> None:
     row("warm overhead in process, p99", "warm", p99, p99(naive))
     row("cold start to first result, p50", "cold", p50, p50(naive))
     row("cold start to first result, p95", "cold", p95, p95(naive))
+    row("cold start, sealed environment, p50", "cold_sealed", p50, float("nan"))
+    row("cold start, file system mounted, p50", "cold_mounted", p50, float("nan"))
+    row("  of which variables opened / AP found, p50", "prepare", p50, float("nan"))
+    row("  of which idmapped mount made, p50", "mount", p50, float("nan"))
     row("  of which INIT (Init Duration), p50", "init", p50, float("nan"))
     row("  of which sandbox launch, p50", "launch", p50, float("nan"))
     row("timeout: stopped after deadline, max", "overshoot", max, float("nan"))

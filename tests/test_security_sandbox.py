@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -216,3 +217,60 @@ def test_tmp_is_disk_a_128_mb_function_writes_500_mb_and_is_refused_past_512(
     assert seen["outcome"] == "ENOSPC"
     assert 500 <= seen["written"] < 513  # type: ignore[operator]
     assert not result.sandbox.oom_killed()
+
+
+def test_mounted_access_point_root_is_all_a_function_reaches_of_a_file_system(
+        backend: NamespaceBackend, roots: dict[str, Path], tmp_path: Path) -> None:
+    """An EFS access point's root at /mnt/ap: nothing beside or above it is reachable
+    (.., symbolic links, /proc's view of the mounts), nothing made there belongs to
+    anyone but the access point's user, and its owner cannot be changed."""
+    from lamina.sandbox.base import FileSystemMount
+
+    file_system = tmp_path / "fs"
+    (file_system / "ap").mkdir(parents=True)
+    os.chown(file_system / "ap", 1000, 1000)
+    (file_system / "ap").chmod(0o750)
+    sentinel = "beside-the-access-point"
+    (file_system / "outside.txt").write_text(sentinel)
+    (tmp_path / "outside.txt").write_text(sentinel)
+    mount = FileSystemMount(file_system_dir=file_system, path="/ap", target="/mnt/ap",
+                            uid=1000, gid=1000)
+    result = run_python(backend, roots, f"""
+        import json, os
+        seen = {{}}
+        for path in ("/mnt/ap/../outside.txt", "/mnt/outside.txt", "/mnt/ap/../../outside.txt",
+                     "{file_system}/outside.txt", "/proc/self/root{file_system}/outside.txt",
+                     "/proc/1/root{file_system}/outside.txt"):
+            try:
+                seen[path] = open(path).read()
+            except OSError as error:
+                seen[path] = error.strerror
+        os.symlink("{file_system}/outside.txt", "/mnt/ap/link")
+        try:
+            seen["link"] = open("/mnt/ap/link").read()
+        except OSError as error:
+            seen["link"] = error.strerror
+        os.chdir("/mnt/ap")
+        for _ in range(10):
+            os.chdir("..")
+        seen["cwd after .."] = os.getcwd()
+        with open("/mnt/ap/made", "w") as out:
+            out.write("x")
+        try:
+            os.chown("/mnt/ap/made", 0, 0)
+            seen["chown"] = "allowed"
+        except OSError as error:
+            seen["chown"] = error.strerror
+        seen["mountinfo"] = "{file_system}" in open("/proc/self/mountinfo").read()
+        seen["mnt"] = sorted(os.listdir("/mnt"))
+        print(json.dumps(seen))
+    """, file_systems=(mount,))
+    seen = _json_line(result.output)
+    assert sentinel not in json.dumps(seen), seen
+    assert seen["chown"] in ("Operation not permitted", "Invalid argument")  # 0 is unmapped
+    assert seen["mnt"] == ["ap"] and seen["cwd after .."] == "/"
+    made = file_system / "ap" / "made"
+    assert (made.stat().st_uid, made.stat().st_gid) == (1000, 1000)
+    # The symbolic link is the function's own business: on the host it points nowhere
+    # the server would follow (access point roots are opened without following links).
+    assert (file_system / "ap" / "link").is_symlink()

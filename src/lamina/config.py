@@ -163,6 +163,13 @@ class Settings:
     # of the rest. Spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT names a collector.
     trace_reservoir_per_s: int = 1
     trace_sampling_rate: float = 0.05
+    # The master key (base64 of 32 random bytes) that KMS key material is encrypted
+    # under. Empty: Lamina makes one on first start, in data_dir/kms-master.key
+    # (mode 0600); keep that file as safe as the database, which is useless without it.
+    kms_master_key: str = ""
+    # Where EFS file systems live, one directory each (e.g. an NFS mount shared by
+    # several servers). Empty: data_dir/file-systems.
+    file_systems_dir: Path = Path("")
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -198,6 +205,11 @@ class Settings:
             if sep and name.strip():
                 found[name.strip()] = url.strip()
         return found
+
+    @property
+    def file_systems_root(self) -> Path:
+        return self.file_systems_dir if str(self.file_systems_dir) not in ("", ".") \
+            else self.data_dir / "file-systems"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -234,3 +234,91 @@ class InvalidBatchEntryId(LambdaError):
 
 class BatchRequestTooLong(LambdaError):
     query_code = "AWS.SimpleQueueService.BatchRequestTooLong"
+
+
+# -- KMS (the key service served beside the Lambda API) ---------------------------
+
+
+class NotFoundException(LambdaError):
+    pass
+
+
+class DisabledException(LambdaError):
+    pass
+
+
+class KMSInvalidStateException(LambdaError):
+    """KMS's (400) and Lambda's (502, a key unusable at invoke) error of this name;
+    the KMS service answers every client error with 400 (json_protocol)."""
+
+    status_code = 502
+
+
+class InvalidCiphertextException(LambdaError):
+    pass
+
+
+class IncorrectKeyException(LambdaError):
+    pass
+
+
+class AlreadyExistsException(LambdaError):
+    pass
+
+
+class InvalidAliasNameException(LambdaError):
+    pass
+
+
+class InvalidMarkerException(LambdaError):
+    pass
+
+
+# -- Lambda's answers for a function whose KMS key cannot be used -------------------
+
+
+class KMSDisabledException(LambdaError):
+    status_code = 502
+
+
+class KMSNotFoundException(LambdaError):
+    status_code = 502
+
+
+# -- EFS (file systems and access points) and mounting them ------------------------
+
+
+class BadRequest(LambdaError):
+    pass
+
+
+class FileSystemNotFound(LambdaError):
+    status_code = 404
+
+
+class AccessPointNotFound(LambdaError):
+    status_code = 404
+
+
+class FileSystemAlreadyExists(LambdaError):
+    status_code = 409
+
+
+class AccessPointAlreadyExists(LambdaError):
+    status_code = 409
+
+
+class FileSystemInUse(LambdaError):
+    status_code = 409
+
+
+class AccessPointLimitExceeded(LambdaError):
+    status_code = 403
+
+
+class FileSystemLimitExceeded(LambdaError):
+    status_code = 403
+
+
+class EFSMountFailureException(LambdaError):
+    status_code = 403

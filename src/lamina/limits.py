@@ -110,6 +110,15 @@ class Limits:
     mq_max_batch_size: int = 10_000
     max_mapping_filters: int = 5
     sqs_mapping_max_pollers: int = 20
+    # KMS: a key's deletion waiting period (days) and what Encrypt takes (bytes).
+    min_key_deletion_days: int = 7
+    max_key_deletion_days: int = 30
+    max_kms_plaintext_bytes: int = 4096
+    # EFS: file systems per account and access points per file system (AWS's
+    # quotas), and the file systems one function mounts.
+    max_file_systems: int = 1_000
+    max_access_points: int = 10_000
+    max_function_file_systems: int = 1
 
     @property
     def max_request_bytes(self) -> int:

@@ -7,6 +7,7 @@ knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -21,9 +22,12 @@ from lamina.control.code_storage import CodeStorage
 from lamina.control.concurrency import ConcurrencyRegistry
 from lamina.control.container_images import ContainerImageCode
 from lamina.control.credentials import ExecutionRoleCredentials
+from lamina.control.environment_secrets import EnvironmentSecrets, key_id_of
 from lamina.control.event_invoke_configs import EventInvokeConfigs
+from lamina.control.file_systems import FileSystems
 from lamina.control.function_urls import URL_DOMAIN, FunctionUrls
 from lamina.control.functions import FunctionRegistry
+from lamina.control.keys import Keys, MasterKey
 from lamina.control.layers import Layers
 from lamina.control.models import FunctionVersion
 from lamina.control.permissions import FunctionPolicies
@@ -34,7 +38,7 @@ from lamina.environments.container_images import ContainerImagePulls
 from lamina.environments.pool import EnvironmentPool, PoolSettings
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.environments.runtime_images import RuntimeImages
-from lamina.environments.spec import RoleCredentials
+from lamina.environments.spec import EnvironmentSpec, RoleCredentials
 from lamina.errors import LambdaError
 from lamina.events.mappings import EventSourceMappings
 from lamina.events.rabbitmq import Secrets
@@ -63,8 +67,10 @@ from lamina.store.code_signing import (
 )
 from lamina.store.concurrency import ConcurrencyStore
 from lamina.store.database import open_database
+from lamina.store.file_systems import FileSystemStore
 from lamina.store.function_urls import FunctionUrlStore
 from lamina.store.functions import FunctionStore
+from lamina.store.keys import KeyStore
 from lamina.store.layers import LayerStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
@@ -102,6 +108,20 @@ class Platform:
             runtime_check=functools.partial(check_runtime, settings=settings), aliases=alias_store,
             layers=self.layers, code=self.code,
         )
+        # KMS keys; every function's environment variables are stored sealed under one.
+        self.keys = Keys(KeyStore(self.engine),
+                         MasterKey.load(settings.data_dir, settings.kms_master_key),
+                         self.region, settings.limits)
+        self.environment_secrets = EnvironmentSecrets(self.keys)
+        self.functions.environment_secrets = self.environment_secrets
+        sealed = self.functions.seal_stored_environments()
+        if sealed:
+            log.info("sealed the environment variables of %d function versions", sealed)
+        # EFS file systems and access points, which functions mount (FileSystemConfigs).
+        settings.file_systems_root.mkdir(parents=True, exist_ok=True)
+        self.file_systems = FileSystems(FileSystemStore(self.engine), settings.file_systems_root,
+                                        self.region, settings.limits)
+        self.functions.check_file_systems = self.file_systems.check_function_configs
         # Functions' resource-based policies, and who may invoke what.
         self.permissions = FunctionPolicies(self.policies, self.functions, self.region,
                                             settings.limits)
@@ -158,6 +178,8 @@ class Platform:
             containers=containers,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
+        self.environments.prepare = self._prepare_spec
+        self.keys.change_listeners.append(self._key_changed)
         self.code.held = self._code_in_use
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
@@ -251,6 +273,25 @@ class Platform:
             expiration=issued.expiration,
             revoke=lambda: self.credentials.revoke(issued.access_key_id),
         )
+
+    def _prepare_spec(self, spec: EnvironmentSpec) -> EnvironmentSpec:
+        """At an environment's start: its variables opened (Lambda's KMS errors when the
+        key cannot be used) and its file systems found (EFSMountFailureException)."""
+        changes: dict[str, object] = {}
+        if spec.sealed_environment:
+            changes["environment"] = self.environment_secrets.open(
+                spec.sealed_environment, self.region.function_arn(spec.function_name))
+        if spec.file_system_configs:
+            changes["file_system_mounts"] = self.file_systems.mounts(spec.file_system_configs)
+        return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+
+    def _key_changed(self, key_id: str) -> None:
+        """A key was disabled, enabled or scheduled for deletion: environments holding
+        variables it opened are retired, so the next invocation meets the key's state."""
+        for data in self.functions.store.all_versions():
+            sealed = data.get("sealed_environment")
+            if sealed and key_id_of(sealed) == key_id:
+                self.environments.retire_function(data["function_name"], data["version"])
 
     def _configure_provisioned(self, function_name: str, qualifier: str,
                                fv: FunctionVersion | None, requested: int) -> None:

@@ -40,7 +40,10 @@ log = logging.getLogger("lamina.api")
 
 # REST-JSON services besides Lambda, by the path prefixes their operations use.
 REST_SERVICES = {"scheduler": ("/schedules", "/schedule-groups"),
-                 "signer": ("/signing-profiles", "/signing-jobs", "/signing-platforms")}
+                 "signer": ("/signing-profiles", "/signing-jobs", "/signing-platforms"),
+                 "efs": ("/2015-02-01/",)}
+# Services whose SigV4 signing name is not their botocore name.
+SIGNING_NAMES = {"efs": "elasticfilesystem"}
 
 
 def rest_service(path: str) -> str:
@@ -150,7 +153,8 @@ class Dispatcher:
         # authentic, nor for an operation that does not exist.
         named = json_protocol.service_for(target) if target is not None else None
         rest = rest_service(request.url.path)
-        signing_name = rest if target is None else named.signing_name if named else None
+        signing_name = SIGNING_NAMES.get(rest, rest) if target is None \
+            else named.signing_name if named else None
         authorization = self.verifier.authenticate(head, signing_name)
         route = self._route(request, target, rest)
         handler = self._handler(route.service, route.operation.name)

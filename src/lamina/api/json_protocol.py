@@ -51,6 +51,9 @@ SERVICES: dict[str, JsonService] = {
     "AmazonSQS": JsonService("sqs", "com.amazonaws.sqs#", check_enums=False),
     "Logs_20140328": JsonService("logs", ""),
     "AWSEvents": JsonService("events", "", client_status=400),
+    # KMS answers every client error with 400 (Lambda answers some of the same
+    # names, e.g. KMSInvalidStateException, with 502).
+    "TrentService": JsonService("kms", "", client_status=400),
 }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lamina.control.arns import FunctionRef, Region, parse_function_ref
 from lamina.control.code_storage import CodeStorage
 from lamina.control.container_images import ContainerImageCode, ImageCode, ImageSettled
+from lamina.control.environment_secrets import EnvironmentSecrets, KeyProblem
 from lamina.control.layers import Layers
 from lamina.control.models import (
     CREATING,
@@ -64,6 +65,7 @@ CONFIGURABLE = frozenset(
         "ephemeral_storage_mb", "environment", "environment_given", "layers", "tracing_mode",
         "dead_letter_target_arn", "vpc_subnet_ids", "vpc_security_group_ids", "kms_key_arn", "log_format", "log_group",
         "application_log_level", "system_log_level", "snap_start_apply_on", "image_config",
+        "file_system_configs",
     }
 )
 
@@ -237,6 +239,11 @@ class FunctionRegistry:
         # Tells other front ends sharing the database (store/changes.py) what changed
         # here: "NAME" (the function was deleted) or "NAME:VERSION".
         self.announce: Callable[[str], None] = unannounced
+        # Seals environment variables before they are stored (None: kept in clear,
+        # for registries built without a key service, e.g. in unit tests).
+        self.environment_secrets: EnvironmentSecrets | None = None
+        # Checks FileSystemConfigs against the access points that exist.
+        self.check_file_systems: Callable[[list[dict[str, str]]], None] | None = None
 
     def _changed(self, name: str, version: str | None = None) -> None:
         self._forget(name, version)
@@ -367,6 +374,51 @@ class FunctionRegistry:
             )
         return info
 
+    # -- environment variables, sealed ---------------------------------------------
+
+    def _sealed(self, fv: FunctionVersion) -> FunctionVersion:
+        """fv with its clear variables sealed under its key (nothing in clear is kept)."""
+        if self.environment_secrets is None or not fv.environment:
+            return fv
+        sealed = self.environment_secrets.seal(fv.environment, fv.kms_key_arn,
+                                               self.function_arn(fv.function_name))
+        return dataclasses.replace(fv, environment={}, sealed_environment=sealed)
+
+    def configuration(self, fv: FunctionVersion, arn_qualifier: str | None = None) -> dict[str, Any]:
+        """The FunctionConfiguration shape, variables opened; when the key cannot open
+        them, Lambda's Environment.Error, and the key's problem as the state reason."""
+        if fv.sealed_environment is None or self.environment_secrets is None:
+            return fv.to_api(self.region, arn_qualifier)
+        opened = self.environment_secrets.try_open(fv.sealed_environment,
+                                                   self.function_arn(fv.function_name))
+        if isinstance(opened, KeyProblem):
+            error = opened.error
+            config = fv.to_api(self.region, arn_qualifier, environment={
+                "Error": {"ErrorCode": error.error_type, "Message": error.message}})
+            # Lambda's function turns Inactive until its key can be used again.
+            config.update(State="Inactive", StateReason=error.message,
+                          StateReasonCode=opened.reason_code)
+            return config
+        return fv.to_api(self.region, arn_qualifier, environment={"Variables": opened})
+
+    def seal_stored_environments(self) -> int:
+        """Seal the variables of versions stored in clear before they were sealed
+        (the second half of migration 0011); how many were."""
+        if self.environment_secrets is None:
+            return 0
+        count = 0
+        for data in self.store.all_versions():
+            if not data.get("environment"):
+                continue
+            fv = FunctionVersion.from_json(data)
+            sealed = self._sealed(fv)
+            if self.store.replace_version(fv.function_name, fv.version, fv.revision_id,
+                                          fv.revision_id, sealed.to_json()):
+                count += 1
+        if count:
+            self.store.forget_overwritten()
+        return count
+
     def _attach_layers(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Settings with Layers (ARNs) turned into the layer versions they name."""
         if "layers" not in settings:
@@ -422,6 +474,16 @@ class FunctionRegistry:
                 f"Cannot reference more than {limits.max_layers} layers."
             )
         self._check_dead_letter_target(fv.dead_letter_target_arn)
+        if len(fv.file_system_configs) > limits.max_function_file_systems:
+            raise ValidationException.of([
+                f"Value '{fv.file_system_configs}' at 'fileSystemConfigs' failed to satisfy "
+                f"constraint: Member must have length less than or equal to "
+                f"{limits.max_function_file_systems}"])
+        if fv.file_system_configs:
+            if self.check_file_systems is None:
+                raise InvalidParameterValueException(
+                    "FileSystemConfigs are not supported by this Lamina server.")
+            self.check_file_systems(fv.file_system_configs)
         if fv.package_type == "Zip" and fv.image_config:
             raise InvalidParameterValueException(
                 "ImageConfig is not supported for functions with PackageType Zip.")
@@ -481,6 +543,9 @@ class FunctionRegistry:
             **{**defaults, **self._attach_layers(settings)},
         )
         self._validate(draft)
+        if self.environment_secrets is not None and draft.kms_key_arn:
+            self.environment_secrets.check_key(draft.kms_key_arn)
+        draft = self._sealed(draft)
         if image_uri is not None:
             draft = self._with_image(draft, await self._resolve_image(image_uri, draft.architectures))
         draft = with_logging_defaults(draft)
@@ -603,12 +668,23 @@ class FunctionRegistry:
             signing = self.code_signing.config_for(name, None)
             if signing is not None:
                 self.code_signing.check(signing, name, None, settings["layers"])
+        secrets = self.environment_secrets
+        if secrets is not None and settings.get("kms_key_arn"):
+            secrets.check_key(settings["kms_key_arn"])
 
         def change(current: FunctionVersion) -> FunctionVersion:
             updated = dataclasses.replace(current, **settings)
+            if "environment" in settings:
+                updated.sealed_environment = None
+            elif secrets is not None and current.sealed_environment is not None and \
+                    (updated.kms_key_arn or None) != (current.kms_key_arn or None):
+                # A new key: sealed again under it (the old one must still open them).
+                updated.environment = secrets.open(current.sealed_environment,
+                                                   self.function_arn(current.function_name))
+                updated.sealed_environment = None
             self._validate(updated)
             self._check_unzipped_total(updated)
-            return with_logging_defaults(updated)
+            return with_logging_defaults(self._sealed(updated))
 
         return self._update_latest(function_name, revision_id, change)
 

@@ -77,9 +77,16 @@ class FunctionVersion:
     timeout: int = 3
     memory_size: int = 128
     ephemeral_storage_mb: int = 512
+    # The variables in clear, only between a request and the moment they are sealed
+    # (control/environment_secrets.py): never stored, see to_json.
     environment: dict[str, str] = field(default_factory=dict)
     # Whether Environment was ever given: AWS then echoes it, even with no variables.
     environment_given: bool = False
+    # The variables as stored: a KMS ciphertext blob (base64) under kms_key_arn, or
+    # Lamina's aws/lambda key; None when the function has none.
+    sealed_environment: str | None = None
+    # FileSystemConfigs: [{"Arn": access point ARN, "LocalMountPath": "/mnt/..."}].
+    file_system_configs: list[dict[str, str]] = field(default_factory=list)
     layers: list[AttachedLayer] = field(default_factory=list)
     architectures: list[str] = field(default_factory=lambda: ["x86_64"])
     package_type: str = "Zip"
@@ -130,7 +137,10 @@ class FunctionVersion:
         return self.log_group or f"/aws/lambda/{self.function_name}"
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # Variables are stored sealed, never in clear, whatever the caller forgot.
+        data.pop("environment")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FunctionVersion:
@@ -139,11 +149,18 @@ class FunctionVersion:
         values["layers"] = [AttachedLayer.from_json(item) for item in values.get("layers", [])]
         return cls(**values)
 
-    def to_api(self, region: Region, arn_qualifier: str | None = None) -> dict[str, Any]:
+    @property
+    def has_environment(self) -> bool:
+        return bool(self.environment or self.environment_given or self.sealed_environment)
+
+    def to_api(self, region: Region, arn_qualifier: str | None = None,
+               environment: dict[str, Any] | None = None) -> dict[str, Any]:
         """The FunctionConfiguration shape.
 
         FunctionArn carries the qualifier the caller asked by (an alias name or
         `$LATEST`) when given, else this version's number (none for $LATEST).
+        `environment` is the EnvironmentResponse shape, once the sealed variables are
+        opened (or the Error they gave); without it, the clear variables held.
         """
         qualifier = arn_qualifier or (None if self.version == LATEST else self.version)
         config: dict[str, Any] = {
@@ -177,8 +194,12 @@ class FunctionVersion:
                 **({"SystemLogLevel": self.system_log_level} if self.system_log_level else {}),
             },
         }
-        if self.environment or self.environment_given:
+        if environment is not None:
+            config["Environment"] = environment
+        elif self.environment or self.environment_given:
             config["Environment"] = {"Variables": dict(self.environment)}
+        if self.file_system_configs:
+            config["FileSystemConfigs"] = [dict(item) for item in self.file_system_configs]
         if self.image_config:
             config["ImageConfigResponse"] = {"ImageConfig": dict(self.image_config)}
         if self.layers:

@@ -327,6 +327,7 @@ class ExecutionEnvironment:
             api_port=self.config.api_port,
             root_image=self.config.root_image,
             working_directory=self.config.working_directory,
+            file_systems=fv.file_system_mounts,
         )
         try:
             if not spec.argv:

@@ -32,6 +32,7 @@ from lamina.environments.spec import (
     CredentialIssuer,
     EnvironmentListener,
     EnvironmentSpec,
+    SpecPreparer,
 )
 from lamina.environments.states import State
 from lamina.errors import ResourceConflictException, TooManyRequestsException
@@ -102,6 +103,8 @@ class EnvironmentPool:
         self._stopping: set[asyncio.Task[None]] = set()
         # Listeners every new environment publishes its lifecycle events to.
         self.listeners: list[EnvironmentListener] = []
+        # Opens sealed variables and resolves file systems as an environment starts.
+        self.prepare: SpecPreparer | None = None
 
     @property
     def environments(self) -> frozenset[ExecutionEnvironment]:
@@ -224,6 +227,8 @@ class EnvironmentPool:
 
         TooManyRequestsException when the host's environment memory is used up.
         """
+        if self.prepare is not None and (fv.sealed_environment or fv.file_system_configs):
+            fv = self.prepare(fv)
         if fv.image_uri is not None:
             fv, runtime, container = await self._container(fv)
             config = self._config(fv, initialization_type, runtime, None, container)

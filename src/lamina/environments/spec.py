@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lamina.observe.events import LifecycleListener
+from lamina.sandbox.base import FileSystemMount
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class EnvironmentSpec:
     image_working_directory: str | None = None
     # x86_64 or arm64: what its compute is priced at (observe/metrics.py).
     architecture: str = "x86_64"
+    # The variables as stored, sealed under a KMS key: opened into `environment` only
+    # when an environment starts (EnvironmentPool.prepare), for that environment's
+    # own spec; what invoke passes on every call holds only this sealed form.
+    sealed_environment: str | None = None
+    # FileSystemConfigs as (access point ARN, LocalMountPath); resolved into
+    # file_system_mounts when an environment starts.
+    file_system_configs: tuple[tuple[str, str], ...] = ()
+    file_system_mounts: tuple[FileSystemMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class RoleCredentials:
     variables: dict[str, str]
     expiration: float  # epoch seconds
     revoke: Callable[[], None]
+
+
+# What the control plane holds back until an environment starts: the spec with its
+# variables opened and its file systems resolved (raising Lambda's KMS and EFS errors).
+SpecPreparer = Callable[[EnvironmentSpec], EnvironmentSpec]
 
 
 # Issues credentials for an execution role ARN (the control plane's, wired by the

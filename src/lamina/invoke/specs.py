@@ -28,6 +28,9 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         system_log_level=fv.system_log_level,
         outbound_network=fv.outbound_network,
         architecture=fv.architectures[0] if fv.architectures else "x86_64",
+        sealed_environment=fv.sealed_environment,
+        file_system_configs=tuple((item["Arn"], item["LocalMountPath"])
+                                  for item in fv.file_system_configs),
         **_image(fv),
     )
 

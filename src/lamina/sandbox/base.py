@@ -31,6 +31,20 @@ class SandboxError(OSError):
 
 
 @dataclass(frozen=True)
+class FileSystemMount:
+    """A shared directory (an EFS access point's root) mounted read-write at `target`,
+    every file operation in it done as uid/gid on disk (see sandbox/file_systems.py)."""
+
+    # The file system's own directory, and the access point's root below it.
+    file_system_dir: Path
+    path: str
+    # LocalMountPath, under /mnt.
+    target: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     environment_id: str
     # The command to run inside, with paths as seen inside the sandbox.
@@ -69,6 +83,8 @@ class SandboxSpec:
     # runtime client's framed log records, the extensions' output), inherited
     # under the same numbers, which the environment names in variables.
     inherited_fds: tuple[int, ...] = ()
+    # FileSystemConfigs, resolved: mounted read-write under /mnt.
+    file_systems: tuple[FileSystemMount, ...] = ()
 
     @property
     def cpu_cores(self) -> float:

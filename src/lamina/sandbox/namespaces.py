@@ -50,6 +50,7 @@ Exit codes: bubblewrap's PID 1 reports a command killed by signal N as 128+N;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -63,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lamina.sandbox import seccomp
+from lamina.sandbox import file_systems, seccomp
 from lamina.sandbox.base import (
     DEFAULT_EPHEMERAL_MB,
     ResourceUsage,
@@ -159,9 +160,22 @@ def inside_api_port(spec: SandboxSpec) -> int | None:
     return FALLBACK_API_PORT if spec.api_port == RUNTIME_API_PORT else spec.api_port
 
 
+def file_system_args(mounted: list[tuple[str, Path]]) -> list[str]:
+    """LocalMountPaths (under /mnt), each bound to its idmapped access point root.
+    /mnt is a fresh tmpfs holding only the mount points, read-only once they exist
+    (the runtime image's root, read-only, cannot hold new directories)."""
+    if not mounted:
+        return []
+    args = ["--perms", "0755", "--tmpfs", "/mnt"]
+    for target, source in mounted:
+        args += ["--bind", str(source), target]
+    return args + ["--remount-ro", "/mnt"]
+
+
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
                block_fd: int, resolv_conf: Path | None = None, tmp_dir: Path | None = None,
-               seccomp_fd: int | None = None) -> list[str]:
+               seccomp_fd: int | None = None,
+               mounted: list[tuple[str, Path]] | None = None) -> list[str]:
     return [
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
@@ -170,7 +184,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir, resolv_conf, tmp_dir),
+        *mount_args(spec, etc_dir, resolv_conf, tmp_dir, file_system_args(mounted or [])),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", spec.working_directory, "--", *spec.argv,
     ]
@@ -421,6 +435,10 @@ class NamespaceBackend:
         for server in ephemeral.iterdir() if ephemeral.is_dir() else ():
             if server.name != self._cgroups.server and not server_alive(server.name):
                 await asyncio.to_thread(EphemeralDisks.unmount_all, server)
+        mounts = state_dir() / "file-systems"
+        for server in mounts.iterdir() if mounts.is_dir() else ():
+            if server.name != self._cgroups.server and not server_alive(server.name):
+                await asyncio.to_thread(file_systems.unmount_all, server)
         if self._disks is not None:
             self._disks.reap_leftovers()
             self._disks.prepare(DEFAULT_EPHEMERAL_MB)
@@ -428,6 +446,8 @@ class NamespaceBackend:
     async def close(self) -> None:
         if self._disks is not None:
             await self._disks.close()
+        with contextlib.suppress(OSError):  # not empty: environments still hold mounts
+            (state_dir() / "file-systems" / self._cgroups.server).rmdir()
 
     def _runtime_dir(self, source: Path | None) -> Path | None:
         """Lamina's runtime clients, staged where every sandbox user can read them."""
@@ -451,12 +471,18 @@ class NamespaceBackend:
         user = self._users.acquire()
         disk: EphemeralDisk | None = None
         released = False
+        mounted: list[tuple[str, Path]] = []
 
         def release() -> None:
             nonlocal released
             if released:
                 return
             released = True
+            for _target, at in mounted:
+                try:
+                    file_systems.unmount(at)
+                except OSError as error:
+                    log.warning("sandbox: %s", error)
             SandboxUsers.release(user)
             if disk is not None and self._disks is not None:
                 self._disks.release(disk)
@@ -464,7 +490,12 @@ class NamespaceBackend:
         try:
             if self._disks is not None:
                 disk = await self._disks.acquire(spec.ephemeral_storage_mb, user.uid)
-            return await self._start(spec, cgroup, output_fd, user, disk, release)
+            for index, mount in enumerate(spec.file_systems):
+                at = (state_dir() / "file-systems" / self._cgroups.server / spec.environment_id
+                      / str(index))
+                mounted.append((mount.target, at))
+                await asyncio.to_thread(file_systems.mount_for, mount, user.uid, at)
+            return await self._start(spec, cgroup, output_fd, user, disk, release, mounted)
         except BaseException:
             await cgroup.remove()
             release()
@@ -472,7 +503,8 @@ class NamespaceBackend:
 
     async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup, output_fd: int,
                      user: HostUser, disk: EphemeralDisk | None,
-                     release: Callable[[], None]) -> NamespaceSandbox:
+                     release: Callable[[], None],
+                     mounted: list[tuple[str, Path]]) -> NamespaceSandbox:
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
         child_fds = [info_write, block_read]
@@ -489,7 +521,7 @@ class NamespaceBackend:
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
                           resolv_conf=self._outbound_resolv_conf if outbound_wanted else None,
                           tmp_dir=disk.mount_point if disk is not None else None,
-                          seccomp_fd=child_fds[2] if self._seccomp else None)
+                          seccomp_fd=child_fds[2] if self._seccomp else None, mounted=mounted)
         entry = [str(path) for path in cgroup.entry_files()]
         argv = ["/bin/sh", "-c", ENTER_SCRIPT, "lamina-sandbox", str(len(entry)), *entry,
                 str(spec.max_open_files), str(user.uid), *argv]

@@ -14,7 +14,12 @@ import resource
 import signal
 import socket
 
-from lamina.sandbox.base import ResourceUsage, SandboxSpec, add_daemon_variables
+from lamina.sandbox.base import (
+    ResourceUsage,
+    SandboxError,
+    SandboxSpec,
+    add_daemon_variables,
+)
 
 
 def _path_map(spec: SandboxSpec) -> list[tuple[str, str]]:
@@ -125,6 +130,9 @@ class ProcessBackend:
         return None
 
     async def launch(self, spec: SandboxSpec, output_fd: int) -> ProcessSandbox:
+        if spec.file_systems:
+            raise SandboxError("FileSystemConfigs need the namespaces sandbox (a plain process "
+                               "cannot have a file system mounted at /mnt)")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))

@@ -244,12 +244,13 @@ def _host_view(spec: SandboxSpec, etc_dir: Path) -> list[str]:
 
 
 def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None,
-               tmp_dir: Path | None = None) -> list[str]:
+               tmp_dir: Path | None = None, extra: list[str] | None = None) -> list[str]:
     """bubblewrap arguments building the sandbox's whole filesystem.
 
     With a runtime image, the image is `/` (read-only; it holds the mount points)
     and nothing of the host's file system is visible. `tmp_dir` is the disk-backed
     `/tmp` (ephemeral.py); without one, `/tmp` is a tmpfs of EphemeralStorage size.
+    `extra` mounts (file systems under /mnt) come last, before `/` turns read-only.
     """
     if spec.root_image is not None:
         args = ["--ro-bind", str(spec.root_image), "/"]
@@ -271,6 +272,7 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
         # --size applies to the next --tmpfs only; after it, it is silently ignored.
         args += ["--size", str(spec.ephemeral_storage_mb * 1024 * 1024), "--perms", "1777",
                  "--tmpfs", "/tmp"]
+    args += extra or []
     # Everything outside /tmp is read-only, as on Lambda; /dev too, so there is no
     # writable /dev/shm (Lambda has none: multiprocessing's semaphores fail there too).
     return args + ["--remount-ro", "/dev", "--remount-ro", "/"]

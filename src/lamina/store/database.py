@@ -17,6 +17,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten content is zeroed, not left in free pages: rows that
+    # once held secrets in clear (before they were sealed) leave nothing behind.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

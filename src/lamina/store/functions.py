@@ -6,7 +6,7 @@ import datetime
 import json
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from lamina.store import sequences
@@ -151,6 +151,14 @@ class FunctionStore:
             count = conn.execute(select(func.count()).select_from(functions)).scalar_one()
             total = conn.execute(select(func.coalesce(func.sum(function_versions.c.code_size), 0))).scalar_one()
         return count, int(total)
+
+    def forget_overwritten(self) -> None:
+        """Leave no copy of overwritten rows in SQLite's write-ahead log: its frames
+        are copied into the database (where secure_delete zeroes what they replace)
+        and the log is truncated. Other databases keep no such file here."""
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect() as conn:
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
     # -- tags ------------------------------------------------------------------
 

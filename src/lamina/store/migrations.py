@@ -200,6 +200,30 @@ def _0010_code_signing(conn: Connection) -> None:
         table.create(conn)
 
 
+def _0011_keys_and_file_systems(conn: Connection) -> None:
+    # Frozen like 0001. Functions' environment variables stored in clear before this
+    # are sealed under the key service by the control plane once it has its keys
+    # (FunctionRegistry.seal_stored_environments), as a migration cannot reach them.
+    meta = MetaData()
+    Table("kms_keys", meta,
+          Column("key_id", String(36), primary_key=True),
+          Column("config", Text, nullable=False),
+          Column("material", Text, nullable=False)).create(conn)
+    Table("kms_aliases", meta,
+          Column("name", String(256), primary_key=True),
+          Column("key_id", String(36), nullable=False),
+          Column("config", Text, nullable=False)).create(conn)
+    Table("file_systems", meta,
+          Column("file_system_id", String(32), primary_key=True),
+          Column("creation_token", String(64), nullable=False, unique=True),
+          Column("config", Text, nullable=False)).create(conn)
+    Table("access_points", meta,
+          Column("access_point_id", String(32), primary_key=True),
+          Column("file_system_id", String(32), nullable=False, index=True),
+          Column("client_token", String(64), nullable=False, unique=True),
+          Column("config", Text, nullable=False)).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -211,6 +235,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0008_triggers", _0008_triggers),
     ("0009_metric_data", _0009_metric_data),
     ("0010_code_signing", _0010_code_signing),
+    ("0011_keys_and_file_systems", _0011_keys_and_file_systems),
 ]
 
 

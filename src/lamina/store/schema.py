@@ -294,3 +294,39 @@ signing_jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("config", Text, nullable=False),
 )
+
+# KMS keys: `config` is the key's metadata as JSON; `material` the key material,
+# encrypted under the master key (never stored in clear).
+kms_keys = Table(
+    "kms_keys",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("material", Text, nullable=False),
+)
+
+kms_aliases = Table(
+    "kms_aliases",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("key_id", String(36), nullable=False),
+    Column("config", Text, nullable=False),
+)
+
+# EFS file systems and access points; `config` is the description as JSON.
+file_systems = Table(
+    "file_systems",
+    metadata,
+    Column("file_system_id", String(32), primary_key=True),
+    Column("creation_token", String(64), nullable=False, unique=True),
+    Column("config", Text, nullable=False),
+)
+
+access_points = Table(
+    "access_points",
+    metadata,
+    Column("access_point_id", String(32), primary_key=True),
+    Column("file_system_id", String(32), nullable=False, index=True),
+    Column("client_token", String(64), nullable=False, unique=True),
+    Column("config", Text, nullable=False),
+)

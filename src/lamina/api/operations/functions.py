@@ -46,6 +46,10 @@ def configuration_settings(params: dict[str, Any]) -> dict[str, Any]:
         settings["environment_given"] = True
     if "ImageConfig" in params:
         settings["image_config"] = image_config_settings(params["ImageConfig"])
+    if "FileSystemConfigs" in params:
+        settings["file_system_configs"] = [
+            {"Arn": item["Arn"], "LocalMountPath": item["LocalMountPath"]}
+            for item in params["FileSystemConfigs"]]
     return settings
 
 
@@ -72,7 +76,7 @@ def _zip_file(code: dict[str, Any]) -> bytes:
 
 
 def function_output(call: Call, fv: Any, arn_qualifier: str | None = None) -> dict[str, Any]:
-    return fv.to_api(call.platform.region, arn_qualifier)
+    return call.platform.functions.configuration(fv, arn_qualifier)
 
 
 def qualified_output(call: Call) -> tuple[Any, dict[str, Any]]:

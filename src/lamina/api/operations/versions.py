@@ -13,7 +13,7 @@ async def publish_version(call: Call) -> dict[str, Any]:
     fv = call.platform.functions.publish_version(
         p["FunctionName"], p.get("CodeSha256"), p.get("Description"), p.get("RevisionId")
     )
-    return fv.to_api(call.platform.region)
+    return call.platform.functions.configuration(fv)
 
 
 @operation("ListVersionsByFunction")
@@ -22,9 +22,9 @@ async def list_versions_by_function(call: Call) -> dict[str, Any]:
     listing = call.platform.functions.list_versions_by_function(
         p["FunctionName"], p.get("Marker"), p.get("MaxItems")
     )
-    region = call.platform.region
+    registry = call.platform.functions
     return {
         # Listed versions carry qualified ARNs, $LATEST's too, as on AWS.
-        "Versions": [fv.to_api(region, fv.version) for fv in listing.items],
+        "Versions": [registry.configuration(fv, fv.version) for fv in listing.items],
         "NextMarker": listing.next_marker,
     }
