@@ -177,6 +177,15 @@ def _0009_metric_data(conn: Connection) -> None:
           Index("ix_metric_data_time", "period", "timestamp")).create(conn)
 
 
+def _0010_test_events(conn: Connection) -> None:
+    # Frozen like 0001 (store/test_events.py reads and writes it).
+    Table("test_events", MetaData(),
+          Column("function_name", String(140), primary_key=True),
+          Column("name", String(25), primary_key=True),
+          Column("event", Text, nullable=False),
+          Column("updated_at", BigInteger, nullable=False)).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -187,6 +196,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0007_function_urls", _0007_function_urls),
     ("0008_triggers", _0008_triggers),
     ("0009_metric_data", _0009_metric_data),
+    ("0010_test_events", _0010_test_events),
 ]
 
 

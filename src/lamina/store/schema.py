@@ -255,3 +255,15 @@ metric_data = Table(
     Column("buckets", Text, nullable=False, server_default=""),
     Index("ix_metric_data_time", "period", "timestamp"),
 )
+
+# The console's saved test events, per function (the Lambda console's "shareable"
+# test events: stored on the server, seen by everyone who opens the function).
+# `event` is the JSON document as the user typed it.
+test_events = Table(
+    "test_events",
+    metadata,
+    Column("function_name", String(140), primary_key=True),
+    Column("name", String(25), primary_key=True),
+    Column("event", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
