@@ -101,9 +101,10 @@ class Console:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, request: Request, template_name: str, status: int = 200,
+               **context: Any) -> HTMLResponse:
         context.setdefault("signed_in", self.access.asks_for_key)
-        html = self.templates.get_template(template).render(request=request, **context)
+        html = self.templates.get_template(template_name).render(request=request, **context)
         return HTMLResponse(html, status_code=status)
 
     def page(self, handler: Callable[[Page], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -307,6 +308,15 @@ class Console:
                             shown = data.decode("utf-8")
                         except UnicodeDecodeError:
                             shown = f"(binary file, {info.file_size:,} bytes)"
+        # Zip tools often leave directories implied by their files' paths.
+        present = {entry["name"] for entry in entries}
+        for entry in list(entries):
+            parts = entry["name"].rstrip("/").split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth]) + "/"
+                if directory not in present:
+                    present.add(directory)
+                    entries.append({"name": directory, "size": 0, "depth": depth - 1, "dir": True})
         entries.sort(key=lambda entry: entry["name"])
         return entries, shown
 
