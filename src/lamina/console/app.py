@@ -183,23 +183,23 @@ class Console:
         query = page.request.query_params
         search = query.get("q", "").strip()
         number = max(int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1, 1)
-        everything: list[dict[str, Any]] = []
-        marker = None
-        while True:
-            listing = await page.api.call("ListFunctions", Marker=marker, MaxItems=50)
-            everything += listing["Functions"]
-            marker = listing.get("NextMarker")
-            if not marker:
-                break
+        # Lambda's console filters names in the browser over every function; here the
+        # names are filtered on the server and only the page's configurations read.
+        names = await asyncio.to_thread(self.platform.functions.function_names)
         if search:
-            everything = [f for f in everything if search.lower() in f["FunctionName"].lower()]
-        pages = max((len(everything) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+            names = [name for name in names if search.lower() in name.lower()]
+        pages = max((len(names) + PAGE_SIZE - 1) // PAGE_SIZE, 1)
         number = min(number, pages)
-        shown = everything[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
+        shown = []
+        for name in names[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]:
+            try:
+                shown.append(await page.api.call("GetFunctionConfiguration", FunctionName=name))
+            except ApiError:
+                continue  # deleted since the names were read
         now = int(time.time())
         recent = metrics.recent_totals(self.platform.metrics, now - 3600, now + 60)
         return self.render(page.request, "functions.html", functions=shown, search=search,
-                           page=number, pages=pages, total=len(everything), recent=recent,
+                           page=number, pages=pages, total=len(names), recent=recent,
                            done=query.get("done"))
 
     async def layers(self, page: Page) -> Response:

@@ -9,12 +9,13 @@ from html import escape
 from lamina.console.metrics import Series
 
 WIDTH, HEIGHT = 340, 150
-_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 8, 10, 22
+_LEFT, _RIGHT, _TOP, _BOTTOM = 54, 8, 10, 22
 
 
 def _shown(value: float, unit: str) -> str:
     if unit == "USD":
-        return f"${value:.6f}"
+        # Per-minute costs are millionths of a dollar: keep the axis label short.
+        return f"${value:.2f}" if value >= 0.01 else f"${value:.1e}"
     if unit == "ms":
         return f"{value:.1f} ms"
     return f"{value:g}"
