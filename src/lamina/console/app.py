@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -311,13 +311,13 @@ class Console:
         # Zip tools often leave directories implied by their files' paths.
         present = {entry["name"] for entry in entries}
         for entry in list(entries):
-            parts = entry["name"].rstrip("/").split("/")[:-1]
+            parts = str(entry["name"]).rstrip("/").split("/")[:-1]
             for depth in range(1, len(parts) + 1):
                 directory = "/".join(parts[:depth]) + "/"
                 if directory not in present:
                     present.add(directory)
                     entries.append({"name": directory, "size": 0, "depth": depth - 1, "dir": True})
-        entries.sort(key=lambda entry: entry["name"])
+        entries.sort(key=lambda entry: str(entry["name"]))
         return entries, shown
 
     async def _test_tab(self, page: Page, name: str, function: dict[str, Any]) -> dict[str, Any]:
@@ -514,7 +514,3 @@ class Console:
         if not logs.has_group(group):
             return []
         return list(logs.events(group, start_ms=since_ms))[-LOG_TAIL_LINES:]
-
-
-def query_string(**values: Any) -> str:
-    return urlencode({k: v for k, v in values.items() if v not in (None, "")})

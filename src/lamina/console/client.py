@@ -21,6 +21,7 @@ from lamina.api.operations import HANDLERS, Call, load_all
 from lamina.errors import LambdaError, UnsupportedOperationException
 from lamina.platform import Platform
 
+
 class ApiError(Exception):
     """An operation's AWS error, as a boto3 user would see it: type and message."""
 
