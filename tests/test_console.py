@@ -129,6 +129,12 @@ def test_test_with_a_saved_event_shows_the_result_and_the_log(server, lam, brows
     wait(browser).until(lambda b: "REPORT RequestId:" in text_of(b, "#log-tail"))
     shot(browser, "test")
 
+    browser.find_element(By.ID, "delete-event-button").click()
+    wait(browser).until(lambda b: "Deleted test event order" in text_of(b, "#test-result"))
+    browser.get(f"{server.endpoint}/console/functions/{function}?tab=test")
+    options = [o.text for o in Select(browser.find_element(By.ID, "saved")).options]
+    assert "order" not in options
+
 
 def test_a_sample_event_loads_into_the_editor(server, browser, function) -> None:
     browser.get(f"{server.endpoint}/console/functions/{function}?tab=test")

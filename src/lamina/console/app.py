@@ -465,13 +465,18 @@ class Console:
         except ValueError as bad:
             return await self.function(page, status=400, form=form, tab="test",
                                        result={"invalid": f"The event is not valid JSON: {bad}"})
+        if form.get("action") == "delete":
+            deleted = await asyncio.to_thread(self.test_events.delete, name, event_name)
+            message = f"Deleted test event {event_name}." if deleted else f"No saved test event {event_name!r}."
+            return await self.function(page, form={}, tab="test", result={"notice": message})
         if event_name:
             if not _EVENT_NAME.match(event_name):
                 return await self.function(page, status=400, form=form, tab="test", result={
                     "invalid": "Event name: 1 to 25 letters, digits, '.', '-' or '_'."})
             await asyncio.to_thread(self.test_events.put, name, event_name, event)
         if form.get("action") == "save":
-            result = {"saved": event_name}
+            result = {"notice": f"Saved test event {event_name}." if event_name else
+                      "Give the event a name to save it."}
         else:
             try:
                 output = await page.api.call("Invoke", FunctionName=name, Payload=event.encode(),
