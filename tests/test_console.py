@@ -320,3 +320,34 @@ def test_with_access_keys_the_console_asks_for_a_key(start_server, browser) -> N
     lam.create_function(**function_args(name))
     browser.get(keyed.endpoint + "/console/")
     wait_for(lambda: name in text_of(browser, "#functions"))
+
+
+def test_an_invoke_error_is_shown_inline(server, browser, function) -> None:
+    browser.get(f"{server.endpoint}/console/functions/{function}?tab=test")
+    browser.find_element(By.ID, "qualifier").send_keys("nosuchalias")
+    browser.find_element(By.ID, "test-button").click()
+    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#test-result #error"))
+    assert text_of(browser, "#test-result #error") == (
+        f"ResourceNotFoundException: Function not found: "
+        f"arn:aws:lambda:us-east-1:000000000000:function:{function}:nosuchalias")
+
+
+def test_an_event_over_6_mb_gets_the_invoke_413_message(server, function) -> None:
+    import httpx
+
+    event = '{"data": "' + "x" * (6 * 1024 * 1024) + '"}'
+    response = httpx.post(f"{server.endpoint}/console/functions/{function}/invoke",
+                          data={"event": event, "action": "test"}, timeout=60)
+    assert response.status_code == 413
+    assert "RequestEntityTooLargeException" in response.text
+    assert "Request must be smaller than 6291456 bytes for the InvokeFunction operation" in response.text
+
+
+def test_the_console_refuses_form_posts_from_other_sites(server, lam, function) -> None:
+    import httpx
+
+    before = lam.get_function_configuration(FunctionName=function)["MemorySize"]
+    response = httpx.post(f"{server.endpoint}/console/functions/{function}/configuration",
+                          data={"memory": "512"}, headers={"Origin": "http://elsewhere.example"})
+    assert response.status_code == 403
+    assert lam.get_function_configuration(FunctionName=function)["MemorySize"] == before

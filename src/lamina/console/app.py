@@ -23,7 +23,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -107,6 +107,11 @@ class Console:
         html = self.templates.get_template(template_name).render(request=request, **context)
         return HTMLResponse(html, status_code=status)
 
+    async def form(self, request: Request) -> FormData:
+        """The posted form; a field may be as large as an API request (an event near
+        Invoke's 6 MB is refused by Invoke's own limit, with its message)."""
+        return await request.form(max_part_size=self.platform.settings.limits.max_request_bytes)
+
     def page(self, handler: Callable[[Page], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """A route handler that needs a signed-in (or loopback) user."""
         async def endpoint(request: Request) -> Response:
@@ -160,7 +165,7 @@ class Console:
             return self.render(request, "login.html", next=target, signed_in=False)
         if not self.access.same_origin(request):
             return self.render(request, "denied.html", 403)
-        form = await request.form()
+        form = await self.form(request)
         cookie = self.access.sign_in(str(form.get("access_key_id", "")),
                                      str(form.get("secret_access_key", "")))
         if cookie is None:
@@ -229,7 +234,7 @@ class Console:
                                 "role": role, "architecture": "x86_64"}
         error = None
         if page.request.method == "POST":
-            data = await page.request.form()
+            data = await self.form(page.request)
             form = {key: str(value) for key, value in data.items() if not isinstance(value, UploadFile)}
             upload = data.get("package")
             try:
@@ -248,7 +253,7 @@ class Console:
             except ApiError as failed:
                 error = failed
         return self.render(page.request, "create.html", runtimes=runtimes, form=form, error=error,
-                           status=400 if error else 200)
+                           status=error.status_code if error else 200)
 
     # -- one function ---------------------------------------------------------------
 
@@ -384,7 +389,7 @@ class Console:
 
     async def update_configuration(self, page: Page) -> Response:
         name = page.request.path_params["name"]
-        data = await page.request.form()
+        data = await self.form(page.request)
         form = {key: str(value) for key, value in data.items()}
         changes: dict[str, Any] = {}
         if "memory" in form:
@@ -404,23 +409,24 @@ class Console:
                 else:
                     await page.api.call("DeleteFunctionConcurrency", FunctionName=name)
         except ApiError as failed:
-            return await self.function(page, error=failed, status=400, form=form, tab="configuration")
+            return await self.function(page, error=failed, status=failed.status_code, form=form,
+                                       tab="configuration")
         return RedirectResponse(f"{PREFIX}/functions/{quote(name)}?tab=configuration&done=saved", 303)
 
     async def publish(self, page: Page) -> Response:
         name = page.request.path_params["name"]
-        form = await page.request.form()
+        form = await self.form(page.request)
         try:
             published = await page.api.call("PublishVersion", FunctionName=name,
                                              Description=str(form.get("description", "")) or None)
         except ApiError as failed:
-            return await self.function(page, error=failed, status=400, tab="versions")
+            return await self.function(page, error=failed, status=failed.status_code, tab="versions")
         done = quote(f"published version {published['Version']}")
         return RedirectResponse(f"{PREFIX}/functions/{quote(name)}?tab=versions&done={done}", 303)
 
     async def point_alias(self, page: Page) -> Response:
         name = page.request.path_params["name"]
-        data = await page.request.form()
+        data = await self.form(page.request)
         form = {key: str(value) for key, value in data.items()}
         alias = form.get("alias", "")
         params: dict[str, Any] = {"FunctionName": name, "Name": alias,
@@ -439,7 +445,7 @@ class Console:
             operation = "UpdateAlias" if alias in existing else "CreateAlias"
             await page.api.call(operation, **params)
         except ApiError as failed:
-            return await self.function(page, error=failed, status=400, form=form, tab="aliases")
+            return await self.function(page, error=failed, status=failed.status_code, form=form, tab="aliases")
         return RedirectResponse(f"{PREFIX}/functions/{quote(name)}?tab=aliases&done=alias+saved", 303)
 
     async def delete(self, page: Page) -> Response:
@@ -447,14 +453,14 @@ class Console:
         try:
             await page.api.call("DeleteFunction", FunctionName=name)
         except ApiError as failed:
-            return await self.function(page, error=failed, status=400, tab="configuration")
+            return await self.function(page, error=failed, status=failed.status_code, tab="configuration")
         return RedirectResponse(f"{PREFIX}/?done={quote('deleted ' + name)}", 303)
 
     # -- testing -------------------------------------------------------------------
 
     async def invoke(self, page: Page) -> Response:
         name = page.request.path_params["name"]
-        data = await page.request.form()
+        data = await self.form(page.request)
         form = {key: str(value) for key, value in data.items()}
         event = form.get("event", "")
         event_name = form.get("event_name", "").strip()
@@ -501,7 +507,7 @@ class Console:
                           "version": output.get("ExecutedVersion")}
         form["saved"] = event_name
         return await self.function(page, error=error, result=result or {}, form=form, tab="test",
-                                   status=400 if error else 200)
+                                   status=error.status_code if error else 200)
 
     async def log_tail(self, page: Page) -> Response:
         name = page.request.path_params["name"]

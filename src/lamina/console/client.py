@@ -10,6 +10,8 @@ test events, the package's file listing, the metrics for charts) is read apart.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -17,6 +19,7 @@ from starlette.requests import Request
 
 from lamina.api import json_protocol, protocol
 from lamina.api.auth import Principal
+from lamina.api.bodies import body_cap, too_large
 from lamina.api.operations import HANDLERS, Call, load_all
 from lamina.errors import LambdaError, UnsupportedOperationException
 from lamina.platform import Platform
@@ -49,6 +52,7 @@ class ApiClient:
             if handler is None:
                 raise UnsupportedOperationException(f"The {operation} operation is not supported")
             checked = {name: value for name, value in params.items() if value is not None}
+            self._check_size(service, operation, checked)
             # As the dispatcher does: SQS checks no enums (its JSON protocol took over
             # the query protocol's leniency).
             enums = next((s.check_enums for s in json_protocol.SERVICES.values()
@@ -58,3 +62,19 @@ class ApiClient:
                                       str(uuid.uuid4()), self.principal))
         except LambdaError as error:
             raise ApiError(error) from None
+
+    def _check_size(self, service: str, operation: str, params: dict[str, Any]) -> None:
+        """The API's body limits, on the body an SDK would have sent: Invoke's payload
+        as is, every other operation's JSON with its blobs in base64."""
+        cap = body_cap(self.platform.settings.limits, service, operation, params.get("InvocationType"))
+        if operation in ("Invoke", "InvokeWithResponseStream"):
+            size = len(params.get("Payload") or b"")
+        else:
+            def encoded(value: Any) -> Any:
+                if isinstance(value, bytes):
+                    return base64.b64encode(value).decode()
+                raise TypeError(type(value).__name__)
+
+            size = len(json.dumps(params, default=encoded))
+        if size > cap:
+            raise too_large(cap, service, operation, params.get("InvocationType"))
