@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -102,6 +103,22 @@ def test_root_redirects_to_the_console_and_the_list_shows_created_functions(serv
     assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == names
     assert all("python3.11" in row.text for row in rows)
     shot(browser, "functions")
+
+
+def test_the_list_pages_50_functions_at_a_time(server, lam, browser) -> None:
+    prefix = unique("paged")
+    names = [f"{prefix}-{i:02d}" for i in range(55)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: lam.create_function(**function_args(name)), names))
+    browser.get(f"{server.endpoint}/console/?q={prefix}")
+    assert text_of(browser, "h1") == "Functions (55)"
+    first = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#functions tbody td:first-child a")]
+    assert first == names[:50]
+    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    wait(browser).until(lambda b: "page=2" in b.current_url)
+    second = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#functions tbody td:first-child a")]
+    assert second == names[50:]
+    assert "Page 2 of 2" in text_of(browser, "nav.pager")
 
 
 def test_test_with_a_saved_event_shows_the_result_and_the_log(server, lam, browser, function) -> None:
