@@ -228,7 +228,12 @@ class Console:
     # -- creating ------------------------------------------------------------------
 
     async def create(self, page: Page) -> Response:
-        runtimes = list(supported_runtimes(self.platform.settings))
+        # The runtimes this server can run now: from runtime images when its sandbox
+        # mounts them, else from the host's interpreters (as environments/ decides).
+        settings = self.platform.settings
+        on_images = self.platform.environments.images is not None and self.platform.sandbox.mounts_images
+        source = settings.runtime_source if on_images else "host"
+        runtimes = list(supported_runtimes(settings, source=source))
         role = f"arn:aws:iam::{self.platform.region.account_id}:role/lamina-console"
         form: dict[str, str] = {"runtime": runtimes[0] if runtimes else "python3.11",
                                 "role": role, "architecture": "x86_64"}
