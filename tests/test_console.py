@@ -91,8 +91,14 @@ def function(lam) -> str:
 def test_root_redirects_to_the_console_and_the_list_shows_created_functions(server, lam, browser) -> None:
     prefix = unique("listed")
     names = [f"{prefix}-{i}" for i in range(3)]
+    failing = make_zip({"app.py": "def handler(event, context):\n"
+                                  "    if event.get('fail'):\n        raise ValueError('asked to')\n"
+                                  "    return event\n"})
     for name in names:
-        lam.create_function(**function_args(name))
+        lam.create_function(**function_args(name, code=failing))
+    wait_active(lam, names[0])
+    lam.invoke(FunctionName=names[0], Payload=b"{}")
+    assert lam.invoke(FunctionName=names[0], Payload=b'{"fail": true}')["FunctionError"] == "Unhandled"
     browser.get(server.endpoint + "/")
     assert browser.current_url == server.endpoint + "/console/"
     search = browser.find_element(By.ID, "q")
@@ -102,6 +108,9 @@ def test_root_redirects_to_the_console_and_the_list_shows_created_functions(serv
     rows = browser.find_elements(By.CSS_SELECTOR, "#functions tbody tr")
     assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == names
     assert all("python3.11" in row.text for row in rows)
+    # Invocations and errors in the last hour.
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    assert [c[5:7] for c in cells] == [["2", "1"], ["0", "0"], ["0", "0"]]
     shot(browser, "functions")
 
 
