@@ -377,3 +377,12 @@ def test_the_console_refuses_form_posts_from_other_sites(server, lam, function) 
                           data={"memory": "512"}, headers={"Origin": "http://elsewhere.example"})
     assert response.status_code == 403
     assert lam.get_function_configuration(FunctionName=function)["MemorySize"] == before
+
+
+def test_a_name_with_markup_is_shown_as_text(server) -> None:
+    import httpx
+
+    for path in ("/console/functions/%3Cb%3Ex", "/console/functions/%3Cb%3Ex/logs"):
+        response = httpx.get(server.endpoint + path)
+        assert response.status_code == 400
+        assert "<b>x" not in response.text and "&lt;b&gt;x" in response.text

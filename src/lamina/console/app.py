@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import html
 import json
 import re
 import time
@@ -472,6 +473,11 @@ class Console:
         result: dict[str, Any] | None = None
         error: ApiError | None = None
         try:
+            # Events are saved for functions that exist, like the API's resources.
+            await page.api.call("GetFunctionConfiguration", FunctionName=name)
+        except ApiError as missing:
+            return await self.function(page, error=missing, status=missing.status_code, tab="test")
+        try:
             json.loads(event or "{}")
         except ValueError as bad:
             return await self.function(page, status=400, form=form, tab="test",
@@ -519,7 +525,9 @@ class Console:
         try:
             config = await page.api.call("GetFunctionConfiguration", FunctionName=name)
         except ApiError as missing:
-            return HTMLResponse(f"<p role='alert'>{missing.message}</p>", missing.status_code)
+            # The message quotes what was asked for (the path): escaped like any text.
+            return HTMLResponse(f"<p role='alert'>{html.escape(missing.message)}</p>",
+                                missing.status_code)
         group = (config.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{name}"
         since = int((time.time() - LOG_TAIL_S) * 1000)
         events = await asyncio.to_thread(self._tail, group, since)
