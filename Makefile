@@ -39,6 +39,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/control_plane.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) data

@@ -12,8 +12,10 @@ packages=(python3-venv bubblewrap slirp4netns curl mmdebstrap skopeo umoci docke
 # with cgroup v1 (scripts/cgroup_v2_vm.py); without them that one test skips. And
 # rabbitmq-server, the broker tests/test_rabbitmq.py starts privately on loopback
 # (the RabbitMQ event source); without it those tests skip. postgresql: the server
-# tests/test_postgres.py starts privately (initdb) on loopback.
-optional=(qemu-system-x86 busybox-static rabbitmq-server postgresql)
+# tests/test_postgres.py starts privately (initdb) on loopback. chromium and
+# chromium-driver run the console's browser tests (tests/test_console.py) headless;
+# without them those tests skip.
+optional=(qemu-system-x86 busybox-static rabbitmq-server postgresql chromium chromium-driver)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
@@ -34,6 +36,6 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   fi
 else
   [ ${#required[@]} -gt 0 ] && echo "warning: please install these Debian packages: ${required[*]}" >&2
-  [ ${#wanted[@]} -gt 0 ] && echo "note: for the cgroup v2 guest and RabbitMQ tests, install: ${wanted[*]}" >&2
+  [ ${#wanted[@]} -gt 0 ] && echo "note: for the cgroup v2 guest, RabbitMQ and console browser tests, install: ${wanted[*]}" >&2
 fi
 exit 0

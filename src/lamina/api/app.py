@@ -24,6 +24,7 @@ from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lamina.api.function_urls import FunctionUrlMiddleware, FunctionUrlServer
 from lamina.api.operations import HANDLERS, Call, Handler, load_all
+from lamina.console import ConsoleMiddleware
 from lamina.errors import (
     AccessDeniedException,
     LambdaError,
@@ -241,6 +242,7 @@ async def prometheus_metrics(request: Request) -> Response:
 
 def create_app(platform: Platform) -> Starlette:
     dispatcher = Dispatcher(platform)
+    code_urls = CodeUrlSigner()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -257,10 +259,12 @@ def create_app(platform: Platform) -> Starlette:
             Route("/{path:path}", dispatcher.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ],
         # Function URLs (by host name or /lambda-url/ prefix) before the Lambda API.
+        # The console (/ and /console/...) next, by path prefix as well.
         middleware=[Middleware(FunctionUrlMiddleware,
-                               server=FunctionUrlServer(platform, dispatcher.verifier))],
+                               server=FunctionUrlServer(platform, dispatcher.verifier)),
+                    Middleware(ConsoleMiddleware, platform=platform, code_urls=code_urls)],
         lifespan=lifespan,
     )
     app.state.platform = platform
-    app.state.code_urls = CodeUrlSigner()
+    app.state.code_urls = code_urls
     return app

@@ -342,6 +342,11 @@ class FunctionRegistry:
             next_marker = f"{last.function_name}:{last.version}"
         return Page(found, next_marker)
 
+    def function_names(self) -> list[str]:
+        """Every function's name, sorted: one query, no configuration read (the
+        console filters and pages names, then asks for 50 configurations)."""
+        return self.store.names()
+
     def sole_function_name(self) -> str | None:
         """The function a single-function tool means: one named "function", or the only one."""
         if self.store.get_version("function", LATEST) is not None:

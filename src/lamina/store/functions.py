@@ -146,6 +146,11 @@ class FunctionStore:
             rows = conn.execute(select(function_versions.c.config)).all()
         return [json.loads(row.config) for row in rows]
 
+    def names(self) -> list[str]:
+        """Every function's name, in ListFunctions' order."""
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(functions.c.name).order_by(functions.c.name)).scalars())
+
     def count_and_code_size(self) -> tuple[int, int]:
         with self._engine.connect() as conn:
             count = conn.execute(select(func.count()).select_from(functions)).scalar_one()

@@ -224,6 +224,15 @@ def _0011_keys_and_file_systems(conn: Connection) -> None:
           Column("config", Text, nullable=False)).create(conn)
 
 
+def _0012_test_events(conn: Connection) -> None:
+    # Frozen like 0001 (store/test_events.py reads and writes it).
+    Table("test_events", MetaData(),
+          Column("function_name", String(140), primary_key=True),
+          Column("name", String(25), primary_key=True),
+          Column("event", Text, nullable=False),
+          Column("updated_at", BigInteger, nullable=False)).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_functions", _0001_functions),
     ("0002_versions_aliases_layers", _0002_versions_aliases_layers),
@@ -236,6 +245,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("0009_metric_data", _0009_metric_data),
     ("0010_code_signing", _0010_code_signing),
     ("0011_keys_and_file_systems", _0011_keys_and_file_systems),
+    ("0012_test_events", _0012_test_events),
 ]
 
 

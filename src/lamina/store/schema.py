@@ -330,3 +330,15 @@ access_points = Table(
     Column("client_token", String(64), nullable=False, unique=True),
     Column("config", Text, nullable=False),
 )
+
+# The console's saved test events, per function (the Lambda console's "shareable"
+# test events: stored on the server, seen by everyone who opens the function).
+# `event` is the JSON document as the user typed it.
+test_events = Table(
+    "test_events",
+    metadata,
+    Column("function_name", String(140), primary_key=True),
+    Column("name", String(25), primary_key=True),
+    Column("event", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
