@@ -1,0 +1,817 @@
+"""Change sets and their execution: what a template wants against what the stack has.
+
+`plan` builds the code, resolves every resource in dependency order and compares it
+with the stack's record: Add, Modify, Replace (a new physical name) or Remove.
+`apply` makes the changes through the API in dependency order, then removes what
+went away (CloudFormation's clean-up phase, last, so a failure before it leaves
+everything that was there). When a call fails, what this deploy did is undone in
+reverse order (created resources deleted, functions given back their code and
+configuration, aliases pointed back) and the record is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from lamina.stacks import records
+from lamina.stacks.build import Artifact, BuildTarget, Progress, build
+from lamina.stacks.intrinsics import Pending, ResolveError, Resolver, parameter_values
+from lamina.stacks.records import ResourceState, StackRecord
+from lamina.stacks.template import Template
+from lamina.stacks.transform import (
+    DEFAULT_ROLE,
+    Expanded,
+    Resource,
+    Route,
+    digest,
+    expand,
+    shift_first_step,
+)
+
+
+class DeployError(Exception):
+    pass
+
+
+@dataclass
+class Change:
+    action: str           # Add | Modify | Replace | Remove
+    logical_id: str
+    type: str
+    replacement: bool = False
+
+
+@dataclass
+class Plan:
+    stack_name: str
+    template: Template
+    expanded: Expanded
+    order: list[str]
+    artifacts: dict[str, Artifact]
+    changes: list[Change]
+    previous: StackRecord | None
+    resolver_inputs: tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+class Clients:
+    """The API clients a stack speaks to: the same endpoint, four services."""
+
+    def __init__(self, factory: Callable[[str], Any], endpoint: str, region: str) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.region = region
+        self._factory = factory
+        self._made: dict[str, Any] = {}
+        self._account: str | None = None
+
+    def __getattr__(self, service: str) -> Any:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        if service not in self._made:
+            self._made[service] = self._factory(service)
+        return self._made[service]
+
+    @property
+    def lambda_(self) -> Any:
+        return self.__getattr__("lambda")
+
+    @property
+    def account(self) -> str:
+        """The server's account id. No API names it, so it is read from the ARN in a
+        ResourceNotFoundException (AWS's message: "Function not found: arn:...")."""
+        if self._account is None:
+            self._account = "000000000000"
+            try:
+                self.lambda_.get_function_configuration(FunctionName="lamina-account-probe-0")
+            except ClientError as error:
+                message = error.response.get("Error", {}).get("Message", "")
+                if "arn:aws:lambda:" in message:
+                    self._account = message.split("arn:aws:lambda:", 1)[1].split(":")[1]
+        return self._account
+
+
+def _topological(resources: dict[str, Resource]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(logical_id: str, path: list[str]) -> None:
+        if state.get(logical_id) == 2:
+            return
+        if state.get(logical_id) == 1:
+            raise DeployError(f"circular dependency: {' -> '.join(path + [logical_id])}")
+        state[logical_id] = 1
+        for dependency in sorted(resources[logical_id].depends_on):
+            visit(dependency, path + [logical_id])
+        state[logical_id] = 2
+        order.append(logical_id)
+
+    for logical_id in resources:
+        visit(logical_id, [])
+    return order
+
+
+def _physical_name(stack: str, logical_id: str, limit: int) -> str:
+    name = f"{stack}-{logical_id}"
+    return name if len(name) <= limit else f"{name[:limit - 9]}-{digest(name)[:8]}"
+
+
+class Stack:
+    def __init__(self, name: str, clients: Clients, progress: Progress) -> None:
+        self.name = name
+        self.clients = clients
+        self.progress = progress
+
+    # -- planning --------------------------------------------------------------------
+
+    def plan(self, template: Template, overrides: dict[str, str], build_progress: Progress) -> Plan:
+        try:
+            parameters = parameter_values(template.section("Parameters"), overrides)
+        except ResolveError as error:
+            raise DeployError(str(error)) from None
+        parameters.update(self._pseudo_parameters())
+        expanded = expand(template)
+        inputs = (parameters, template.section("Mappings"), template.section("Conditions"))
+        known: dict[str, ResourceState | None] = {}
+        previous = records.load(self.clients.endpoint, self.name)
+        resolver = self._resolver(inputs, expanded, known)
+        resources = {k: r for k, r in expanded.resources.items()
+                     if r.condition is None or resolver.condition(r.condition)}
+        for resource in resources.values():
+            resource.depends_on &= set(resources)
+        order = _topological(resources)
+        artifacts = self._build(template, resources, resolver, build_progress)
+        plan = Plan(self.name, template, expanded, order, artifacts, [], previous, inputs)
+        old = previous.resources if previous else {}
+        for logical_id in order:
+            resource = resources[logical_id]
+            desired = self.desired(plan, resource, resolver)
+            plan.desired[logical_id] = desired
+            before = old.get(logical_id)
+            physical = self._physical_id(resource, desired["properties"])
+            if before is None or before.type != resource.type:
+                plan.changes.append(Change("Add", logical_id, resource.type))
+                known[logical_id] = self._predicted(resource, desired, physical)
+            elif _same(before, desired) and (physical is None or physical == before.physical_id):
+                known[logical_id] = before
+            else:
+                replace = physical is not None and physical != before.physical_id
+                plan.changes.append(Change("Replace" if replace else "Modify", logical_id, resource.type,
+                                           replacement=replace))
+                predicted = self._predicted(resource, desired, physical or before.physical_id)
+                known[logical_id] = predicted if replace or resource.type == "AWS::Lambda::LayerVersion" \
+                    else ResourceState(before.type, before.physical_id, {}, before.attributes)
+        for logical_id, before in old.items():
+            if logical_id not in resources or before.type != resources[logical_id].type:
+                plan.changes.append(Change("Remove", logical_id, before.type))
+        return plan
+
+    def _pseudo_parameters(self) -> dict[str, Any]:
+        region, account = self.clients.region, self.clients.account
+        return {"AWS::Region": region, "AWS::AccountId": account, "AWS::StackName": self.name,
+                "AWS::StackId": f"arn:aws:cloudformation:{region}:{account}:stack/{self.name}/lamina",
+                "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NotificationARNs": []}
+
+    def _resolver(self, inputs: tuple[dict[str, Any], dict[str, Any], dict[str, Any]], expanded: Expanded,
+                  known: dict[str, ResourceState | None]) -> Resolver:
+        parameters, mappings, conditions = inputs
+        account, region = self.clients.account, self.clients.region
+
+        def lookup(logical_id: str, attribute: str | None) -> Any:
+            target = expanded.aliases.get(logical_id, logical_id)
+            if logical_id.endswith("Role") and logical_id[:-4] in expanded.resources and target not in known:
+                role = DEFAULT_ROLE.replace("000000000000", account)
+                return role if attribute else role.rsplit("/", 1)[1]
+            if logical_id in ("ServerlessRestApi", "ServerlessHttpApi"):
+                return self.name
+            if target not in known:
+                raise ResolveError(f"{logical_id} is not part of this deploy (its Condition is false)")
+            state = known[target]
+            if state is None:
+                raise ResolveError(f"{logical_id} is referenced before it is made")
+            if attribute is None:
+                return state.physical_id
+            return state.attributes.get(attribute, Pending(f"{logical_id}.{attribute}"))
+
+        del region
+        return Resolver(parameters, mappings, conditions, lookup)
+
+    def _build(self, template: Template, resources: dict[str, Resource], resolver: Resolver,
+               progress: Progress) -> dict[str, Artifact]:
+        artifacts = {}
+        for logical_id, resource in resources.items():
+            if resource.build is None:
+                continue
+            spec = resolver.resolve(resource.build)
+            architectures = spec.get("Architectures") or ["x86_64"]
+            method = spec.get("BuildMethod")
+            runtime = spec.get("Runtime")
+            if spec.get("Layer") and not method:
+                runtime = None   # SAM zips a layer as it is unless it names a BuildMethod
+            target = BuildTarget(logical_id, (template.directory / str(spec["CodeUri"])).resolve(),
+                                 runtime, architectures[0], method, bool(spec.get("Layer")))
+            progress(f"building {logical_id} ({method or runtime or 'as is'}) from {target.source}")
+            artifact = build(target, progress)
+            progress(f"built {logical_id}: {artifact.size:,} bytes"
+                     + (" (cached)" if artifact.cached else ""))
+            artifacts[logical_id] = artifact
+        return artifacts
+
+    def desired(self, plan: Plan, resource: Resource, resolver: Resolver) -> dict[str, Any]:
+        try:
+            properties = resolver.resolve(resource.properties)
+        except ResolveError as error:
+            raise DeployError(f"{resource.logical_id}: {error}") from None
+        if "FunctionRevision" in properties:
+            source = resource.properties["FunctionRevision"]["Lamina::Revision"]
+            properties["FunctionRevision"] = digest(plan.desired.get(source))
+        artifact = plan.artifacts.get(resource.logical_id)
+        # Pending values print as "(known after deploy ...)" and never equal a record.
+        properties = json.loads(json.dumps(properties, default=str))
+        return {"properties": properties, "code_sha256": artifact.code_sha256 if artifact else None}
+
+    def _physical_id(self, resource: Resource, properties: dict[str, Any]) -> str | None:
+        """Names fixed before a resource exists (None: the API picks the id)."""
+        kind = resource.type
+        if kind == "AWS::Lambda::Function":
+            return properties.get("FunctionName") or _physical_name(self.name, resource.logical_id, 64)
+        if kind == "AWS::SQS::Queue":
+            name = properties.get("QueueName") or _physical_name(self.name, resource.logical_id, 80)
+            return f"{self.clients.endpoint}/{self.clients.account}/{name}"
+        if kind == "AWS::Events::Rule":
+            return properties.get("Name") or _physical_name(self.name, resource.logical_id, 64)
+        if kind == "AWS::Scheduler::Schedule":
+            return properties.get("Name") or _physical_name(self.name, resource.logical_id, 64)
+        return None
+
+    def _predicted(self, resource: Resource, desired: dict[str, Any], physical: str | None) -> ResourceState:
+        account, region = self.clients.account, self.clients.region
+        properties = desired["properties"]
+        attributes: dict[str, Any] = {}
+        kind = resource.type
+        if kind == "AWS::Lambda::Function":
+            attributes["Arn"] = f"arn:aws:lambda:{region}:{account}:function:{physical}"
+        elif kind == "AWS::SQS::Queue":
+            name = str(physical).rsplit("/", 1)[1]
+            attributes = {"Arn": f"arn:aws:sqs:{region}:{account}:{name}", "QueueName": name,
+                          "QueueUrl": physical}
+        elif kind == "AWS::Events::Rule":
+            attributes["Arn"] = f"arn:aws:events:{region}:{account}:rule/{physical}"
+        elif kind == "AWS::Scheduler::Schedule":
+            group = properties.get("GroupName", "default")
+            attributes["Arn"] = f"arn:aws:scheduler:{region}:{account}:schedule/{group}/{physical}"
+        elif kind == "AWS::Lambda::Alias":
+            physical = f"{properties['FunctionName']}:{properties['Name']}" \
+                if str(properties["FunctionName"]).startswith("arn:") else None
+        return ResourceState(kind, physical or str(Pending(resource.logical_id)), properties, attributes)
+
+    # -- applying --------------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> StackRecord:
+        previous = plan.previous
+        old = dict(previous.resources) if previous else {}
+        known: dict[str, ResourceState | None] = {k: v for k, v in old.items()}
+        resolver = self._resolver(plan.resolver_inputs, plan.expanded, known)
+        actions = {c.logical_id: c for c in plan.changes}
+        undo: list[tuple[str, Callable[[], None]]] = []
+        made: dict[str, ResourceState] = {}
+        try:
+            for logical_id in plan.order:
+                resource = plan.expanded.resources[logical_id]
+                change = actions.get(logical_id)
+                if change is None:
+                    made[logical_id] = old[logical_id]
+                    continue
+                desired = self.desired(plan, resource, resolver)
+                plan.desired[logical_id] = desired
+                artifact = plan.artifacts.get(logical_id)
+                before = old.get(logical_id) if change.action == "Modify" else None
+                state, revert = _HANDLERS[resource.type].put(self, resource, desired, artifact, before)
+                state.code_sha256 = desired["code_sha256"]
+                verb = "CREATE" if before is None else "UPDATE"
+                self.progress(f"{verb}_COMPLETE  {resource.type:<34} {logical_id}")
+                made[logical_id] = known[logical_id] = state
+                undo.append((logical_id, revert))
+        except Exception as error:
+            self.progress(f"UPDATE_FAILED  {error}")
+            for logical_id, revert in reversed(undo):
+                try:
+                    revert()
+                    self.progress(f"ROLLBACK_COMPLETE  {logical_id}")
+                except Exception as failure:   # keep undoing the rest
+                    self.progress(f"ROLLBACK_FAILED  {logical_id}: {failure}")
+            raise DeployError(f"deploy failed and was rolled back: {_message(error)}") from None
+        # Clean-up: what the template no longer has, and the old side of replacements.
+        old_order = previous.order if previous else []
+        for logical_id in reversed(old_order):
+            change = actions.get(logical_id)
+            # A layer's versions are immutable: a changed layer is a new version, and
+            # the old one goes unless RetentionPolicy keeps it (SAM's default).
+            replaced = change is not None and change.action == "Modify" and change.type == "AWS::Lambda::LayerVersion"
+            if change is not None and (change.action in ("Remove", "Replace") or replaced):
+                self._delete_one(logical_id, old[logical_id])
+        record = StackRecord(self.name, self.clients.endpoint, made, list(plan.order),
+                             routes=[vars(r) for r in plan.expanded.routes],
+                             template=str(plan.template.path.resolve()),
+                             updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        record.outputs = self.outputs(plan, resolver)
+        records.save(record)
+        return record
+
+    def outputs(self, plan: Plan, resolver: Resolver) -> dict[str, Any]:
+        found = {}
+        for name, output in plan.template.section("Outputs").items():
+            if isinstance(output, dict) and output.get("Condition") and not resolver.condition(output["Condition"]):
+                continue
+            try:
+                value = resolver.resolve(output.get("Value"))
+            except ResolveError as error:
+                value = f"(unresolved: {error})"
+            found[str(name)] = {"Value": str(value), "Description": str(output.get("Description", ""))}
+        return found
+
+    def _delete_one(self, logical_id: str, state: ResourceState) -> None:
+        try:
+            _HANDLERS[state.type].delete(self, state)
+            self.progress(f"DELETE_COMPLETE  {state.type:<34} {logical_id}")
+        except ClientError as error:
+            if error.response["Error"]["Code"] in ("ResourceNotFoundException", "QueueDoesNotExist",
+                                                   "AWS.SimpleQueueService.NonExistentQueue"):
+                self.progress(f"DELETE_COMPLETE  {state.type:<34} {logical_id} (already gone)")
+            else:
+                self.progress(f"DELETE_FAILED  {state.type:<34} {logical_id}: {_message(error)}")
+
+    def delete(self, record: StackRecord) -> None:
+        for logical_id in reversed(record.order):
+            state = record.resources.get(logical_id)
+            if state is not None:
+                self._delete_one(logical_id, state)
+        records.remove(record.endpoint, record.name)
+
+    # -- waiting -----------------------------------------------------------------
+
+    def wait_function(self, name: str) -> dict[str, Any]:
+        """Until a function is no longer Pending or InProgress, as boto3's waiters wait."""
+        deadline = time.monotonic() + 900
+        while True:
+            config = self.clients.lambda_.get_function_configuration(FunctionName=name)
+            if config.get("State") == "Failed" or config.get("LastUpdateStatus") == "Failed":
+                raise DeployError(f"function {name} failed: {config.get('StateReason') or config.get('LastUpdateStatusReason')}")
+            if config.get("State") != "Pending" and config.get("LastUpdateStatus") != "InProgress":
+                return dict(config)
+            if time.monotonic() > deadline:
+                raise DeployError(f"function {name} is still not ready")
+            time.sleep(0.05)
+
+
+def _same(before: ResourceState, desired: dict[str, Any]) -> bool:
+    return (json.dumps(before.properties, sort_keys=True) == json.dumps(desired["properties"], sort_keys=True)
+            and before.code_sha256 == desired["code_sha256"])
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        err = error.response.get("Error", {})
+        return f"{err.get('Code')}: {err.get('Message')}"
+    return str(error)
+
+
+Revert = Callable[[], None]
+
+
+class _Handler:
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        raise NotImplementedError
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        raise NotImplementedError
+
+
+# -- functions ---------------------------------------------------------------------
+
+_CONFIG_KEYS = ("Handler", "Runtime", "Role", "Description", "Timeout", "MemorySize", "Environment", "Layers",
+                "EphemeralStorage", "DeadLetterConfig", "TracingConfig", "LoggingConfig", "SnapStart", "ImageConfig")
+# What a key the template no longer sets goes back to (Lambda's defaults).
+_RESET: dict[str, Any] = {
+    "Description": "", "Timeout": 3, "MemorySize": 128, "Environment": {"Variables": {}}, "Layers": [],
+    "EphemeralStorage": {"Size": 512}, "DeadLetterConfig": {"TargetArn": ""},
+    "TracingConfig": {"Mode": "PassThrough"}, "LoggingConfig": {"LogFormat": "Text"},
+    "SnapStart": {"ApplyOn": "None"},
+}
+_INTEGERS = {"Timeout", "MemorySize", "ReservedConcurrentExecutions", "BatchSize", "MaximumBatchingWindowInSeconds",
+             "MaximumEventAgeInSeconds", "MaximumRetryAttempts", "ProvisionedConcurrentExecutions"}
+
+
+def _typed(properties: dict[str, Any]) -> dict[str, Any]:
+    """Numbers as numbers (a parameter's value is a string), environment values as strings."""
+    out = {}
+    for key, value in properties.items():
+        if key in _INTEGERS and isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        elif key == "EphemeralStorage" and isinstance(value, dict):
+            value = {"Size": int(value.get("Size", 512))}
+        elif key == "Environment" and isinstance(value, dict):
+            value = {"Variables": {k: str(v) for k, v in (value.get("Variables") or {}).items()}}
+        out[key] = value
+    return out
+
+
+class _Function(_Handler):
+    def _config(self, properties: dict[str, Any]) -> dict[str, Any]:
+        properties = _typed(properties)
+        config = {k: properties[k] for k in _CONFIG_KEYS if k in properties}
+        config.setdefault("Role", DEFAULT_ROLE)
+        return config
+
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = desired["properties"]
+        name = stack._physical_id(resource, properties)
+        assert name is not None
+        config = self._config(properties)
+        code = dict(properties.get("Code") or {})
+        if artifact is not None:
+            code = {"ZipFile": artifact.read()}
+        elif "ZipFile" in code:
+            from lamina.stacks.build import deterministic_zip_of
+
+            handler_file = str(config.get("Handler", "index.handler")).rsplit(".", 1)[0]
+            suffix = ".py" if str(config.get("Runtime", "")).startswith("python") else ".js"
+            code = {"ZipFile": deterministic_zip_of({handler_file + suffix: str(code["ZipFile"])})}
+        reserved = _typed(properties).get("ReservedConcurrentExecutions")
+        tags = {**{str(k): str(v) for k, v in (properties.get("Tags") or {}).items()},
+                "lamina:stack-name": stack.name, "lamina:logical-id": resource.logical_id}
+        if before is None:
+            extra = {"PackageType": properties["PackageType"]} if "PackageType" in properties else {}
+            if "Architectures" in properties:
+                extra["Architectures"] = properties["Architectures"]
+            client.create_function(FunctionName=name, Code=code, Tags=tags, **extra, **config)
+
+            def revert() -> None:
+                client.delete_function(FunctionName=name)
+        else:
+            old = stack.wait_function(name)
+            old_code: bytes | None = None
+            code_changes = before.code_sha256 != desired["code_sha256"] or "ImageUri" in code
+            if code_changes and old.get("PackageType", "Zip") == "Zip":
+                location = client.get_function(FunctionName=name)["Code"]["Location"]
+                with urllib.request.urlopen(location, timeout=60) as response:   # the server's own URL
+                    old_code = response.read()
+            if code_changes or "ZipFile" in code:
+                arch = {"Architectures": properties["Architectures"]} if "Architectures" in properties else {}
+                client.update_function_code(FunctionName=name, **code, **arch)
+                stack.wait_function(name)
+            resets = {k: v for k, v in _RESET.items() if k in (before.properties or {}) and k not in config}
+            client.update_function_configuration(FunctionName=name, **config, **resets)
+            client.tag_resource(Resource=old["FunctionArn"], Tags=tags)
+            previous = {k: old[k] for k in _CONFIG_KEYS if k in old and k != "Layers"}
+            previous["Layers"] = [layer["Arn"] for layer in old.get("Layers", [])]
+            if "Environment" in old:
+                previous["Environment"] = {"Variables": old["Environment"].get("Variables", {})}
+            previous.pop("DeadLetterConfig", None) if not old.get("DeadLetterConfig") else None
+
+            def revert() -> None:
+                stack.wait_function(name)
+                if old_code is not None:
+                    client.update_function_code(FunctionName=name, ZipFile=old_code)
+                    stack.wait_function(name)
+                client.update_function_configuration(FunctionName=name, **previous)
+                stack.wait_function(name)
+        result = stack.wait_function(name)
+        if reserved is not None:
+            client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
+        elif before is not None and "ReservedConcurrentExecutions" in before.properties:
+            client.delete_function_concurrency(FunctionName=name)
+        return ResourceState(resource.type, name, properties, {"Arn": result["FunctionArn"]}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        stack.clients.lambda_.delete_function(FunctionName=state.physical_id)
+
+
+class _Alias(_Handler):
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = _typed(desired["properties"])
+        function, name = properties["FunctionName"], properties["Name"]
+        version = client.publish_version(FunctionName=function)["Version"]
+        stack.progress(f"published version {version} of {function}")
+        try:
+            current = client.get_alias(FunctionName=function, Name=name)
+        except client.exceptions.ResourceNotFoundException:
+            current = None
+        if current is None:
+            result = client.create_alias(FunctionName=function, Name=name, FunctionVersion=version)
+
+            def revert() -> None:
+                client.delete_alias(FunctionName=function, Name=name)
+        else:
+            old_version = current["FunctionVersion"]
+            old_routing = current.get("RoutingConfig") or {"AdditionalVersionWeights": {}}
+            step = shift_first_step(str((properties.get("DeploymentPreference") or {}).get("Type", "")))
+            if step is not None and old_version != version:
+                # Canary/linear: the old version keeps the alias, the new one gets the first step.
+                routing = {"AdditionalVersionWeights": {version: step / 100}}
+                result = client.update_alias(FunctionName=function, Name=name, FunctionVersion=old_version,
+                                             RoutingConfig=routing)
+                stack.progress(f"alias {name}: {step}% of invocations to version {version}; shift the rest with "
+                               f"`lamina alias update {function} {name} --version {version} --no-routing`")
+            else:
+                result = client.update_alias(FunctionName=function, Name=name, FunctionVersion=version,
+                                             RoutingConfig={"AdditionalVersionWeights": {}})
+
+            def revert() -> None:
+                client.update_alias(FunctionName=function, Name=name, FunctionVersion=old_version,
+                                    RoutingConfig=old_routing)
+        provisioned = properties.get("ProvisionedConcurrencyConfig")
+        if provisioned:
+            client.put_provisioned_concurrency_config(
+                FunctionName=function, Qualifier=name,
+                ProvisionedConcurrentExecutions=int(provisioned["ProvisionedConcurrentExecutions"]))
+        elif before is not None and before.properties.get("ProvisionedConcurrencyConfig"):
+            client.delete_provisioned_concurrency_config(FunctionName=function, Qualifier=name)
+        return ResourceState(resource.type, result["AliasArn"], desired["properties"],
+                             {"FunctionVersion": version}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        function, name = state.properties["FunctionName"], state.properties["Name"]
+        stack.clients.lambda_.delete_alias(FunctionName=function, Name=name)
+
+
+class _Url(_Handler):
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = desired["properties"]
+        where = {"FunctionName": properties["TargetFunctionArn"],
+                 **({"Qualifier": properties["Qualifier"]} if properties.get("Qualifier") else {})}
+        settings = {k: properties[k] for k in ("AuthType", "Cors", "InvokeMode") if k in properties}
+        if before is None:
+            result = client.create_function_url_config(**where, **settings)
+
+            def revert() -> None:
+                client.delete_function_url_config(**where)
+        else:
+            old = client.get_function_url_config(**where)
+            result = client.update_function_url_config(**where, **settings)
+
+            def revert() -> None:
+                client.update_function_url_config(**where, **{k: old[k] for k in ("AuthType", "Cors", "InvokeMode")
+                                                              if k in old})
+        return ResourceState(resource.type, result["FunctionArn"], properties,
+                             {"FunctionUrl": result["FunctionUrl"], "FunctionArn": result["FunctionArn"]}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        properties = state.properties
+        stack.clients.lambda_.delete_function_url_config(
+            FunctionName=properties["TargetFunctionArn"],
+            **({"Qualifier": properties["Qualifier"]} if properties.get("Qualifier") else {}))
+
+
+class _Permission(_Handler):
+    _KEYS = ("Action", "Principal", "SourceArn", "SourceAccount", "EventSourceToken", "FunctionUrlAuthType",
+             "PrincipalOrgID", "InvokedViaFunctionUrl", "Qualifier")
+
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = desired["properties"]
+        if before is not None:
+            self.delete(stack, before)
+        args = {k: properties[k] for k in self._KEYS if k in properties}
+        client.add_permission(FunctionName=properties["FunctionName"], StatementId=resource.logical_id, **args)
+        state = ResourceState(resource.type, resource.logical_id, properties)
+
+        def revert() -> None:
+            self.delete(stack, state)
+            if before is not None:
+                old = {k: before.properties[k] for k in self._KEYS if k in before.properties}
+                client.add_permission(FunctionName=before.properties["FunctionName"],
+                                      StatementId=resource.logical_id, **old)
+        return state, revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        qualifier = {"Qualifier": state.properties["Qualifier"]} if state.properties.get("Qualifier") else {}
+        stack.clients.lambda_.remove_permission(FunctionName=state.properties["FunctionName"],
+                                                StatementId=state.physical_id, **qualifier)
+
+
+class _EventSourceMapping(_Handler):
+    _UPDATABLE = ("FunctionName", "BatchSize", "Enabled", "MaximumBatchingWindowInSeconds", "FilterCriteria",
+                  "FunctionResponseTypes", "ScalingConfig")
+
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = _typed(desired["properties"])
+        args = {k: properties[k] for k in self._UPDATABLE if k in properties}
+        if before is None or before.properties.get("EventSourceArn") != properties.get("EventSourceArn"):
+            result = client.create_event_source_mapping(EventSourceArn=properties["EventSourceArn"], **args)
+            uuid = result["UUID"]
+            if before is not None:
+                self.delete(stack, before)
+
+            def revert() -> None:
+                client.delete_event_source_mapping(UUID=uuid)
+        else:
+            uuid = before.physical_id
+            old = client.get_event_source_mapping(UUID=uuid)
+            result = client.update_event_source_mapping(UUID=uuid, **args)
+
+            def revert() -> None:
+                client.update_event_source_mapping(UUID=uuid, **{k: old[k] for k in self._UPDATABLE
+                                                                 if k in old and k != "FunctionName"})
+        return ResourceState(resource.type, uuid, desired["properties"],
+                             {"Id": uuid, "EventSourceMappingArn": result.get("EventSourceMappingArn", "")}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        stack.clients.lambda_.delete_event_source_mapping(UUID=state.physical_id)
+
+
+class _Queue(_Handler):
+    _ATTRIBUTES = ("DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod",
+                   "ReceiveMessageWaitTimeSeconds", "VisibilityTimeout", "RedrivePolicy")
+
+    def _attributes(self, properties: dict[str, Any]) -> dict[str, str]:
+        return {k: json.dumps(v) if isinstance(v, dict) else str(v)
+                for k, v in properties.items() if k in self._ATTRIBUTES}
+
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        sqs = stack.clients.sqs
+        properties = desired["properties"]
+        url = stack._physical_id(resource, properties)
+        assert url is not None
+        name = url.rsplit("/", 1)[1]
+        attributes = self._attributes(properties)
+        if before is None:
+            url = sqs.create_queue(QueueName=name, Attributes=attributes,
+                                   tags={str(k): str(v) for k, v in (properties.get("Tags") or {}).items()})["QueueUrl"]
+
+            def revert() -> None:
+                sqs.delete_queue(QueueUrl=url)
+        else:
+            old = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(self._ATTRIBUTES))["Attributes"]
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+
+            def revert() -> None:
+                sqs.set_queue_attributes(QueueUrl=url, Attributes=old)
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return ResourceState(resource.type, url, properties, {"Arn": arn, "QueueName": name, "QueueUrl": url}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        stack.clients.sqs.delete_queue(QueueUrl=state.physical_id)
+
+
+class _Rule(_Handler):
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        events = stack.clients.events
+        properties = desired["properties"]
+        name = stack._physical_id(resource, properties)
+        assert name is not None
+        rule = {k: properties[k] for k in ("ScheduleExpression", "State", "Description", "EventPattern")
+                if k in properties}
+        old_rule = events.describe_rule(Name=name) if before is not None else None
+        arn = events.put_rule(Name=name, **rule)["RuleArn"]
+        targets = [{k: (json.dumps(v) if k == "Input" and not isinstance(v, str) else v) for k, v in t.items()}
+                   for t in properties.get("Targets", [])]
+        events.put_targets(Rule=name, Targets=targets)
+
+        def revert() -> None:
+            if old_rule is None:
+                events.remove_targets(Rule=name, Ids=[t["Id"] for t in targets])
+                events.delete_rule(Name=name)
+            else:
+                events.put_rule(Name=name, **{k: old_rule[k] for k in ("ScheduleExpression", "State", "Description")
+                                              if k in old_rule})
+        return ResourceState(resource.type, name, properties, {"Arn": arn}), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        events = stack.clients.events
+        ids = [t["Id"] for t in state.properties.get("Targets", [])]
+        if ids:
+            events.remove_targets(Rule=state.physical_id, Ids=ids)
+        events.delete_rule(Name=state.physical_id)
+
+
+class _Schedule(_Handler):
+    _KEYS = ("ScheduleExpression", "ScheduleExpressionTimezone", "Description", "State", "StartDate", "EndDate",
+             "GroupName", "FlexibleTimeWindow", "Target")
+
+    def _args(self, properties: dict[str, Any]) -> dict[str, Any]:
+        args = {k: properties[k] for k in self._KEYS if k in properties}
+        target = dict(args.get("Target") or {})
+        if "Input" in target and not isinstance(target["Input"], str):
+            target["Input"] = json.dumps(target["Input"])
+        args["Target"] = target
+        return args
+
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        scheduler = stack.clients.scheduler
+        properties = desired["properties"]
+        name = stack._physical_id(resource, properties)
+        assert name is not None
+        if before is None:
+            arn = scheduler.create_schedule(Name=name, **self._args(properties))["ScheduleArn"]
+
+            def revert() -> None:
+                scheduler.delete_schedule(Name=name, **self._group(properties))
+        else:
+            arn = scheduler.update_schedule(Name=name, **self._args(properties))["ScheduleArn"]
+
+            def revert() -> None:
+                scheduler.update_schedule(Name=name, **self._args(before.properties))
+        return ResourceState(resource.type, name, properties, {"Arn": arn}), revert
+
+    def _group(self, properties: dict[str, Any]) -> dict[str, Any]:
+        return {"GroupName": properties["GroupName"]} if "GroupName" in properties else {}
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        stack.clients.scheduler.delete_schedule(Name=state.physical_id, **self._group(state.properties))
+
+
+class _EventInvokeConfig(_Handler):
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = _typed(desired["properties"])
+        client.put_function_event_invoke_config(**properties)
+
+        def revert() -> None:
+            if before is None:
+                self.delete(stack, ResourceState(resource.type, "", properties))
+            else:
+                client.put_function_event_invoke_config(**_typed(before.properties))
+        return ResourceState(resource.type, str(properties["FunctionName"]), desired["properties"]), revert
+
+    def delete(self, stack: Stack, state: ResourceState) -> None:
+        stack.clients.lambda_.delete_function_event_invoke_config(
+            FunctionName=state.properties["FunctionName"], Qualifier=state.properties.get("Qualifier", "$LATEST"))
+
+
+class _Layer(_Handler):
+    def put(self, stack: Stack, resource: Resource, desired: dict[str, Any], artifact: Artifact | None,
+            before: ResourceState | None) -> tuple[ResourceState, Revert]:
+        client = stack.clients.lambda_
+        properties = desired["properties"]
+        assert artifact is not None
+        args = {k: properties[k] for k in ("Description", "CompatibleRuntimes", "CompatibleArchitectures",
+                                           "LicenseInfo") if k in properties}
+        result = client.publish_layer_version(LayerName=properties["LayerName"],
+                                              Content={"ZipFile": artifact.read()}, **args)
+        arn = result["LayerVersionArn"]
+        state = ResourceState(resource.type, arn, properties, {"LayerVersionArn": arn})
+
+        def revert() -> None:
+            self.delete(stack, state, force=True)
+        return state, revert
+
+    def delete(self, stack: Stack, state: ResourceState, force: bool = False) -> None:
+        if state.properties.get("RetentionPolicy", "Retain") != "Delete" and not force:
+            stack.progress(f"RETAINED  {state.physical_id} (RetentionPolicy: Retain)")
+            return
+        name, version = state.physical_id.rsplit(":", 1)
+        stack.clients.lambda_.delete_layer_version(LayerName=name.rsplit(":", 1)[1], VersionNumber=int(version))
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "AWS::Lambda::Function": _Function(),
+    "AWS::Lambda::Alias": _Alias(),
+    "AWS::Lambda::Url": _Url(),
+    "AWS::Lambda::Permission": _Permission(),
+    "AWS::Lambda::EventSourceMapping": _EventSourceMapping(),
+    "AWS::Lambda::EventInvokeConfig": _EventInvokeConfig(),
+    "AWS::Lambda::LayerVersion": _Layer(),
+    "AWS::SQS::Queue": _Queue(),
+    "AWS::Events::Rule": _Rule(),
+    "AWS::Scheduler::Schedule": _Schedule(),
+}
+
+
+def route_urls(record: StackRecord) -> list[tuple[Route, str]]:
+    """Each Api/HttpApi route with the URL that serves it."""
+    found = []
+    for route in record.routes:
+        url_state = record.resources.get(f"{route['function']}Url")
+        base = (url_state.attributes.get("FunctionUrl", "") if url_state else "").rstrip("/")
+        found.append((Route(**route), base + route["path"]))
+    return found
+
+
+def default_stack_name(template_path: Path) -> str:
+    return template_path.resolve().parent.name.replace("_", "-") or "lamina-stack"
