@@ -405,7 +405,8 @@ def test_a_failed_deploy_rolls_back_what_it_made(lamina, lam, tmp_path):
     """})
     result = lamina("deploy", "--no-confirm", cwd=app, check=False)
     assert result.returncode != 0
-    assert "rolled back" in result.stderr and "MemorySize" in result.stderr
+    assert "rolled back" in result.stderr and "memorySize" in result.stderr
+    assert "ROLLBACK_COMPLETE" in result.stdout
     names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
     assert "failing-First" not in names and "failing-Second" not in names
 
