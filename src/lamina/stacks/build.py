@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-# Directories a build never reads from the source: they are outputs or tool state.
+# Directories a build never reads from the source: they are outputs or tool state
+# (node_modules is remade by npm; a directory zipped as it is keeps its own).
 SKIPPED = {".aws-sam", "node_modules", "__pycache__", ".git", ".venv", ".pytest_cache"}
+SKIPPED_AS_IS = {".aws-sam", "__pycache__", ".git"}
 BUILD_FORMAT = "1"
 
 Progress = Callable[[str], None]
@@ -69,10 +71,15 @@ def cache_dir() -> Path:
     return Path(base) / "lamina" / "build"
 
 
-def _source_files(source: Path) -> list[Path]:
+def _skipped(target: BuildTarget) -> set[str]:
+    runtime = target.build_method or target.runtime or ""
+    return SKIPPED if runtime.startswith(("python", "nodejs")) or runtime == "makefile" else SKIPPED_AS_IS
+
+
+def _source_files(source: Path, skipped: set[str]) -> list[Path]:
     files: list[Path] = []
     for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED)
+        dirs[:] = sorted(d for d in dirs if d not in skipped)
         files.extend(Path(root) / name for name in sorted(names) if not name.endswith(".pyc"))
     return files
 
@@ -82,7 +89,7 @@ def cache_key(target: BuildTarget) -> str:
     for part in (BUILD_FORMAT, target.logical_id if target.build_method == "makefile" else "",
                  target.runtime or "", target.architecture, target.build_method or "", str(target.layer)):
         digest.update(part.encode() + b"\0")
-    for path in _source_files(target.source):
+    for path in _source_files(target.source, _skipped(target)):
         digest.update(path.relative_to(target.source).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -113,7 +120,7 @@ def _build_into(target: BuildTarget, staging: Path, scratch: Path, progress: Pro
     source = target.source
     if target.build_method == "makefile":
         work = scratch / "source"
-        _copy(source, work)
+        _copy(source, work, SKIPPED)
         staging.mkdir()
         _run(["make", "-f", str(work / "Makefile"), f"build-{target.logical_id}"], work, progress,
              {"ARTIFACTS_DIR": str(staging)})
@@ -122,18 +129,18 @@ def _build_into(target: BuildTarget, staging: Path, scratch: Path, progress: Pro
     if runtime.startswith("python"):
         # A layer's Python packages live in /opt/python.
         root = staging / "python" if target.layer else staging
-        _copy(source, root)
+        _copy(source, root, SKIPPED)
         if (source / "requirements.txt").is_file():
             _pip_install(source / "requirements.txt", root, runtime, target.architecture, progress)
     elif runtime.startswith("nodejs"):
         root = staging / "nodejs" if target.layer else staging
-        _copy(source, root)
+        _copy(source, root, SKIPPED)
         if (source / "package.json").is_file():
             locked = (source / "package-lock.json").is_file()
             _run(["npm", "ci" if locked else "install", "--omit=dev", "--no-audit", "--no-fund",
                   "--no-update-notifier"], root, progress)
     else:
-        _copy(source, staging)
+        _copy(source, staging, SKIPPED_AS_IS)
 
 
 def _pip_install(requirements: Path, target: Path, runtime: str, architecture: str,
@@ -146,9 +153,9 @@ def _pip_install(requirements: Path, target: Path, runtime: str, architecture: s
           "--progress-bar", "off"], target, progress)
 
 
-def _copy(source: Path, destination: Path) -> None:
+def _copy(source: Path, destination: Path, skipped: set[str]) -> None:
     shutil.copytree(source, destination, symlinks=False, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(*SKIPPED, "*.pyc"))
+                    ignore=shutil.ignore_patterns(*skipped, "*.pyc"))
 
 
 def _run(command: list[str], cwd: Path, progress: Progress, env: dict[str, str] | None = None) -> None:
