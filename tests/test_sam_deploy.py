@@ -449,3 +449,64 @@ def test_functions_table_fits_80_columns_without_cutting_runtimes(lamina, server
 
 def test_help_has_examples(lamina):
     assert "lamina deploy" in lamina("--help").stdout and "Examples" in lamina("--help").stdout
+
+
+MAKE_STACK = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Deps:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: deps/
+      CompatibleRuntimes: [python3.11]
+      RetentionPolicy: Delete
+    Metadata:
+      BuildMethod: python3.11
+  Made:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: made/
+      Handler: app.handler
+      Runtime: python3.11
+      Layers: [!Ref Deps]
+      AutoPublishAlias: live
+      DeploymentPreference:
+        Type: Canary10Percent5Minutes
+      Events:
+        Tick:
+          Type: ScheduleV2
+          Properties:
+            ScheduleExpression: rate(5 minutes)
+    Metadata:
+      BuildMethod: makefile
+"""
+
+
+@pytest.mark.slow
+def test_makefile_build_python_layer_schedule_v2_and_a_canary_alias(lamina, lam, server, tmp_path):
+    app = write(tmp_path / "made", {
+        "template.yaml": MAKE_STACK,
+        "deps/requirements.txt": "six==1.16.0\n",
+        "made/app.py": "import six\n\ndef handler(event, context):\n"
+                       "    return open('made.txt').read().strip() + ' ' + six.__version__\n",
+        "made/Makefile": "build-Made:\n\tcp app.py $(ARTIFACTS_DIR)/\n"
+                         "\techo 'built by make' > $(ARTIFACTS_DIR)/made.txt\n",
+    })
+    first = lamina("deploy", "--no-confirm", cwd=app)
+    assert "$ make" in first.stdout and "$ python" in first.stdout       # the build's progress
+    answer = lam.invoke(FunctionName="made-Made", Qualifier="live", Payload=b"{}")["Payload"].read()
+    assert json.loads(answer) == "built by make 1.16.0"
+    schedule = server.client("scheduler").get_schedule(Name="made-MadeTick")
+    assert schedule["ScheduleExpression"] == "rate(5 minutes)"
+    assert schedule["Target"]["Arn"].endswith(":made-Made:live")
+
+    (app / "made" / "app.py").write_text("def handler(event, context):\n    return 'v2'\n")
+    second = lamina("deploy", "--no-confirm", cwd=app)
+    assert "10% of invocations to version 2" in second.stdout
+    alias = lam.get_alias(FunctionName="made-Made", Name="live")
+    assert alias["FunctionVersion"] == "1"
+    assert alias["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.1}
+
+    lamina("stack", "delete", "made", "--no-confirm")
+    assert not [s for s in server.client("scheduler").list_schedules()["Schedules"] if s["Name"] == "made-MadeTick"]
+    assert not lam.list_layer_versions(LayerName="Deps")["LayerVersions"]
