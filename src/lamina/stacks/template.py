@@ -8,6 +8,9 @@ anything is built or changed.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,12 +164,27 @@ def find_template(given: Path | None) -> Path:
     raise FileNotFoundError(f"no {' or '.join(DEFAULT_TEMPLATE_NAMES)} in {directory.resolve()}")
 
 
+def _checked_cache(text: str) -> Path:
+    """Where a template that passed the checks is kept, as plain JSON: keyed by its
+    text and by this module (the checks), so a change to either parses it again."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    key = hashlib.sha256(Path(__file__).read_bytes() + b"\0" + text.encode()).hexdigest()
+    return Path(base) / "lamina" / "templates" / f"{key}.json"
+
+
 def load_template(path: Path) -> Template:
-    """Parse and check `path`; TemplateError lists every problem found."""
-    # cfn-lint loads most of itself on import (about 1 s): only when deploying.
+    """Parse and check `path`; TemplateError lists every problem found.
+
+    cfn-lint loads most of itself on import (about 1 s, a third of a redeploy with
+    no change), so a template already checked is read back from the cache instead.
+    """
+    text = path.read_text()
+    cached = _checked_cache(text)
+    if cached.is_file():
+        return Template(path, json.loads(cached.read_text()))
     from cfnlint.decode import decode_str
 
-    body, matches = decode_str(path.read_text())
+    body, matches = decode_str(text)
     if matches or body is None:
         raise TemplateError(path, [Problem(m.linenumber, m.message) for m in matches]
                             or [Problem(None, "the template is empty")])
@@ -176,6 +194,10 @@ def load_template(path: Path) -> Template:
     problems = list(_check(template))
     if problems:
         raise TemplateError(path, problems)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(body, default=str))
+    partial.replace(cached)
     return template
 
 
