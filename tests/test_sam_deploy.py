@@ -510,3 +510,57 @@ def test_makefile_build_python_layer_schedule_v2_and_a_canary_alias(lamina, lam,
     lamina("stack", "delete", "made", "--no-confirm")
     assert not [s for s in server.client("scheduler").list_schedules()["Schedules"] if s["Name"] == "made-MadeTick"]
     assert not lam.list_layer_versions(LayerName="Deps")["LayerVersions"]
+
+
+def test_function_settings_from_sam_properties(lamina, lam, server, tmp_path):
+    app = write(tmp_path / "settings", {"template.yaml": """
+        Transform: AWS::Serverless-2016-10-31
+        Globals:
+          Function:
+            Runtime: python3.11
+            Handler: index.handler
+            Environment:
+              Variables: {SHARED: "1"}
+          HttpApi:
+            CorsConfiguration: {AllowOrigins: ["*"]}
+        Resources:
+          Failures:
+            Type: AWS::SQS::Queue
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              InlineCode: "def handler(event, context):\\n    return event\\n"
+              MemorySize: 256
+              EphemeralStorage: {Size: 1024}
+              ReservedConcurrentExecutions: 3
+              Tracing: Active
+              LoggingConfig: {LogFormat: JSON}
+              DeadLetterQueue: {Type: SQS, TargetArn: !GetAtt Failures.Arn}
+              EventInvokeConfig:
+                MaximumRetryAttempts: 1
+                DestinationConfig:
+                  OnFailure: {Type: SQS, Destination: !GetAtt Failures.Arn}
+              Policies: [AWSLambdaBasicExecutionRole]
+              Environment:
+                Variables: {OWN: "2"}
+              Events:
+                Web:
+                  Type: HttpApi
+                  Properties: {Path: /items, Method: post}
+    """})
+    out = lamina("deploy", "--no-confirm", cwd=app).stdout
+    assert "Policies ignored" in out and "Globals: HttpApi ignored" in out
+    assert "POST /items -> Fn" in out
+    config = lam.get_function_configuration(FunctionName="settings-Fn")
+    assert config["Environment"]["Variables"] == {"SHARED": "1", "OWN": "2"}
+    assert (config["MemorySize"], config["EphemeralStorage"]["Size"]) == (256, 1024)
+    assert config["TracingConfig"]["Mode"] == "Active" and config["LoggingConfig"]["LogFormat"] == "JSON"
+    assert config["DeadLetterConfig"]["TargetArn"].endswith(":settings-Failures")
+    assert lam.get_function_concurrency(FunctionName="settings-Fn")["ReservedConcurrentExecutions"] == 3
+    invoke_config = lam.get_function_event_invoke_config(FunctionName="settings-Fn")
+    assert invoke_config["MaximumRetryAttempts"] == 1
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"].endswith(":settings-Failures")
+    assert lam.get_function_url_config(FunctionName="settings-Fn")["AuthType"] == "NONE"
+    tags = lam.list_tags(Resource=config["FunctionArn"])["Tags"]
+    assert tags["lamina:stack-name"] == "settings" and tags["lamina:logical-id"] == "Fn"
+    lamina("stack", "delete", "settings", "--no-confirm")

@@ -149,6 +149,12 @@ class Template:
     def resources(self) -> dict[str, Any]:
         return self.section("Resources")
 
+    def __post_init__(self) -> None:
+        for key in ("Api", "HttpApi"):
+            if key in self.section("Globals"):
+                self.notes.append(f"Globals: {key} ignored: Api and HttpApi events are served by "
+                                  "function URLs, which have no stages, authorizers or throttling")
+
     def function_globals(self) -> dict[str, Any]:
         return (self.section("Globals").get("Function") or {})
 
@@ -231,9 +237,9 @@ def _check(template: Template) -> Iterator[Problem]:
         yield Problem(None, "the template has no Resources")
         return
     for key in template.section("Globals"):
-        if key != "Function":
+        if key not in ("Function", "Api", "HttpApi"):
             yield Problem(line_of(key), f"Globals section {key!r} is not supported by Lamina "
-                                        "(only Globals: Function)")
+                                        "(Globals: Function is; Api and HttpApi are ignored)")
     for key in template.function_globals():
         if key not in GLOBAL_FUNCTION:
             yield Problem(line_of(key), f"unknown property {key!r} in Globals: Function")
