@@ -564,3 +564,39 @@ def test_function_settings_from_sam_properties(lamina, lam, server, tmp_path):
     tags = lam.list_tags(Resource=config["FunctionArn"])["Tags"]
     assert tags["lamina:stack-name"] == "settings" and tags["lamina:logical-id"] == "Fn"
     lamina("stack", "delete", "settings", "--no-confirm")
+
+
+ROLLBACK_STACK = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  First:
+    Type: AWS::Serverless::Function
+    Properties:
+      InlineCode: "def handler(e, c):\\n    return '%s'\\n"
+      Handler: index.handler
+      Runtime: python3.11
+      Timeout: %d
+  Second:
+    Type: AWS::Serverless::Function
+    DependsOn: First
+    Properties:
+      InlineCode: "def handler(e, c):\\n    return 2\\n"
+      Handler: index.handler
+      Runtime: python3.11
+      MemorySize: %d
+"""
+
+
+def test_a_failed_update_gives_updated_functions_back_their_code_and_configuration(lamina, lam, tmp_path):
+    app = tmp_path / "undo"
+    write(app, {"template.yaml": ROLLBACK_STACK % ("v1", 3, 128)})
+    lamina("deploy", "--no-confirm", cwd=app)
+    write(app, {"template.yaml": ROLLBACK_STACK % ("v2", 9, 99999)})
+    failed = lamina("deploy", "--no-confirm", cwd=app, check=False)
+    assert failed.returncode != 0 and "UPDATE_COMPLETE" in failed.stdout and "ROLLBACK_COMPLETE  First" in failed.stdout
+    assert json.loads(lam.invoke(FunctionName="undo-First", Payload=b"{}")["Payload"].read()) == "v1"
+    assert lam.get_function_configuration(FunctionName="undo-First")["Timeout"] == 3
+    # The record is the one before the failed deploy: the old template changes nothing.
+    write(app, {"template.yaml": ROLLBACK_STACK % ("v1", 3, 128)})
+    assert "No changes to deploy" in lamina("deploy", "--no-confirm", cwd=app).stdout
+    lamina("stack", "delete", "undo", "--no-confirm")

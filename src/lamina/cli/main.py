@@ -161,7 +161,7 @@ def deploy(source: Path | None, name: str | None, runtime: str | None, handler: 
 
     \b
     lamina deploy                          # ./template.yaml, as `sam build && sam deploy`
-    lamina deploy path/template.yaml --stack-name shop --parameter-overrides Stage=dev
+    lamina deploy path/template.yaml --stack-name shop --parameter-overrides "Stage=dev Size=2"
     lamina deploy ./my-function --name hello --runtime nodejs20.x --handler index.handler
 
     A template's functions and layers are built as `sam build` builds them (pip for

@@ -67,7 +67,7 @@ class Plan:
 
 
 class Clients:
-    """The API clients a stack speaks to: the same endpoint, four services."""
+    """The API clients a stack speaks to: one endpoint, four services, made when first used."""
 
     def __init__(self, factory: Callable[[str], Any], endpoint: str, region: str) -> None:
         self.endpoint = endpoint.rstrip("/")
@@ -76,16 +76,26 @@ class Clients:
         self._made: dict[str, Any] = {}
         self._account: str | None = None
 
-    def __getattr__(self, service: str) -> Any:
-        if service.startswith("_"):
-            raise AttributeError(service)
+    def _client(self, service: str) -> Any:
         if service not in self._made:
             self._made[service] = self._factory(service)
         return self._made[service]
 
     @property
     def lambda_(self) -> Any:
-        return self.__getattr__("lambda")
+        return self._client("lambda")
+
+    @property
+    def sqs(self) -> Any:
+        return self._client("sqs")
+
+    @property
+    def events(self) -> Any:
+        return self._client("events")
+
+    @property
+    def scheduler(self) -> Any:
+        return self._client("scheduler")
 
     @property
     def account(self) -> str:
@@ -94,7 +104,7 @@ class Clients:
         if self._account is None:
             self._account = "000000000000"
             try:
-                self.lambda_.get_function_configuration(FunctionName="lamina-account-probe-0")
+                self.lambda_.get_function_configuration(FunctionName="lamina-account-probe")
             except ClientError as error:
                 message = error.response.get("Error", {}).get("Message", "")
                 if "arn:aws:lambda:" in message:
@@ -186,7 +196,7 @@ class Stack:
     def _resolver(self, inputs: tuple[dict[str, Any], dict[str, Any], dict[str, Any]], expanded: Expanded,
                   known: dict[str, ResourceState | None]) -> Resolver:
         parameters, mappings, conditions = inputs
-        account, region = self.clients.account, self.clients.region
+        account = self.clients.account
 
         def lookup(logical_id: str, attribute: str | None) -> Any:
             target = expanded.aliases.get(logical_id, logical_id)
@@ -204,7 +214,6 @@ class Stack:
                 return state.physical_id
             return state.attributes.get(attribute, Pending(f"{logical_id}.{attribute}"))
 
-        del region
         return Resolver(parameters, mappings, conditions, lookup)
 
     def _build(self, template: Template, resources: dict[str, Resource], resolver: Resolver,
@@ -465,12 +474,15 @@ class _Function(_Handler):
         else:
             old = stack.wait_function(name)
             old_code: bytes | None = None
-            code_changes = before.code_sha256 != desired["code_sha256"] or "ImageUri" in code
+            code_changes = (before.code_sha256 != desired["code_sha256"]
+                            or before.properties.get("Code") != properties.get("Code")
+                            # Architectures change through UpdateFunctionCode, not the configuration.
+                            or before.properties.get("Architectures") != properties.get("Architectures"))
             if code_changes and old.get("PackageType", "Zip") == "Zip":
                 location = client.get_function(FunctionName=name)["Code"]["Location"]
                 with urllib.request.urlopen(location, timeout=60) as response:   # the server's own URL
                     old_code = response.read()
-            if code_changes or "ZipFile" in code:
+            if code_changes:
                 arch = {"Architectures": properties["Architectures"]} if "Architectures" in properties else {}
                 client.update_function_code(FunctionName=name, **code, **arch)
                 stack.wait_function(name)
@@ -481,7 +493,13 @@ class _Function(_Handler):
             previous["Layers"] = [layer["Arn"] for layer in old.get("Layers", [])]
             if "Environment" in old:
                 previous["Environment"] = {"Variables": old["Environment"].get("Variables", {})}
-            previous.pop("DeadLetterConfig", None) if not old.get("DeadLetterConfig") else None
+            if not old.get("DeadLetterConfig"):
+                previous.pop("DeadLetterConfig", None)
+            # GetFunctionConfiguration's shapes are not UpdateFunctionConfiguration's.
+            if "SnapStart" in old:
+                previous["SnapStart"] = {"ApplyOn": old["SnapStart"].get("ApplyOn", "None")}
+            if "ImageConfig" in (old.get("ImageConfigResponse") or {}):
+                previous["ImageConfig"] = old["ImageConfigResponse"]["ImageConfig"]
 
             def revert() -> None:
                 stack.wait_function(name)

@@ -258,6 +258,11 @@ def _check(template: Template) -> Iterator[Problem]:
         for key in resource:
             if key not in RESOURCE_KEYS:
                 yield Problem(line_of(key), f"resource {logical_id}: unknown attribute {key!r}")
+        depends = resource.get("DependsOn") or []
+        for name in [depends] if isinstance(depends, str) else depends:
+            if name not in template.resources:
+                yield Problem(line_of(name) or line_of(logical_id),
+                              f"resource {logical_id}: DependsOn names {name!r}, which is not a resource")
         properties = resource.get("Properties") or {}
         if not isinstance(properties, dict):
             yield Problem(line_of(properties), f"resource {logical_id}: Properties must be a mapping")
