@@ -361,13 +361,18 @@ def test_inline_code_stack_and_parameter_overrides(lamina, lam, tmp_path):
         Parameters:
           Greeting: {Type: String, Default: hello}
         Resources:
+          FnRole:
+            Type: AWS::IAM::Role
+            Properties:
+              RoleName: greeter
+              AssumeRolePolicyDocument: {Version: "2012-10-17", Statement: []}
           Fn:
             Type: AWS::Lambda::Function
             Properties:
               FunctionName: !Sub "${AWS::StackName}-greeter"
               Runtime: python3.11
               Handler: index.handler
-              Role: arn:aws:iam::000000000000:role/any
+              Role: !GetAtt FnRole.Arn
               Code:
                 ZipFile: |
                   import os
@@ -379,6 +384,7 @@ def test_inline_code_stack_and_parameter_overrides(lamina, lam, tmp_path):
     lamina("deploy", "--no-confirm", "--stack-name", "inline", "--parameter-overrides", "Greeting=bonjour", cwd=app)
     answer = lam.invoke(FunctionName="inline-greeter", Payload=b"{}")["Payload"].read()
     assert json.loads(answer) == "bonjour"
+    assert lam.get_function_configuration(FunctionName="inline-greeter")["Role"].endswith(":role/greeter")
     refused = lamina("deploy", "--no-confirm", "--stack-name", "inline", "--parameter-overrides", "Nope=1",
                      cwd=app, check=False)
     assert refused.returncode != 0 and "Nope" in refused.stderr
@@ -600,3 +606,26 @@ def test_a_failed_update_gives_updated_functions_back_their_code_and_configurati
     write(app, {"template.yaml": ROLLBACK_STACK % ("v1", 3, 128)})
     assert "No changes to deploy" in lamina("deploy", "--no-confirm", cwd=app).stdout
     lamina("stack", "delete", "undo", "--no-confirm")
+
+
+def test_the_change_set_is_asked_about_before_anything_changes(lamina, lam, tmp_path):
+    app = write(tmp_path / "asked", {"template.yaml": """
+        Transform: AWS::Serverless-2016-10-31
+        Resources:
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              InlineCode: "def handler(e, c):\\n    return 1\\n"
+              Handler: index.handler
+              Runtime: python3.11
+    """})
+    declined = lamina("deploy", cwd=app, stdin="n\n")
+    assert "+ Add" in declined.stdout and "Deploy this changeset?" in declined.stdout
+    assert "Nothing deployed" in declined.stdout
+    assert "asked-Fn" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    lamina("deploy", cwd=app, stdin="y\n")
+    assert lam.get_function_configuration(FunctionName="asked-Fn")["Runtime"] == "python3.11"
+    kept = lamina("stack", "delete", "asked", stdin="n\n")
+    assert "Nothing deleted" in kept.stdout
+    lamina("stack", "delete", "asked", stdin="y\n")
+    assert "asked-Fn" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}

@@ -200,6 +200,10 @@ class Stack:
 
         def lookup(logical_id: str, attribute: str | None) -> Any:
             target = expanded.aliases.get(logical_id, logical_id)
+            if logical_id in expanded.roles:
+                name = expanded.roles[logical_id]
+                return f"arn:aws:iam::{account}:role/{name}" if attribute == "Arn" else name
+            # The role SAM would make for function X, "XRole".
             if logical_id.endswith("Role") and logical_id[:-4] in expanded.resources and target not in known:
                 role = DEFAULT_ROLE.replace("000000000000", account)
                 return role if attribute else role.rsplit("/", 1)[1]

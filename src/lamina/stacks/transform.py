@@ -53,6 +53,8 @@ class Expanded:
     notes: list[str]
     # logical ids a template may name that map onto a generated resource
     aliases: dict[str, str]
+    # resources accepted but not made (IAM roles), by logical id → their name
+    roles: dict[str, str] = field(default_factory=dict)
 
 
 def merge_globals(globals_: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +114,7 @@ def expand(template: Template) -> Expanded:
         depends = {str(depends)} if isinstance(depends, str) else {str(d) for d in depends}
         if kind in IGNORED_TYPES:
             out.notes.append(f"{logical_id} ({kind}) is not made: Lamina does not enforce IAM")
+            out.roles[logical_id] = str(properties.get("RoleName") or logical_id)
             continue
         if kind == "AWS::Serverless::Function":
             made = list(_function(logical_id, merge_globals(globals_, properties),
