@@ -18,7 +18,7 @@ from rich.table import Column, Table
 from lamina.cli.client import lambda_client
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
-from lamina.cli.stacks import stack, stacks
+from lamina.cli.stacks import deploy_template, stack, stacks
 
 console = Console()
 DEFAULT_ROLE = "arn:aws:iam::000000000000:role/lamina"
@@ -170,8 +170,6 @@ def deploy(source: Path | None, name: str | None, runtime: str | None, handler: 
     function, only the options given change an existing function.
     """
     if name is None:
-        from lamina.cli.stacks import deploy_template
-
         deploy_template(source, stack_name, overrides, no_confirm, config_file, config_env, endpoint)
         return
     if source is None:
@@ -293,17 +291,18 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
 
 
 def _payload(value: str) -> bytes:
-    """--payload as bytes: inline JSON, @FILE, or - for stdin (past the ~128 kB an
-    argument may hold, a file or a pipe is the only way to send a 6 MB event)."""
+    """--payload as bytes: inline JSON, @FILE (or the AWS CLI's fileb://FILE), or - for
+    stdin: past the ~128 kB one argument may hold, a file or a pipe is the only way to
+    send a 6 MB event."""
     if value == "-":
         return sys.stdin.buffer.read()
-    if value.startswith("@"):
-        try:
-            return Path(value[1:]).expanduser().read_bytes()
-        except OSError as error:
-            raise click.BadParameter(f"cannot read {value[1:]}: {error.strerror}", param_hint="--payload") from None
-    if value.startswith("fileb://") or value.startswith("file://"):
-        return Path(value.split("://", 1)[1]).expanduser().read_bytes()
+    for prefix in ("@", "fileb://", "file://"):
+        if value.startswith(prefix):
+            path = value.removeprefix(prefix)
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as error:
+                raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="--payload") from None
     return value.encode()
 
 
