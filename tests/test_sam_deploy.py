@@ -602,7 +602,12 @@ def test_a_failed_update_gives_updated_functions_back_their_code_and_configurati
     assert failed.returncode != 0 and "UPDATE_COMPLETE" in failed.stdout and "ROLLBACK_COMPLETE  First" in failed.stdout
     assert json.loads(lam.invoke(FunctionName="undo-First", Payload=b"{}")["Payload"].read()) == "v1"
     assert lam.get_function_configuration(FunctionName="undo-First")["Timeout"] == 3
-    # The record is the one before the failed deploy: the old template changes nothing.
+    # A function whose own configuration is refused gets its new code taken back too.
+    write(app, {"template.yaml": ROLLBACK_STACK.replace("Timeout: %d", "Timeout: %d\n      MemorySize: 99999")
+                % ("v3", 3, 128)})
+    assert lamina("deploy", "--no-confirm", cwd=app, check=False).returncode != 0
+    assert json.loads(lam.invoke(FunctionName="undo-First", Payload=b"{}")["Payload"].read()) == "v1"
+    # The record is the one before the failed deploys: the old template changes nothing.
     write(app, {"template.yaml": ROLLBACK_STACK % ("v1", 3, 128)})
     assert "No changes to deploy" in lamina("deploy", "--no-confirm", cwd=app).stdout
     lamina("stack", "delete", "undo", "--no-confirm")

@@ -315,8 +315,8 @@ class Stack:
                 self.progress(f"{verb}_COMPLETE  {resource.type:<34} {logical_id}")
                 made[logical_id] = known[logical_id] = state
                 undo.append((logical_id, revert))
-        except Exception as error:
-            self.progress(f"UPDATE_FAILED  {error}")
+        except (Exception, KeyboardInterrupt) as error:   # Ctrl-C mid-deploy rolls back too
+            self.progress(f"UPDATE_FAILED  {_message(error) or type(error).__name__}")
             for logical_id, revert in reversed(undo):
                 try:
                     revert()
@@ -392,7 +392,7 @@ def _same(before: ResourceState, desired: dict[str, Any]) -> bool:
             and before.code_sha256 == desired["code_sha256"])
 
 
-def _message(error: Exception) -> str:
+def _message(error: BaseException) -> str:
     if isinstance(error, ClientError):
         err = error.response.get("Error", {})
         return f"{err.get('Code')}: {err.get('Message')}"

@@ -93,16 +93,55 @@ class _Function(_Handler):
             def revert() -> None:
                 client.delete_function(FunctionName=name)
         else:
-            old = stack.wait_function(name)
-            old_code: bytes | None = None
-            code_changes = (before.code_sha256 != desired["code_sha256"]
-                            or before.properties.get("Code") != properties.get("Code")
-                            # Architectures change through UpdateFunctionCode, not the configuration.
-                            or before.properties.get("Architectures") != properties.get("Architectures"))
-            if code_changes and old.get("PackageType", "Zip") == "Zip":
-                location = client.get_function(FunctionName=name)["Code"]["Location"]
-                with urllib.request.urlopen(location, timeout=60) as response:   # the server's own URL
-                    old_code = response.read()
+            revert = self._update(stack, name, before, desired, code, config, tags)
+        try:
+            result = stack.wait_function(name)
+            if reserved is not None:
+                client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
+            elif before is not None and "ReservedConcurrentExecutions" in before.properties:
+                client.delete_function_concurrency(FunctionName=name)
+        except Exception:
+            revert()
+            raise
+        return ResourceState(resource.type, name, properties, {"Arn": result["FunctionArn"]}), revert
+
+    def _update(self, stack: Stack, name: str, before: ResourceState, desired: dict[str, Any],
+                code: dict[str, Any], config: dict[str, Any], tags: dict[str, str]) -> Revert:
+        """Update code (when it changed) and configuration; the undo gives both back.
+        A step that fails undoes the steps before it, since no undo is returned then."""
+        client = stack.clients.lambda_
+        properties = desired["properties"]
+        old = stack.wait_function(name)
+        old_code: bytes | None = None
+        code_changes = (before.code_sha256 != desired["code_sha256"]
+                        or before.properties.get("Code") != properties.get("Code")
+                        # Architectures change through UpdateFunctionCode, not the configuration.
+                        or before.properties.get("Architectures") != properties.get("Architectures"))
+        if code_changes and old.get("PackageType", "Zip") == "Zip":
+            location = client.get_function(FunctionName=name)["Code"]["Location"]
+            with urllib.request.urlopen(location, timeout=60) as response:   # the server's own URL
+                old_code = response.read()
+        previous = {k: old[k] for k in _CONFIG_KEYS if k in old and k != "Layers"}
+        previous["Layers"] = [layer["Arn"] for layer in old.get("Layers", [])]
+        if "Environment" in old:
+            previous["Environment"] = {"Variables": old["Environment"].get("Variables", {})}
+        if not old.get("DeadLetterConfig"):
+            previous.pop("DeadLetterConfig", None)
+        # GetFunctionConfiguration's shapes are not UpdateFunctionConfiguration's.
+        if "SnapStart" in old:
+            previous["SnapStart"] = {"ApplyOn": old["SnapStart"].get("ApplyOn", "None")}
+        if "ImageConfig" in (old.get("ImageConfigResponse") or {}):
+            previous["ImageConfig"] = old["ImageConfigResponse"]["ImageConfig"]
+
+        def revert() -> None:
+            stack.wait_function(name)
+            if old_code is not None:
+                client.update_function_code(FunctionName=name, ZipFile=old_code)
+                stack.wait_function(name)
+            client.update_function_configuration(FunctionName=name, **previous)
+            stack.wait_function(name)
+
+        try:
             if code_changes:
                 arch = {"Architectures": properties["Architectures"]} if "Architectures" in properties else {}
                 client.update_function_code(FunctionName=name, **code, **arch)
@@ -110,31 +149,10 @@ class _Function(_Handler):
             resets = {k: v for k, v in _RESET.items() if k in (before.properties or {}) and k not in config}
             client.update_function_configuration(FunctionName=name, **config, **resets)
             client.tag_resource(Resource=old["FunctionArn"], Tags=tags)
-            previous = {k: old[k] for k in _CONFIG_KEYS if k in old and k != "Layers"}
-            previous["Layers"] = [layer["Arn"] for layer in old.get("Layers", [])]
-            if "Environment" in old:
-                previous["Environment"] = {"Variables": old["Environment"].get("Variables", {})}
-            if not old.get("DeadLetterConfig"):
-                previous.pop("DeadLetterConfig", None)
-            # GetFunctionConfiguration's shapes are not UpdateFunctionConfiguration's.
-            if "SnapStart" in old:
-                previous["SnapStart"] = {"ApplyOn": old["SnapStart"].get("ApplyOn", "None")}
-            if "ImageConfig" in (old.get("ImageConfigResponse") or {}):
-                previous["ImageConfig"] = old["ImageConfigResponse"]["ImageConfig"]
-
-            def revert() -> None:
-                stack.wait_function(name)
-                if old_code is not None:
-                    client.update_function_code(FunctionName=name, ZipFile=old_code)
-                    stack.wait_function(name)
-                client.update_function_configuration(FunctionName=name, **previous)
-                stack.wait_function(name)
-        result = stack.wait_function(name)
-        if reserved is not None:
-            client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=reserved)
-        elif before is not None and "ReservedConcurrentExecutions" in before.properties:
-            client.delete_function_concurrency(FunctionName=name)
-        return ResourceState(resource.type, name, properties, {"Arn": result["FunctionArn"]}), revert
+        except Exception:
+            revert()
+            raise
+        return revert
 
     def delete(self, stack: Stack, state: ResourceState) -> None:
         stack.clients.lambda_.delete_function(FunctionName=state.physical_id)
