@@ -553,6 +553,12 @@ def test_function_settings_from_sam_properties(lamina, lam, server, tmp_path):
                 Web:
                   Type: HttpApi
                   Properties: {Path: /items, Method: post}
+          Warm:
+            Type: AWS::Serverless::Function
+            Properties:
+              InlineCode: "def handler(event, context):\\n    return 'warm'\\n"
+              AutoPublishAlias: live
+              ProvisionedConcurrencyConfig: {ProvisionedConcurrentExecutions: 1}
     """})
     out = lamina("deploy", "--no-confirm", cwd=app).stdout
     assert "Policies ignored" in out and "Globals: HttpApi ignored" in out
@@ -567,6 +573,8 @@ def test_function_settings_from_sam_properties(lamina, lam, server, tmp_path):
     assert invoke_config["MaximumRetryAttempts"] == 1
     assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"].endswith(":settings-Failures")
     assert lam.get_function_url_config(FunctionName="settings-Fn")["AuthType"] == "NONE"
+    provisioned = lam.get_provisioned_concurrency_config(FunctionName="settings-Warm", Qualifier="live")
+    assert provisioned["RequestedProvisionedConcurrentExecutions"] == 1
     tags = lam.list_tags(Resource=config["FunctionArn"])["Tags"]
     assert tags["lamina:stack-name"] == "settings" and tags["lamina:logical-id"] == "Fn"
     lamina("stack", "delete", "settings", "--no-confirm")
