@@ -133,7 +133,11 @@ def _print_outputs(outputs: dict[str, Any]) -> None:
         return
     table = Table("Key", "Description", "Value", title="Outputs")
     for key, output in outputs.items():
-        table.add_row(key, output.get("Description", ""), output["Value"])
+        value = output["Value"]
+        if ".execute-api." in value:
+            # Written by hand for API Gateway, which Lamina has not: the routes below serve it.
+            value += " (API Gateway's URL; on Lamina see Routes)"
+        table.add_row(key, output.get("Description", ""), value)
     console.print(table, soft_wrap=True)
 
 
