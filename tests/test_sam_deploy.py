@@ -642,3 +642,30 @@ def test_the_change_set_is_asked_about_before_anything_changes(lamina, lam, tmp_
     assert "Nothing deleted" in kept.stdout
     lamina("stack", "delete", "asked", stdin="y\n")
     assert "asked-Fn" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+
+
+# -- builds, without a server ------------------------------------------------------------
+
+
+def test_the_build_cache_key_follows_sources_and_lock_files_not_node_modules(tmp_path):
+    from lamina.stacks.build import BuildTarget, build, cache_key
+
+    source = write(tmp_path / "fn", {"index.js": "exports.handler = async () => 1;\n",
+                                     "package.json": '{"name": "fn", "version": "1.0.0"}\n',
+                                     "package-lock.json": '{"lockfileVersion": 3}\n'})
+    target = BuildTarget("Fn", source, "nodejs20.x")
+    first = cache_key(target)
+    (source / "node_modules" / "x").mkdir(parents=True)
+    (source / "node_modules" / "x" / "index.js").write_text("// installed, not a source\n")
+    assert cache_key(target) == first
+    (source / "package-lock.json").write_text('{"lockfileVersion": 3, "packages": {}}\n')
+    assert cache_key(target) != first
+    assert cache_key(BuildTarget("Fn", source, "nodejs20.x", architecture="arm64")) != cache_key(target)
+
+    plain = write(tmp_path / "plain", {"app.py": "def handler(e, c):\n    return 1\n"})
+    lines: list[str] = []
+    one = build(BuildTarget("Plain", plain, "python3.11"), lines.append, tmp_path / "cache-a")
+    two = build(BuildTarget("Plain", plain, "python3.11"), lines.append, tmp_path / "cache-b")
+    assert not one.cached and not two.cached
+    assert one.code_sha256 == two.code_sha256          # the same bytes, built twice
+    assert build(BuildTarget("Plain", plain, "python3.11"), lines.append, tmp_path / "cache-a").cached
