@@ -669,3 +669,39 @@ def test_the_build_cache_key_follows_sources_and_lock_files_not_node_modules(tmp
     assert not one.cached and not two.cached
     assert one.code_sha256 == two.code_sha256          # the same bytes, built twice
     assert build(BuildTarget("Plain", plain, "python3.11"), lines.append, tmp_path / "cache-a").cached
+
+
+TWO_FUNCTIONS = """
+Resources:
+  Kept:
+    Type: AWS::Lambda::Function
+    Properties:
+      FunctionName: %s
+      Runtime: python3.11
+      Handler: index.handler
+      Role: arn:aws:iam::000000000000:role/any
+      Code: {ZipFile: "def handler(e, c):\\n    return 'kept'\\n"}
+%s
+"""
+DROPPED = """
+  Dropped:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.11
+      Handler: index.handler
+      Code: {ZipFile: "def handler(e, c):\\n    return 'dropped'\\n"}
+"""
+
+
+def test_a_resource_left_out_is_removed_and_a_new_name_replaces(lamina, lam, tmp_path):
+    app = tmp_path / "shrink"
+    write(app, {"template.yaml": TWO_FUNCTIONS % ("shrink-one", DROPPED)})
+    lamina("deploy", "--no-confirm", cwd=app)
+    assert {"shrink-one", "shrink-Dropped"} <= {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    write(app, {"template.yaml": TWO_FUNCTIONS % ("shrink-two", "")})
+    out = lamina("deploy", "--no-confirm", cwd=app).stdout
+    assert "- Remove" in out and "* Replace" in out
+    names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert "shrink-two" in names and not {"shrink-one", "shrink-Dropped"} & names
+    lamina("stack", "delete", "shrink", "--no-confirm")
+    assert "shrink-two" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
