@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	./scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	@echo "installing Lamina and its test tools into $(VENV) (about 25 s the first time)"
+	$(BIN)/pip install --upgrade --progress-bar on pip
+	$(BIN)/pip install --progress-bar on -e '.[test]'
 	touch $(STAMP)
 
 serve: $(STAMP)

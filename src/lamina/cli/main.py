@@ -1,10 +1,11 @@
-"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image`."""
+"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image | stacks | stack`."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +18,7 @@ from rich.table import Column, Table
 from lamina.cli.client import lambda_client
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
+from lamina.cli.stacks import deploy_template, stack, stacks
 from lamina.control.code_signatures import DIGEST_PAYLOAD_FORMAT, content_digest, embed
 
 console = Console()
@@ -53,7 +55,21 @@ def _key_values(_ctx: click.Context, param: click.Parameter,
     return tuple(pairs)
 
 
-@click.group()
+@click.group(epilog="""\b
+Examples:
+  lamina serve                                  # the server, on http://127.0.0.1:9000
+  lamina deploy                                 # ./template.yaml (SAM) as a stack
+  lamina deploy ./fn --name hello --runtime python3.13 --handler app.handler
+  lamina invoke hello --payload '{"name": "Ada"}' --log
+  lamina invoke hello --payload @event.json     # or: --payload - < event.json
+  lamina functions
+  lamina logs hello --follow
+  lamina stacks                                 # stacks deployed from templates
+  lamina stack delete sam-app
+
+\b
+boto3 and the AWS CLI reach the same server with --endpoint-url
+http://127.0.0.1:9000 and any AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.""")
 def cli() -> None:
     """Lamina: run AWS Lambda functions on your own machine."""
 
@@ -119,31 +135,62 @@ def _package(source: Path) -> bytes:
 
 
 @cli.command()
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--name", required=True, help="Function name.")
-@click.option("--runtime", default="python3.11", show_default=True)
-@click.option("--handler", default="app.handler", show_default=True)
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default=None, help="Function name: deploy SOURCE as this one function.")
+@click.option("--runtime", default=None, help="Runtime of a new function (default python3.11).")
+@click.option("--handler", default=None, help="Handler of a new function (default app.handler).")
 @click.option("--memory", type=int, default=None, help="MemorySize in MB.")
 @click.option("--timeout", type=int, default=None, help="Timeout in seconds.")
-@click.option("--role", default=DEFAULT_ROLE, show_default=True)
+@click.option("--role", default=None, help=f"Execution role (a new function's default: {DEFAULT_ROLE}).")
 @click.option("--env", "env", multiple=True, callback=_key_values,
               help="KEY=VALUE environment variable (repeatable).")
 @click.option("--layer", "layers", multiple=True,
               help="Layer version ARN (repeatable, in order); replaces the function's layers.")
 @click.option("--publish", is_flag=True, help="Publish a version of the result.")
+@click.option("--stack-name", default=None, help="Template: the stack (default: samconfig.toml, or the "
+              "template's directory name).")
+@click.option("--parameter-overrides", "overrides", multiple=True,
+              help="Template: Key=Value pairs for its Parameters (as sam deploy takes them).")
+@click.option("--no-confirm", "--no-confirm-changeset", "no_confirm", is_flag=True,
+              help="Template: deploy the change set without asking.")
+@click.option("--config-file", default="samconfig.toml", show_default=True,
+              help="Template: SAM's configuration file, beside the template.")
+@click.option("--config-env", default="default", show_default=True, help="Template: its environment.")
 @_endpoint_option
-def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | None,
-           timeout: int | None, role: str, env: tuple[tuple[str, str], ...], layers: tuple[str, ...],
-           publish: bool, endpoint: str | None) -> None:
-    """Zip SOURCE (a directory, or an existing .zip) and create or update function NAME."""
+def deploy(source: Path | None, name: str | None, runtime: str | None, handler: str | None, memory: int | None,
+           timeout: int | None, role: str | None, env: tuple[tuple[str, str], ...], layers: tuple[str, ...],
+           publish: bool, stack_name: str | None, overrides: tuple[str, ...], no_confirm: bool,
+           config_file: str, config_env: str, endpoint: str | None) -> None:
+    """Deploy a SAM template as a stack, or one directory as function NAME.
+
+    \b
+    lamina deploy                          # ./template.yaml, as `sam build && sam deploy`
+    lamina deploy path/template.yaml --stack-name shop --parameter-overrides "Stage=dev Size=2"
+    lamina deploy ./my-function --name hello --runtime nodejs20.x --handler index.handler
+
+    A template's functions and layers are built as `sam build` builds them (pip for
+    requirements.txt, npm for package.json, BuildMethod: makefile), cached in
+    ~/.cache/lamina/build; the change set is shown before anything changes. For one
+    function, only the options given change an existing function.
+    """
+    if name is None:
+        deploy_template(source, stack_name, overrides, no_confirm, config_file, config_env, endpoint)
+        return
+    if source is None:
+        raise click.UsageError("give the directory (or .zip) to deploy as function --name")
+    _deploy_function(source, name, runtime, handler, memory, timeout, role, env, layers, publish, endpoint)
+
+
+def _deploy_function(source: Path, name: str, runtime: str | None, handler: str | None, memory: int | None,
+                     timeout: int | None, role: str | None, env: tuple[tuple[str, str], ...],
+                     layers: tuple[str, ...], publish: bool, endpoint: str | None) -> None:
     client = lambda_client(endpoint)
     with console.status("packaging"):
         code = _package(source)
-    config: dict[str, Any] = {"Runtime": runtime, "Handler": handler, "Role": role}
-    if memory is not None:
-        config["MemorySize"] = memory
-    if timeout is not None:
-        config["Timeout"] = timeout
+    # Only what the user passes changes an existing function: a nodejs20.x function
+    # redeployed without --runtime stays nodejs20.x.
+    given = {"Runtime": runtime, "Handler": handler, "Role": role, "MemorySize": memory, "Timeout": timeout}
+    config: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if env:
         config["Environment"] = {"Variables": dict(env)}
     if layers:
@@ -155,17 +202,21 @@ def deploy(source: Path, name: str, runtime: str, handler: str, memory: int | No
         except client.exceptions.ResourceNotFoundException:
             exists = False
         if exists:
-            client.update_function_code(FunctionName=name, ZipFile=code)
-            client.get_waiter("function_updated_v2").wait(FunctionName=name)
-            result = client.update_function_configuration(FunctionName=name, **config)
+            result = client.update_function_code(FunctionName=name, ZipFile=code)
+            if config:
+                client.get_waiter("function_updated_v2").wait(FunctionName=name)
+                result = client.update_function_configuration(FunctionName=name, **config)
             if publish:
+                client.get_waiter("function_updated_v2").wait(FunctionName=name)
                 result = client.publish_version(FunctionName=name)
         else:
+            defaults = {"Runtime": "python3.11", "Handler": "app.handler", "Role": DEFAULT_ROLE}
             result = client.create_function(FunctionName=name, Code={"ZipFile": code},
-                                            Publish=publish, **config)
+                                            Publish=publish, **{**defaults, **config})
     verb = "updated" if exists else "created"
     console.print(f"[green]{verb}[/green] {result['FunctionArn']} ({result['CodeSize']:,} bytes, "
-                  f"sha256 {result['CodeSha256']})")
+                  f"sha256 {result['CodeSha256']}, {result.get('Runtime', result.get('PackageType'))}, "
+                  f"handler {result.get('Handler', '-')})")
     if publish:
         console.print(f"[green]published[/green] version {result['Version']}")
 
@@ -180,17 +231,27 @@ def functions(endpoint: str | None) -> None:
                  for f in page["Functions"]]
         reserved = {f["FunctionName"]: client.get_function_concurrency(
             FunctionName=f["FunctionName"]).get("ReservedConcurrentExecutions") for f in found}
-    # Names are what users copy into the next command: never fold or cut them;
-    # the other columns give way in a narrow terminal.
+    # Names are what users copy into the next command: never fold or cut them.
+    # The rest fits an 80-column terminal: runtimes are short words that must not be
+    # cut either, and the date is the day and minute (`lamina get` has the rest).
     longest = max((len(f["FunctionName"]) for f in found), default=4)
-    table = Table(Column("Name", no_wrap=True, min_width=longest), "Runtime", "Handler",
-                  "Memory", "Timeout", "Code size", "Concurrency", "Last modified")
+    table = Table(Column("Name", no_wrap=True, min_width=longest), Column("Runtime", no_wrap=True),
+                  Column("Handler", overflow="fold"), Column("MB", justify="right"),
+                  Column("s", justify="right"), Column("Code", justify="right"),
+                  Column("Reserved", justify="right"), Column("Modified", no_wrap=True),
+                  padding=(0, 1), box=None)
     for f in found:
         limit = reserved[f["FunctionName"]]
-        table.add_row(f["FunctionName"], f.get("Runtime", "-"), f.get("Handler", "-"),
-                      str(f["MemorySize"]), str(f["Timeout"]), f"{f['CodeSize']:,}",
-                      "-" if limit is None else f"{limit} reserved", f["LastModified"])
+        table.add_row(f["FunctionName"], f.get("Runtime") or f.get("PackageType", "-"), f.get("Handler", "-"),
+                      str(f["MemorySize"]), str(f["Timeout"]), _size(f["CodeSize"]),
+                      "-" if limit is None else str(limit), f["LastModified"][:16].replace("T", " "))
     console.print(table)
+
+
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} B"
+    return f"{size / 1000:,.1f} kB" if size < 1_000_000 else f"{size / 1_000_000:,.1f} MB"
 
 
 @cli.command()
@@ -206,7 +267,8 @@ def get(name: str, endpoint: str | None) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--payload", default="{}", show_default=True, help="The event, as JSON.")
+@click.option("--payload", default="{}", show_default=True,
+              help="The event, as JSON; @FILE reads it from a file, - from stdin (like the AWS CLI's fileb://).")
 @click.option("--qualifier", default=None, help="Version or alias.")
 @click.option("--log", "show_log", is_flag=True, help="Print the log tail (LogType=Tail).")
 @_endpoint_option
@@ -215,7 +277,7 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
     """Invoke a function synchronously and print its result."""
     import base64
 
-    args: dict[str, Any] = {"FunctionName": name, "Payload": payload.encode()}
+    args: dict[str, Any] = {"FunctionName": name, "Payload": _payload(payload)}
     if qualifier:
         args["Qualifier"] = qualifier
     if show_log:
@@ -230,6 +292,22 @@ def invoke(name: str, payload: str, qualifier: str | None, show_log: bool,
     click.echo(body)
     if "FunctionError" in result:
         raise SystemExit(1)
+
+
+def _payload(value: str) -> bytes:
+    """--payload as bytes: inline JSON, @FILE (or the AWS CLI's fileb://FILE), or - for
+    stdin: past the ~128 kB one argument may hold, a file or a pipe is the only way to
+    send a 6 MB event."""
+    if value == "-":
+        return sys.stdin.buffer.read()
+    for prefix in ("@", "fileb://", "file://"):
+        if value.startswith(prefix):
+            path = value.removeprefix(prefix)
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as error:
+                raise click.BadParameter(f"cannot read {path}: {error.strerror}", param_hint="--payload") from None
+    return value.encode()
 
 
 @cli.command()
@@ -468,6 +546,8 @@ def sign(package: Path, profile: str, output: Path | None, endpoint: str | None)
 
 cli.add_command(runtimes)
 cli.add_command(image)
+cli.add_command(stacks)
+cli.add_command(stack)
 
 if __name__ == "__main__":
     cli()
