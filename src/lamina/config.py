@@ -157,6 +157,9 @@ class Settings:
     metrics_flush_s: float = 10.0
     metrics_minute_retention_s: float = 15 * 86400.0
     metrics_retention_s: float = 455 * 86400.0
+    # Off: invocations are not counted at all (no /metrics figures, no CloudWatch
+    # data, no cost); concurrency limits still apply. For measuring what metrics cost.
+    metrics_enabled: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @property

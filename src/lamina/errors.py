@@ -218,3 +218,13 @@ class InvalidBatchEntryId(LambdaError):
 
 class BatchRequestTooLong(LambdaError):
     query_code = "AWS.SimpleQueueService.BatchRequestTooLong"
+
+
+class InvalidParameterCombinationException(LambdaError):
+    """CloudWatch's: parameters that cannot go together (or a range too large)."""
+
+    query_code = "InvalidParameterCombination"
+
+
+class InvalidNextToken(LambdaError):
+    """CloudWatch's: a NextToken this server did not hand out."""

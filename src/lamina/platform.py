@@ -42,7 +42,9 @@ from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
+from lamina.observe.cloudwatch import CloudWatchMetrics
 from lamina.observe.logs import LogStore
+from lamina.observe.metric_archive import MetricArchive, Retention
 from lamina.observe.metrics import Metrics, Prices
 from lamina.runtimes.catalog import check_runtime
 from lamina.sandbox import NamespaceSettings, choose_backend
@@ -54,6 +56,7 @@ from lamina.store.database import open_database
 from lamina.store.function_urls import FunctionUrlStore
 from lamina.store.functions import FunctionStore
 from lamina.store.layers import LayerStore
+from lamina.store.metrics import MetricStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
 from lamina.store.triggers import MappingStore, TimedStore
@@ -150,7 +153,14 @@ class Platform:
         self.provisioned = ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self._configure_provisioned)
         self.metrics = Metrics(Prices(settings.price_gb_second_x86_64,
-                                      settings.price_gb_second_arm64, settings.price_per_request))
+                                      settings.price_gb_second_arm64, settings.price_per_request),
+                               enabled=settings.metrics_enabled)
+        # The model's minutes in the store (surviving restarts), read by the
+        # CloudWatch API.
+        self.metric_archive = MetricArchive(self.metrics, MetricStore(self.engine), Retention(
+            settings.metrics_flush_s, settings.metrics_minute_retention_s,
+            settings.metrics_retention_s))
+        self.cloudwatch = CloudWatchMetrics(self.metric_archive)
         self.environments.listeners.append(
             lambda fv: self.metrics.listener_for(fv.function_name, fv.version, fv.architecture))
         self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
@@ -235,6 +245,7 @@ class Platform:
         # Mappings that were enabled poll again.
         await self.event_source_mappings.start()
         await self.timer.start()
+        await self.metric_archive.start()
 
     async def stop(self) -> None:
         await self.code.stop()
@@ -244,4 +255,6 @@ class Platform:
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
+        # After the environments: the last invocations' reports are in the model.
+        await self.metric_archive.stop()
         self.engine.dispose()

@@ -13,11 +13,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel, ServiceModel, Shape
 from starlette.responses import Response
 
 from lamina.api import protocol
-from lamina.errors import LambdaError, UnknownOperationException
+from lamina.errors import (
+    LambdaError,
+    MissingRequiredParameterException,
+    UnknownOperationException,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class JsonService:
     # EventBridge answers every client error (ResourceNotFoundException included)
     # with 400, where Lambda uses 404, 409, ...
     client_status: int | None = None
+    # CloudWatch names a missing member MissingParameter ("The parameter X is
+    # required."), before any other check.
+    missing_parameter: bool = False
 
     @property
     def model(self) -> ServiceModel:
@@ -51,6 +58,10 @@ SERVICES: dict[str, JsonService] = {
     "AmazonSQS": JsonService("sqs", "com.amazonaws.sqs#", check_enums=False),
     "Logs_20140328": JsonService("logs", ""),
     "AWSEvents": JsonService("events", "", client_status=400),
+    # CloudWatch metrics: the same operations are also served over the query
+    # protocol (api/query_protocol.py).
+    "GraniteServiceVersion20100801": JsonService("cloudwatch", "", client_status=400,
+                                                 missing_parameter=True),
 }
 
 
@@ -72,6 +83,26 @@ def parse_request(operation: OperationModel, body: bytes) -> dict[str, Any]:
     if shape is None or not body.strip():
         return {}
     return protocol.body_members(shape, body)
+
+
+def check_required(operation: OperationModel, params: Mapping[str, Any]) -> None:
+    """MissingRequiredParameterException naming the first required member absent,
+    nested ones by their query-protocol path (MetricDataQueries.member.1.Id)."""
+    if operation.input_shape is not None:
+        _check_required(operation.input_shape, params, "")
+
+
+def _check_required(shape: Shape, value: Any, path: str) -> None:
+    if shape.type_name == "structure" and isinstance(value, Mapping):
+        for name in shape.required_members:
+            if value.get(name) is None:
+                raise MissingRequiredParameterException(f"The parameter {path}{name} is required.")
+        for name, member in shape.members.items():
+            if value.get(name) is not None:
+                _check_required(member, value[name], f"{path}{name}.")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value, 1):
+            _check_required(shape.member, item, f"{path.rstrip('.')}.member.{i}.")
 
 
 def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> bytes:

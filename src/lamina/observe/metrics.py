@@ -265,9 +265,19 @@ class _Labelled:
 GaugeSource = Callable[[], dict[str, float]]
 
 
+def _ignore(event: LifecycleEvent) -> None:
+    pass
+
+
 class Metrics:
-    def __init__(self, prices: Prices | None = None) -> None:
+    def __init__(self, prices: Prices | None = None, enabled: bool = True) -> None:
         self.prices = prices or Prices(0.0, 0.0, 0.0)
+        # Off (Settings.metrics_enabled): nothing is counted but what admission
+        # needs (concurrent executions); rebinding the sampling entry points keeps
+        # the enabled path free of a flag test per call.
+        self.enabled = enabled
+        if not enabled:
+            self.concurrency_sampled = lambda *args: None  # type: ignore[method-assign]
         self._functions: dict[str, FunctionMetrics] = {}
         self.async_stats = AsyncStats()
         self._labelled: dict[tuple[str, str, str], _Labelled] = {}
@@ -316,6 +326,8 @@ class Metrics:
     def listener_for(self, function_name: str, version: str,
                      architecture: str = "x86_64") -> LifecycleListener:
         """The listener one environment of this function version publishes to."""
+        if not self.enabled:
+            return _ignore
         totals = self.function(function_name)
         gb_price = self.prices.gb_second(architecture)
         request_price = self.prices.request
