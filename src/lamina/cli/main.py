@@ -1,4 +1,4 @@
-"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | image`."""
+"""`lamina serve | runtimes | cost | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | image`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
+from lamina.cli.cost import cost
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
 
@@ -435,6 +436,7 @@ def layer_publish(source: Path, name: str, description: str, runtimes: tuple[str
 
 
 cli.add_command(runtimes)
+cli.add_command(cost)
 cli.add_command(image)
 
 if __name__ == "__main__":
