@@ -5,6 +5,7 @@ through the CloudWatch API like any other client would."""
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from typing import Any
 
@@ -76,9 +77,10 @@ def cost_rows(client: Any, since: datetime.datetime, until: datetime.datetime,
               help="Start of the period: 7d, 12h, 30m ago, or an ISO 8601 date or time (UTC).")
 @click.option("--by", type=click.Choice(["function", "day"]), default="function",
               show_default=True, help="One row per function (and architecture) or per UTC day.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON, for scripts.")
 @click.option("--endpoint", envvar="LAMINA_ENDPOINT", default=None,
               help="Lamina server URL (default http://127.0.0.1:9000, or $LAMINA_ENDPOINT).")
-def cost(since: str, by: str, endpoint: str | None) -> None:
+def cost(since: str, by: str, as_json: bool, endpoint: str | None) -> None:
     """Requests, GB-seconds and cost of every function since a moment, priced as the
     server prices them (LAMINA_PRICE_*)."""
     from lamina.cli.main import _api_errors
@@ -87,6 +89,13 @@ def cost(since: str, by: str, endpoint: str | None) -> None:
     start = parse_since(since, now)
     with _api_errors():
         rows = cost_rows(lambda_client(endpoint, "cloudwatch"), start, now, by)
+    if as_json:
+        key = "FunctionName" if by == "function" else "Day"
+        click.echo(json.dumps([
+            {key: name, **({"Architecture": arch} if by == "function" else {}),
+             "Requests": requests, "GBSeconds": gb_seconds, "CostUSD": usd}
+            for name, arch, requests, gb_seconds, usd in rows], indent=2))
+        return
     first = ("Function", "Architecture") if by == "function" else ("Day (UTC)",)
     table = Table(*first, "Requests", "GB-seconds", "Cost (USD)",
                   title=f"Cost since {start:%Y-%m-%d %H:%M} UTC")
