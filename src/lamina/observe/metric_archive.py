@@ -129,7 +129,9 @@ class MetricArchive:
             try:
                 if time.time() - self._maintained_at >= MAINTENANCE_EVERY_S:
                     self._maintained_at = time.time()
-                    await asyncio.to_thread(self.maintain, self._maintained_at)
+                    # Under the flush lock: down-sampling rewrites rows a flush may add to.
+                    async with self._lock:
+                        await asyncio.to_thread(self.maintain, self._maintained_at)
                 await asyncio.sleep(self.retention.flush_s)
                 await self.flush()
             except asyncio.CancelledError:
