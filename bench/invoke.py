@@ -169,9 +169,10 @@ def create_function(port: int, name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_platform(data_dir: Path, sandbox: str | None) -> AsyncIterator[Platform]:
+async def running_platform(data_dir: Path, sandbox: str | None,
+                           **overrides: Any) -> AsyncIterator[Platform]:
     """A started Platform in data_dir (no HTTP server), stopped on the way out."""
-    settings = load_settings(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir, **overrides)
     if sandbox:
         settings = settings.replace(sandbox=sandbox)
     platform = Platform(settings)
@@ -246,6 +247,49 @@ async def in_process(data_dir: Path, sandbox: str | None, warm_n: int, cold_n: i
                 "overshoot": overshoot}
 
 
+async def metrics_overhead(data_dir: Path, sandbox: str | None, rounds: int,
+                           per_round: int) -> dict[str, list[float]]:
+    """Warm invocations through the whole invoke path (Invoker: resolve, admission,
+    environment, Runtime API, report) on two platforms in this process, one with
+    metrics on and one with them off (LAMINA_METRICS_ENABLED), in alternating blocks
+    so drift on a shared machine hits both alike. Microseconds per invocation."""
+    from lamina.invoke.service import InvocationRequest
+
+    async with contextlib.AsyncExitStack() as stack:
+        platforms: dict[str, Platform] = {}
+        for label, enabled in (("on", True), ("off", False)):
+            platform = await stack.enter_async_context(running_platform(
+                data_dir / f"metrics-{label}", sandbox, metrics_enabled=enabled))
+            await platform.functions.create_function(
+                "bench", code_zip(),
+                {"role": ROLE, "runtime": "python3.11", "handler": "app.handler",
+                 "memory_size": MEMORY_MB}, {})
+            for _ in range(600):
+                if platform.functions.get_version("bench").state == "Active":
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(50):  # the environment, warm
+                await platform.invoker.invoke(InvocationRequest("bench", b"{}"))
+            platforms[label] = platform
+        times: dict[str, list[float]] = {"on": [], "off": [], "difference": []}
+        for r in range(rounds):
+            order = ("on", "off") if r % 2 == 0 else ("off", "on")
+            medians = {}
+            for label in order:
+                invoker = platforms[label].invoker
+                block = []
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    result = await invoker.invoke(InvocationRequest("bench", b'{"n": 1}'))
+                    block.append((time.perf_counter() - started) * 1e6)
+                    assert result.status_code == 200, result.payload[:300]
+                times[label] += block
+                medians[label] = statistics.median(block)
+            # Paired by round: the two blocks ran back to back.
+            times["difference"].append(medians["on"] - medians["off"])
+        return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sandbox", default=None,
@@ -270,6 +314,11 @@ def main() -> None:
                                             cold_n, 3 if args.quick else 5))
             for backend in backends
         }
+
+        metrics_rounds = 10 if args.quick else 40
+        # The process backend: the least noisy path, so a few µs can show.
+        metrics_times = asyncio.run(metrics_overhead(
+            tmp_path / "metrics", "process", metrics_rounds, 100 if args.quick else 250))
 
         process, port = start_server(tmp_path / "server", args.sandbox)
         try:
@@ -329,6 +378,14 @@ def main() -> None:
     for c in concurrency_levels:
         theirs = f"{naive_tp[c]:>13.1f}" if c in naive_tp else f"{'-':>13}"
         print(f"{'throughput, concurrency ' + str(c) + ' (invocations/s)':<44}{lamina_tp[c]:>13.1f}{theirs}")
+    print()
+    on, off = metrics_times["on"], metrics_times["off"]
+    print(f"{'warm invoke via Invoker (process), µs':<44}{'metrics on':>13}{'off':>13}{'on - off':>13}")
+    for label, pick in (("p50", p50), ("mean", statistics.fmean)):
+        print(f"{'  ' + label:<44}{pick(on):>13.1f}{pick(off):>13.1f}{pick(on) - pick(off):>13.1f}")
+    paired = statistics.median(metrics_times["difference"])
+    print(f"{'  median of paired block p50 differences':<44}{'':>26}{paired:>13.1f}")
+    print("  (budget for metrics: 20 µs per invocation; the model alone: bench/metrics.py)")
 
 
 if __name__ == "__main__":
