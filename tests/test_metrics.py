@@ -278,6 +278,27 @@ def test_bad_requests_are_refused_naming_the_parameter(server, tmp_path):
                                         **window())
     assert refused.value.response["Error"]["Code"] == "MissingParameter"
     assert "MetricName" in refused.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as refused:
+        unchecked.get_metric_statistics(Period=60, Statistics=["Median"], **base)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "statistics" in refused.value.response["Error"]["Message"].lower()
+
+
+def test_a_malformed_query_request_gets_an_xml_error_not_a_500(server):
+    form = {"Action": "GetMetricStatistics", "Version": "2010-08-01", "Namespace": "AWS/Lambda",
+            "MetricName": "Invocations", "StartTime": "yesterday", "EndTime": "2026-01-01T00:00:00Z",
+            "Period": "60", "Statistics.member.1": "Sum"}
+    for changes, code, named in (
+        ({}, "InvalidParameterValue", "StartTime"),
+        ({"Period": "sixty"}, "InvalidParameterValue", "sixty"),
+        ({"Action": "PutMetricAlarmz"}, "UnknownOperationException", "PutMetricAlarmz"),
+        ({"Version": "2009-01-01"}, "InvalidParameterValue", "Version"),
+    ):
+        answer = httpx.post(server.endpoint + "/", data={**form, **changes})
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"].startswith("text/xml")
+        assert f"<Code>{code}</Code>" in answer.text
+        assert named in answer.text
 
 
 def test_metrics_survive_a_restart(start_server):

@@ -173,9 +173,10 @@ class Dispatcher:
         if route.json_service is None:
             return await self._rest_json(route, handler, request, request_id, payload.data, principal)
         params = json_protocol.parse_request(route.operation, payload.data)
-        if route.json_service.missing_parameter:
-            json_protocol.check_required(route.operation, params)
-        protocol.validate(route.operation, params, enums=route.json_service.check_enums)
+        if route.json_service.query_errors:
+            json_protocol.validate_as_query(route.operation, params)
+        else:
+            protocol.validate(route.operation, params, enums=route.json_service.check_enums)
         output = await handler(Call(self.platform, params, request, request_id, principal))
         return Response(
             json_protocol.serialize_response(route.operation, output),
@@ -203,8 +204,7 @@ class Dispatcher:
         operation = query_protocol.resolve(form)
         handler = self._handler(service.name, operation.name)
         params = query_protocol.parse_request(operation, form)
-        json_protocol.check_required(operation, params)
-        protocol.validate(operation, params)
+        json_protocol.validate_as_query(operation, params)
         output = await handler(Call(self.platform, params, request, request_id, principal))
         return query_protocol.serialize_response(operation, output, request_id)
 

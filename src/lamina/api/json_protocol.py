@@ -18,9 +18,11 @@ from starlette.responses import Response
 
 from lamina.api import protocol
 from lamina.errors import (
+    InvalidParameterValueException,
     LambdaError,
     MissingRequiredParameterException,
     UnknownOperationException,
+    ValidationException,
 )
 
 
@@ -35,9 +37,10 @@ class JsonService:
     # EventBridge answers every client error (ResourceNotFoundException included)
     # with 400, where Lambda uses 404, 409, ...
     client_status: int | None = None
-    # CloudWatch names a missing member MissingParameter ("The parameter X is
-    # required."), before any other check.
-    missing_parameter: bool = False
+    # CloudWatch answers bad input with its query protocol's errors over both
+    # protocols: a missing member is MissingParameter ("The parameter X is
+    # required."), a member out of the model's range InvalidParameterValue.
+    query_errors: bool = False
 
     @property
     def model(self) -> ServiceModel:
@@ -61,7 +64,7 @@ SERVICES: dict[str, JsonService] = {
     # CloudWatch metrics: the same operations are also served over the query
     # protocol (api/query_protocol.py).
     "GraniteServiceVersion20100801": JsonService("cloudwatch", "", client_status=400,
-                                                 missing_parameter=True),
+                                                 query_errors=True),
 }
 
 
@@ -83,6 +86,15 @@ def parse_request(operation: OperationModel, body: bytes) -> dict[str, Any]:
     if shape is None or not body.strip():
         return {}
     return protocol.body_members(shape, body)
+
+
+def validate_as_query(operation: OperationModel, params: dict[str, Any]) -> None:
+    """The model's checks, answered with the query protocol's errors."""
+    check_required(operation, params)
+    try:
+        protocol.validate(operation, params)
+    except ValidationException as error:
+        raise InvalidParameterValueException(error.message) from None
 
 
 def check_required(operation: OperationModel, params: Mapping[str, Any]) -> None:

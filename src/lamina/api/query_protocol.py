@@ -24,6 +24,7 @@ from lamina.errors import (
     InvalidParameterValueException,
     LambdaError,
     UnknownOperationException,
+    ValidationException,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -81,7 +82,11 @@ def parse_request(operation: OperationModel, form: Mapping[str, str]) -> dict[st
     shape = operation.input_shape
     if shape is None:
         return {}
-    found = _structure(shape, form, "")
+    try:
+        found = _structure(shape, form, "")
+    except ValidationException as error:
+        # A number that is not one: the query protocol's error for any bad value.
+        raise InvalidParameterValueException(error.message) from None
     return found or {}
 
 
