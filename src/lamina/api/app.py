@@ -1,5 +1,6 @@
 """The ASGI application: one dispatcher for every operation in the Lambda model,
-and for JSON-protocol services (SQS) addressed by X-Amz-Target on the same endpoint."""
+for JSON-protocol services (SQS, CloudWatch, ...) addressed by X-Amz-Target on the
+same endpoint, and for CloudWatch's query protocol (a form-encoded POST /)."""
 
 from __future__ import annotations
 
