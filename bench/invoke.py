@@ -1,6 +1,6 @@
 """Invocation benchmark: warm latency, throughput, cold start, against a naive baseline.
 
-Run: .venv/bin/python bench/invoke.py [--sandbox process|namespaces] [--quick]
+Run: .venv/bin/python bench/invoke.py [--sandbox process|namespaces] [--quick] [--metrics-only]
 
 Every figure is measured in this one run, beside the same figure for a naive
 baseline (a fresh `python -c` that imports the handler and calls it once per
@@ -11,7 +11,9 @@ drift. Three views:
   against a real `lamina serve` process;
 - platform overhead: the in-process invoker with an echo handler, i.e. what Lamina
   adds to a warm invocation (routing, environment hand-off, Runtime API round trip);
-- cold start: a new execution environment per call (INIT + first invoke).
+- cold start: a new execution environment per call (INIT + first invoke);
+- metrics: warm invokes through the Invoker with metrics on and off
+  (LAMINA_METRICS_ENABLED), wall time and the server side's CPU time.
 """
 
 from __future__ import annotations
@@ -271,23 +273,49 @@ async def metrics_overhead(data_dir: Path, sandbox: str | None, rounds: int,
             for _ in range(50):  # the environment, warm
                 await platform.invoker.invoke(InvocationRequest("bench", b"{}"))
             platforms[label] = platform
-        times: dict[str, list[float]] = {"on": [], "off": [], "difference": []}
+        times: dict[str, list[float]] = {"on": [], "off": [], "difference": [],
+                                         "cpu on": [], "cpu off": [], "cpu difference": []}
         for r in range(rounds):
             order = ("on", "off") if r % 2 == 0 else ("off", "on")
-            medians = {}
+            medians, cpu = {}, {}
             for label in order:
                 invoker = platforms[label].invoker
                 block = []
+                cpu_started = time.process_time()
                 for _ in range(per_round):
                     started = time.perf_counter()
                     result = await invoker.invoke(InvocationRequest("bench", b'{"n": 1}'))
                     block.append((time.perf_counter() - started) * 1e6)
                     assert result.status_code == 200, result.payload[:300]
+                # The server side's CPU per invocation (this process; the function
+                # runs in another): what metrics add, whatever else the machine runs.
+                cpu[label] = (time.process_time() - cpu_started) / per_round * 1e6
                 times[label] += block
+                times[f"cpu {label}"].append(cpu[label])
                 medians[label] = statistics.median(block)
             # Paired by round: the two blocks ran back to back.
             times["difference"].append(medians["on"] - medians["off"])
+            times["cpu difference"].append(cpu["on"] - cpu["off"])
         return times
+
+
+def print_metrics_overhead(times: dict[str, list[float]]) -> None:
+    def p50(values: list[float]) -> float:
+        return statistics.median(values)
+
+    print()
+    on, off = times["on"], times["off"]
+    print(f"{'warm invoke via Invoker (process), µs':<44}{'metrics on':>13}{'off':>13}{'on - off':>13}")
+    for label, pick in (("p50", p50), ("mean", statistics.fmean)):
+        print(f"{'  ' + label:<44}{pick(on):>13.1f}{pick(off):>13.1f}{pick(on) - pick(off):>13.1f}")
+    paired = statistics.median(times["difference"])
+    print(f"{'  median of paired block p50 differences':<44}{'':>26}{paired:>13.1f}")
+    cpu_on, cpu_off = p50(times["cpu on"]), p50(times["cpu off"])
+    cpu_paired = statistics.median(times["cpu difference"])
+    print(f"{'  server CPU per invocation, block median':<44}{cpu_on:>13.1f}{cpu_off:>13.1f}"
+          f"{cpu_on - cpu_off:>13.1f}")
+    print(f"{'  median of paired block CPU differences':<44}{'':>26}{cpu_paired:>13.1f}")
+    print("  (budget for metrics: 20 µs per invocation; the model alone: bench/metrics.py)")
 
 
 def main() -> None:
@@ -295,7 +323,15 @@ def main() -> None:
     parser.add_argument("--sandbox", default=None,
                         help="backend of the HTTP server: process | namespaces (default: auto)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="only warm invokes with metrics on and off")
     args = parser.parse_args()
+    if args.metrics_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)
+            print_metrics_overhead(asyncio.run(metrics_overhead(
+                Path(tmp), "process", 10 if args.quick else 40, 100 if args.quick else 250)))
+        return
     warm_n, cold_n, naive_n, seconds = (300, 10, 10, 1.0) if args.quick else (2000, 40, 30, 3.0)
     concurrency_levels = [1, 2, 4, 8]
     backends = ["process"] + (["namespaces"] if probe() is None else [])
@@ -378,15 +414,7 @@ def main() -> None:
     for c in concurrency_levels:
         theirs = f"{naive_tp[c]:>13.1f}" if c in naive_tp else f"{'-':>13}"
         print(f"{'throughput, concurrency ' + str(c) + ' (invocations/s)':<44}{lamina_tp[c]:>13.1f}{theirs}")
-    print()
-    on, off = metrics_times["on"], metrics_times["off"]
-    print(f"{'warm invoke via Invoker (process), µs':<44}{'metrics on':>13}{'off':>13}{'on - off':>13}")
-    for label, pick in (("p50", p50), ("mean", statistics.fmean)):
-        print(f"{'  ' + label:<44}{pick(on):>13.1f}{pick(off):>13.1f}{pick(on) - pick(off):>13.1f}")
-    paired = statistics.median(metrics_times["difference"])
-    print(f"{'  median of paired block p50 differences':<44}{'':>26}{paired:>13.1f}")
-    print("  (budget for metrics: 20 µs per invocation; the model alone: bench/metrics.py)")
-
+    print_metrics_overhead(metrics_times)
 
 if __name__ == "__main__":
     main()

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -315,3 +318,28 @@ def test_metrics_survive_a_restart(start_server):
     assert sums(cw, name, "Errors") == 1
     assert sums(cw, name, "Throttles") == 1
     assert sums(cw, name, "Duration", "SampleCount") == 3
+
+
+def stored_invocations(server, name: str) -> float:
+    """Invocations of `name` written to the server's database so far."""
+    with contextlib.closing(sqlite3.connect(server.data_dir / "lamina.db")) as db:
+        row = db.execute(
+            "SELECT COALESCE(SUM(sum), 0) FROM metric_data WHERE namespace = 'AWS/Lambda' "
+            "AND metric_name = 'Invocations' AND dimensions = ?",
+            (json.dumps([["FunctionName", name]], separators=(",", ":")),)).fetchone()
+    return row[0]
+
+
+def test_metrics_flushed_before_a_crash_survive_it(start_server):
+    server = start_server({"LAMINA_METRICS_FLUSH_S": "0.2"}, name="metrics-crash")
+    lam = server.client()
+    name = create(lam)
+    for _ in range(2):
+        lam.invoke(FunctionName=name, Payload=b"{}")
+    deadline = time.monotonic() + 30
+    while stored_invocations(server, name) < 2:
+        assert time.monotonic() < deadline, "the flush did not write the invocations"
+        time.sleep(0.1)
+    server.stop(kill=True)
+    server.start()
+    assert sums(cloudwatch(server), name, "Invocations") == 2
