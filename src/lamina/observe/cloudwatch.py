@@ -252,18 +252,19 @@ class CloudWatchMetrics:
             if not token.isdigit():
                 raise InvalidNextToken(f"The NextToken {token} is not valid.")
             skip = int(token)
-        results, budget, total = [], limit, 0
+        # The pages cut the queries' datapoints laid end to end, in query order.
+        page_end = skip + limit
+        results, first = [], 0
         for head, points in series:
-            kept = points[max(0, skip - total):]
-            total += len(points)
-            kept = kept[:budget]
-            budget -= len(kept)
+            last = first + len(points)
+            kept = points[max(0, skip - first):max(0, page_end - first)]
             results.append({**head, "Timestamps": [_utc(at) for at, _ in kept],
                             "Values": [v for _, v in kept],
-                            "StatusCode": "Complete" if skip + limit >= total else "PartialData"})
+                            "StatusCode": "PartialData" if last > page_end else "Complete"})
+            first = last
         output: dict[str, Any] = {"MetricDataResults": results, "Messages": []}
-        if skip + limit < total:
-            output["NextToken"] = str(skip + limit)
+        if page_end < first:
+            output["NextToken"] = str(page_end)
         return output
 
     async def list_metrics(self, p: dict[str, Any]) -> dict[str, Any]:

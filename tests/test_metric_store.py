@@ -1,7 +1,8 @@
-"""The stored metrics' retention: one-minute rows older than the minute retention are
-folded into one-hour rows (statistics and percentiles kept), rows past the retention
-are dropped. Driven through the metrics model, a real SQLite store and the
-CloudWatch reads, with report timestamps in the past instead of a clock of our own."""
+"""The stored metrics: retention (one-minute rows older than the minute retention are
+folded into one-hour rows, statistics and percentiles kept; rows past the retention
+are dropped) and GetMetricData's pages. Driven through the metrics model, a real
+SQLite store and the CloudWatch reads, with report timestamps in the past instead
+of a clock of our own."""
 
 from __future__ import annotations
 
@@ -67,4 +68,36 @@ def test_old_minutes_fold_into_hours_and_expire_past_retention(tmp_path):
     assert store.rows("AWS/Lambda", "Duration", FUNCTION, 0, int(now - 10 * DAY)) == []
     listed = asyncio.run(cloudwatch.list_metrics({"Namespace": "Lamina/Cost"}))
     assert {m["MetricName"] for m in listed["Metrics"]} == {"GBSeconds", "Requests", "Cost"}
+    engine.dispose()
+
+
+def test_get_metric_data_pages_by_max_datapoints(tmp_path):
+    engine = open_database(f"sqlite:///{tmp_path / 'metrics.db'}")
+    metrics = Metrics()
+    archive = MetricArchive(metrics, MetricStore(engine), Retention(10, 2 * DAY, 10 * DAY))
+    listener = metrics.listener_for("fn", "$LATEST")
+    now = time.time()
+    for minutes_ago in (1, 2, 3, 4, 5):
+        listener(report(now - minutes_ago * 60, 1.0))
+    cloudwatch = CloudWatchMetrics(archive)
+    query = {"MetricDataQueries": [
+        {"Id": f"q{i}", "MetricStat": {"Metric": {"Namespace": "AWS/Lambda", "MetricName": name,
+         "Dimensions": [{"Name": "FunctionName", "Value": "fn"}]}, "Period": 60, "Stat": "Sum"}}
+        for i, name in enumerate(("Invocations", "Errors"))],
+        "StartTime": now - 600, "EndTime": now, "MaxDatapoints": 3, "ScanBy": "TimestampAscending"}
+    pages, token = [], None
+    while True:
+        page = asyncio.run(cloudwatch.get_metric_data({**query, **({"NextToken": token} if token else {})}))
+        pages.append(page)
+        token = page.get("NextToken")
+        if token is None:
+            break
+    assert len(pages) == 4  # ten datapoints, three a page
+    invocations = [v for p in pages for r in p["MetricDataResults"] if r["Id"] == "q0" for v in r["Values"]]
+    errors = [v for p in pages for r in p["MetricDataResults"] if r["Id"] == "q1" for v in r["Values"]]
+    assert invocations == [1.0] * 5 and errors == [0.0] * 5
+    stamps = [t for p in pages for r in p["MetricDataResults"] if r["Id"] == "q0" for t in r["Timestamps"]]
+    assert stamps == sorted(stamps)
+    assert [r["StatusCode"] for r in pages[0]["MetricDataResults"]] == ["PartialData", "PartialData"]
+    assert [r["StatusCode"] for r in pages[-1]["MetricDataResults"]] == ["Complete", "Complete"]
     engine.dispose()
