@@ -15,9 +15,9 @@ What reads it:
 - `GET /metrics` (Prometheus exposition, `PrometheusCollector`): cumulative
   counters and histograms, built at scrape time from plain numbers, so the
   invocation path takes no lock and calls nothing of prometheus-client;
-- the CloudWatch API (store/metrics.py): per-minute aggregates (sum, count,
-  min, max and a log-bucketed histogram for percentiles), drained by `drain()`
-  into the store;
+- the CloudWatch API (observe/cloudwatch.py): per-minute aggregates (sum,
+  count, min, max and a log-bucketed histogram for percentiles), drained by
+  `drain()` into the store every few seconds (observe/metric_archive.py);
 - `snapshot()`: per-function totals since start (tests, the CLI).
 
 Everything here runs on the event loop and only does dict look-ups and arithmetic:
@@ -287,6 +287,8 @@ class Metrics:
         self.enabled = enabled
         if not enabled:
             self.concurrency_sampled = lambda *args: None  # type: ignore[method-assign]
+            # Nothing drains the minutes when metrics are off: keep none.
+            self._sample = lambda *args: None  # type: ignore[method-assign]
         self._functions: dict[str, FunctionMetrics] = {}
         self.async_stats = AsyncStats()
         self._labelled: dict[tuple[str, str, str], _Labelled] = {}
