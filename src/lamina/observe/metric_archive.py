@@ -105,7 +105,11 @@ class MetricArchive:
                 await self._task
             self._task = None
         # The last minutes counted, after the last invocation ended.
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:
+            # The server still stops (and closes its database) without them.
+            log.exception("metrics: the last minutes could not be written")
 
     async def flush(self) -> None:
         async with self._lock:
