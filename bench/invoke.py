@@ -1,6 +1,6 @@
 """Invocation benchmark: warm latency, throughput, cold start, against a naive baseline.
 
-Run: .venv/bin/python bench/invoke.py [--sandbox process|namespaces] [--quick]
+Run: .venv/bin/python bench/invoke.py [--sandbox process|namespaces] [--quick] [--metrics-only]
 
 Every figure is measured in this one run, beside the same figure for a naive
 baseline (a fresh `python -c` that imports the handler and calls it once per
@@ -17,6 +17,8 @@ drift. Three views:
   (an idmapped mount per environment; namespaces backend only).
 - tracing: warm invokes with spans exported over OTLP to a local receiver, sampled
   and unsampled alternating, beside the same without a collector.
+- metrics: warm invokes through the Invoker with metrics on and off
+  (LAMINA_METRICS_ENABLED), wall time and the server side's CPU time.
 """
 
 from __future__ import annotations
@@ -175,9 +177,10 @@ def create_function(port: int, name: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_platform(data_dir: Path, sandbox: str | None) -> AsyncIterator[Platform]:
+async def running_platform(data_dir: Path, sandbox: str | None,
+                           **overrides: Any) -> AsyncIterator[Platform]:
     """A started Platform in data_dir (no HTTP server), stopped on the way out."""
-    settings = load_settings(data_dir=data_dir)
+    settings = load_settings(data_dir=data_dir, **overrides)
     if sandbox:
         settings = settings.replace(sandbox=sandbox)
     platform = Platform(settings)
@@ -451,6 +454,75 @@ def tracing_overhead(tmp_path: Path, sandbox: str, warm_n: int) -> list[str]:
     return lines
 
 
+async def metrics_overhead(data_dir: Path, sandbox: str | None, rounds: int,
+                           per_round: int) -> dict[str, list[float]]:
+    """Warm invocations through the whole invoke path (Invoker: resolve, admission,
+    environment, Runtime API, report) on two platforms in this process, one with
+    metrics on and one with them off (LAMINA_METRICS_ENABLED), in alternating blocks
+    so drift on a shared machine hits both alike. Microseconds per invocation."""
+    from lamina.invoke.service import InvocationRequest
+
+    async with contextlib.AsyncExitStack() as stack:
+        platforms: dict[str, Platform] = {}
+        for label, enabled in (("on", True), ("off", False)):
+            platform = await stack.enter_async_context(running_platform(
+                data_dir / f"metrics-{label}", sandbox, metrics_enabled=enabled))
+            await platform.functions.create_function(
+                "bench", code_zip(),
+                {"role": ROLE, "runtime": "python3.11", "handler": "app.handler",
+                 "memory_size": MEMORY_MB}, {})
+            for _ in range(600):
+                if platform.functions.get_version("bench").state == "Active":
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(50):  # the environment, warm
+                await platform.invoker.invoke(InvocationRequest("bench", b"{}"))
+            platforms[label] = platform
+        times: dict[str, list[float]] = {"on": [], "off": [], "difference": [],
+                                         "cpu on": [], "cpu off": [], "cpu difference": []}
+        for r in range(rounds):
+            order = ("on", "off") if r % 2 == 0 else ("off", "on")
+            medians, cpu = {}, {}
+            for label in order:
+                invoker = platforms[label].invoker
+                block = []
+                cpu_started = time.process_time()
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    result = await invoker.invoke(InvocationRequest("bench", b'{"n": 1}'))
+                    block.append((time.perf_counter() - started) * 1e6)
+                    assert result.status_code == 200, result.payload[:300]
+                # The server side's CPU per invocation (this process; the function
+                # runs in another): what metrics add, whatever else the machine runs.
+                cpu[label] = (time.process_time() - cpu_started) / per_round * 1e6
+                times[label] += block
+                times[f"cpu {label}"].append(cpu[label])
+                medians[label] = statistics.median(block)
+            # Paired by round: the two blocks ran back to back.
+            times["difference"].append(medians["on"] - medians["off"])
+            times["cpu difference"].append(cpu["on"] - cpu["off"])
+        return times
+
+
+def print_metrics_overhead(times: dict[str, list[float]]) -> None:
+    def p50(values: list[float]) -> float:
+        return statistics.median(values)
+
+    print()
+    on, off = times["on"], times["off"]
+    print(f"{'warm invoke via Invoker (process), µs':<44}{'metrics on':>13}{'off':>13}{'on - off':>13}")
+    for label, pick in (("p50", p50), ("mean", statistics.fmean)):
+        print(f"{'  ' + label:<44}{pick(on):>13.1f}{pick(off):>13.1f}{pick(on) - pick(off):>13.1f}")
+    paired = statistics.median(times["difference"])
+    print(f"{'  median of paired block p50 differences':<44}{'':>26}{paired:>13.1f}")
+    cpu_on, cpu_off = p50(times["cpu on"]), p50(times["cpu off"])
+    cpu_paired = statistics.median(times["cpu difference"])
+    print(f"{'  server CPU per invocation, block median':<44}{cpu_on:>13.1f}{cpu_off:>13.1f}"
+          f"{cpu_on - cpu_off:>13.1f}")
+    print(f"{'  median of paired block CPU differences':<44}{'':>26}{cpu_paired:>13.1f}")
+    print("  (budget for metrics: 20 µs per invocation; the model alone: bench/metrics.py)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sandbox", default=None,
@@ -458,7 +530,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--cold", type=int, default=None,
                         help="cold starts per variant (default: 10 quick, 40 otherwise)")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="only warm invokes with metrics on and off")
     args = parser.parse_args()
+    if args.metrics_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)
+            print_metrics_overhead(asyncio.run(metrics_overhead(
+                Path(tmp), "process", 10 if args.quick else 40, 100 if args.quick else 250)))
+        return
     warm_n, cold_n, naive_n, seconds = (300, 10, 10, 1.0) if args.quick else (2000, 40, 30, 3.0)
     cold_n = args.cold or cold_n
     concurrency_levels = [1, 2, 4, 8]
@@ -478,6 +558,11 @@ def main() -> None:
                                             cold_n, 3 if args.quick else 5))
             for backend in backends
         }
+
+        metrics_rounds = 10 if args.quick else 40
+        # The process backend: the least noisy path, so a few µs can show.
+        metrics_times = asyncio.run(metrics_overhead(
+            tmp_path / "metrics", "process", metrics_rounds, 100 if args.quick else 250))
 
         process, port = start_server(tmp_path / "server", args.sandbox)
         try:
@@ -543,6 +628,7 @@ def main() -> None:
     for c in concurrency_levels:
         theirs = f"{naive_tp[c]:>13.1f}" if c in naive_tp else f"{'-':>13}"
         print(f"{'throughput, concurrency ' + str(c) + ' (invocations/s)':<44}{lamina_tp[c]:>13.1f}{theirs}")
+    print_metrics_overhead(metrics_times)
 
     print()
     print("\n".join(tracing))

@@ -170,6 +170,9 @@ class Settings:
     # Where EFS file systems live, one directory each (e.g. an NFS mount shared by
     # several servers). Empty: data_dir/file-systems.
     file_systems_dir: Path = Path("")
+    # Off: invocations are not counted at all (no /metrics figures, no CloudWatch
+    # data, no cost); concurrency limits still apply. For measuring what metrics cost.
+    metrics_enabled: bool = True
     limits: Limits = field(default_factory=Limits)
 
     @property

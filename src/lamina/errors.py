@@ -322,3 +322,13 @@ class FileSystemLimitExceeded(LambdaError):
 
 class EFSMountFailureException(LambdaError):
     status_code = 403
+
+
+class InvalidParameterCombinationException(LambdaError):
+    """CloudWatch's: parameters that cannot go together (or a range too large)."""
+
+    query_code = "InvalidParameterCombination"
+
+
+class InvalidNextToken(LambdaError):
+    """CloudWatch's: a NextToken this server did not hand out."""

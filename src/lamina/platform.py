@@ -51,7 +51,9 @@ from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
 from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
+from lamina.observe.cloudwatch import CloudWatchMetrics
 from lamina.observe.logs import LogStore
+from lamina.observe.metric_archive import MetricArchive, Retention
 from lamina.observe.metrics import Metrics, Prices
 from lamina.observe.trace_headers import Sampler, TraceHeaders, otlp_configured
 from lamina.runtimes.catalog import check_runtime
@@ -72,6 +74,7 @@ from lamina.store.function_urls import FunctionUrlStore
 from lamina.store.functions import FunctionStore
 from lamina.store.keys import KeyStore
 from lamina.store.layers import LayerStore
+from lamina.store.metrics import MetricStore
 from lamina.store.policies import PolicyStore
 from lamina.store.queues import QueueStore
 from lamina.store.triggers import MappingStore, TimedStore
@@ -187,7 +190,14 @@ class Platform:
         self.provisioned = ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self._configure_provisioned)
         self.metrics = Metrics(Prices(settings.price_gb_second_x86_64,
-                                      settings.price_gb_second_arm64, settings.price_per_request))
+                                      settings.price_gb_second_arm64, settings.price_per_request),
+                               enabled=settings.metrics_enabled)
+        # The model's minutes in the store (surviving restarts), read by the
+        # CloudWatch API.
+        self.metric_archive = MetricArchive(self.metrics, MetricStore(self.engine), Retention(
+            settings.metrics_flush_s, settings.metrics_minute_retention_s,
+            settings.metrics_retention_s))
+        self.cloudwatch = CloudWatchMetrics(self.metric_archive)
         self.environments.listeners.append(
             lambda fv: self.metrics.listener_for(fv.function_name, fv.version, fv.architecture))
         # Code signing: the signer's profiles (private keys in data_dir/signer, 0600) and
@@ -329,6 +339,7 @@ class Platform:
         # Mappings that were enabled poll again.
         await self.event_source_mappings.start()
         await self.timer.start()
+        await self.metric_archive.start()
 
     async def stop(self) -> None:
         await self.code.stop()
@@ -339,6 +350,8 @@ class Platform:
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
+        # After the environments: the last invocations' reports are in the model.
+        await self.metric_archive.stop()
         await self.changes.stop()
         if self.tracer is not None:
             # The last spans (the environments' final REPORTs) leave before the exit.

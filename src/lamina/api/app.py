@@ -1,5 +1,6 @@
 """The ASGI application: one dispatcher for every operation in the Lambda model,
-and for JSON-protocol services (SQS) addressed by X-Amz-Target on the same endpoint."""
+for JSON-protocol services (SQS, CloudWatch, ...) addressed by X-Amz-Target on the
+same endpoint, and for CloudWatch's query protocol (a form-encoded POST /)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from lamina.api import json_protocol, protocol
+from lamina.api import json_protocol, protocol, query_protocol
 from lamina.api.auth import Principal, RequestHead, SigV4Verifier
 from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
@@ -110,14 +111,20 @@ class Dispatcher:
     async def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         target = request.headers.get("x-amz-target")
+        query = target is None and query_protocol.is_query_request(
+            request.method, request.url.path, request.headers.get("content-type"))
         body = BodyReader(request, self.settings.request_body_timeout_s)
         try:
-            response = await self._dispatch(request, request_id, target, body)
+            if query:
+                response = await self._query(request, request_id, body)
+            else:
+                response = await self._dispatch(request, request_id, target, body)
         except LambdaError as error:
-            response = self._error(error, request_id, target)
+            response = self._error(error, request_id, target, query)
         except Exception:
             log.exception("unhandled error in request %s %s", request.method, request.url.path)
-            response = self._error(ServiceException("An internal error occurred."), request_id, target)
+            response = self._error(ServiceException("An internal error occurred."), request_id,
+                                   target, query)
         # A body left on the wire (the request was refused before it was read) is
         # drained, or the connection closed after the answer.
         await body.discard(self.settings.limits.max_discarded_request_bytes)
@@ -126,7 +133,10 @@ class Dispatcher:
         return response
 
     @staticmethod
-    def _error(error: LambdaError, request_id: str, target: str | None) -> Response:
+    def _error(error: LambdaError, request_id: str, target: str | None,
+               query: bool = False) -> Response:
+        if query:
+            return query_protocol.error_response(error, request_id)
         if target is None:
             return error_response(error, request_id)
         return json_protocol.error_response(error, request_id, json_protocol.service_for(target))
@@ -170,13 +180,40 @@ class Dispatcher:
         if route.json_service is None:
             return await self._rest_json(route, handler, request, request_id, payload.data, principal)
         params = json_protocol.parse_request(route.operation, payload.data)
-        protocol.validate(route.operation, params, enums=route.json_service.check_enums)
+        if route.json_service.query_errors:
+            json_protocol.validate_as_query(route.operation, params)
+        else:
+            protocol.validate(route.operation, params, enums=route.json_service.check_enums)
         output = await handler(Call(self.platform, params, request, request_id, principal))
         return Response(
             json_protocol.serialize_response(route.operation, output),
             headers={"x-amzn-RequestId": request_id},
             media_type=route.json_service.content_type,
         )
+
+    async def _query(self, request: Request, request_id: str, body: BodyReader) -> Response:
+        """A query-protocol request (CloudWatch's older clients): the operation is
+        named in the form body, so the signature's service scope is checked first."""
+        service = query_protocol.SERVICE
+        head = RequestHead(
+            method=request.method,
+            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
+            raw_query=request.scope.get("query_string", b"").decode(),
+            headers=request.headers,
+        )
+        authorization = self.verifier.authenticate(head, service.signing_name)
+        cap = body_cap(self.settings.limits, service.name, "", None)
+        with self._unverified_slot():
+            payload = await body.read(cap, lambda: too_large(cap, service.name, "", None))
+            principal = self.verifier.verify_signature(authorization, head, payload.sha256)
+        request.state.principal = principal
+        form = query_protocol.parse_form(payload.data)
+        operation = query_protocol.resolve(form)
+        handler = self._handler(service.name, operation.name)
+        params = query_protocol.parse_request(operation, form)
+        json_protocol.validate_as_query(operation, params)
+        output = await handler(Call(self.platform, params, request, request_id, principal))
+        return query_protocol.serialize_response(operation, output, request_id)
 
     def _route(self, request: Request, target: str | None, rest: str = "lambda") -> _Route:
         """The operation a request names: by X-Amz-Target, else by method and path."""

@@ -13,11 +13,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel, ServiceModel, Shape
 from starlette.responses import Response
 
 from lamina.api import protocol
-from lamina.errors import LambdaError, UnknownOperationException
+from lamina.errors import (
+    InvalidParameterValueException,
+    LambdaError,
+    MissingRequiredParameterException,
+    UnknownOperationException,
+    ValidationException,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,10 @@ class JsonService:
     # EventBridge answers every client error (ResourceNotFoundException included)
     # with 400, where Lambda uses 404, 409, ...
     client_status: int | None = None
+    # CloudWatch answers bad input with its query protocol's errors over both
+    # protocols: a missing member is MissingParameter ("The parameter X is
+    # required."), a member out of the model's range InvalidParameterValue.
+    query_errors: bool = False
 
     @property
     def model(self) -> ServiceModel:
@@ -54,6 +64,10 @@ SERVICES: dict[str, JsonService] = {
     # KMS answers every client error with 400 (Lambda answers some of the same
     # names, e.g. KMSInvalidStateException, with 502).
     "TrentService": JsonService("kms", "", client_status=400),
+    # CloudWatch metrics: the same operations are also served over the query
+    # protocol (api/query_protocol.py).
+    "GraniteServiceVersion20100801": JsonService("cloudwatch", "", client_status=400,
+                                                 query_errors=True),
 }
 
 
@@ -75,6 +89,35 @@ def parse_request(operation: OperationModel, body: bytes) -> dict[str, Any]:
     if shape is None or not body.strip():
         return {}
     return protocol.body_members(shape, body)
+
+
+def validate_as_query(operation: OperationModel, params: dict[str, Any]) -> None:
+    """The model's checks, answered with the query protocol's errors."""
+    check_required(operation, params)
+    try:
+        protocol.validate(operation, params)
+    except ValidationException as error:
+        raise InvalidParameterValueException(error.message) from None
+
+
+def check_required(operation: OperationModel, params: Mapping[str, Any]) -> None:
+    """MissingRequiredParameterException naming the first required member absent,
+    nested ones by their query-protocol path (MetricDataQueries.member.1.Id)."""
+    if operation.input_shape is not None:
+        _check_required(operation.input_shape, params, "")
+
+
+def _check_required(shape: Shape, value: Any, path: str) -> None:
+    if shape.type_name == "structure" and isinstance(value, Mapping):
+        for name in shape.required_members:
+            if value.get(name) is None:
+                raise MissingRequiredParameterException(f"The parameter {path}{name} is required.")
+        for name, member in shape.members.items():
+            if value.get(name) is not None:
+                _check_required(member, value[name], f"{path}{name}.")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, item in enumerate(value, 1):
+            _check_required(shape.member, item, f"{path.rstrip('.')}.member.{i}.")
 
 
 def serialize_response(operation: OperationModel, output: Mapping[str, Any]) -> bytes:

@@ -1,4 +1,4 @@
-"""`lamina serve | runtimes | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image | stacks | stack`."""
+"""`lamina serve | runtimes | cost | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image | stacks | stack`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
+from lamina.cli.cost import cost
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
 from lamina.cli.stacks import deploy_template, stack, stacks
@@ -545,6 +546,7 @@ def sign(package: Path, profile: str, output: Path | None, endpoint: str | None)
 
 
 cli.add_command(runtimes)
+cli.add_command(cost)
 cli.add_command(image)
 cli.add_command(stacks)
 cli.add_command(stack)

@@ -15,9 +15,9 @@ What reads it:
 - `GET /metrics` (Prometheus exposition, `PrometheusCollector`): cumulative
   counters and histograms, built at scrape time from plain numbers, so the
   invocation path takes no lock and calls nothing of prometheus-client;
-- the CloudWatch API (store/metrics.py): per-minute aggregates (sum, count,
-  min, max and a log-bucketed histogram for percentiles), drained by `drain()`
-  into the store;
+- the CloudWatch API (observe/cloudwatch.py): per-minute aggregates (sum,
+  count, min, max and a log-bucketed histogram for percentiles), drained by
+  `drain()` into the store every few seconds (observe/metric_archive.py);
 - `snapshot()`: per-function totals since start (tests, the CLI).
 
 Everything here runs on the event loop and only does dict look-ups and arithmetic:
@@ -26,6 +26,7 @@ bench/metrics.py measures what it adds to an invocation.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import time
@@ -62,7 +63,7 @@ def bucket_upper(index: int) -> float:
     return 0.0 if index == -1_000_000 else math.exp(index * _LOG_BASE)
 
 
-@dataclass
+@dataclass(slots=True)
 class Aggregate:
     """One CloudWatch statistic set: what a minute (or a down-sampled period) keeps."""
 
@@ -243,12 +244,8 @@ class _Histogram:
 
     def observe(self, seconds: float) -> None:
         self.sum += seconds
-        counts = self.counts
-        for i, bound in enumerate(DURATION_BUCKETS_S):
-            if seconds <= bound:
-                counts[i] += 1
-                return
-        counts[-1] += 1
+        # The first bound >= seconds (the last slot is +Inf), found in C.
+        self.counts[bisect.bisect_left(DURATION_BUCKETS_S, seconds)] += 1
 
 
 def _new_histogram() -> _Histogram:
@@ -268,9 +265,33 @@ class _Labelled:
 GaugeSource = Callable[[], dict[str, float]]
 
 
+@dataclass(slots=True)
+class _Series:
+    """The metric keys one kind of sample goes to, and their aggregates for the
+    minute being counted: an invocation adds to them directly, without hashing a
+    key, until the minute changes or a drain takes the aggregates away."""
+
+    keys: tuple[MetricKey, ...]
+    minute: int = -1
+    generation: int = -1
+    aggregates: tuple[Aggregate, ...] = ()
+
+
+def _ignore(event: LifecycleEvent) -> None:
+    pass
+
+
 class Metrics:
-    def __init__(self, prices: Prices | None = None) -> None:
+    def __init__(self, prices: Prices | None = None, enabled: bool = True) -> None:
         self.prices = prices or Prices(0.0, 0.0, 0.0)
+        # Off (Settings.metrics_enabled): nothing is counted but what admission
+        # needs (concurrent executions); rebinding the sampling entry points keeps
+        # the enabled path free of a flag test per call.
+        self.enabled = enabled
+        if not enabled:
+            self.concurrency_sampled = lambda *args: None  # type: ignore[method-assign]
+            # Nothing drains the minutes when metrics are off: keep none.
+            self._sample = lambda *args: None  # type: ignore[method-assign]
         self._functions: dict[str, FunctionMetrics] = {}
         self.async_stats = AsyncStats()
         self._labelled: dict[tuple[str, str, str], _Labelled] = {}
@@ -280,8 +301,10 @@ class Metrics:
         self._cost: dict[tuple[str, str], list[float]] = {}
         # The minute being counted for CloudWatch: (metric key, minute start) -> aggregate.
         self._minutes: dict[tuple[MetricKey, int], Aggregate] = {}
-        self._keys: dict[tuple[tuple[str, str, str], str], tuple[MetricKey, ...]] = {}
-        self._concurrency_keys: dict[str, MetricKey] = {}
+        # Bumped by each drain: cached aggregates of an older generation are gone.
+        self._generation = 0
+        self._series: dict[tuple[tuple[str, str, str], str], _Series] = {}
+        self._concurrency_series: dict[str, _Series] = {}
         # ARN -> the Resource dimension (FUNCTION[:QUALIFIER]).
         self._resources: dict[str, tuple[str | None, bool]] = {}
         # Account-level gauges (UnreservedConcurrentExecutions, ClaimedAccountConcurrency)
@@ -309,9 +332,24 @@ class Metrics:
             aggregate = self._minutes[slot] = Aggregate()
         aggregate.add(value, key.name in DISTRIBUTIONS)
 
+    def _current(self, series: _Series, minute: int) -> tuple[Aggregate, ...]:
+        """The series' aggregates for this minute (looked up once a minute)."""
+        if series.minute != minute or series.generation != self._generation:
+            aggregates = []
+            for key in series.keys:
+                slot = (key, minute)
+                aggregate = self._minutes.get(slot)
+                if aggregate is None:
+                    aggregate = self._minutes[slot] = Aggregate()
+                aggregates.append(aggregate)
+            series.aggregates = tuple(aggregates)
+            series.minute, series.generation = minute, self._generation
+        return series.aggregates
+
     def drain(self) -> dict[tuple[MetricKey, int], Aggregate]:
         """The per-minute aggregates counted since the last drain (for the store)."""
         drained, self._minutes = self._minutes, {}
+        self._generation += 1
         return drained
 
     def pending(self) -> list[tuple[MetricKey, int, Aggregate]]:
@@ -324,6 +362,8 @@ class Metrics:
     def listener_for(self, function_name: str, version: str,
                      architecture: str = "x86_64") -> LifecycleListener:
         """The listener one environment of this function version publishes to."""
+        if not self.enabled:
+            return _ignore
         totals = self.function(function_name)
         gb_price = self.prices.gb_second(architecture)
         request_price = self.prices.request
@@ -378,20 +418,21 @@ class Metrics:
         spent[0] += 1
         spent[1] += compute
         spent[2] += cost
-        now_s = event.timestamp_ms / 1000
-        keys = self._keys.get((labels, architecture))
-        if keys is None:
+        minutes = self._series.get((labels, architecture))
+        if minutes is None:
             # Built once per series: a key's construction costs more than its use.
             executed = version if qualified else None
-            keys = self._keys[(labels, architecture)] = (
+            minutes = self._series[(labels, architecture)] = _Series((
                 MetricKey("Invocations", function_name, resource, executed),
                 MetricKey("Errors", function_name, resource, executed),
                 MetricKey("Duration", function_name, resource, executed),
-                MetricKey("GBSeconds", function_name, architecture=architecture))
-        self._sample(keys[0], 1, now_s)
-        self._sample(keys[1], float(failed), now_s)
-        self._sample(keys[2], event.duration_ms, now_s)
-        self._sample(keys[3], compute, now_s)
+                MetricKey("GBSeconds", function_name, architecture=architecture)))
+        invocations, errors, duration, compute_used = self._current(
+            minutes, event.timestamp_ms // 60_000 * 60)
+        invocations.add(1.0)
+        errors.add(float(failed))
+        duration.add(event.duration_ms, True)
+        compute_used.add(compute)
 
     def _initialized(self, totals: FunctionMetrics, function_name: str, version: str,
                      event: InitReport) -> None:
@@ -420,14 +461,15 @@ class Metrics:
     def concurrency_sampled(self, function_name: str, in_use: int, account_in_use: int,
                             unreserved: int) -> None:
         """A slot was taken: CloudWatch keeps the minute's Maximum of each."""
-        now_s = time.time()
-        key = self._concurrency_keys.get(function_name)
-        if key is None:
-            key = self._concurrency_keys[function_name] = MetricKey(
-                "ConcurrentExecutions", function_name, account=False)
-        self._sample(key, in_use, now_s)
-        self._sample(_ACCOUNT_CONCURRENT, account_in_use, now_s)
-        self._sample(_ACCOUNT_UNRESERVED, unreserved, now_s)
+        series = self._concurrency_series.get(function_name)
+        if series is None:
+            series = self._concurrency_series[function_name] = _Series((
+                MetricKey("ConcurrentExecutions", function_name, account=False),
+                _ACCOUNT_CONCURRENT, _ACCOUNT_UNRESERVED))
+        function, account, account_unreserved = self._current(series, int(time.time()) // 60 * 60)
+        function.add(in_use)
+        account.add(account_in_use)
+        account_unreserved.add(unreserved)
 
     def provisioned_used(self, function_name: str, spillover: bool) -> None:
         totals = self.function(function_name)

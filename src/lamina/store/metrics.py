@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 
 from lamina.store.schema import metric_data
 
@@ -60,26 +60,30 @@ class MetricStore:
         """Merge rows into what is stored for the same metric, dimensions and period."""
         if not rows:
             return
-        t = metric_data
         with self._engine.begin() as conn:
-            for row in rows:
-                dims = _dimensions_text(row.dimensions)
-                where = and_(t.c.namespace == row.namespace, t.c.metric_name == row.metric_name,
-                             t.c.dimensions == dims, t.c.period == row.period,
-                             t.c.timestamp == row.timestamp)
-                found = conn.execute(select(t).where(where)).first()
-                if found is None:
-                    conn.execute(insert(t).values(
-                        namespace=row.namespace, metric_name=row.metric_name, dimensions=dims,
-                        period=row.period, timestamp=row.timestamp, sum=row.sum,
-                        count=row.count, minimum=row.minimum, maximum=row.maximum,
-                        buckets=_buckets_text(row.buckets)))
-                    continue
-                merged = _row(found)
-                _merge(merged, row)
-                conn.execute(update(t).where(where).values(
-                    sum=merged.sum, count=merged.count, minimum=merged.minimum,
-                    maximum=merged.maximum, buckets=_buckets_text(merged.buckets)))
+            self._add(conn, rows)
+
+    @staticmethod
+    def _add(conn: Connection, rows: list[MetricRow]) -> None:
+        t = metric_data
+        for row in rows:
+            dims = _dimensions_text(row.dimensions)
+            where = and_(t.c.namespace == row.namespace, t.c.metric_name == row.metric_name,
+                         t.c.dimensions == dims, t.c.period == row.period,
+                         t.c.timestamp == row.timestamp)
+            found = conn.execute(select(t).where(where)).first()
+            if found is None:
+                conn.execute(insert(t).values(
+                    namespace=row.namespace, metric_name=row.metric_name, dimensions=dims,
+                    period=row.period, timestamp=row.timestamp, sum=row.sum,
+                    count=row.count, minimum=row.minimum, maximum=row.maximum,
+                    buckets=_buckets_text(row.buckets)))
+                continue
+            merged = _row(found)
+            _merge(merged, row)
+            conn.execute(update(t).where(where).values(
+                sum=merged.sum, count=merged.count, minimum=merged.minimum,
+                maximum=merged.maximum, buckets=_buckets_text(merged.buckets)))
 
     def rows(self, namespace: str, metric_name: str, dimensions: Dimensions,
              start: int, end: int) -> list[MetricRow]:
@@ -125,9 +129,10 @@ class MetricStore:
                 folded[key] = MetricRow(row.namespace, row.metric_name, row.dimensions, period,
                                         start, row.sum, row.count, row.minimum, row.maximum,
                                         dict(row.buckets))
+        # One transaction: a crash half-way leaves the minutes, never neither.
         with self._engine.begin() as conn:
             conn.execute(delete(t).where(t.c.period == 60, t.c.timestamp < before))
-        self.add(list(folded.values()))
+            self._add(conn, list(folded.values()))
         return len(old)
 
     def expire(self, before: int) -> None:

@@ -58,6 +58,7 @@ def load_all() -> None:
     from lamina.api.operations import (  # noqa: F401
         account,
         aliases,
+        cloudwatch,
         code_signing,
         concurrency,
         efs,
