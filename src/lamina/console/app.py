@@ -203,7 +203,7 @@ class Console:
             except ApiError:
                 continue  # deleted since the names were read
         now = int(time.time())
-        recent = metrics.recent_totals(self.platform.metrics, now - 3600, now + 60)
+        recent = await metrics.recent_totals(self.platform.metric_archive, now - 3600, now + 60)
         return self.render(page.request, "functions.html", functions=shown, search=search,
                            page=number, pages=pages, total=len(names), recent=recent,
                            done=query.get("done"))
@@ -352,7 +352,8 @@ class Console:
         span, period = metrics.RANGES[chosen]
         end = (int(time.time()) // period + 1) * period
         start = end - span
-        series = metrics.function_series(self.platform.metrics, name, start, end, period)
+        series = await metrics.function_series(self.platform.metric_archive, name, start, end,
+                                              period)
         drawn = [(s, Markup(charts.line_chart(s, start, end, f"chart-{i}"))) for i, s in enumerate(series)]
         return {"charts": drawn, "range": chosen, "ranges": list(metrics.RANGES)}
 

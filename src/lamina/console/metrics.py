@@ -1,18 +1,19 @@
 """What the console's charts and the function list show, read in one place.
 
-`function_series` is the only reader: it asks the metrics model
-(`observe.metrics.Metrics.pending`, the per-minute aggregates not yet drained).
-Once those aggregates are drained into the store for the CloudWatch API, this
-one function is what changes: it then reads the same statistics through
-GetMetricData (the store's metric rows), and every chart follows.
+`read_aggregates` is the only reader: it reads the CloudWatch metric data the
+metrics model writes to the store (observe/metric_archive.py), after writing out
+the minutes not yet stored, so the charts show what GetMetricData shows, across
+restarts and with the store's retention.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 
-from lamina.observe.metrics import Aggregate, Metrics
+from lamina.observe.metric_archive import MetricArchive
+from lamina.observe.metrics import COST_NAMESPACE, NAMESPACE, Aggregate, Metrics
 
 # What each chart plots: (metric, statistic) read per period.
 CHARTS: tuple[tuple[str, str, str, str], ...] = (
@@ -59,45 +60,40 @@ def _statistic(aggregate: Aggregate, statistic: str) -> float:
 Aggregates = dict[tuple[str, str, int], Aggregate]
 
 
-def read_aggregates(metrics: Metrics, names: frozenset[str], start_s: int, end_s: int,
-                    period_s: int, function_name: str | None = None) -> Aggregates:
-    """(function, metric, period start) -> the period's aggregate: the one place the
-    console reads metrics. "Cost" is derived here, in USD: GB-seconds at the
-    architecture's price plus the requests, as Lambda bills."""
+async def read_aggregates(archive: MetricArchive, names: frozenset[str], start_s: int,
+                          end_s: int, period_s: int,
+                          function_name: str | None = None) -> Aggregates:
+    """(function, metric, period start) -> the period's aggregate, from the per-function
+    series (dimension FunctionName alone; "Cost" from Lamina/Cost, summed over
+    architectures): the one place the console reads metrics."""
+    await archive.flush()
+    store = archive.store
+    lambda_rows, cost_rows = await asyncio.gather(
+        asyncio.to_thread(store.rows_between, NAMESPACE, names - {"Cost"}, start_s, end_s),
+        asyncio.to_thread(store.rows_between, COST_NAMESPACE, names & {"Cost"}, start_s, end_s)
+        if "Cost" in names else asyncio.sleep(0, result=[]))
     found: Aggregates = {}
-    prices = metrics.prices
-
-    def add(function: str, name: str, minute: int, aggregate: Aggregate) -> None:
-        slot = (function, name, start_s + (minute - start_s) // period_s * period_s)
+    for row in [*lambda_rows, *cost_rows]:
+        dimensions = dict(row.dimensions)
+        function = dimensions.get("FunctionName")
+        if function is None or set(dimensions) - {"FunctionName", "Architecture"}:
+            continue
+        if function_name is not None and function != function_name:
+            continue
+        slot = (function, row.metric_name,
+                start_s + (row.timestamp - start_s) // period_s * period_s)
         merged = found.get(slot)
         if merged is None:
             merged = found[slot] = Aggregate()
-        merged.merge(aggregate)
-
-    for key, minute, aggregate in metrics.pending():
-        function = key.function_name
-        if function is None or (function_name is not None and function != function_name):
-            continue
-        if not start_s <= minute < end_s:
-            continue
-        if key.name in names:
-            add(function, key.name, minute, aggregate)
-        if "Cost" in names and key.name in ("GBSeconds", "Invocations"):
-            if key.name == "GBSeconds":
-                cost = aggregate.sum * prices.gb_second(key.architecture or "x86_64")
-            else:
-                cost = aggregate.sum * prices.request
-            spent = Aggregate()
-            spent.add(cost)
-            add(function, "Cost", minute, spent)
+        merged.merge(Aggregate(row.sum, row.count, row.minimum, row.maximum, dict(row.buckets)))
     return found
 
 
-def function_series(metrics: Metrics, function_name: str, start_s: int, end_s: int,
-                    period_s: int) -> list[Series]:
+async def function_series(archive: MetricArchive, function_name: str, start_s: int, end_s: int,
+                          period_s: int) -> list[Series]:
     """Every chart of one function between start and end, one point per period."""
     names = frozenset(metric for _title, metric, _statistic, _unit in CHARTS)
-    found = read_aggregates(metrics, names, start_s, end_s, period_s, function_name)
+    found = await read_aggregates(archive, names, start_s, end_s, period_s, function_name)
     charts = []
     for title, metric, statistic, unit in CHARTS:
         series = Series(title, unit)
@@ -110,10 +106,12 @@ def function_series(metrics: Metrics, function_name: str, start_s: int, end_s: i
     return charts
 
 
-def recent_totals(metrics: Metrics, since_s: int, until_s: int) -> dict[str, tuple[int, int]]:
+async def recent_totals(archive: MetricArchive, since_s: int,
+                        until_s: int) -> dict[str, tuple[int, int]]:
     """Function name -> (invocations, errors) in a time span, for the function list."""
     span = max(until_s - since_s, 1)
-    found = read_aggregates(metrics, frozenset({"Invocations", "Errors"}), since_s, until_s, span)
+    found = await read_aggregates(archive, frozenset({"Invocations", "Errors"}), since_s,
+                                  until_s, span)
     totals: dict[str, tuple[int, int]] = {}
     for (function, name, _at), aggregate in found.items():
         invocations, errors = totals.get(function, (0, 0))

@@ -352,11 +352,6 @@ class Metrics:
         self._generation += 1
         return drained
 
-    def pending(self) -> list[tuple[MetricKey, int, Aggregate]]:
-        """The per-minute aggregates not yet drained, left in place: (key, minute
-        start in epoch seconds, aggregate), for readers that only look."""
-        return [(key, minute, aggregate) for (key, minute), aggregate in list(self._minutes.items())]
-
     # -- from the environments' lifecycle events -----------------------------------------
 
     def listener_for(self, function_name: str, version: str,

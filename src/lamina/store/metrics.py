@@ -96,6 +96,16 @@ class MetricStore:
                 t.c.timestamp >= start, t.c.timestamp < end).order_by(t.c.timestamp)).all()
         return [_row(r) for r in found]
 
+    def rows_between(self, namespace: str, metric_names: frozenset[str], start: int,
+                     end: int) -> list[MetricRow]:
+        """Stored rows of several metrics, every dimension set, starting in [start, end)."""
+        t = metric_data
+        with self._engine.connect() as conn:
+            found = conn.execute(select(t).where(
+                t.c.namespace == namespace, t.c.metric_name.in_(sorted(metric_names)),
+                t.c.timestamp >= start, t.c.timestamp < end)).all()
+        return [_row(r) for r in found]
+
     def metrics(self, namespace: str | None, metric_name: str | None,
                 since: int = 0) -> list[tuple[str, str, Dimensions]]:
         """Every (namespace, metric, dimensions) with data since `since`."""
