@@ -244,7 +244,7 @@ def _host_view(spec: SandboxSpec, etc_dir: Path) -> list[str]:
 
 
 def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None,
-               tmp_dir: Path | None = None) -> list[str]:
+               tmp_dir: Path | None = None, mask_proc: bool = True) -> list[str]:
     """bubblewrap arguments building the sandbox's whole filesystem.
 
     With a runtime image, the image is `/` (read-only; it holds the mount points)
@@ -255,7 +255,9 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
         args = ["--ro-bind", str(spec.root_image), "/"]
     else:
         args = _host_view(spec, etc_dir)
-    args += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
+    # Without masks for a SnapStart template: the kernel lets its forks mount a /proc
+    # of their own only while an unobstructed one is in view; they mask theirs.
+    args += ["--proc", "/proc", *(_proc_masks() if mask_proc else []), "--dev", "/dev"]
     if resolv_conf is not None:
         args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
     args += ["--ro-bind", str(sandbox_hosts(etc_dir)), "/etc/hosts"]
