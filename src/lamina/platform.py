@@ -6,6 +6,7 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from lamina.control.container_images import ContainerImageCode
 from lamina.control.credentials import ExecutionRoleCredentials
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.function_urls import URL_DOMAIN, FunctionUrls
-from lamina.control.functions import FunctionRegistry
+from lamina.control.functions import FunctionRegistry, SnapshotSettled
 from lamina.control.layers import Layers
 from lamina.control.models import FunctionVersion
 from lamina.control.permissions import FunctionPolicies
@@ -143,6 +144,10 @@ class Platform:
             containers=containers,
         )
         self.functions.change_listeners.append(self.environments.retire_function)
+        # SnapStart: a published version's INIT runs once, into its template.
+        self.functions.make_snapshot = self._make_snapshot
+        self.functions.change_listeners.append(self._snapshot_version_changed)
+        self._snapshots: set[asyncio.Task[None]] = set()
         self.code.held = self._code_in_use
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
@@ -205,10 +210,32 @@ class Platform:
         spec = environment_spec(fv) if fv is not None else None
         self.provisioned.configure(function_name, qualifier, spec, requested)
 
+    def _make_snapshot(self, fv: FunctionVersion, settled: SnapshotSettled) -> None:
+        async def make() -> None:
+            try:
+                outcome = await self.environments.snapstart.make(environment_spec(fv))
+            except Exception as error:  # noqa: BLE001 - the version fails, saying why
+                log.exception("SnapStart snapshot of %s:%s", fv.function_name, fv.version)
+                outcome = ("Failed", "InternalError", f"The snapshot could not be made: {error}")
+            settled(outcome)
+
+        task = asyncio.get_running_loop().create_task(make())
+        self._snapshots.add(task)
+        task.add_done_callback(self._snapshots.discard)
+
+    def _snapshot_version_changed(self, function_name: str, version: str | None) -> None:
+        """A deleted version (or function) takes its SnapStart template with it."""
+        if version is not None and self.functions.store.get_version(function_name, version):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.environments.snapstart.retire(function_name, version))
+        self._snapshots.add(task)
+        task.add_done_callback(self._snapshots.discard)
+
     def _code_in_use(self) -> list[Path]:
         """The unpacked trees live environments have mounted at /var/task and /opt."""
         held = []
-        for env in self.environments.environments:
+        for env in (*self.environments.environments, *self.environments.snapstart.environments):
             if env.config.task_root is not None:
                 held.append(env.config.task_root)
             if env.config.layers_root is not None:

@@ -46,6 +46,9 @@ class EnvironmentSpec:
     image_working_directory: str | None = None
     # x86_64 or arm64: what its compute is priced at (observe/metrics.py).
     architecture: str = "x86_64"
+    # SnapStart applies: a published version of a function with ApplyOn
+    # PublishedVersions, whose environments are forks of its template (snapstart.py).
+    snap_start: bool = False
 
 
 @dataclass(frozen=True)

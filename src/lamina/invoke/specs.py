@@ -28,6 +28,7 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         system_log_level=fv.system_log_level,
         outbound_network=fv.outbound_network,
         architecture=fv.architectures[0] if fv.architectures else "x86_64",
+        snap_start=fv.snap_start_optimization == "On",
         **_image(fv),
     )
 

@@ -77,7 +77,12 @@ async def _receive(sock: socket.socket, size: int = 64) -> tuple[bytes, int | No
             data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(_UCRED.size))
         except BlockingIOError:
             readable: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+
+            def wake(future: asyncio.Future[None] = readable) -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            loop.add_reader(sock.fileno(), wake)
             try:
                 await readable
             finally:

@@ -16,8 +16,8 @@ hooks in the order of registration; both accept extra arguments, given to the
 hook when it runs.
 """
 
-_before_snapshot = []
-_after_restore = []
+_before_snapshot: list = []  # (hook, args, kwargs)
+_after_restore: list = []
 
 
 def register_before_snapshot(func, *args, **kwargs):
