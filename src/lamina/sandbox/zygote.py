@@ -72,6 +72,8 @@ async def _receive(sock: socket.socket, size: int = 64) -> tuple[bytes, int | No
     """One message from a non-blocking SOCK_SEQPACKET socket, with its sender's PID
     (SO_PASSCRED: the kernel attaches it, translated into this PID namespace)."""
     loop = asyncio.get_running_loop()
+    # The number, kept: destroy() may close the socket while a wait() is parked here.
+    fd = sock.fileno()
     while True:
         try:
             data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(_UCRED.size))
@@ -82,11 +84,11 @@ async def _receive(sock: socket.socket, size: int = 64) -> tuple[bytes, int | No
                 if not future.done():
                     future.set_result(None)
 
-            loop.add_reader(sock.fileno(), wake)
+            loop.add_reader(fd, wake)
             try:
                 await readable
             finally:
-                loop.remove_reader(sock.fileno())
+                loop.remove_reader(fd)
             continue
         pid = None
         for level, kind, payload in ancillary:
