@@ -31,7 +31,11 @@ import time
 import uuid
 from pathlib import Path
 
-from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment, Invocation
+from lamina.environments.environment import (
+    EnvironmentConfig,
+    ExecutionEnvironment,
+    Invocation,
+)
 from lamina.environments.spec import EnvironmentSpec
 from lamina.observe.logs import LogStore
 from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
@@ -72,6 +76,7 @@ class Case:
         self.template: ExecutionEnvironment | None = None
         self.zygote: ZygoteTemplate | None = None
         self.cold: list[float] = []
+        self.spares = 2
 
     def config(self) -> EnvironmentConfig:
         fv = EnvironmentSpec(f"bench-{self.name}", "1", "r1", "python3.11", "app.handler", "-",
@@ -90,6 +95,7 @@ class Case:
             self.template = ExecutionEnvironment(self.config(), self.zygote, self.logs)
             await self.template.start()
             assert self.template.init_failure is None, self.template.init_failure
+            self.zygote.keep_spares(self.spares)
 
     async def start(self) -> ExecutionEnvironment:
         backend = RestoringBackend(self.zygote) if self.zygote else self.backend
@@ -175,7 +181,8 @@ async def main() -> None:
             await asyncio.gather(*(env.shutdown() for env in envs))
     finally:
         for case in cases:
-            if case.template is not None:
+            if case.template is not None and case.zygote is not None:
+                await case.zygote.destroy()
                 await case.template.shutdown()
         await backend.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -58,6 +58,10 @@ class Template:
     def alive(self) -> bool:
         return self.environment.state is State.READY
 
+    async def stop(self) -> None:
+        await self.zygote.destroy()
+        await self.environment.shutdown()
+
 
 class SnapStartTemplates:
     def __init__(self, pool: EnvironmentPool) -> None:
@@ -114,12 +118,14 @@ class SnapStartTemplates:
         await environment.start()
         if environment.init_failure is not None or environment.state is not State.READY:
             failure = environment.init_failure or b"{}"
+            await zygote.destroy()
             await environment.shutdown()
             return ("Failed", *_failure_reason(failure))
+        zygote.keep_spares()
         old = self._templates.pop(key, None)
         self._templates[key] = Template(environment, zygote)
         if old is not None:
-            await old.environment.shutdown()
+            await old.stop()
         return None
 
     async def backend_for(self, fv: EnvironmentSpec) -> RestoringBackend | None:
@@ -141,12 +147,11 @@ class SnapStartTemplates:
         """Stop the templates of a deleted version (None: of every version)."""
         for key in [k for k in self._templates
                     if k[0] == function_name and (version is None or k[1] == version)]:
-            await self._templates.pop(key).environment.shutdown()
+            await self._templates.pop(key).stop()
 
     async def stop(self) -> None:
         templates, self._templates = list(self._templates.values()), {}
-        await asyncio.gather(*(t.environment.shutdown() for t in templates),
-                             return_exceptions=True)
+        await asyncio.gather(*(t.stop() for t in templates), return_exceptions=True)
 
 
 def _failure_reason(failure: bytes) -> tuple[str, str]:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
 import struct
 import time
+import uuid
 from typing import Any
 
 from lamina.sandbox import seccomp
@@ -59,8 +61,15 @@ from lamina.sandbox.network import (
 )
 from lamina.sandbox.rootfs import MASKED_PROC_DIRS, MASKED_PROC_FILES
 
+log = logging.getLogger("lamina.sandbox")
+
 # How long a fork may take to confine itself and answer.
 RESTORE_TIMEOUT_S = 10.0
+# Forks kept ready per template, so that a cold start only activates one: making the
+# namespaces (a network namespace alone takes 1-30 ms here, more under load), the
+# cgroup and the Runtime API listener is then off the cold start's path. Each is a
+# copy-on-write fork of the template, a few hundred KB of its own.
+SPARES = 2
 _UCRED = struct.Struct("iII")
 
 
@@ -181,6 +190,11 @@ class ZygoteTemplate:
         self._backend = backend
         self._control: socket.socket | None = None
         self.sandbox: NamespaceSandbox | None = None
+        # The template's own spec: what its spares are made to (the version's limits).
+        self._spec: SandboxSpec | None = None
+        self._spares: list[_Spare] = []
+        self._spare_target = 0
+        self._refilling: asyncio.Task[None] | None = None
 
     # -- the template's own launch (the ExecutionEnvironment of its INIT calls this) --
 
@@ -206,6 +220,7 @@ class ZygoteTemplate:
             inside.close()
             os.close(filter_fd)
         self._control = control
+        self._spec = spec
         return self.sandbox
 
     def enforced(self) -> list[str]:
@@ -219,12 +234,61 @@ class ZygoteTemplate:
 
     # -- forks ------------------------------------------------------------------------
 
+    def keep_spares(self, count: int = SPARES) -> None:
+        """Keep `count` forks ready (namespaces made, cgroup joined, Runtime API
+        listening, /proc and /tmp mounted), waiting to be activated by a cold start."""
+        self._spare_target = count
+        self._refill()
+
+    def _refill(self) -> None:
+        if self._refilling is not None or self._spec is None or self._control is None:
+            return
+        if len(self._spares) >= self._spare_target:
+            return
+
+        async def refill() -> None:
+            try:
+                while self._control is not None and len(self._spares) < self._spare_target:
+                    assert self._spec is not None
+                    spare = await self._spawn(dataclasses.replace(
+                        self._spec, environment_id=uuid.uuid4().hex))
+                    if self._control is None:
+                        await spare.discard()
+                        return
+                    self._spares.append(spare)
+            except (OSError, asyncio.TimeoutError) as error:
+                log.warning("SnapStart: could not keep a spare fork: %s", error)
+            finally:
+                self._refilling = None
+
+        self._refilling = asyncio.get_running_loop().create_task(refill())
+
     async def fork(self, spec: SandboxSpec, output_fd: int) -> RestoredSandbox:
         """A new environment from the template, confined and with its Runtime API
         listening, its runtime running the after-restore hooks."""
         if self._control is None or self.sandbox is None:
             raise SandboxError("the SnapStart template is not running")
         requested_at = time.perf_counter()
+        spare = None
+        while self._spares and spare is None:
+            candidate = self._spares.pop(0)
+            if candidate.fits(spec) and candidate.alive():
+                spare = candidate
+            else:
+                await candidate.discard()
+        self._refill()
+        if spare is None:
+            spare = await self._spawn(spec)
+        try:
+            return await self._activate(spare, spec, output_fd, requested_at)
+        except BaseException:
+            await spare.discard()
+            raise
+
+    async def _spawn(self, spec: SandboxSpec) -> _Spare:
+        """A fork of the template in namespaces, a cgroup and a network of its own,
+        waiting for its activation."""
+        assert self._control is not None
         try:
             cgroup = self._backend.cgroups.create(cgroup_name(spec.environment_id),
                                                   cgroup_limits(spec))
@@ -233,81 +297,125 @@ class ZygoteTemplate:
         channel, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         channel.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         channel.setblocking(False)
+        spare = _Spare(spec, cgroup, channel)
         entries: list[int] = []
-        listeners: list[socket.socket] = []
-        outbound: Outbound | None = None
-        api: ApiForwarder | None = None
-        pidfd = -1
         try:
             for path in cgroup.entry_files():
                 entries.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-            env = dict(spec.env)
-            env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
-            api_port = inside_api_port(spec)
-            if api_port is not None:
-                env["AWS_ENDPOINT_URL"] = f"http://{RUNTIME_API_HOST}:{api_port}"
-            frames_fd = spec.inherited_fds[0] if spec.inherited_fds else output_fd
             request = {
-                "env": env, "hostname": _hostname(spec.environment_id),
+                "hostname": _hostname(spec.environment_id),
                 "tmp_bytes": spec.ephemeral_storage_mb * 1024 * 1024,
                 "masked_files": list(MASKED_PROC_FILES), "masked_dirs": list(MASKED_PROC_DIRS),
-                "cgroup_entries": len(entries),
             }
-            fds = [inside.fileno(), output_fd, frames_fd, *entries]
+            fds = [inside.fileno(), *entries]
             self._control.sendmsg([json.dumps(request).encode()], [
                 (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
             inside.close()
-            for fd in entries:
-                os.close(fd)
-            entries = []
             hello, pid = await asyncio.wait_for(_receive(channel), RESTORE_TIMEOUT_S)
             if not hello.startswith(b"hello") or pid is None:
                 raise SandboxError("the SnapStart template could not fork an environment "
                                    "(its message is in the function's output)")
-            pidfd = os.pidfd_open(pid)
+            spare.pidfd = os.pidfd_open(pid)
+            spare.pid = pid
             if hello != b"hello moved":
                 cgroup.add(pid)
             network = spec.network and self._backend.outbound_available
+            api_port = inside_api_port(spec)
             ports = (RUNTIME_API_PORT,) if api_port is None else (RUNTIME_API_PORT, api_port)
-            listeners = await listen_inside(pid, ports, egress=self._backend.egress if network else None)
+            spare.listeners = await listen_inside(
+                pid, ports, egress=self._backend.egress if network else None)
             if network:
-                outbound = await Outbound.start(self._backend.slirp4netns, pid)
+                spare.outbound = await Outbound.start(self._backend.slirp4netns, pid)
             if api_port is not None and spec.api_port is not None:
-                api = ApiForwarder(listeners[1], (RUNTIME_API_HOST, spec.api_port))
-                await api.start()
-            channel.send(b"go")
-            resumed, _ = await asyncio.wait_for(_receive(channel), RESTORE_TIMEOUT_S)
-            if resumed != b"resumed":
-                raise SandboxError("the restored environment failed to confine itself "
-                                   "(its message is in the function's output)")
+                spare.api = ApiForwarder(spare.listeners[1], (RUNTIME_API_HOST, spec.api_port))
+                await spare.api.start()
         except BaseException:
+            inside.close()
             for fd in entries:
                 os.close(fd)
-            if pidfd >= 0:
-                try:
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                os.close(pidfd)
-            cgroup.kill_all()
-            if api is not None:
-                await api.stop()
-            if outbound is not None:
-                await outbound.stop()
-            for listener in listeners:
-                listener.close()
-            channel.close()
-            inside.close()
-            await cgroup.remove()
+            await spare.discard()
             raise
-        return RestoredSandbox(spec, pid, pidfd, cgroup, listeners[0], channel, outbound, api,
-                               requested_at, time.perf_counter())
+        for fd in entries:
+            os.close(fd)
+        return spare
+
+    async def _activate(self, spare: _Spare, spec: SandboxSpec, output_fd: int,
+                        requested_at: float) -> RestoredSandbox:
+        env = dict(spec.env)
+        env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
+        api_port = inside_api_port(spec)
+        if api_port is not None:
+            env["AWS_ENDPOINT_URL"] = f"http://{RUNTIME_API_HOST}:{api_port}"
+        frames_fd = spec.inherited_fds[0] if spec.inherited_fds else output_fd
+        fds = [output_fd, frames_fd]
+        spare.channel.sendmsg([json.dumps({"env": env}).encode()], [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("2i", *fds))])
+        resumed, _ = await asyncio.wait_for(_receive(spare.channel), RESTORE_TIMEOUT_S)
+        if resumed != b"resumed":
+            raise SandboxError("the restored environment failed to confine itself "
+                               "(its message is in the function's output)")
+        assert spare.pid is not None
+        return RestoredSandbox(spec, spare.pid, spare.pidfd, spare.cgroup, spare.listeners[0],
+                               spare.channel, spare.outbound, spare.api, requested_at,
+                               time.perf_counter())
 
     async def destroy(self) -> None:
-        """Stop the template (and with its PID namespace every fork still running)."""
+        """Stop forking (the template's zygote exits) and discard the spares."""
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._refilling is not None:
+            self._refilling.cancel()
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(spare.discard() for spare in spares), return_exceptions=True)
+
+
+class _Spare:
+    """A fork waiting for its activation, and what the host made for it."""
+
+    def __init__(self, spec: SandboxSpec, cgroup: EnvironmentCgroup,
+                 channel: socket.socket) -> None:
+        self.spec = spec
+        self.cgroup = cgroup
+        self.channel = channel
+        self.pid: int | None = None
+        self.pidfd = -1
+        self.listeners: list[socket.socket] = []
+        self.outbound: Outbound | None = None
+        self.api: ApiForwarder | None = None
+
+    def fits(self, spec: SandboxSpec) -> bool:
+        mine = self.spec
+        return (mine.memory_mb, mine.ephemeral_storage_mb, mine.network, mine.api_port,
+                mine.max_processes) == (spec.memory_mb, spec.ephemeral_storage_mb, spec.network,
+                                        spec.api_port, spec.max_processes)
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def discard(self) -> None:
+        if self.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.cgroup.kill_all()
+        if self.api is not None:
+            await self.api.stop()
+        if self.outbound is not None:
+            await self.outbound.stop()
+        for listener in self.listeners:
+            listener.close()
+        self.channel.close()
+        await self.cgroup.remove()
 
 
 class RestoringBackend:

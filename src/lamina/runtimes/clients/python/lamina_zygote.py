@@ -17,11 +17,13 @@ The fork gets isolation of its own before any of the function's code runs again:
    through SCM_CREDENTIALS, moves it into the environment's cgroup (memory limit,
    CPU share, process count), binds the Runtime API listener inside its network
    namespace (so 127.0.0.1:9001 there is this environment's, and the template's
-   listener does not exist there), and answers "go".
+   listener does not exist there).
 2. C forks the environment's PID 1 (G) into the new PID namespace and waits for it;
    G unshares a cgroup namespace, mounts its own /proc (only its own processes)
-   with runc's masks, and a fresh, empty /tmp of EphemeralStorage size.
-3. G takes the environment's stdout/stderr and log pipes and environment
+   with runc's masks, and a fresh, empty /tmp of EphemeralStorage size. It is now
+   a spare, and waits to be activated (the server keeps a few per template, so a
+   cold start does not wait for namespaces to be made).
+3. Activated, G takes the environment's stdout/stderr and log pipes and environment
    variables (fresh credentials, log stream), then drops every capability and its
    bounding set, sets no_new_privs and loads the same seccomp filter every other
    environment runs under (no namespaces, no mounts, no ptrace), and returns to the
@@ -172,27 +174,17 @@ class Template:
 
     def serve(self, log_fd=None):
         """Fork environments until the server closes the control socket; returns only in
-        a fork, fully confined, with the request that made it. `log_fd`: where the
+        a fork, activated and fully confined, with its activation. `log_fd`: where the
         runtime client writes its framed records (the fork's pipe goes there)."""
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the anchors are reaped by the kernel
         while True:
-            try:
-                message, ancillary, _, _ = self.control.recvmsg(
-                    1 << 20, socket.CMSG_SPACE(16 * 4))
-            except InterruptedError:
-                continue
+            message, fds = _receive(self.control)
             if not message:
                 os._exit(0)
-            fds = []
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds += list(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
-            request = json.loads(message)
-            request["log_fd"] = log_fd
             pid = os.fork()
             if pid == 0:
                 try:
-                    return self._become_environment(request, fds)
+                    return self._become_environment(json.loads(message), fds, log_fd)
                 except BaseException as error:  # noqa: BLE001 - the channel says why, then exit
                     try:
                         os.write(2, f"lamina: restore failed: {error}\n".encode())
@@ -201,8 +193,8 @@ class Template:
             for fd in fds:
                 os.close(fd)
 
-    def _become_environment(self, request, fds):
-        channel_fd, output_fd, frames_fd, *entries = fds
+    def _become_environment(self, request, fds, log_fd):
+        channel_fd, *entries = fds
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.control.close()
         channel = socket.socket(fileno=channel_fd)
@@ -226,13 +218,9 @@ class Template:
                 moved = False
             os.close(fd)
         channel.sendall(b"hello moved" if moved and entries else b"hello")
-        if channel.recv(16) != b"go":
-            os._exit(125)
         child = os.fork()
         if child:
             # The anchor: outside the environment's PID namespace, it only waits.
-            os.close(output_fd)
-            os.close(frames_fd)
             _, status = os.waitpid(child, 0)
             code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             try:
@@ -245,22 +233,43 @@ class Template:
         _mask_proc(request["masked_files"], request["masked_dirs"])
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={request['tmp_bytes']},mode=1777")
+        # Ready, and waiting to become an environment: the server activates it when a
+        # cold start needs one (or at once, when none was waiting).
+        message, fds = _receive(channel)
+        if not message:
+            os._exit(0)
+        activation = json.loads(message)
+        output_fd, frames_fd = fds
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
         os.close(output_fd)
-        log_fd = request.get("log_fd")
         if log_fd is not None and log_fd != frames_fd:
             os.dup2(frames_fd, log_fd)
             os.close(frames_fd)
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(activation["env"])
         os.environ.pop("_LAMBDA_TELEMETRY_LOG_FD", None)
         _retire_sockets(keep=channel.fileno())
         os.chdir(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
         _drop_privileges(self.seccomp)
         channel.sendall(b"resumed")
         channel.close()
-        return request
+        return activation
+
+
+def _receive(sock):
+    """One message and the descriptors that came with it."""
+    while True:
+        try:
+            message, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(16 * 4))
+            break
+        except InterruptedError:
+            continue
+    fds = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += list(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+    return message, fds
 
 
 def _retire_sockets(keep):
