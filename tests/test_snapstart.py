@@ -25,6 +25,12 @@ INIT_RANDOM = random.random()
 # A connection to the Runtime API made during INIT: on a restored environment, it
 # must lead nowhere (the template's Runtime API stays the template's).
 INIT_SOCKET = socket.create_connection(("127.0.0.1", 9001))
+# Hooks INIT leaves behind to run inside a fork before it is confined: none may run.
+FORKED = []
+os.register_at_fork(after_in_child=lambda: FORKED.append(os.getpid()))
+AUDITED = []
+import sys
+sys.addaudithook(lambda event, args: AUDITED.append(event) if len(AUDITED) < 3 else None)
 
 
 @register_before_snapshot
@@ -63,6 +69,8 @@ def probe():
         seen["init_socket"] = INIT_SOCKET.recv(100).decode(errors="replace") or "closed"
     except OSError as error:
         seen["init_socket"] = type(error).__name__
+    seen["at_fork_ran"] = FORKED
+    seen["audited"] = AUDITED
     seen["uid"] = os.getuid()
     try:
         seen["shadow"] = len(open("/etc/shadow").read())
@@ -202,6 +210,7 @@ def test_hostile_code_in_a_restored_environment_is_contained(lam: Any, snap: str
     assert seen["unshare_user"] == -1 and seen["mount"] == -1
     # The template's Runtime API, through a connection INIT made: gone.
     assert seen["init_socket"] in ("OSError", "BrokenPipeError", "closed", "TimeoutError")
+    assert seen["at_fork_ran"] == [] and seen["audited"] == []
     assert seen["uid"] == 993
     assert seen["shadow"] in ("FileNotFoundError", "PermissionError")
 

@@ -40,10 +40,13 @@ Standard library and ctypes only: this runs on the function's interpreter.
 """
 
 import ctypes
+import fcntl
+import gc
 import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 
@@ -78,6 +81,24 @@ SANDBOX_UID = 993
 SANDBOX_GID = 990
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# fork(2) itself, not os.fork(): no at-fork hook (Python's os.register_at_fork or a
+# library's pthread_atfork, which INIT code may have installed) runs in a fork
+# before it is confined. The zygote is single-threaded, so nothing else needs the
+# interpreter's after-fork repairs.
+_SYS_FORK = {"x86_64": (57,), "aarch64": (220, 17, 0, 0, 0, 0)}  # aarch64: clone(SIGCHLD)
+
+
+_FORK_ARGS = _SYS_FORK.get(os.uname().machine, ())
+
+
+def _fork():
+    if not _FORK_ARGS:
+        return os.fork()  # an architecture this module has no number for
+    pid = _libc.syscall(*_FORK_ARGS)
+    if pid < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"fork: {os.strerror(code)}")
+    return pid
 
 
 def _check(result, what):
@@ -105,8 +126,6 @@ def _write(path, text):
 
 def _loopback_up():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        import fcntl
-
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
@@ -149,8 +168,16 @@ def _mask_proc(files, dirs):
     _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount /tmp")
 
 
+def _refuse_audit_hooks(event, _args):
+    # Installed before INIT: no audit hook added later could run inside a fork before
+    # it is confined (the kernel's view of its siblings is still in reach then).
+    if event == "sys.addaudithook":
+        raise RuntimeError("audit hooks are not available in SnapStart functions")
+
+
 class Template:
     def __init__(self):
+        sys.addaudithook(_refuse_audit_hooks)
         self.control = socket.socket(fileno=int(os.environ.pop("_LAMINA_ZYGOTE_FD")))
         seccomp_fd = int(os.environ.pop("_LAMINA_SECCOMP_FD"))
         chunks = []
@@ -177,11 +204,17 @@ class Template:
         a fork, activated and fully confined, with its activation. `log_fd`: where the
         runtime client writes its framed records (the fork's pipe goes there)."""
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the anchors are reaped by the kernel
+        # Nothing of the function's may run in a fork before it is confined: no trace or
+        # profile function, no collection calling finalizers of INIT's objects, no
+        # import (finders INIT installed) until then.
+        sys.settrace(None)
+        sys.setprofile(None)
+        gc.disable()
         while True:
             message, fds = _receive(self.control)
             if not message:
                 os._exit(0)
-            pid = os.fork()
+            pid = _fork()
             if pid == 0:
                 try:
                     return self._become_environment(json.loads(message), fds, log_fd)
@@ -218,7 +251,7 @@ class Template:
                 moved = False
             os.close(fd)
         channel.sendall(b"hello moved" if moved and entries else b"hello")
-        child = os.fork()
+        child = _fork()
         if child:
             # The anchor: outside the environment's PID namespace, it only waits.
             _, status = os.waitpid(child, 0)
@@ -254,6 +287,7 @@ class Template:
         _drop_privileges(self.seccomp)
         channel.sendall(b"resumed")
         channel.close()
+        gc.enable()
         return activation
 
 
@@ -278,8 +312,6 @@ def _retire_sockets(keep):
     namespace, is replaced by a fresh unconnected one of the environment's own under
     the same number (closing it would let a new descriptor take the number an old
     socket object still holds)."""
-    import stat
-
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
