@@ -13,11 +13,11 @@ The fork gets isolation of its own before any of the function's code runs again:
    of the template's and maps uid 993 onto itself, so the child holds capabilities
    over its new namespaces only (an unprivileged user namespace: nothing outside
    them becomes reachable). It brings its loopback up, names its host, makes its
-   mounts private, and says hello on its channel; the server, seeing its PID
-   through SCM_CREDENTIALS, moves it into the environment's cgroup (memory limit,
-   CPU share, process count), binds the Runtime API listener inside its network
-   namespace (so 127.0.0.1:9001 there is this environment's, and the template's
-   listener does not exist there).
+   mounts private, joins the environment's cgroup (memory limit, CPU share,
+   process count) through descriptors the server opened, and says hello on its
+   channel; the server, seeing its PID through SCM_CREDENTIALS, binds the Runtime
+   API listener inside its network namespace (so 127.0.0.1:9001 there is this
+   environment's, and the template's listener does not exist there).
 2. C forks the environment's PID 1 (G) into the new PID namespace and waits for it;
    G unshares a cgroup namespace, mounts its own /proc (only its own processes)
    with runc's masks, and a fresh, empty /tmp of EphemeralStorage size. It is now
@@ -34,7 +34,10 @@ create user namespaces and mount in them (step 1 needs both): the one relaxation
 and it applies only to the template, in which only INIT and the before-snapshot
 hooks run. The template must be single-threaded and alone when it becomes a
 template (a thread or process left running by INIT would keep running beside the
-forks' parent, with the forks' user namespaces in reach).
+forks' parent, with the forks' user namespaces in reach). Until a fork is confined
+none of the function's code may run in it: it is made by fork(2) itself (no at-fork
+hooks), with no trace or profile function, no garbage collection and no import, and
+audit hooks (which Python cannot remove) are refused from before INIT on.
 
 Standard library and ctypes only: this runs on the function's interpreter.
 """
