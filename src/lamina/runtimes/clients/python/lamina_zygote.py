@@ -213,6 +213,10 @@ class Template:
         sys.settrace(None)
         sys.setprofile(None)
         gc.disable()
+        # INIT's objects out of the collector's reach for good: a collection in a fork
+        # would otherwise write to every page holding one, copying the template's
+        # memory into each environment (the trick of pre-forking Python servers).
+        gc.freeze()
         while True:
             message, fds = _receive(self.control)
             if not message:
