@@ -277,3 +277,23 @@ def test_provisioned_environments_of_a_snap_start_version_are_restored(lam: Any,
     body, log = invoke(lam, snap, {})
     assert body["init_type"] == "snap-start" and body["after"] == 1
     lam.delete_provisioned_concurrency_config(FunctionName=snap, Qualifier="1")
+
+
+def test_a_version_still_making_its_snapshot_is_not_ready(server: Any, lam: Any) -> None:
+    if not _server_has_namespaces(server):
+        pytest.skip("SnapStart needs the namespaces sandbox")
+    name = f"snap-slow-{uuid.uuid4().hex[:8]}"
+    code = "import time\ntime.sleep(3)\ndef handler(e, c):\n    return 'ready'\n"
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": code})},
+                        SnapStart={"ApplyOn": "PublishedVersions"})
+    wait_active(lam, name)
+    lam.publish_version(FunctionName=name)
+    with pytest.raises(ClientError) as raised:
+        lam.invoke(FunctionName=name, Qualifier="1")
+    error = raised.value.response["Error"]
+    assert error["Code"] == "SnapStartNotReadyException"
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier="1",
+                                              WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == "ready"
