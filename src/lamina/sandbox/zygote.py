@@ -277,8 +277,17 @@ class ZygoteTemplate:
             else:
                 await candidate.discard()
         self._refill()
-        if spare is None:
-            spare = await self._spawn(spec)
+        if spare is not None:
+            try:
+                return await self._activate(spare, spec, output_fd, requested_at)
+            except (OSError, asyncio.TimeoutError) as error:
+                # A spare that died waiting (or was killed): a fresh fork instead.
+                log.warning("SnapStart: a spare fork could not be activated: %s", error)
+                await spare.discard()
+            except BaseException:
+                await spare.discard()
+                raise
+        spare = await self._spawn(spec)
         try:
             return await self._activate(spare, spec, output_fd, requested_at)
         except BaseException:
@@ -391,10 +400,10 @@ class _Spare:
                                         spec.api_port, spec.max_processes)
 
     def alive(self) -> bool:
-        if self.pid is None:
+        if self.pidfd < 0:
             return False
         try:
-            os.kill(self.pid, 0)
+            signal.pidfd_send_signal(self.pidfd, 0)
         except ProcessLookupError:
             return False
         return True
