@@ -69,6 +69,14 @@ def probe():
         seen["init_socket"] = INIT_SOCKET.recv(100).decode(errors="replace") or "closed"
     except OSError as error:
         seen["init_socket"] = type(error).__name__
+    masked = {}
+    for path in ("/proc/interrupts", "/proc/timer_list", "/proc/sched_debug", "/proc/kcore"):
+        try:
+            with open(path, "rb") as f:
+                masked[path] = len(f.read(100))
+        except OSError:
+            masked[path] = 0  # refused: as good as empty
+    seen["masked"] = masked
     seen["at_fork_ran"] = FORKED
     seen["audited"] = AUDITED
     seen["uid"] = os.getuid()
@@ -210,6 +218,7 @@ def test_hostile_code_in_a_restored_environment_is_contained(lam: Any, snap: str
     assert seen["unshare_user"] == -1 and seen["mount"] == -1
     # The template's Runtime API, through a connection INIT made: gone.
     assert seen["init_socket"] in ("OSError", "BrokenPipeError", "closed", "TimeoutError")
+    assert set(seen["masked"].values()) == {0}, seen["masked"]  # runc's masks hold here too
     assert seen["at_fork_ran"] == [] and seen["audited"] == []
     assert seen["uid"] == 993
     assert seen["shadow"] in ("FileNotFoundError", "PermissionError")

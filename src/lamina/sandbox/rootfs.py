@@ -208,6 +208,15 @@ def _empty_file() -> Path:
     return _write_once(state_dir() / "empty", b"", 0o444)
 
 
+def proc_masks_needed() -> tuple[list[str], list[str]]:
+    """The names of the /proc files and directories to mask on this kernel (those
+    that exist and others may read), for a sandbox that mounts its own /proc."""
+    return ([name for name in MASKED_PROC_FILES
+             if os.path.isfile(f"/proc/{name}") and _readable_by_others(f"/proc/{name}")],
+            [name for name in MASKED_PROC_DIRS
+             if os.path.isdir(f"/proc/{name}") and _readable_by_others(f"/proc/{name}")])
+
+
 def _proc_masks() -> list[str]:
     args: list[str] = []
     empty = str(_empty_file())

@@ -59,7 +59,7 @@ from lamina.sandbox.network import (
     connect_inside,
     listen_inside,
 )
-from lamina.sandbox.rootfs import MASKED_PROC_DIRS, MASKED_PROC_FILES
+from lamina.sandbox.rootfs import proc_masks_needed
 
 log = logging.getLogger("lamina.sandbox")
 
@@ -195,6 +195,7 @@ class ZygoteTemplate:
         self._spares: list[_Spare] = []
         self._spare_target = 0
         self._refilling: asyncio.Task[None] | None = None
+        self._masked_files, self._masked_dirs = proc_masks_needed()
 
     # -- the template's own launch (the ExecutionEnvironment of its INIT calls this) --
 
@@ -299,8 +300,10 @@ class ZygoteTemplate:
         waiting for its activation."""
         assert self._control is not None
         try:
-            cgroup = self._backend.cgroups.create(cgroup_name(spec.environment_id),
-                                                  cgroup_limits(spec))
+            # Off the event loop: a cgroup is a directory per controller on v1, a few
+            # milliseconds, which a burst of forks would otherwise queue behind.
+            cgroup = await asyncio.to_thread(self._backend.cgroups.create,
+                                             cgroup_name(spec.environment_id), cgroup_limits(spec))
         except (OSError, CgroupUnavailable) as error:
             raise SandboxError(f"cannot create the cgroup for {spec.environment_id}: {error}") from error
         channel, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -314,7 +317,7 @@ class ZygoteTemplate:
             request = {
                 "hostname": _hostname(spec.environment_id),
                 "tmp_bytes": spec.ephemeral_storage_mb * 1024 * 1024,
-                "masked_files": list(MASKED_PROC_FILES), "masked_dirs": list(MASKED_PROC_DIRS),
+                "masked_files": self._masked_files, "masked_dirs": self._masked_dirs,
             }
             fds = [inside.fileno(), *entries]
             self._control.sendmsg([json.dumps(request).encode()], [

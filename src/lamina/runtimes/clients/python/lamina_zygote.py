@@ -156,19 +156,22 @@ def _mask_proc(files, dirs):
     """runc's masks over the new /proc: an empty read-only file over files, an empty
     read-only tmpfs over directories. The empty file lives on a scratch tmpfs that
     is detached afterwards (the binds keep it)."""
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
-    empty = "/tmp/empty"
-    os.close(os.open(empty, os.O_CREAT | os.O_WRONLY, 0o444))
-    for name in files:
-        target = f"/proc/{name}"
-        if os.path.isfile(target):
-            _mount(empty, target, None, MS_BIND)
-            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    if files:
+        # Mounts take one lock for the whole machine: a read-only scratch file system
+        # (its binds are then read-only too) costs two mounts less per file.
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
+        empty = "/tmp/empty"
+        os.close(os.open(empty, os.O_CREAT | os.O_WRONLY, 0o444))
+        _mount(None, "/tmp", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        for name in files:
+            target = f"/proc/{name}"
+            if os.path.isfile(target):
+                _mount(empty, target, None, MS_BIND)
+        _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount /tmp")
     for name in dirs:
         target = f"/proc/{name}"
         if os.path.isdir(target):
             _mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
-    _check(_libc.umount2(b"/tmp", MNT_DETACH), "umount /tmp")
 
 
 def _refuse_audit_hooks(event, _args):
