@@ -9,6 +9,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,3 +307,37 @@ def test_a_version_still_making_its_snapshot_is_not_ready(server: Any, lam: Any)
     lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier="1",
                                               WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
     assert json.loads(lam.invoke(FunctionName=name, Qualifier="1")["Payload"].read()) == "ready"
+
+
+def _processes_of(function_name: str) -> list[int]:
+    """Host PIDs whose environment names the function (its template, spares, forks)."""
+    needle = f"AWS_LAMBDA_FUNCTION_NAME={function_name}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_deleting_the_function_stops_its_template_and_forks(server: Any, lam: Any) -> None:
+    if not _server_has_namespaces(server):
+        pytest.skip("SnapStart needs the namespaces sandbox")
+    name = f"snap-gone-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": HANDLER})},
+                        SnapStart={"ApplyOn": "PublishedVersions"})
+    wait_active(lam, name)
+    lam.publish_version(FunctionName=name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier="1",
+                                              WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    invoke(lam, name, {})
+    assert _processes_of(name)  # the template (and the restored environment)
+    lam.delete_function(FunctionName=name)
+    deadline = time.monotonic() + 30
+    while _processes_of(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of(name) == []
