@@ -58,6 +58,12 @@ class ResourceConflictException(LambdaError):
     status_code = 409
 
 
+class SnapStartNotReadyException(LambdaError):
+    """Invoking a SnapStart version whose snapshot is still being made (Pending)."""
+
+    status_code = 409
+
+
 class ConflictException(LambdaError):
     """EventBridge Scheduler's: a schedule of that name exists."""
 

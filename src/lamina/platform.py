@@ -26,7 +26,7 @@ from lamina.control.environment_secrets import EnvironmentSecrets, key_id_of
 from lamina.control.event_invoke_configs import EventInvokeConfigs
 from lamina.control.file_systems import FileSystems
 from lamina.control.function_urls import URL_DOMAIN, FunctionUrls
-from lamina.control.functions import FunctionRegistry
+from lamina.control.functions import FunctionRegistry, SnapshotSettled
 from lamina.control.keys import Keys, MasterKey
 from lamina.control.layers import Layers
 from lamina.control.models import FunctionVersion
@@ -183,6 +183,10 @@ class Platform:
         self.functions.change_listeners.append(self.environments.retire_function)
         self.environments.prepare = self._prepare_spec
         self.keys.change_listeners.append(self._key_changed)
+        # SnapStart: a published version's INIT runs once, into its template.
+        self.functions.make_snapshot = self._make_snapshot
+        self.functions.change_listeners.append(self._snapshot_version_changed)
+        self._snapshots: set[asyncio.Task[None]] = set()
         self.code.held = self._code_in_use
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
@@ -308,10 +312,32 @@ class Platform:
         spec = environment_spec(fv) if fv is not None else None
         self.provisioned.configure(function_name, qualifier, spec, requested)
 
+    def _make_snapshot(self, fv: FunctionVersion, settled: SnapshotSettled) -> None:
+        async def make() -> None:
+            try:
+                outcome = await self.environments.snapstart.make(environment_spec(fv))
+            except Exception as error:  # noqa: BLE001 - the version fails, saying why
+                log.exception("SnapStart snapshot of %s:%s", fv.function_name, fv.version)
+                outcome = ("Failed", "InternalError", f"The snapshot could not be made: {error}")
+            settled(outcome)
+
+        task = asyncio.get_running_loop().create_task(make())
+        self._snapshots.add(task)
+        task.add_done_callback(self._snapshots.discard)
+
+    def _snapshot_version_changed(self, function_name: str, version: str | None) -> None:
+        """A deleted version (or function) takes its SnapStart template with it."""
+        if version is not None and self.functions.store.get_version(function_name, version):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.environments.snapstart.retire(function_name, version))
+        self._snapshots.add(task)
+        task.add_done_callback(self._snapshots.discard)
+
     def _code_in_use(self) -> list[Path]:
         """The unpacked trees live environments have mounted at /var/task and /opt."""
         held = []
-        for env in self.environments.environments:
+        for env in (*self.environments.environments, *self.environments.snapstart.environments):
             if env.config.task_root is not None:
                 held.append(env.config.task_root)
             if env.config.layers_root is not None:

@@ -35,6 +35,7 @@ from lamina.errors import (
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
+    SnapStartNotReadyException,
     ValidationException,
 )
 from lamina.limits import Limits
@@ -58,6 +59,9 @@ FUNCTION_NAME_MAX = 64
 
 # Called with the outcome of making a runtime ready: None, or the StateReason to show.
 RuntimeSettled = Callable[[str | None], None]
+# Called with the outcome of making a SnapStart version's snapshot: None (Active), or
+# (State, StateReasonCode, StateReason): Failed, or Active without SnapStart.
+SnapshotSettled = Callable[[tuple[str, str, str] | None], None]
 # Fields of FunctionVersion that UpdateFunctionConfiguration may change.
 CONFIGURABLE = frozenset(
     {
@@ -231,6 +235,9 @@ class FunctionRegistry:
         # Code signing (control.code_signing): new packages and layers are checked
         # against the function's code signing config before anything is stored.
         self.code_signing: CodeSigningConfigs | None = None
+        # Makes a published SnapStart version's snapshot, then calls back (wired by
+        # the platform; None: SnapStart versions are published Active, without one).
+        self.make_snapshot: Callable[[FunctionVersion, SnapshotSettled], None] | None = None
         # Versions read on every invoke; a store round trip through SQLAlchemy costs
         # about half a millisecond, a dict lookup nothing. Every write in this
         # process invalidates the function's entries. (Several nodes sharing one
@@ -772,10 +779,41 @@ class FunctionRegistry:
                 published, state=FunctionState.PENDING, state_reason=CREATING_REASON,
                 state_reason_code=CREATING, last_update_status=None,
                 last_update_status_reason=None, last_update_status_reason_code=None)
+        snapshot = published.snap_start_apply_on == "PublishedVersions" and \
+            self.make_snapshot is not None and not published.awaits_runtime
+        if snapshot:
+            # Pending while INIT runs once and its environment becomes the template.
+            published = dataclasses.replace(
+                published, snap_start_optimization="On", state=FunctionState.PENDING,
+                state_reason=CREATING_REASON, state_reason_code=CREATING,
+                last_update_status=None, last_update_status_reason=None,
+                last_update_status_reason_code=None)
         if not self.store.insert_version(name, published.version, published.revision_id,
                                          published.to_json()):
             raise self.not_found(name)
+        if snapshot and self.make_snapshot is not None:
+            self.make_snapshot(published, functools.partial(
+                self._snapshot_settled, name, published.version))
         return published
+
+    def _snapshot_settled(self, name: str, version: str,
+                          outcome: tuple[str, str, str] | None) -> None:
+        data = self.store.get_version(name, version)
+        if data is None:
+            return  # deleted meanwhile
+        fv = FunctionVersion.from_json(data)
+        if outcome is None:
+            settled = _ready(fv)
+        else:
+            state, code, reason = outcome
+            if state == FunctionState.FAILED:
+                settled = _failed(fv, reason, code)
+            else:
+                settled = dataclasses.replace(_ready(fv), snap_start_optimization="Off",
+                                              state_reason=reason, state_reason_code=code)
+        if self.store.replace_version(name, version, fv.revision_id, settled.revision_id,
+                                      settled.to_json()):
+            self._changed(name, version)
 
     # -- states: waiting for the runtime ---------------------------------------------
 
@@ -798,6 +836,10 @@ class FunctionRegistry:
 
     def check_invocable(self, fv: FunctionVersion) -> None:
         """ResourceConflictException, as from Lambda, for a version that cannot run now."""
+        if fv.state == FunctionState.PENDING and fv.snap_start_optimization == "On":
+            raise SnapStartNotReadyException(
+                "Lambda is initializing your function. You can invoke the function when the "
+                "function state becomes Active.")
         if fv.state != FunctionState.ACTIVE:
             raise not_ready(fv.state)
         if fv.last_update_status == LastUpdateStatus.IN_PROGRESS:

@@ -102,6 +102,9 @@ class FunctionVersion:
     application_log_level: str | None = None
     system_log_level: str | None = None
     snap_start_apply_on: str = "None"
+    # SnapStartResponse.OptimizationStatus: "On" for a published version whose
+    # environments start from its snapshot (environments/snapstart.py).
+    snap_start_optimization: str = "Off"
     state: str = FunctionState.ACTIVE
     state_reason: str | None = None
     state_reason_code: str | None = None
@@ -182,7 +185,8 @@ class FunctionVersion:
             "PackageType": self.package_type,
             "Architectures": list(self.architectures),
             "EphemeralStorage": {"Size": self.ephemeral_storage_mb},
-            "SnapStart": {"ApplyOn": self.snap_start_apply_on, "OptimizationStatus": "Off"},
+            "SnapStart": {"ApplyOn": self.snap_start_apply_on,
+                          "OptimizationStatus": self.snap_start_optimization},
             "LoggingConfig": {
                 "LogFormat": self.log_format,
                 "LogGroup": self.log_group_name,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -202,6 +203,8 @@ class ExecutionEnvironment:
         self._init_tail = LogTail()
         self.init_failure: bytes | None = None
         self.init_duration_ms: float | None = None
+        # SnapStart: (Restore Duration, Billed Restore Duration) for the first REPORT.
+        self.restore: tuple[float, int] | None = None
         self.invocations = 0
         self.last_used = time.monotonic()
 
@@ -362,6 +365,10 @@ class ExecutionEnvironment:
         self.init_duration_ms = (time.perf_counter() - started) * 1000
         self._sandbox.end_init()
         if ready in done and self.init_failure is None:
+            resumed_at = getattr(self._sandbox, "resumed_at", None)
+            if resumed_at is not None:  # restored from a SnapStart template
+                self.restore = (self.init_duration_ms,
+                                math.ceil((time.perf_counter() - resumed_at) * 1000))
             self.lifecycle.to(State.READY)
             self.publish(InitRuntimeDone(initialization_type, "success"))
             extensions_ms = 0.0
@@ -633,11 +640,14 @@ class ExecutionEnvironment:
         fv = self.config.function_version
         duration_ms = (time.perf_counter() - started) * 1000
         billed = billed_duration_ms(duration_ms, init_ms)
+        restore, self.restore = self.restore, None
         self.publish(InvokeReport(
             invocation.request_id, EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
             self._max_memory_used_mb(), invocation.trace_id, init_ms,
             error_type if status not in ("success", "error") else None,
-            invoked_function_arn=invocation.invoked_function_arn))
+            invoked_function_arn=invocation.invoked_function_arn,
+            restore_duration_ms=restore[0] if restore else None,
+            billed_restore_duration_ms=restore[1] if restore else None))
         self._log.flush()
         self.last_used = time.monotonic()
         return duration_ms

@@ -28,6 +28,7 @@ from typing import Any
 from lamina.environments.container_images import container_runtime
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
+from lamina.environments.snapstart import SnapStartTemplates
 from lamina.environments.spec import (
     CredentialIssuer,
     EnvironmentListener,
@@ -105,6 +106,8 @@ class EnvironmentPool:
         self.listeners: list[EnvironmentListener] = []
         # Opens sealed variables and resolves file systems as an environment starts.
         self.prepare: SpecPreparer | None = None
+        # SnapStart versions' templates; their cold starts are forks (snapstart.py).
+        self.snapstart = SnapStartTemplates(self)
 
     @property
     def environments(self) -> frozenset[ExecutionEnvironment]:
@@ -221,22 +224,33 @@ class EnvironmentPool:
     def _uncharge(self, env: ExecutionEnvironment) -> None:
         self.memory_in_use_mb -= self._charged.pop(env, 0)
 
+    async def environment_config(self, fv: EnvironmentSpec,
+                                 initialization_type: str) -> EnvironmentConfig:
+        """How to start an environment of fv (its runtime or container image made ready)."""
+        if fv.image_uri is not None:
+            fv, runtime, container = await self._container(fv)
+            return self._config(fv, initialization_type, runtime, None, container)
+        runtime, image = await self._runtime(fv.runtime)
+        return self._config(fv, initialization_type, runtime, image)
+
     async def start_environment(self, fv: EnvironmentSpec,
                                 initialization_type: str = "on-demand") -> ExecutionEnvironment:
-        """A new environment for fv, after its INIT phase (which may have failed).
+        """A new environment for fv, after its INIT phase (which may have failed); a
+        restore from its template for a SnapStart version.
 
         TooManyRequestsException when the host's environment memory is used up.
         """
         if self.prepare is not None and (fv.sealed_environment or fv.file_system_configs):
             fv = self.prepare(fv)
+        backend: SandboxBackend = self.backend
+        restoring = await self.snapstart.backend_for(fv)
+        if restoring is not None:
+            backend, initialization_type = restoring, "snap-start"
+        config = await self.environment_config(fv, initialization_type)
         if fv.image_uri is not None:
-            fv, runtime, container = await self._container(fv)
-            config = self._config(fv, initialization_type, runtime, None, container)
-        else:
-            runtime, image = await self._runtime(fv.runtime)
-            config = self._config(fv, initialization_type, runtime, image)
+            fv = config.function_version
         victims = self._make_room(fv.memory_size)
-        env = ExecutionEnvironment(config, self.backend, self.logs)
+        env = ExecutionEnvironment(config, backend, self.logs)
         env.listeners.extend(listener(fv) for listener in self.listeners)
         self._all.add(env)
         self._charged[env] = fv.memory_size
@@ -386,6 +400,7 @@ class EnvironmentPool:
         self._provisioned_idle.clear()
         self._provisioned.clear()
         await asyncio.gather(*(self._stop(env) for env in list(self._all)), return_exceptions=True)
+        await self.snapstart.stop()
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.backend.close()

@@ -55,6 +55,9 @@ class EnvironmentSpec:
     # file_system_mounts when an environment starts.
     file_system_configs: tuple[tuple[str, str], ...] = ()
     file_system_mounts: tuple[FileSystemMount, ...] = ()
+    # SnapStart applies: a published version of a function with ApplyOn
+    # PublishedVersions, whose environments are forks of its template (snapstart.py).
+    snap_start: bool = False
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
         sealed_environment=fv.sealed_environment,
         file_system_configs=tuple((item["Arn"], item["LocalMountPath"])
                                   for item in fv.file_system_configs),
+        snap_start=fv.snap_start_optimization == "On",
         **_image(fv),
     )
 

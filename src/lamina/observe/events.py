@@ -157,6 +157,11 @@ class InvokeReport:
     timestamp_ms: int = field(default_factory=now_ms)
     # The ARN the call named (its qualifier is the metrics' Resource); not in the record.
     invoked_function_arn: str = ""
+    # SnapStart: the first invocation of a restored environment reports its restore
+    # (from the fork to the runtime's first request for work) and the part billed
+    # (the runtime's own: after-restore hooks), instead of an Init Duration.
+    restore_duration_ms: float | None = None
+    billed_restore_duration_ms: int | None = None
     type = "platform.report"
 
     def to_record(self) -> dict[str, Any]:
@@ -166,6 +171,9 @@ class InvokeReport:
         }
         if self.init_duration_ms is not None:
             metrics["initDurationMs"] = _round(self.init_duration_ms)
+        if self.restore_duration_ms is not None:
+            metrics["restoreDurationMs"] = _round(self.restore_duration_ms)
+            metrics["billedRestoreDurationMs"] = self.billed_restore_duration_ms
         record: dict[str, Any] = {"requestId": self.request_id, "metrics": metrics,
                                   "tracing": Tracing(self.trace_id).to_record(),
                                   "status": self.status}

@@ -260,6 +260,9 @@ def text_lines(event: PlatformEvent) -> list[str]:
                   f"Max Memory Used: {event.max_memory_used_mb} MB")
         if event.init_duration_ms is not None:
             report += f"\tInit Duration: {event.init_duration_ms:.2f} ms"
+        if event.restore_duration_ms is not None:
+            report += (f"\tRestore Duration: {event.restore_duration_ms:.2f} ms"
+                       f"\tBilled Restore Duration: {event.billed_restore_duration_ms} ms")
         # A function's own error is no platform failure: REPORT says nothing of it.
         if event.status == "timeout":
             report += "\tStatus: timeout"

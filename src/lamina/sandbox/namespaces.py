@@ -175,16 +175,19 @@ def file_system_args(mounted: list[tuple[str, Path]]) -> list[str]:
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
                block_fd: int, resolv_conf: Path | None = None, tmp_dir: Path | None = None,
                seccomp_fd: int | None = None,
-               mounted: list[tuple[str, Path]] | None = None) -> list[str]:
+               mounted: list[tuple[str, Path]] | None = None, template: bool = False) -> list[str]:
+    # A SnapStart template (zygote.py) keeps the right to make user namespaces, for
+    # the environments it forks; each of those gives it up before running anything.
     return [
         bwrap,
-        "--unshare-all", "--unshare-user", "--disable-userns",
+        "--unshare-all", "--unshare-user", *([] if template else ["--disable-userns"]),
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID),
         "--cap-drop", "ALL",
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir, resolv_conf, tmp_dir, file_system_args(mounted or [])),
+        *mount_args(spec, etc_dir, resolv_conf, tmp_dir, file_system_args(mounted or []),
+                    mask_proc=not template),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", spec.working_directory, "--", *spec.argv,
     ]
@@ -408,6 +411,27 @@ class NamespaceBackend:
         if self._slirp4netns is None:
             log.warning("sandbox: slirp4netns is not installed; functions get no outbound network")
 
+    # What sandbox/zygote.py needs to give a forked environment the same limits.
+    @property
+    def seccomp_enabled(self) -> bool:
+        return self._seccomp
+
+    @property
+    def cgroups(self) -> CgroupTree:
+        return self._cgroups
+
+    @property
+    def egress(self) -> EgressRules:
+        return self._egress
+
+    @property
+    def slirp4netns(self) -> str:
+        return self._slirp4netns or ""
+
+    @property
+    def outbound_available(self) -> bool:
+        return self._slirp4netns is not None
+
     def enforced(self) -> list[str]:
         network = ("own network namespace, outbound through slirp4netns, host and private "
                    "networks unreachable" if self._slirp4netns
@@ -458,7 +482,8 @@ class NamespaceBackend:
             staged = self._runtime_clients[source] = stage_directory(source, "runtime")
         return staged
 
-    async def launch(self, spec: SandboxSpec, output_fd: int) -> NamespaceSandbox:
+    async def launch(self, spec: SandboxSpec, output_fd: int, *,
+                     template: bool = False) -> NamespaceSandbox:
         # Checked here: unprivileged bubblewrap reports its PID before it mounts, so
         # a missing source would otherwise surface as a runtime that exited.
         for source in (spec.root_image, spec.task_root, spec.runtime_root, spec.layers_root):
@@ -495,7 +520,7 @@ class NamespaceBackend:
                       / str(index))
                 mounted.append((mount.target, at))
                 await asyncio.to_thread(file_systems.mount_for, mount, user.uid, at)
-            return await self._start(spec, cgroup, output_fd, user, disk, release, mounted)
+            return await self._start(spec, cgroup, output_fd, user, disk, release, mounted, template)
         except BaseException:
             await cgroup.remove()
             release()
@@ -504,12 +529,12 @@ class NamespaceBackend:
     async def _start(self, spec: SandboxSpec, cgroup: EnvironmentCgroup, output_fd: int,
                      user: HostUser, disk: EphemeralDisk | None,
                      release: Callable[[], None],
-                     mounted: list[tuple[str, Path]]) -> NamespaceSandbox:
+                     mounted: list[tuple[str, Path]], template: bool = False) -> NamespaceSandbox:
         info_read, info_write = os.pipe()
         block_read, block_write = os.pipe()
         child_fds = [info_write, block_read]
         if self._seccomp:
-            child_fds.append(seccomp.filter_fd())
+            child_fds.append(seccomp.template_filter_fd() if template else seccomp.filter_fd())
         env = dict(spec.env)
         env["AWS_LAMBDA_RUNTIME_API"] = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
         api_port = inside_api_port(spec)
@@ -521,7 +546,8 @@ class NamespaceBackend:
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
                           resolv_conf=self._outbound_resolv_conf if outbound_wanted else None,
                           tmp_dir=disk.mount_point if disk is not None else None,
-                          seccomp_fd=child_fds[2] if self._seccomp else None, mounted=mounted)
+                          seccomp_fd=child_fds[2] if self._seccomp else None, mounted=mounted,
+                          template=template)
         entry = [str(path) for path in cgroup.entry_files()]
         argv = ["/bin/sh", "-c", ENTER_SCRIPT, "lamina-sandbox", str(len(entry)), *entry,
                 str(spec.max_open_files), str(user.uid), *argv]

@@ -208,6 +208,15 @@ def _empty_file() -> Path:
     return _write_once(state_dir() / "empty", b"", 0o444)
 
 
+def proc_masks_needed() -> tuple[list[str], list[str]]:
+    """The names of the /proc files and directories to mask on this kernel (those
+    that exist and others may read), for a sandbox that mounts its own /proc."""
+    return ([name for name in MASKED_PROC_FILES
+             if os.path.isfile(f"/proc/{name}") and _readable_by_others(f"/proc/{name}")],
+            [name for name in MASKED_PROC_DIRS
+             if os.path.isdir(f"/proc/{name}") and _readable_by_others(f"/proc/{name}")])
+
+
 def _proc_masks() -> list[str]:
     args: list[str] = []
     empty = str(_empty_file())
@@ -244,7 +253,8 @@ def _host_view(spec: SandboxSpec, etc_dir: Path) -> list[str]:
 
 
 def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None,
-               tmp_dir: Path | None = None, extra: list[str] | None = None) -> list[str]:
+               tmp_dir: Path | None = None, extra: list[str] | None = None,
+               mask_proc: bool = True) -> list[str]:
     """bubblewrap arguments building the sandbox's whole filesystem.
 
     With a runtime image, the image is `/` (read-only; it holds the mount points)
@@ -256,7 +266,9 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
         args = ["--ro-bind", str(spec.root_image), "/"]
     else:
         args = _host_view(spec, etc_dir)
-    args += ["--proc", "/proc", *_proc_masks(), "--dev", "/dev"]
+    # Without masks for a SnapStart template: the kernel lets its forks mount a /proc
+    # of their own only while an unobstructed one is in view; they mask theirs.
+    args += ["--proc", "/proc", *(_proc_masks() if mask_proc else []), "--dev", "/dev"]
     if resolv_conf is not None:
         args += ["--ro-bind", str(resolv_conf), "/etc/resolv.conf"]
     args += ["--ro-bind", str(sandbox_hosts(etc_dir)), "/etc/hosts"]

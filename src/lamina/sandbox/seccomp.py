@@ -137,7 +137,13 @@ _PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 _BINARY_TREE = 2
 
 
-def _compile() -> bytes:
+# What a SnapStart template may do beyond everyone else (sandbox/zygote.py): make the
+# namespaces of the environments it forks and mount their /proc and /tmp. Each fork
+# then loads the ordinary filter on top, which refuses all of these again.
+TEMPLATE_EXTRA = ("unshare", "mount", "umount2", "sethostname")
+
+
+def _compile(template: bool = False) -> bytes:
     try:
         import pyseccomp as sc  # type: ignore[import-untyped]
     except (ImportError, RuntimeError) as exc:  # RuntimeError: libseccomp.so.2 not found
@@ -167,6 +173,9 @@ def _compile() -> bytes:
     flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, 0xFFFFFFFF))
     for persona in _PERSONALITIES:
         flt.add_rule(sc.ALLOW, "personality", sc.Arg(0, sc.EQ, persona))
+    if template:
+        for name in TEMPLATE_EXTRA:
+            flt.add_rule(sc.ALLOW, name)
     flt.add_rule(sc.ALLOW, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_NAMESPACE_FLAGS, 0))
     flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for nr in _FUTURE:
@@ -186,11 +195,21 @@ def filter_program() -> bytes:
     return _compile()
 
 
-def filter_fd() -> int:
+@functools.cache
+def template_filter_program() -> bytes:
+    """The SnapStart template's filter: the ordinary one plus TEMPLATE_EXTRA."""
+    return _compile(template=True)
+
+
+def template_filter_fd() -> int:
+    return filter_fd(template_filter_program())
+
+
+def filter_fd(program: bytes | None = None) -> int:
     """A new readable fd positioned at the start of the program, for `pass_fds` and
     `--seccomp FD`. bubblewrap reads it to the end, so each launch needs its own; the
     caller closes it after the launch."""
-    program = filter_program()
+    program = filter_program() if program is None else program
     fd = os.memfd_create("lamina-seccomp")
     try:
         view = memoryview(program)

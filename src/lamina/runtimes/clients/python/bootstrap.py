@@ -320,6 +320,43 @@ class LoggingOnImport:
         return spec
 
 
+def snapshot(client, template):
+    """SnapStart: the end of INIT in the version's template (before-snapshot hooks),
+    then the zygote's loop (lamina_zygote.py). Returns in each restored environment,
+    after its after-restore hooks."""
+    import lamina_zygote
+    import snapshot_restore_py
+
+    for hook, args, kwargs in snapshot_restore_py.get_before_snapshot():
+        try:
+            hook(*args, **kwargs)
+        except Exception as exc:
+            report_init_error(client, error_shape(exc, error_type="Runtime.BeforeSnapshotError"))
+    reason = template.alone()
+    if reason:
+        report_init_error(client, {"errorMessage": reason, "errorType": "Runtime.SnapshotError",
+                                   "requestId": "", "stackTrace": []})
+    # INIT is over once the runtime asks for work; the template only asks, and the
+    # request stays unanswered: no invocation ever runs in a template.
+    if client.sock is None:
+        client._connect()
+    client.sock.sendall(f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: {client.address[0]}\r\n"
+                        "Content-Length: 0\r\n\r\n".encode())
+    client.sock.close()
+    client.sock, client.buffer = None, b""
+    sys.stdout.flush()
+    template.serve(LOG.fd)
+    # Restored: a new environment, its own namespaces, pipes and variables.
+    global RUNTIME_API
+    RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+    lamina_zygote.reseed()
+    for hook, args, kwargs in snapshot_restore_py.get_after_restore():
+        try:
+            hook(*args, **kwargs)
+        except Exception as exc:
+            report_init_error(client, error_shape(exc, error_type="Runtime.AfterRestoreError"))
+
+
 def main():
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
     minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -330,11 +367,18 @@ def main():
     sys.path.append(f"/var/lang/lib/{minor}/site-packages")
     os.chdir(task_root)
     client = RuntimeClient(RUNTIME_API)
+    template = None
+    if "_LAMINA_ZYGOTE_FD" in os.environ:
+        import lamina_zygote
+
+        template = lamina_zygote.Template()
     if "logging" in sys.modules:
         configure_logging(sys.modules["logging"])
     else:
         sys.meta_path.insert(0, LoggingOnImport())
     handler = load_handler(client, os.environ["_HANDLER"])
+    if template is not None:
+        snapshot(client, template)
     while True:
         response = client.next()
         body = response.body
