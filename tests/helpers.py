@@ -76,6 +76,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
+def function_names(client: Any) -> set[str]:
+    """Every function's name, over all of ListFunctions' pages (50 each)."""
+    pages = client.get_paginator("list_functions").paginate()
+    return {f["FunctionName"] for page in pages for f in page["Functions"]}
+
+
 def function_args(name: str, code: bytes = ECHO, **overrides: object) -> dict[str, object]:
     """CreateFunction arguments for a small Python function; overrides win."""
     return {

@@ -448,7 +448,7 @@ def test_lamina_concurrency_shows_in_use_reserved_and_provisioned(server, lam):
     assert "1 (READY, 1 allocated)" in shown
     listing = subprocess.run([sys.executable, "-m", "lamina.cli.main", "functions"],
                              env=env, capture_output=True, text=True, check=True).stdout
-    assert "Concurrency" in listing
+    assert "Reserved" in listing
     lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="1")
 
 

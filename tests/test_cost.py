@@ -98,7 +98,9 @@ def test_cost_table_shows_each_function_and_the_total(priced):
         line = next(line for line in table.splitlines() if name in line)
         assert f"{figures['CostUSD']:,.8f}" in line
         assert f" {figures['Requests']:,.0f} " in line
-    assert f"{total:,.8f}" in next(line for line in table.splitlines() if "Total" in line)
+    # The total of stored figures may differ from the sum of rounded ones in the last digit.
+    shown_total = next(line for line in table.splitlines() if "Total" in line).split()[-2]
+    assert abs(float(shown_total.replace(",", "")) - total) < 2e-8
 
 
 def test_cost_refuses_a_since_it_cannot_read(priced):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BIN, clean_env
+from tests.helpers import BIN, clean_env, function_names
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +291,7 @@ def test_nodejs_stack_with_layer_queue_events_url_then_one_change_then_delete(la
 
     deleted = lamina("stack", "delete", "shop", "--no-confirm")
     assert "deleted stack shop" in deleted.stdout
-    names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    names = function_names(lam)
     assert not {"shop-Api", "shop-Worker"} & names
     assert not [q for q in sqs.list_queues().get("QueueUrls", []) if q.endswith("/shop-Jobs")]
     assert not [r for r in events.list_rules()["Rules"] if r["Name"] == "shop-WorkerNightly"]
@@ -344,7 +344,7 @@ Resources:
 
 def test_template_errors_are_reported_with_their_lines_and_nothing_changes(lamina, lam, tmp_path):
     app = write(tmp_path / "broken", {"template.yaml": BROKEN})
-    before = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    before = function_names(lam)
     result = lamina("deploy", "--no-confirm", cwd=app, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
@@ -352,7 +352,7 @@ def test_template_errors_are_reported_with_their_lines_and_nothing_changes(lamin
     assert "template.yaml:19: Fn::GetAtt Fine.Url: AWS::Serverless::Function has the attributes Arn" in output
     assert "template.yaml:22: event Bucket of Broken: event type S3 is not supported by Lamina" in output
     assert "nothing was changed" in output
-    assert {f["FunctionName"] for f in lam.list_functions()["Functions"]} == before
+    assert function_names(lam) == before
     assert "broken" not in lamina("stacks").stdout
 
 
@@ -389,7 +389,7 @@ def test_inline_code_stack_and_parameter_overrides(lamina, lam, tmp_path):
                      cwd=app, check=False)
     assert refused.returncode != 0 and "Nope" in refused.stderr
     lamina("stack", "delete", "inline", "--no-confirm")
-    assert "inline-greeter" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert "inline-greeter" not in function_names(lam)
 
 
 def test_a_failed_deploy_rolls_back_what_it_made(lamina, lam, tmp_path):
@@ -414,7 +414,7 @@ def test_a_failed_deploy_rolls_back_what_it_made(lamina, lam, tmp_path):
     assert result.returncode != 0
     assert "rolled back" in result.stderr and "memorySize" in result.stderr
     assert "ROLLBACK_COMPLETE" in result.stdout
-    names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    names = function_names(lam)
     assert "failing-First" not in names and "failing-Second" not in names
 
 
@@ -635,13 +635,13 @@ def test_the_change_set_is_asked_about_before_anything_changes(lamina, lam, tmp_
     declined = lamina("deploy", cwd=app, stdin="n\n")
     assert "+ Add" in declined.stdout and "Deploy this changeset?" in declined.stdout
     assert "Nothing deployed" in declined.stdout
-    assert "asked-Fn" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert "asked-Fn" not in function_names(lam)
     lamina("deploy", cwd=app, stdin="y\n")
     assert lam.get_function_configuration(FunctionName="asked-Fn")["Runtime"] == "python3.11"
     kept = lamina("stack", "delete", "asked", stdin="n\n")
     assert "Nothing deleted" in kept.stdout
     lamina("stack", "delete", "asked", stdin="y\n")
-    assert "asked-Fn" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert "asked-Fn" not in function_names(lam)
 
 
 # -- builds, without a server ------------------------------------------------------------
@@ -697,11 +697,11 @@ def test_a_resource_left_out_is_removed_and_a_new_name_replaces(lamina, lam, tmp
     app = tmp_path / "shrink"
     write(app, {"template.yaml": TWO_FUNCTIONS % ("shrink-one", DROPPED)})
     lamina("deploy", "--no-confirm", cwd=app)
-    assert {"shrink-one", "shrink-Dropped"} <= {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert {"shrink-one", "shrink-Dropped"} <= function_names(lam)
     write(app, {"template.yaml": TWO_FUNCTIONS % ("shrink-two", "")})
     out = lamina("deploy", "--no-confirm", cwd=app).stdout
     assert "- Remove" in out and "* Replace" in out
-    names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    names = function_names(lam)
     assert "shrink-two" in names and not {"shrink-one", "shrink-Dropped"} & names
     lamina("stack", "delete", "shrink", "--no-confirm")
-    assert "shrink-two" not in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert "shrink-two" not in function_names(lam)

@@ -137,7 +137,11 @@ class EphemeralDisks:
     @staticmethod
     def unmount_all(mounts: Path) -> None:
         """Unmount every disk under `mounts` (a crashed server's) and remove the dir."""
-        for mount_point in list(mounts.iterdir()):
+        try:
+            leftovers = list(mounts.iterdir())
+        except FileNotFoundError:
+            return  # another server sharing the data dir reaped them first
+        for mount_point in leftovers:
             _unmount(mount_point, None)
         try:
             mounts.rmdir()
