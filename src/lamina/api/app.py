@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lamina.api import json_protocol, protocol
 from lamina.api.auth import Principal, RequestHead, SigV4Verifier
@@ -214,6 +215,34 @@ class Dispatcher:
         return handler
 
 
+class InvocationRoute:
+    """Invoke's requests go straight to the dispatcher.
+
+    Invoke is on the path of every warm invocation; Starlette's router, its
+    exception middleware and the endpoint wrapper add nothing to it (the
+    dispatcher answers every error itself, and the catch-all route would send the
+    request to the same `Dispatcher.handle`), but cost a tenth of the server's CPU
+    per call. Function URLs are matched before this, as before.
+    """
+
+    PREFIX = "/2015-03-31/functions/"
+    SUFFIX = "/invocations"
+
+    def __init__(self, app: ASGIApp, dispatcher: Dispatcher) -> None:
+        self.app = app
+        self.dispatcher = dispatcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(self.PREFIX) and path.endswith(self.SUFFIX):
+                request = Request(scope, receive, send)
+                response = await self.dispatcher.handle(request)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def download_code(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     signer: CodeUrlSigner = request.app.state.code_urls
@@ -253,7 +282,8 @@ def create_app(platform: Platform) -> Starlette:
         ],
         # Function URLs (by host name or /lambda-url/ prefix) before the Lambda API.
         middleware=[Middleware(FunctionUrlMiddleware,
-                               server=FunctionUrlServer(platform, dispatcher.verifier))],
+                               server=FunctionUrlServer(platform, dispatcher.verifier)),
+                    Middleware(InvocationRoute, dispatcher=dispatcher)],
         lifespan=lifespan,
     )
     app.state.platform = platform
