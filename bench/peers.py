@@ -189,7 +189,7 @@ def main() -> None:
         rows.append((f"{name} [load {load:.2f}]", figures))
     print(f"\n{os.uname().nodename}: {os.cpu_count()} cores; uptime: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-    print(f"| | warm p50 | warm p99 | inv/s c=1 | inv/s c=4 | inv/s c=16 |")
+    print("| | warm p50 | warm p99 | inv/s c=1 | inv/s c=4 | inv/s c=16 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, figures in rows:
         if isinstance(figures, str):
