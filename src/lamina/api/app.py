@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
@@ -49,6 +50,23 @@ def rest_service(path: str) -> str:
         if path.startswith(prefixes):
             return service
     return "lambda"
+
+
+# Characters Starlette's URL escapes or urlsplit drops: a path or query holding any
+# of them goes through request.url, every other is taken from the scope as is.
+_URL_SPECIAL = re.compile(r"[?#\\\t\r\n]")
+
+
+def url_path(request: Request) -> str:
+    """`request.url.path`, without building the URL for the usual request."""
+    path: str = request.scope["path"]
+    return request.url.path if _URL_SPECIAL.search(path) else path
+
+
+def url_query(request: Request) -> str:
+    """`request.url.query`, likewise."""
+    query: str = request.scope.get("query_string", b"").decode()
+    return request.url.query if _URL_SPECIAL.search(query) else query
 
 
 def error_response(error: LambdaError, request_id: str) -> Response:
@@ -142,17 +160,19 @@ class Dispatcher:
     ) -> Response:
         head = RequestHead(
             method=request.method,
-            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
+            raw_path=(request.scope["raw_path"] if "raw_path" in request.scope
+                      else url_path(request).encode()).decode(),
             raw_query=request.scope.get("query_string", b"").decode(),
             headers=request.headers,
         )
         # Headers first: nothing of the body is read for a request that cannot be
         # authentic, nor for an operation that does not exist.
         named = json_protocol.service_for(target) if target is not None else None
-        rest = rest_service(request.url.path)
+        path = url_path(request)
+        rest = rest_service(path)
         signing_name = rest if target is None else named.signing_name if named else None
         authorization = self.verifier.authenticate(head, signing_name)
-        route = self._route(request, target, rest)
+        route = self._route(request, target, rest, path)
         handler = self._handler(route.service, route.operation.name)
         invocation_type = request.headers.get("x-amz-invocation-type")
         cap = body_cap(self.settings.limits, route.service, route.operation.name, invocation_type)
@@ -173,17 +193,17 @@ class Dispatcher:
             media_type=route.json_service.content_type,
         )
 
-    def _route(self, request: Request, target: str | None, rest: str = "lambda") -> _Route:
+    def _route(self, request: Request, target: str | None, rest: str, path: str) -> _Route:
         """The operation a request names: by X-Amz-Target, else by method and path."""
         if target is not None:
             service, operation = json_protocol.resolve(target)
             return _Route(service.name, operation, json_service=service)
-        query = parse_qsl(request.url.query, keep_blank_values=True)
-        found = self.routers[rest].match(request.method, request.url.path, dict(query))
+        query = parse_qsl(url_query(request), keep_blank_values=True)
+        found = self.routers[rest].match(request.method, path, dict(query))
         if found is None:
             name = "Lambda" if rest == "lambda" else rest
             raise UnknownOperationException(
-                f"No {name} operation matches {request.method} {request.url.path}"
+                f"No {name} operation matches {request.method} {path}"
             )
         operation, path_params = found
         return _Route(rest, operation, path_params=path_params, query=query)

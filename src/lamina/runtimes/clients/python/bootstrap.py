@@ -15,7 +15,7 @@ from _socket import IPPROTO_TCP, TCP_NODELAY, socket
 
 # Imported lazily: `http.client`, `logging` and `traceback` would add tens of
 # milliseconds to every cold start, and most functions never need them. `json`
-# too: it brings `re` and `enum`, over 1 MB of every idle environment's own
+# too: it brings `re` and `enum`, half a megabyte of every idle environment's own
 # memory; events and results go through the same C scanner and encoder that
 # `json.loads` and `json.dumps` use (below), and through `json` itself once the
 # function has imported it (so whatever it changed there applies, as before).
