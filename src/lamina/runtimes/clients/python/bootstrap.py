@@ -32,7 +32,7 @@ class _ScannerContext:
                       "NaN": float("nan")}.__getitem__
 
 
-_scan = _json.make_scanner(_ScannerContext())
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]  # any object with these attributes
 _WHITESPACE = " \t\n\r"
 
 
