@@ -36,7 +36,7 @@ import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loadgen import Figures, measure, request_bytes  # noqa: E402
@@ -136,7 +136,8 @@ def serverless_offline(args: argparse.Namespace) -> Figures | str:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def lamina(args: argparse.Namespace) -> Figures:
+def lamina(args: argparse.Namespace, source: Path | None = None) -> Figures:
+    """Lamina from this checkout, or from another checkout's src (a before/after row)."""
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="peers-lamina-"))
     data.chmod(0o755)  # sandbox users (unprivileged uids) reach the code under it
@@ -145,6 +146,8 @@ def lamina(args: argparse.Namespace) -> Figures:
     env = dict(os.environ, LAMINA_ENVIRONMENT_MEMORY_MB="65536")
     if args.sandbox:
         env["LAMINA_SANDBOX"] = args.sandbox
+    if source is not None:
+        env["PYTHONPATH"] = str(source / "src")
     command = [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
                "--data-dir", str(data)]
     try:
@@ -170,6 +173,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warm", type=int, default=2000)
     parser.add_argument("--only", choices=["floor", "serverless-offline", "lamina"])
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="add a row for Lamina from another checkout (e.g. `git worktree` "
+                             "of an earlier commit), measured in the same run")
     args = parser.parse_args()
     try:
         import uvloop
@@ -178,11 +184,13 @@ def main() -> None:
     except ImportError:
         pass
     rows: list[tuple[str, Figures | str]] = []
-    for key, name, run in (
-            ("floor", "bare asyncio HTTP responder (floor)", floor),
-            ("serverless-offline", "serverless-offline 13 (no isolation)", serverless_offline),
-            ("lamina", f"Lamina ({args.sandbox} sandbox, {MEMORY_MB} MB)", lamina)):
-        if args.only and key != args.only:
+    runs: tuple[tuple[str, str, Callable[[argparse.Namespace], Figures | str]], ...] = (
+        ("floor", "bare asyncio HTTP responder (floor)", floor),
+        ("serverless-offline", "serverless-offline 13 (no isolation)", serverless_offline),
+        ("lamina", f"Lamina ({args.sandbox} sandbox, {MEMORY_MB} MB)", lamina),
+        ("compare", f"Lamina from {args.compare}", lambda args: lamina(args, args.compare)))
+    for key, name, run in runs:
+        if (args.only and key != args.only) or (key == "compare" and args.compare is None):
             continue
         load = os.getloadavg()[0]
         figures = run(args)
