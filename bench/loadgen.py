@@ -121,17 +121,6 @@ async def rate(port: int, request: bytes, concurrency: int, seconds: float,
     return count / elapsed
 
 
-async def measure(port: int, request: bytes, warm_n: int, seconds: float,
-                  concurrencies: tuple[int, ...] = (1, 4, 16)) -> Figures:
-    await latencies(port, request, 200)  # warm up: environments, caches
-    times = await latencies(port, request, warm_n)
-    per_s = {}
-    for c in concurrencies:
-        await rate(port, request, c, min(0.5, seconds))  # start c environments first
-        per_s[c] = await rate(port, request, c, seconds)
-    return Figures(percentile(times, 50), percentile(times, 99), per_s)
-
-
 # -- the floor ------------------------------------------------------------------------
 
 

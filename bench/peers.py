@@ -12,9 +12,10 @@ Rows:
 - Lamina: `lamina serve` with the given sandbox, MemorySize 1,769 MB (one vCPU).
 
 Columns: warm p50/p99 at concurrency 1, and invocations/s at concurrency 1, 4, 16.
-Every server is started here, on loopback, and stopped (by its process id) before
-the next row, so each row has the machine to itself (beside the load generator).
-The machine is shared: compare rows of one run; `uptime` is printed beside them.
+Every server is started here, on loopback, all at once (an idle one costs nothing),
+and every figure is measured in short slices with the servers taking turns, so a
+change in the machine's load hits every row alike: on a shared machine, compare
+rows of one run. Each server is stopped (its process group, by id) at the end.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loadgen import Figures, measure, request_bytes  # noqa: E402
+from loadgen import Figures, latencies, percentile, rate, request_bytes  # noqa: E402
 
 HANDLER = "def handler(event, context):\n    return {}\n"
 ROLE = "arn:aws:iam::000000000000:role/bench"
@@ -94,22 +95,24 @@ def code_zip() -> bytes:
     return buffer.getvalue()
 
 
-def run_figures(port: int, request: bytes, args: argparse.Namespace) -> Figures:
-    return asyncio.run(measure(port, request, args.warm, args.seconds))
+# Each peer: a running server, as (port, the Invoke request to send), or why not.
+Peer = Iterator["tuple[int, bytes] | str"]
 
 
-def floor(args: argparse.Namespace) -> Figures:
+@contextmanager
+def floor(args: argparse.Namespace) -> Peer:
     port = free_port()
     command = [sys.executable, str(Path(__file__).parent / "loadgen.py"), "floor", str(port)]
     with running(command, port):
-        return run_figures(port, request_bytes("POST", "/", b"{}"), args)
+        yield port, request_bytes("POST", "/", b"{}")
 
 
-def serverless_offline(args: argparse.Namespace) -> Figures | str:
+@contextmanager
+def serverless_offline(args: argparse.Namespace) -> Peer:
     binary = PEERS_DIR / "node_modules" / ".bin" / "serverless"
     if not (PEERS_DIR / "node_modules" / "serverless-offline").is_dir() or not binary.exists():
-        return (f"not installed (npm install serverless@3 serverless-offline@13 "
-                f"in {PEERS_DIR})")
+        yield f"not installed (npm install serverless@3 serverless-offline@13 in {PEERS_DIR})"
+        return
     work = Path(tempfile.mkdtemp(prefix="peers-sls-"))
     try:
         (work / "handler.py").write_text(HANDLER)
@@ -126,17 +129,23 @@ def serverless_offline(args: argparse.Namespace) -> Figures | str:
                    AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
         command = [str(binary), "offline", "--lambdaPort", str(port), "--httpPort",
                    str(http_port), "--host", "127.0.0.1"]
-        with running(command, port, cwd=work, env=env):
-            request = request_bytes("POST", "/2015-03-31/functions/bench-dev-noop/invocations",
-                                    b"{}", {"Content-Type": "application/json"})
-            return run_figures(port, request, args)
-    except RuntimeError as error:
-        return f"did not start ({error})"
+        try:
+            server = running(command, port, cwd=work, env=env)
+            server.__enter__()
+        except RuntimeError as error:
+            yield f"did not start ({error})"
+            return
+        try:
+            yield port, request_bytes("POST", "/2015-03-31/functions/bench-dev-noop/invocations",
+                                      b"{}", {"Content-Type": "application/json"})
+        finally:
+            server.__exit__(None, None, None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def lamina(args: argparse.Namespace, source: Path | None = None) -> Figures:
+@contextmanager
+def lamina(args: argparse.Namespace, source: Path | None = None) -> Peer:
     """Lamina from this checkout, or from another checkout's src (a before/after row)."""
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="peers-lamina-"))
@@ -161,10 +170,36 @@ def lamina(args: argparse.Namespace, source: Path | None = None) -> Figures:
             response = conn.getresponse()
             assert response.status == 201, response.read()
             response.read()
-            request = request_bytes("POST", "/2015-03-31/functions/noop/invocations", b"{}")
-            return run_figures(port, request, args)
+            yield port, request_bytes("POST", "/2015-03-31/functions/noop/invocations", b"{}")
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+async def interleaved(targets: dict[str, tuple[int, bytes]], args: argparse.Namespace,
+                      concurrencies: tuple[int, ...] = (1, 4, 16)) -> dict[str, Figures]:
+    """Every figure measured in short slices, the servers taking turns, so that a
+    change in the machine's load falls on all of them alike."""
+    rounds = args.rounds
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    done: dict[tuple[str, int], float] = {}
+    spent: dict[tuple[str, int], float] = {}
+    for port, request in targets.values():
+        await latencies(port, request, 200)  # warm up
+        for c in concurrencies:
+            await rate(port, request, c, 0.3)  # c environments started
+    order = list(targets.items())
+    for index in range(rounds):
+        turn = order if index % 2 == 0 else order[::-1]
+        for name, (port, request) in turn:
+            times[name] += await latencies(port, request, max(1, args.warm // rounds))
+        for c in concurrencies:
+            for name, (port, request) in turn:
+                seconds = args.seconds / rounds
+                done[name, c] = done.get((name, c), 0) + await rate(port, request, c, seconds) * seconds
+                spent[name, c] = spent.get((name, c), 0) + seconds
+    return {name: Figures(percentile(times[name], 50), percentile(times[name], 99),
+                          {c: done[name, c] / spent[name, c] for c in concurrencies})
+            for name in targets}
 
 
 def main() -> None:
@@ -172,6 +207,8 @@ def main() -> None:
     parser.add_argument("--sandbox", default="namespaces")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warm", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="slices each figure is measured in, the servers taking turns")
     parser.add_argument("--only", choices=["floor", "serverless-offline", "lamina"])
     parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
                         help="add a row for Lamina from another checkout (e.g. `git worktree` "
@@ -183,28 +220,34 @@ def main() -> None:
         uvloop.install()  # the load generator's loop
     except ImportError:
         pass
-    rows: list[tuple[str, Figures | str]] = []
-    runs: tuple[tuple[str, str, Callable[[argparse.Namespace], Figures | str]], ...] = (
+    peers: list[tuple[str, str, Callable[[argparse.Namespace], Peer]]] = [
         ("floor", "bare asyncio HTTP responder (floor)", floor),
         ("serverless-offline", "serverless-offline 13 (no isolation)", serverless_offline),
         ("lamina", f"Lamina ({args.sandbox} sandbox, {MEMORY_MB} MB)", lamina),
-        ("compare", f"Lamina from {args.compare}", lambda args: lamina(args, args.compare)))
-    for key, name, run in runs:
-        if (args.only and key != args.only) or (key == "compare" and args.compare is None):
-            continue
-        load = os.getloadavg()[0]
-        figures = run(args)
-        rows.append((f"{name} [load {load:.2f}]", figures))
+        ("compare", f"Lamina from {args.compare}", lambda args: lamina(args, args.compare))]
+    load = os.getloadavg()[0]
+    skipped: dict[str, str] = {}
+    with ExitStack() as stack:
+        targets: dict[str, tuple[int, bytes]] = {}
+        for key, name, peer in peers:
+            if (args.only and key != args.only) or (key == "compare" and args.compare is None):
+                continue
+            started = stack.enter_context(peer(args))
+            if isinstance(started, str):
+                skipped[name] = started
+            else:
+                targets[name] = started
+        figures = asyncio.run(interleaved(targets, args))
     print(f"\n{os.uname().nodename}: {os.cpu_count()} cores; uptime: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"load average when starting: {load:.2f}")
     print("| | warm p50 | warm p99 | inv/s c=1 | inv/s c=4 | inv/s c=16 |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, figures in rows:
-        if isinstance(figures, str):
-            print(f"| {name} | skipped: {figures} | | | | |")
-            continue
-        rates = " | ".join(f"{figures.per_s[c]:,.0f}" for c in (1, 4, 16))
-        print(f"| {name} | {figures.p50_ms:.3f} ms | {figures.p99_ms:.3f} ms | {rates} |")
+    for name, found in figures.items():
+        rates = " | ".join(f"{found.per_s[c]:,.0f}" for c in (1, 4, 16))
+        print(f"| {name} | {found.p50_ms:.3f} ms | {found.p99_ms:.3f} ms | {rates} |")
+    for name, reason in skipped.items():
+        print(f"| {name} | skipped: {reason} | | | | |")
 
 
 if __name__ == "__main__":
