@@ -9,8 +9,8 @@ Run: .venv/bin/python bench/density.py [--max 1000] [--step 50] [--sandbox names
 2. Density: provisioned concurrency of a no-op Python function (128 MB) raised in
    steps of --step, each step waited for (status READY), until --max environments
    are up, the server refuses (its memory budget; LAMINA_ENVIRONMENT_MEMORY_MB is
-   raised here to allow --max), or the host's available memory would fall under
-   --reserve-mb. Provisioned environments are the idle warm environments Lambda
+   raised here to allow --max, and so is the account's concurrency), or the host's
+   available memory would fall under --reserve-mb. Provisioned environments are the idle warm environments Lambda
    keeps: initialized, waiting in /next.
    Printed: the count; per environment, the PSS and USS of its processes (from
    /proc/PID/smaps_rollup, split by process kind) and the host's used memory
@@ -202,6 +202,9 @@ def main() -> None:
     data.chmod(0o755)  # sandbox users (unprivileged uids) reach the code under it
     env = dict(os.environ, LAMINA_ENVIRONMENT_MEMORY_MB=str(MEMORY_MB * (args.max + 8)
                                                              + 128 * args.burst))
+    # Provisioned concurrency may take all but 100 of the account's concurrency (as on
+    # Lambda): the account's limit is raised with --max.
+    env["LAMINA_CONCURRENT_EXECUTIONS"] = str(max(1000, args.max + 200))
     if args.sandbox:
         env["LAMINA_SANDBOX"] = args.sandbox
     log = open(data.parent / (data.name + ".log"), "wb")
