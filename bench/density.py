@@ -207,7 +207,7 @@ def main() -> None:
     env["LAMINA_CONCURRENT_EXECUTIONS"] = str(max(1000, args.max + 200))
     if args.sandbox:
         env["LAMINA_SANDBOX"] = args.sandbox
-    log = open(data.parent / (data.name + ".log"), "wb")
+    log = open(data / "server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
          "--data-dir", str(data)],
