@@ -64,13 +64,6 @@ def _write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _keyed(path: Path, key: str) -> int | None:
     """A `key value` line from a flat-keyed cgroup file (memory.events, cpu.stat)."""
     try:
