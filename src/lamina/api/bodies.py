@@ -130,7 +130,11 @@ class BodyReader:
             raise refuse()
         digest = hashlib.sha256()
         size = 0
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        # Small bodies (every warm Invoke) stay a list of chunks; the spool is made
+        # only once a body outgrows SPOOL_BYTES.
+        chunks: list[bytes] = []
+        spool: tempfile.SpooledTemporaryFile[bytes] | None = None
+        try:
             more = not self.finished
             while more:
                 chunk, more = await self._next()
@@ -138,9 +142,23 @@ class BodyReader:
                 if size > cap:
                     raise refuse()
                 digest.update(chunk)
-                spool.write(chunk)
-            spool.seek(0)
-            data = spool.read()
+                if spool is not None:
+                    spool.write(chunk)
+                    continue
+                chunks.append(chunk)
+                if size > SPOOL_BYTES:
+                    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+                    for piece in chunks:
+                        spool.write(piece)
+                    chunks.clear()
+            if spool is None:
+                data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+            else:
+                spool.seek(0)
+                data = spool.read()
+        finally:
+            if spool is not None:
+                spool.close()
         return Body(digest.hexdigest(), size, data)
 
     async def discard(self, cap: int) -> None:

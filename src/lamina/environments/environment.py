@@ -630,38 +630,42 @@ class ExecutionEnvironment:
                 return outcome
             if status in ("success", "error"):
                 self.lifecycle.to(State.READY)
-        duration_ms = self._report(invocation, started, init_ms, status, error_type)
+        duration_ms, memory_mb = self._report(invocation, started, init_ms, status, error_type)
         self._current = None
-        return self._outcome(current, payload, error, status, duration_ms, init_ms)
+        return self._outcome(current, payload, error, status, duration_ms, init_ms, memory_mb)
 
     def _report(self, invocation: Invocation, started: float, init_ms: float | None,
-                status: str, error_type: str | None) -> float:
-        """Close the invocation's accounting (REPORT, platform.report); its duration."""
+                status: str, error_type: str | None) -> tuple[float, int]:
+        """Close the invocation's accounting (REPORT, platform.report); its duration and
+        Max Memory Used (read once: the outcome carries the same figure)."""
         fv = self.config.function_version
         duration_ms = (time.perf_counter() - started) * 1000
         billed = billed_duration_ms(duration_ms, init_ms)
         restore, self.restore = self.restore, None
+        memory_mb = self._max_memory_used_mb()
         self.publish(InvokeReport(
             invocation.request_id, EVENT_STATUS[status], duration_ms, billed, fv.memory_size,
-            self._max_memory_used_mb(), invocation.trace_id, init_ms,
+            memory_mb, invocation.trace_id, init_ms,
             error_type if status not in ("success", "error") else None,
             invoked_function_arn=invocation.invoked_function_arn,
             restore_duration_ms=restore[0] if restore else None,
             billed_restore_duration_ms=restore[1] if restore else None))
         self._log.flush()
         self.last_used = time.monotonic()
-        return duration_ms
+        return duration_ms, memory_mb
 
     def _max_memory_used_mb(self) -> int:
         return max_memory_used_mb(self._sandbox.usage() if self._sandbox is not None else None)
 
     def _outcome(self, current: _Current, payload: bytes, error: str | None, status: str,
-                 duration_ms: float, init_ms: float | None) -> InvocationOutcome:
+                 duration_ms: float, init_ms: float | None,
+                 memory_mb: int | None = None) -> InvocationOutcome:
         self.last_used = time.monotonic()
         return InvocationOutcome(
             payload=payload, function_error=error, duration_ms=duration_ms,
             billed_duration_ms=billed_duration_ms(duration_ms, init_ms), init_duration_ms=init_ms,
-            max_memory_used_mb=self._max_memory_used_mb(), log_tail=current.tail.text(),
+            max_memory_used_mb=self._max_memory_used_mb() if memory_mb is None else memory_mb,
+            log_tail=current.tail.text(),
             status=status,
         )
 

@@ -353,5 +353,8 @@ class Outbound:
         try:
             await asyncio.wait_for(asyncio.shield(self.process.wait()), 2.0)
         except asyncio.TimeoutError:
-            os.kill(self.process.pid, 9)
+            try:
+                os.kill(self.process.pid, 9)
+            except ProcessLookupError:
+                pass  # it exited meanwhile (a thousand sandboxes stopping at once)
             await self.process.wait()

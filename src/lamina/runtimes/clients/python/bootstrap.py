@@ -7,15 +7,71 @@ context object, posting the result or the error. Standard library only: it runs 
 the function's interpreter, not Lamina's.
 """
 
-import importlib
-import json
+import _json
 import os
 import sys
 import time
 from _socket import IPPROTO_TCP, TCP_NODELAY, socket
 
 # Imported lazily: `http.client`, `logging` and `traceback` would add tens of
-# milliseconds to every cold start, and most functions never need them.
+# milliseconds to every cold start, and most functions never need them. `json`
+# too: it brings `re` and `enum`, half a megabyte of every idle environment's own
+# memory; events and results go through the same C scanner and encoder that
+# `json.loads` and `json.dumps` use (below), and through `json` itself once the
+# function has imported it (so whatever it changed there applies, as before).
+
+
+class _ScannerContext:
+    # What json.JSONDecoder() hands its C scanner.
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+
+
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]  # any object with these attributes
+_WHITESPACE = " \t\n\r"
+
+
+def _not_serializable(value):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def loads(data):
+    """json.loads(data), for bytes or str."""
+    json = sys.modules.get("json")
+    if json is None:
+        try:
+            text = data
+            if isinstance(data, bytes):
+                # json.loads sniffs UTF-16/32 and a BOM from the first bytes; plain
+                # UTF-8 has neither.
+                if data[:3] == b"\xef\xbb\xbf" or 0 in data[:4]:
+                    raise ValueError
+                text = data.decode("utf-8", "surrogatepass")
+            start = len(text) - len(text.lstrip(_WHITESPACE))
+            value, end = _scan(text, start)
+            if not text[end:].strip(_WHITESPACE):
+                return value
+        except (ValueError, StopIteration):
+            pass
+        import json
+    return json.loads(data)
+
+
+def dumps(value):
+    """json.dumps(value)."""
+    json = sys.modules.get("json")
+    if json is not None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    encode = _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii, None,
+                                ": ", ", ", False, False, True)
+    return "".join(encode(value, 0))
 
 RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 BASE = "/2018-06-01/runtime"
@@ -128,7 +184,7 @@ class RuntimeClient:
                      {"Content-Type": "application/json"})
 
     def post_error(self, path, error):
-        self.request("POST", path, json.dumps(error).encode(),
+        self.request("POST", path, dumps(error).encode(),
                      {"Content-Type": "application/json",
                       "Lambda-Runtime-Function-Error-Type": error["errorType"]})
 
@@ -155,8 +211,8 @@ class LambdaContext:
         self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
         self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.client_context = ClientContext(json.loads(client_context)) if client_context else None
-        self.identity = CognitoIdentity(json.loads(identity)) if identity else None
+        self.client_context = ClientContext(loads(client_context)) if client_context else None
+        self.identity = CognitoIdentity(loads(identity)) if identity else None
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self):
@@ -184,7 +240,7 @@ def error_shape(exc, request_id="", error_type=None, skip_frames=0):
 def log_error(error, request_id=""):
     """An unhandled error as one record: Lambda's text line and traceback, or JSON."""
     if JSON_LOGS:
-        LOG.write(json.dumps({
+        LOG.write(dumps({
             "timestamp": utc_timestamp(), "level": "ERROR", "message": error["errorMessage"],
             "logger": "root", "requestId": request_id, "errorType": error["errorType"],
             "errorMessage": error["errorMessage"], "stackTrace": error["stackTrace"],
@@ -212,6 +268,8 @@ def load_handler(client, handler_name):
         })
     module_name = module_path.replace("/", ".")
     try:
+        import importlib
+
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
         import traceback
@@ -270,6 +328,8 @@ def configure_logging(logging):
                 entry["errorMessage"] = str(error)
                 entry["stackTrace"] = traceback.format_tb(record.exc_info[2])
             entry["location"] = f"{record.pathname}:{record.funcName}:{record.lineno}"
+            import json
+
             return json.dumps(entry, default=str)
 
     handler = LambdaLoggerHandler()
@@ -398,7 +458,7 @@ def main():
         )
         error_path = f"{BASE}/invocation/{request_id}/error"
         try:
-            event = json.loads(body) if body else {}
+            event = loads(body) if body else {}
             result = handler(event, context)
         except Exception as exc:
             # Frame 0 is this loop; users see only their own frames, as on Lambda.
@@ -407,7 +467,7 @@ def main():
             client.post_error(error_path, error)
             continue
         try:
-            payload = json.dumps(result).encode()
+            payload = dumps(result).encode()
         except (TypeError, ValueError) as exc:
             error = {"errorMessage": f"Unable to marshal response: {exc}",
                      "errorType": "Runtime.MarshalError", "requestId": request_id,
