@@ -200,14 +200,12 @@ def test_concurrent_invocations_get_separate_environments(lam):
         results.append(invoke(lam, name, {"action": "sleep", "seconds": 1.0})[1])
 
     threads = [threading.Thread(target=call) for _ in range(3)]
-    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - started
+    # Run one after another, they would have shared one warm environment.
     assert len({r["environment"] for r in results if r}) == 3
-    assert elapsed < 2.9  # in parallel, not one after another
 
 
 def test_timeout_stops_the_invocation_and_the_next_one_is_healthy(lam):
