@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 from urllib.parse import parse_qsl
 
 from botocore.model import OperationModel
@@ -27,7 +27,6 @@ from lamina.api.bodies import BodyReader, body_cap, too_large
 from lamina.api.code_urls import PATH_PREFIX, CodeUrlSigner
 from lamina.api.function_urls import FunctionUrlMiddleware, FunctionUrlServer
 from lamina.api.operations import HANDLERS, Call, Handler, load_all
-from lamina.console import ConsoleMiddleware
 from lamina.errors import (
     AccessDeniedException,
     LambdaError,
@@ -326,9 +325,12 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(prometheus.exposition(platform.metrics), media_type=prometheus.CONTENT_TYPE)
 
 
-def create_app(platform: Platform) -> Starlette:
+def create_app(platform: Platform, code_urls: CodeUrlSigner | None = None,
+               pages: Sequence[Middleware] = ()) -> Starlette:
+    """The ASGI app. `pages`: middleware of the layers above the API (the web
+    console), tried after function URLs and Invoke, before the Lambda API."""
     dispatcher = Dispatcher(platform)
-    code_urls = CodeUrlSigner()
+    code_urls = code_urls or CodeUrlSigner()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -345,11 +347,10 @@ def create_app(platform: Platform) -> Starlette:
             Route("/{path:path}", dispatcher.handle, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ],
         # Function URLs (by host name or /lambda-url/ prefix) before the Lambda API.
-        # The console (/ and /console/...) next, by path prefix as well.
+        # Pages (the console: / and /console/...) next, by path prefix as well.
         middleware=[Middleware(FunctionUrlMiddleware,
                                server=FunctionUrlServer(platform, dispatcher.verifier)),
-                    Middleware(InvocationRoute, dispatcher=dispatcher),
-                    Middleware(ConsoleMiddleware, platform=platform, code_urls=code_urls)],
+                    Middleware(InvocationRoute, dispatcher=dispatcher), *pages],
         lifespan=lifespan,
     )
     app.state.platform = platform

@@ -96,8 +96,11 @@ class _ServeCommand(click.Command):
               help="Where functions, code and logs are kept (default ./data).")
 def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Start the Lamina server in the foreground."""
+    from starlette.middleware import Middleware
+
     from lamina.api.app import create_app
     from lamina.api.auth import require_keys_for_bind
+    from lamina.api.code_urls import CodeUrlSigner
     from lamina.api.server import serve as serve_api
     from lamina.cli.runtimes import startup_lines
     from lamina.config import load_settings
@@ -106,7 +109,12 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     settings = load_settings(host=host, port=port, data_dir=data_dir)
     require_keys_for_bind(settings.host, settings.credentials)
     platform = Platform(settings)
-    app = create_app(platform)
+    # The console is a client of the API's operations, so it is added from here.
+    from lamina.console import ConsoleMiddleware
+
+    code_urls = CodeUrlSigner()
+    app = create_app(platform, code_urls, pages=[
+        Middleware(ConsoleMiddleware, platform=platform, code_urls=code_urls)])
     console.print(
         f"Lamina listening on [bold]http://{settings.host}:{settings.port}[/bold] "
         f"(data in {settings.data_dir.resolve()}, sandbox: {platform.sandbox.name})",
