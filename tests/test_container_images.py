@@ -27,10 +27,10 @@ from lamina.config import load_settings
 from lamina.images import ImagePullError, ImageStore
 from lamina.images.containers import ContainerImages
 from lamina.sandbox.namespaces import probe
-from tests.conftest import Server, free_port, reachable
+from tests.conftest import Server, reachable
 from tests.helpers import ROLE
 from tests.helpers import make_zip as _zip
-from tests.test_images import registry  # noqa: F401  (the loopback registry fixture)
+from tests.test_images import docker_registry, registry  # noqa: F401  (the loopback registry fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="container images and the namespaces sandbox need root"),
@@ -470,29 +470,8 @@ def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("private-registry")
     # The registry takes no other hash than bcrypt.
     (base / "htpasswd").write_text(f"lamina:{bcrypt.hashpw(b'secret', bcrypt.gensalt()).decode()}\n")
-    port = free_port()
-    (base / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {base / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: lamina-test\n    path: {base / 'htpasswd'}\n")
-    log = open(base / "registry.log", "wb")
-    process = subprocess.Popen(["docker-registry", "serve", str(base / "config.yml")], stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        import socket
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (base / "registry.log").read_text()
-                time.sleep(0.05)
+    with docker_registry(base, base / "htpasswd") as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 def _auth_file(path: Path, host: str, password: str) -> None:

@@ -6,13 +6,16 @@ The Debian images are built once into the user's image cache (`make test` runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -128,22 +131,21 @@ def test_a_second_ensure_reuses_the_cached_image(shared_store, images):
 # -- the OCI path, with a real registry on loopback ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's docker-registry (the distribution registry) on a free loopback port."""
-    if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
-        pytest.skip("docker-registry and skopeo are not installed")
-    base = tmp_path_factory.mktemp("registry")
+@contextlib.contextmanager
+def docker_registry(base: Path, htpasswd: Path | None = None) -> Iterator[int]:
+    """Debian's docker-registry serving from `base` on a free loopback port (asking
+    for the users of `htpasswd`, if given); its port."""
     port = free_port()
+    auth = (f"auth:\n  htpasswd:\n    realm: lamina-test\n    path: {htpasswd}\n"
+            if htpasswd is not None else "")
     config = base / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {base / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
+        f"    rootdirectory: {base / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n" + auth)
     log = open(base / "registry.log", "wb")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
     try:
-        import socket
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -152,11 +154,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 assert process.poll() is None and time.monotonic() < deadline, (base / "registry.log").read_text()
                 time.sleep(0.05)
-        yield f"127.0.0.1:{port}/lambda"
+        yield port
     finally:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry (the distribution registry) on a free loopback port."""
+    if shutil.which("docker-registry") is None or shutil.which("skopeo") is None:
+        pytest.skip("docker-registry and skopeo are not installed")
+    with docker_registry(tmp_path_factory.mktemp("registry")) as port:
+        yield f"127.0.0.1:{port}/lambda"
 
 
 @pytest.fixture(scope="module")
