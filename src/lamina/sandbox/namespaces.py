@@ -238,7 +238,39 @@ def cgroup_limits(spec: SandboxSpec) -> CgroupLimits:
     )
 
 
-class NamespaceSandbox:
+class CgroupBackedSandbox:
+    """What every sandbox in a cgroup of its own answers alike (this backend's and
+    SnapStart's restored ones, zygote.py): usage and OOM kills from the cgroup (as
+    they were at destroy, once destroyed), the CPU share after INIT, and connections
+    into its network namespace."""
+
+    spec: SandboxSpec
+    pid: int
+    _cgroup: EnvironmentCgroup
+    _final_usage: ResourceUsage | None
+    _final_oom_kills: int | None
+
+    def usage(self) -> ResourceUsage:
+        if self._final_usage is not None:
+            return self._final_usage
+        return self._cgroup.usage()
+
+    def end_init(self) -> None:
+        if self.spec.init_cpu_boost:
+            try:
+                self._cgroup.set_cpu_quota(cpu_quota_us(self.spec))
+            except OSError:
+                log.warning("sandbox %s: could not apply the CPU share", self.spec.environment_id)
+
+    def oom_killed(self) -> bool:
+        kills = self._final_oom_kills if self._final_oom_kills is not None else self._cgroup.oom_kills()
+        return kills > 0
+
+    async def connect(self, port: int) -> socket.socket:
+        return await connect_inside(self.pid, port)
+
+
+class NamespaceSandbox(CgroupBackedSandbox):
     def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, init_pid: int,
                  init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket,
                  outbound: Outbound | None, api: ApiForwarder | None,
@@ -265,25 +297,6 @@ class NamespaceSandbox:
         if 128 < code <= 128 + 64:
             return -(code - 128)
         return code
-
-    def usage(self) -> ResourceUsage:
-        if self._final_usage is not None:
-            return self._final_usage
-        return self._cgroup.usage()
-
-    def end_init(self) -> None:
-        if self.spec.init_cpu_boost:
-            try:
-                self._cgroup.set_cpu_quota(cpu_quota_us(self.spec))
-            except OSError:
-                log.warning("sandbox %s: could not apply the CPU share", self.spec.environment_id)
-
-    def oom_killed(self) -> bool:
-        kills = self._final_oom_kills if self._final_oom_kills is not None else self._cgroup.oom_kills()
-        return kills > 0
-
-    async def connect(self, port: int) -> socket.socket:
-        return await connect_inside(self.pid, port)
 
     def _kill_init(self) -> None:
         # Through the pidfd, so a recycled PID can never be hit. When PID 1 of a

@@ -49,11 +49,11 @@ from lamina.sandbox.base import (
 )
 from lamina.sandbox.cgroups import CgroupUnavailable, EnvironmentCgroup, cgroup_name
 from lamina.sandbox.namespaces import (
+    CgroupBackedSandbox,
     NamespaceBackend,
     NamespaceSandbox,
     _hostname,
     cgroup_limits,
-    cpu_quota_us,
     inside_api_port,
 )
 from lamina.sandbox.network import (
@@ -62,7 +62,6 @@ from lamina.sandbox.network import (
     XRAY_DAEMON_PORT,
     ApiForwarder,
     Outbound,
-    connect_inside,
     listen_inside,
 )
 from lamina.sandbox.rootfs import proc_masks_needed
@@ -112,7 +111,7 @@ async def _receive(sock: socket.socket, size: int = 64) -> tuple[bytes, int | No
         return data, pid
 
 
-class RestoredSandbox:
+class RestoredSandbox(CgroupBackedSandbox):
     """One environment forked from a template: the Sandbox interface of base.py."""
 
     def __init__(self, spec: SandboxSpec, anchor_pid: int, pidfd: int, cgroup: EnvironmentCgroup,
@@ -151,22 +150,6 @@ class RestoredSandbox:
             code = int(data) if data.strip().lstrip(b"-").isdigit() else 128 + signal.SIGKILL
             self._exit_code = -(code - 128) if 128 < code <= 128 + 64 else code
         return self._exit_code
-
-    def usage(self) -> ResourceUsage:
-        return self._final_usage if self._final_usage is not None else self._cgroup.usage()
-
-    def end_init(self) -> None:
-        try:
-            self._cgroup.set_cpu_quota(cpu_quota_us(self.spec))
-        except OSError:
-            pass
-
-    def oom_killed(self) -> bool:
-        kills = self._final_oom_kills if self._final_oom_kills is not None else self._cgroup.oom_kills()
-        return kills > 0
-
-    async def connect(self, port: int) -> socket.socket:
-        return await connect_inside(self.pid, port)
 
     async def destroy(self) -> None:
         if self._destroyed:
