@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import re
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ def before():
 @register_after_restore
 def after():
     STATE["after"] += 1
+    # Which environment this is (a SnapStart function has no log stream name).
+    STATE["environment"] = os.urandom(8).hex()
 
 
 def probe():
@@ -102,11 +105,13 @@ def handler(event, context):
         open(mine, "w").write("x")
         time.sleep(event.get("sleep", 0))
         return {"tmp": sorted(os.listdir("/tmp")), "random": random.random(),
-                "stream": context.log_stream_name, "key": os.environ["AWS_ACCESS_KEY_ID"],
+                "environment": STATE.get("environment"), "key": os.environ["AWS_ACCESS_KEY_ID"],
                 "pid1": os.getpid()}
     return {"event": event, "before": STATE["before"], "after": STATE["after"],
             "init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
-            "stream": context.log_stream_name, "request_id": context.aws_request_id}
+            "environment": STATE.get("environment"), "stream": context.log_stream_name,
+            "log_variables": sorted(k for k in os.environ if k.startswith("AWS_LAMBDA_LOG_")),
+            "request_id": context.aws_request_id}
 '''
 
 
@@ -199,6 +204,94 @@ def test_a_restored_environment_answers_as_a_cold_one_and_reports_its_restore(
         assert "Init Duration" not in report
     latest_report = next(line for line in latest_log.splitlines() if line.startswith("REPORT"))
     assert "Restore Duration" not in latest_report
+    # As on Lambda, a SnapStart version's environments are not told their log stream.
+    assert restored["stream"] is None and restored["log_variables"] == []
+    assert latest["stream"] and latest["log_variables"] == [
+        "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME"]
+
+
+def _published(lam: Any, name: str, code: str, **config: Any) -> None:
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": code})}, Timeout=30,
+                        SnapStart={"ApplyOn": "PublishedVersions"}, **config)
+    wait_active(lam, name)
+    lam.publish_version(FunctionName=name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier="1",
+                                              WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+
+
+def test_a_restore_writes_restore_lines_and_telemetry_records(server: Any, lam: Any) -> None:
+    if not _server_has_namespaces(server):
+        pytest.skip("SnapStart needs the namespaces sandbox")
+    name = f"snap-json-{uuid.uuid4().hex[:8]}"
+    _published(lam, name, "def handler(e, c):\n    return 'ok'\n")
+    _, log = invoke(lam, name, {})
+    lines = log.splitlines()
+    assert lines[0].startswith("RESTORE_START Runtime Version: "), lines
+    assert re.fullmatch(r"RESTORE_REPORT Restore Duration: [\d.]+ ms", lines[1]), lines
+    assert not any(line.startswith("INIT_REPORT") for line in lines)
+    # In JSON format, the system records are the Telemetry API's: restore, not init.
+    lam.update_function_configuration(FunctionName=name, LoggingConfig={
+        "LogFormat": "JSON", "SystemLogLevel": "DEBUG"})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    lam.publish_version(FunctionName=name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, Qualifier="2",
+                                              WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    _, log = invoke(lam, name, {}, qualifier="2")
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    types = [r["type"] for r in records if r.get("type", "").startswith("platform.")]
+    assert types[:3] == ["platform.restoreStart", "platform.restoreRuntimeDone",
+                         "platform.restoreReport"], types
+    assert not any(t.startswith("platform.init") for t in types)
+    start, done, report = records[0]["record"], records[1]["record"], records[2]["record"]
+    assert (start["functionName"], start["functionVersion"]) == (name, "2")
+    assert start["instanceMaxMemory"] == 128 and start["instanceId"]
+    assert done == {"status": "success"}
+    assert report["status"] == "success" and report["metrics"]["durationMs"] > 0
+    with urllib.request.urlopen(f"{server.endpoint}/metrics") as response:
+        metrics = response.read().decode()
+    # Restores are counted apart from INIT phases.
+    assert (f'lambda_restore_duration_seconds_count{{executed_version="2",function_name="{name}"}}'
+            ' 1.0') in metrics
+
+
+AFTER_RESTORE_FAILS = """
+from snapshot_restore_py import register_after_restore
+
+@register_after_restore
+def reconnect():
+    raise ConnectionError("the database is gone")
+
+def handler(event, context):
+    return "unreachable"
+"""
+
+
+def test_a_failing_after_restore_hook_is_a_snap_start_exception(server: Any, lam: Any) -> None:
+    if not _server_has_namespaces(server):
+        pytest.skip("SnapStart needs the namespaces sandbox")
+    name = f"snap-hook-{uuid.uuid4().hex[:8]}"
+    _published(lam, name, AFTER_RESTORE_FAILS)
+    for _ in range(2):  # the failed environment is discarded: the next call restores anew
+        with pytest.raises(ClientError) as raised:
+            lam.invoke(FunctionName=name, Qualifier="1")
+        error = raised.value.response
+        assert error["Error"]["Code"] == "SnapStartException"
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert "Runtime.AfterRestoreError" in error["Error"]["Message"]
+        assert "the database is gone" in error["Error"]["Message"]
+    # The hook's traceback and the failed restore are in the function's log.
+    deadline = time.monotonic() + 10
+    messages: list[str] = []
+    while time.monotonic() < deadline:
+        messages = [e["message"] for page in server.client("logs").get_paginator(
+            "filter_log_events").paginate(logGroupName=f"/aws/lambda/{name}")
+            for e in page["events"]]
+        if any("RESTORE_REPORT" in m for m in messages):
+            break
+        time.sleep(0.2)
+    assert any("the database is gone" in m for m in messages), messages
+    assert any(m.startswith("RESTORE_REPORT") and "Status: error" in m for m in messages), messages
 
 
 def test_twenty_concurrent_cold_starts_are_twenty_separate_environments(
@@ -208,7 +301,7 @@ def test_twenty_concurrent_cold_starts_are_twenty_separate_environments(
         results = list(pool.map(lambda _: invoke(client, snap, {"action": "tmp", "sleep": 4}),
                                 range(20)))
     bodies = [body for body, _ in results]
-    assert len({body["stream"] for body in bodies}) == 20
+    assert len({body["environment"] for body in bodies}) == 20
     assert len({body["random"] for body in bodies}) == 20
     assert len({body["key"] for body in bodies}) == 20 or \
         {body["key"] for body in bodies} == {"ASIALAMINAFUNCTION00"}
@@ -223,7 +316,7 @@ def test_twenty_concurrent_cold_starts_are_twenty_separate_environments(
 def test_after_restore_hook_runs_once_per_environment(lam: Any, snap: str) -> None:
     first, _ = invoke(lam, snap, {})
     again, _ = invoke(lam, snap, {})
-    assert first["stream"] == again["stream"]  # the same warm environment
+    assert first["environment"] == again["environment"]  # the same warm environment
     assert again["after"] == 1 and again["before"] == 1
 
 

@@ -64,6 +64,19 @@ class SnapStartNotReadyException(LambdaError):
     status_code = 409
 
 
+class SnapStartException(LambdaError):
+    """A restored SnapStart environment failed before its first event: an
+    after-restore hook raised, or the restored runtime exited."""
+
+    status_code = 400
+
+
+class SnapStartTimeoutException(LambdaError):
+    """A restored SnapStart environment did not finish its restore phase in time."""
+
+    status_code = 408
+
+
 class ConflictException(LambdaError):
     """EventBridge Scheduler's: a schedule of that name exists."""
 

@@ -69,6 +69,9 @@ from lamina.observe.events import (
     InvokeStart,
     LifecycleEvent,
     LifecycleListener,
+    RestoreReport,
+    RestoreRuntimeDone,
+    RestoreStart,
     RuntimeDone,
     Shutdown,
     TelemetrySubscribed,
@@ -141,6 +144,9 @@ class EnvironmentConfig:
     max_response_bytes: int = 6 * 1024 * 1024
     initialization_type: str = "on-demand"
     working_directory: str = "/var/task"
+    # Restored from its SnapStart version's template: a restore phase (restore
+    # events, Restore Duration) in place of INIT.
+    restore: bool = False
 
 
 def _log_stream_name(version: str) -> str:
@@ -235,8 +241,6 @@ class ExecutionEnvironment:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fv.memory_size),
             "AWS_LAMBDA_FUNCTION_VERSION": fv.version,
             "AWS_LAMBDA_INITIALIZATION_TYPE": self.config.initialization_type,
-            "AWS_LAMBDA_LOG_GROUP_NAME": fv.log_group_name,
-            "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name,
             "LAMBDA_TASK_ROOT": "/var/task",
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
             **(self.config.credentials.variables if self.config.credentials else {
@@ -245,6 +249,11 @@ class ExecutionEnvironment:
                 "AWS_SESSION_TOKEN": "lamina-function-session",
             }),
         }
+        if not fv.snap_start:
+            # Not set in SnapStart functions on Lambda: the snapshot is shared by
+            # environments that each write to a stream of their own.
+            reserved["AWS_LAMBDA_LOG_GROUP_NAME"] = fv.log_group_name
+            reserved["AWS_LAMBDA_LOG_STREAM_NAME"] = self.log_stream_name
         if self.config.runtime.execution_env:
             reserved["AWS_EXECUTION_ENV"] = self.config.runtime.execution_env
         if fv.log_format == "JSON":
@@ -303,8 +312,12 @@ class ExecutionEnvironment:
         started = time.perf_counter()
         fv = self.config.function_version
         initialization_type = self.config.initialization_type
-        self.publish(InitStart(initialization_type, fv.function_name, fv.version,
-                               self.config.runtime.identifier))
+        if self.config.restore:
+            self.publish(RestoreStart(fv.function_name, fv.version, self.config.runtime.identifier,
+                                      self.id, fv.memory_size))
+        else:
+            self.publish(InitStart(initialization_type, fv.function_name, fv.version,
+                                   self.config.runtime.identifier))
         self.config.scratch_root.mkdir(parents=True, exist_ok=True)
         stdout_fd, frames_fd, extensions_fd = self._output.open()
         env = self._environment_variables()
@@ -370,13 +383,10 @@ class ExecutionEnvironment:
                 self.restore = (self.init_duration_ms,
                                 math.ceil((time.perf_counter() - resumed_at) * 1000))
             self.lifecycle.to(State.READY)
-            self.publish(InitRuntimeDone(initialization_type, "success"))
             extensions_ms = 0.0
             if self.extensions.external_names and self.extensions.externals_ready_at is not None:
                 extensions_ms = (self.extensions.externals_ready_at - started) * 1000
-            self.publish(InitReport(initialization_type, "success", self.init_duration_ms,
-                                    extensions_ms))
-            self.telemetry.end_init()
+            self._init_over("success", extensions_ms=extensions_ms)
             return
         self._drain_output()
         crashed = self.extensions.crashed
@@ -393,23 +403,29 @@ class ExecutionEnvironment:
                                 f"Init phase timed out after {self.config.init_timeout_s:.2f} seconds")
         else:
             # The runtime reported it (init/error): its error type, Lambda's events.
-            error_type = error_type_of(self.init_failure) or "Runtime.Unknown"
-            initialization_type = self.config.initialization_type
-            self.publish(InitRuntimeDone(initialization_type, "error", error_type))
-            self.publish(InitReport(initialization_type, "error", self.init_duration_ms,
-                                    error_type=error_type))
-            self.telemetry.end_init()
+            self._init_over("error", error_type_of(self.init_failure) or "Runtime.Unknown")
             self.lifecycle.to(State.FAILED)
 
     def _fail_init(self, error_type: str, message: str) -> None:
         self.init_failure = _error_payload(error_type, message)
-        initialization_type = self.config.initialization_type
-        self.publish(InitRuntimeDone(initialization_type, "error", error_type))
-        self.publish(InitReport(initialization_type, "error", self.init_duration_ms or 0,
-                                error_type=error_type))
-        self.telemetry.end_init()
+        self._init_over("error", error_type)
         if self.lifecycle.state is not State.FAILED:
             self.lifecycle.to(State.FAILED)
+
+    def _init_over(self, status: str, error_type: str | None = None,
+                   extensions_ms: float = 0.0) -> None:
+        """The events that end INIT (or a SnapStart restore), and the Telemetry API's
+        INIT buffer with them."""
+        duration_ms = self.init_duration_ms or 0.0
+        if self.config.restore:
+            self.publish(RestoreRuntimeDone(status, error_type))
+            self.publish(RestoreReport(status, duration_ms, error_type))
+        else:
+            initialization_type = self.config.initialization_type
+            self.publish(InitRuntimeDone(initialization_type, status, error_type))
+            self.publish(InitReport(initialization_type, status, duration_ms, extensions_ms,
+                                    error_type=error_type))
+        self.telemetry.end_init()
 
     # -- the X-Ray daemon address --------------------------------------------------------
 

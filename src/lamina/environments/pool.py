@@ -28,7 +28,11 @@ from typing import Any
 from lamina.environments.container_images import container_runtime
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
-from lamina.environments.snapstart import SnapStartTemplates
+from lamina.environments.snapstart import (
+    RESTORE_TIMEOUT_S,
+    SnapStartTemplates,
+    restore_error,
+)
 from lamina.environments.spec import (
     CredentialIssuer,
     EnvironmentListener,
@@ -247,6 +251,8 @@ class EnvironmentPool:
         if restoring is not None:
             backend, initialization_type = restoring, "snap-start"
         config = await self.environment_config(fv, initialization_type)
+        if restoring is not None:
+            config = dataclasses.replace(config, restore=True, init_timeout_s=RESTORE_TIMEOUT_S)
         if fv.image_uri is not None:
             fv = config.function_version
         victims = self._make_room(fv.memory_size)
@@ -263,6 +269,9 @@ class EnvironmentPool:
         except BaseException:
             self._stop_later(env)
             raise
+        if config.restore and env.init_failure is not None:
+            self._stop_later(env)
+            raise restore_error(env.init_failure)
         return env
 
     def _retire_superseded(self, fv: EnvironmentSpec) -> None:

@@ -35,6 +35,7 @@ from lamina.environments.environment import ExecutionEnvironment
 from lamina.environments.launcher import external_extensions
 from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import State
+from lamina.errors import LambdaError, SnapStartException, SnapStartTimeoutException
 from lamina.sandbox.zygote import RestoringBackend, ZygoteTemplate, supports_templates
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ log = logging.getLogger("lamina.environments")
 
 # Lambda's limit on a SnapStart version's INIT: 130 s, or the function's timeout if longer.
 SNAPSHOT_INIT_TIMEOUT_S = 130
+# And on a restore: loading the runtime and running the after-restore hooks.
+RESTORE_TIMEOUT_S = 10.0
 INITIALIZATION_TYPE = "snap-start"
 # (State, StateReasonCode, StateReason) for the control plane; None: Active with SnapStart.
 Outcome = tuple[str, str, str] | None
@@ -154,14 +157,31 @@ class SnapStartTemplates:
         await asyncio.gather(*(t.stop() for t in templates), return_exceptions=True)
 
 
-def _failure_reason(failure: bytes) -> tuple[str, str]:
-    """StateReasonCode and StateReason of a version whose snapshot INIT failed."""
+def restore_error(failure: bytes) -> LambdaError:
+    """What Invoke answers when a restored environment failed before its first event
+    (Lambda discards it; the log stream has the hook's traceback)."""
+    error_type, message = _error_of(failure)
+    if error_type == "Sandbox.Timedout":
+        return SnapStartTimeoutException(
+            f"Lambda couldn't restore the snapshot within the timeout limit "
+            f"({RESTORE_TIMEOUT_S:g} seconds).")
+    detail = f"{error_type}: {message}" if message else error_type
+    return SnapStartException(
+        f"The after-restore runtime hook encountered an error ({detail}). For more "
+        f"information, check the function's log stream.")
+
+
+def _error_of(failure: bytes) -> tuple[str, str]:
     try:
         error = json.loads(failure)
-        error_type = str(error.get("errorType") or "Runtime.Unknown")
-        message = str(error.get("errorMessage") or "")
+        return str(error.get("errorType") or "Runtime.Unknown"), str(error.get("errorMessage") or "")
     except (ValueError, AttributeError):
-        error_type, message = "Runtime.Unknown", ""
+        return "Runtime.Unknown", ""
+
+
+def _failure_reason(failure: bytes) -> tuple[str, str]:
+    """StateReasonCode and StateReason of a version whose snapshot INIT failed."""
+    error_type, message = _error_of(failure)
     code = "FunctionError.InitTimeout" if error_type == "Sandbox.Timedout" \
         else "FunctionError.RuntimeInitError"
     detail = f"{error_type}: {message}" if message else error_type

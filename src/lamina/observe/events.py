@@ -91,6 +91,58 @@ class InitReport:
 
 
 @dataclass(frozen=True)
+class RestoreStart:
+    """A SnapStart environment is being restored from its version's snapshot (on
+    Lambda in place of initStart: the version's INIT ran when it was published)."""
+
+    function_name: str
+    function_version: str
+    runtime_version: str
+    instance_id: str
+    instance_max_memory: int
+    timestamp_ms: int = field(default_factory=now_ms)
+    type = "platform.restoreStart"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"runtimeVersion": self.runtime_version, "functionName": self.function_name,
+                "functionVersion": self.function_version, "instanceId": self.instance_id,
+                "instanceMaxMemory": self.instance_max_memory}
+
+
+@dataclass(frozen=True)
+class RestoreRuntimeDone:
+    """The restored runtime ran its after-restore hooks and asked for an event, or
+    the restore failed."""
+
+    status: str  # success | error | failure | timeout
+    error_type: str | None = None
+    timestamp_ms: int = field(default_factory=now_ms)
+    type = "platform.restoreRuntimeDone"
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"status": self.status}
+        if self.error_type:
+            record["errorType"] = self.error_type
+        return record
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    status: str
+    duration_ms: float
+    error_type: str | None = None
+    timestamp_ms: int = field(default_factory=now_ms)
+    type = "platform.restoreReport"
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"status": self.status,
+                                  "metrics": {"durationMs": _round(self.duration_ms)}}
+        if self.error_type:
+            record["errorType"] = self.error_type
+        return record
+
+
+@dataclass(frozen=True)
 class Tracing:
     value: str
 
@@ -244,8 +296,9 @@ class TraceSegment:
     type = "xray.segment"
 
 
-PlatformEvent = Union[InitStart, InitRuntimeDone, InitReport, InvokeStart, RuntimeDone,
-                      InvokeReport, ExtensionRegistered, TelemetrySubscribed, Shutdown]
+PlatformEvent = Union[InitStart, InitRuntimeDone, InitReport, RestoreStart, RestoreRuntimeDone,
+                      RestoreReport, InvokeStart, RuntimeDone, InvokeReport, ExtensionRegistered,
+                      TelemetrySubscribed, Shutdown]
 LifecycleEvent = Union[PlatformEvent, FunctionLog, ExtensionLog, TraceSegment]
 # Something that consumes lifecycle events (a log stream writer, a telemetry
 # subscription); called on the event loop, must not block.

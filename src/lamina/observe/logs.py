@@ -25,6 +25,8 @@ from lamina.observe.events import (
     InvokeStart,
     LifecycleEvent,
     PlatformEvent,
+    RestoreReport,
+    RestoreStart,
     TelemetrySubscribed,
     TraceSegment,
     telemetry_json,
@@ -217,6 +219,7 @@ class LogStore:
 # system log levels"): start and report at INFO, the runtime's own milestones at
 # DEBUG; an event reporting a failure counts as WARN.
 _SYSTEM_LEVELS = {"platform.initRuntimeDone": "DEBUG", "platform.runtimeDone": "DEBUG",
+                  "platform.restoreRuntimeDone": "DEBUG",
                   "platform.logsDropped": "WARN"}
 LEVEL_ORDER = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
@@ -274,6 +277,13 @@ def text_lines(event: PlatformEvent) -> list[str]:
     if isinstance(event, InitReport) and event.status != "success":
         return [f"INIT_REPORT Init Duration: {event.duration_ms:.2f} ms\tPhase: init\t"
                 f"Status: error\tError Type: {event.error_type}"]
+    if isinstance(event, RestoreStart):
+        return [f"RESTORE_START Runtime Version: {event.runtime_version}"]
+    if isinstance(event, RestoreReport):
+        line = f"RESTORE_REPORT Restore Duration: {event.duration_ms:.2f} ms"
+        if event.status != "success":
+            line += f"\tStatus: {event.status}\tError Type: {event.error_type}"
+        return [line]
     if isinstance(event, TelemetrySubscribed):
         return [f"TELEMETRY\tName: {event.name}\tState: Subscribed\t"
                 f"Types: [{','.join(t.capitalize() for t in event.types)}]"]
@@ -285,7 +295,9 @@ def text_lines(event: PlatformEvent) -> list[str]:
 
 # What Lambda writes in JSON format: the Telemetry API's records, one per line.
 _JSON_SYSTEM_TYPES = frozenset({"platform.initStart", "platform.initRuntimeDone",
-                                "platform.initReport", "platform.start",
+                                "platform.initReport", "platform.restoreStart",
+                                "platform.restoreRuntimeDone", "platform.restoreReport",
+                                "platform.start",
                                 "platform.runtimeDone", "platform.report",
                                 "platform.extension", "platform.telemetrySubscription",
                                 "platform.logsDropped"})

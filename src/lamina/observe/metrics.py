@@ -38,6 +38,7 @@ from lamina.observe.events import (
     InvokeReport,
     LifecycleEvent,
     LifecycleListener,
+    RestoreReport,
 )
 
 NAMESPACE = "AWS/Lambda"
@@ -178,6 +179,9 @@ class FunctionMetrics:
     inits: int = 0
     cold_starts: int = 0
     init_duration_ms: float = 0.0
+    # SnapStart restores (cold starts of a SnapStart version, from its snapshot).
+    restores: int = 0
+    restore_duration_ms: float = 0.0
     duration_ms: float = 0.0
     billed_duration_ms: int = 0
     gb_seconds: float = 0.0
@@ -297,6 +301,7 @@ class Metrics:
         self._labelled: dict[tuple[str, str, str], _Labelled] = {}
         self._throttles: dict[tuple[str, str], int] = {}
         self._init: dict[tuple[str, str, str], _Histogram] = {}
+        self._restore: dict[tuple[str, str], _Histogram] = {}
         self._async_age: dict[str, _Histogram] = {}
         self._cost: dict[tuple[str, str], list[float]] = {}
         # The minute being counted for CloudWatch: (metric key, minute start) -> aggregate.
@@ -369,6 +374,8 @@ class Metrics:
                               request_price, event)
             elif isinstance(event, InitReport):
                 self._initialized(totals, function_name, version, event)
+            elif isinstance(event, RestoreReport):
+                self._restored(totals, function_name, version, event)
 
         return listener
 
@@ -445,6 +452,15 @@ class Metrics:
             self._sample(MetricKey("ColdStarts", function_name), 1, now_s)
         self._sample(MetricKey("InitDuration", function_name), event.duration_ms, now_s)
 
+    def _restored(self, totals: FunctionMetrics, function_name: str, version: str,
+                  event: RestoreReport) -> None:
+        totals.restores += 1
+        totals.restore_duration_ms += event.duration_ms
+        histogram = self._restore.get((function_name, version))
+        if histogram is None:
+            histogram = self._restore[(function_name, version)] = _new_histogram()
+        histogram.observe(event.duration_ms / 1000)
+
     # -- from invoke/ -----------------------------------------------------------------
 
     def throttled(self, function_name: str, resource: str | None = None) -> None:
@@ -518,6 +534,9 @@ class Metrics:
 
     def init_histograms(self) -> dict[tuple[str, str, str], _Histogram]:
         return dict(self._init)
+
+    def restore_histograms(self) -> dict[tuple[str, str], _Histogram]:
+        return dict(self._restore)
 
     def async_age_histograms(self) -> dict[str, _Histogram]:
         return dict(self._async_age)

@@ -9,7 +9,8 @@ units, `_total` counters); labels are Lambda's dimensions in snake_case:
 - `resource`: Resource, the function as it was called (`NAME` unqualified,
   `NAME:ALIAS` or `NAME:VERSION`);
 - `executed_version`: ExecutedVersion, the version that ran;
-- `initialization_type`: on-demand | provisioned-concurrency;
+- `initialization_type`: on-demand | provisioned-concurrency | snap-start (a
+  SnapStart version's one INIT, when it is published; its cold starts are restores);
 - `architecture`: x86_64 | arm64 (cost).
 """
 
@@ -81,6 +82,12 @@ class PrometheusCollector(Collector):
             if kind == "on-demand":
                 cold.add_metric([name, version], sum(histogram.counts))
         yield from (inits, cold)
+        restores = HistogramMetricFamily("lambda_restore_duration_seconds",
+                                         "SnapStart restores (a SnapStart version's cold starts)",
+                                         labels=["function_name", "executed_version"])
+        for (name, version), histogram in m.restore_histograms().items():
+            restores.add_metric([name, version], _buckets(histogram), histogram.sum)
+        yield restores
 
         per_function = ["function_name"]
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {

@@ -42,6 +42,8 @@ from lamina.observe.events import (
     InvokeStart,
     LifecycleEvent,
     LifecycleListener,
+    RestoreReport,
+    RestoreStart,
     RuntimeDone,
     TraceSegment,
 )
@@ -168,7 +170,10 @@ class _EnvironmentSpans:
             InvokeStart: self._invoke_start, RuntimeDone: self._runtime_done,
             InvokeReport: self._invoke_report, TraceSegment: self._segment,
             InitStart: self._init_start, InitReport: self._init_report,
+            RestoreStart: self._restore_start, RestoreReport: self._init_report,
         }
+        # The cold start's phase span: INIT, or a SnapStart restore (as X-Ray names it).
+        self._init_phase = "Initialization"
 
     def __call__(self, event: LifecycleEvent) -> None:
         handler = self._handlers.get(type(event))
@@ -178,7 +183,11 @@ class _EnvironmentSpans:
     def _init_start(self, event: InitStart) -> None:
         self._init_started_ns = time.time_ns()
 
-    def _init_report(self, event: InitReport) -> None:
+    def _restore_start(self, event: RestoreStart) -> None:
+        self._init_phase = "Restore"
+        self._init_started_ns = time.time_ns()
+
+    def _init_report(self, event: InitReport | RestoreReport) -> None:
         if self._init_started_ns is not None:
             self._init = (self._init_started_ns, time.time_ns())
 
@@ -198,8 +207,8 @@ class _EnvironmentSpans:
         if opened is not None and opened.request_id == event.request_id:
             # Initialization only on the cold start that REPORT counts (not when a
             # provisioned environment's INIT ran long before).
-            self._invocation_spans(opened, event,
-                                   init if event.init_duration_ms is not None else None)
+            cold = event.init_duration_ms is not None or event.restore_duration_ms is not None
+            self._invocation_spans(opened, event, init if cold else None)
 
     def _invocation_spans(self, opened: _Open, report: InvokeReport,
                           init: tuple[int, int] | None) -> None:
@@ -241,7 +250,7 @@ class _EnvironmentSpans:
             start_time=init[0] if init is not None else opened.started_ns, end_time=ended_ns,
             instrumentation_scope=scope))
         if init is not None:
-            emit(child("Initialization", init[0], init[1]))
+            emit(child(self._init_phase, init[0], init[1]))
         emit(child("Invocation", opened.started_ns, runtime_done_ns))
         if opened.runtime_done_ns is not None:
             emit(child("Overhead", runtime_done_ns, ended_ns))
