@@ -3,10 +3,13 @@ namespaces sandbox; every environment forked from the template is checked from i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import json
+import os
 import re
+import resource
 import time
 import urllib.request
 import uuid
@@ -16,7 +19,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from lamina.environments.environment import (
+    EnvironmentConfig,
+    ExecutionEnvironment,
+    Invocation,
+    InvocationOutcome,
+)
+from lamina.environments.spec import EnvironmentSpec
+from lamina.observe.logs import LogStore
+from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
+from lamina.sandbox.zygote import RestoringBackend, ZygoteTemplate
 from tests.helpers import ROLE, make_zip, wait_active
+from tests.test_sandbox_namespaces import UNAVAILABLE
 
 HANDLER = '''
 import json, os, random, socket, time
@@ -113,24 +127,6 @@ def handler(event, context):
             "log_variables": sorted(k for k in os.environ if k.startswith("AWS_LAMBDA_LOG_")),
             "request_id": context.aws_request_id}
 '''
-
-
-# A server of this module's own: in one full run, restores on the shared session
-# server (after some 950 other tests) failed with EBADF inside the fork, which no
-# smaller combination of test modules reproduces; kept apart until that is found.
-@pytest.fixture(scope="module")
-def server(start_server: Any) -> Any:
-    return start_server(name="lamina-snapstart")
-
-
-@pytest.fixture(scope="module")
-def lam(server: Any) -> Any:
-    return server.client()
-
-
-@pytest.fixture(scope="module")
-def lam_unchecked(server: Any) -> Any:
-    return server.client(validate=False)
 
 
 def _server_has_namespaces(server: Any) -> bool:
@@ -452,3 +448,66 @@ def test_deleting_the_function_stops_its_template_and_forks(server: Any, lam: An
     while _processes_of(name) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_of(name) == []
+
+
+LOGS_A_RECORD = """
+import logging
+
+def handler(event, context):
+    logging.getLogger().warning("a record from a restored environment")
+    return "ok"
+"""
+
+
+async def _restore_once(backend: Any, root: Path) -> InvocationOutcome:
+    code = root / "code"
+    code.mkdir(mode=0o755)
+    (code / "app.py").write_text(LOGS_A_RECORD)
+    (code / "app.py").chmod(0o644)
+    root.chmod(0o755)
+    fv = EnvironmentSpec("snap-fds", "1", "r1", "python3.11", "app.handler", "-", 256, 30, 512,
+                         "/aws/lambda/snap-fds", "role", snap_start=True)
+    logs = LogStore(root / "logs")
+
+    def config(restore: bool) -> EnvironmentConfig:
+        return EnvironmentConfig(
+            function_version=fv, runtime=runtime_spec("python3.11", source="host"),
+            task_root=code, layers_root=None, runtime_root=CLIENTS_DIR,
+            scratch_root=root / uuid.uuid4().hex, region="us-east-1", account_id="0",
+            network=False, initialization_type="snap-start", restore=restore)
+
+    zygote = ZygoteTemplate(backend)
+    template = ExecutionEnvironment(config(False), zygote, logs)
+    await template.start()
+    assert template.init_failure is None, template.init_failure
+    try:
+        restored = ExecutionEnvironment(config(True), RestoringBackend(zygote), logs)
+        await restored.start()
+        assert restored.init_failure is None, restored.init_failure
+        try:
+            return await restored.invoke(Invocation(uuid.uuid4().hex, b"{}", "arn", "trace"))
+        finally:
+            await restored.shutdown()
+    finally:
+        await zygote.destroy()
+        await template.shutdown()
+
+
+@pytest.mark.skipif(UNAVAILABLE is not None, reason=f"no kernel isolation: {UNAVAILABLE}")
+def test_a_restore_works_on_a_server_holding_over_1024_descriptors(backend: Any,
+                                                                     tmp_path: Path) -> None:
+    """A sandbox inherits the server's log pipes under the server's numbers; on a busy
+    server they pass 1024, the sandbox's RLIMIT_NOFILE, where a fork cannot dup2."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"this process may open at most {hard} descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        outcome = asyncio.run(_restore_once(backend, tmp_path))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert outcome.status == "success" and outcome.payload == b'"ok"', outcome
+    assert "a record from a restored environment" in outcome.log_tail

@@ -405,7 +405,7 @@ def snapshot(client, template):
     client.sock.close()
     client.sock, client.buffer = None, b""
     sys.stdout.flush()
-    template.serve(LOG.fd)
+    LOG.fd = template.serve(LOG.fd)["log_fd"]
     # Restored: a new environment, its own namespaces, pipes and variables.
     global RUNTIME_API
     RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]

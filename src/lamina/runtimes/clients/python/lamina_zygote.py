@@ -208,7 +208,8 @@ class Template:
     def serve(self, log_fd=None):
         """Fork environments until the server closes the control socket; returns only in
         a fork, activated and fully confined, with its activation. `log_fd`: where the
-        runtime client writes its framed records (the fork's pipe goes there)."""
+        runtime client writes its framed records in the template (closed in a fork,
+        whose own pipe is the activation's "log_fd")."""
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the anchors are reaped by the kernel
         # Nothing of the function's may run in a fork before it is confined: no trace or
         # profile function, no collection calling finalizers of INIT's objects, no
@@ -230,7 +231,7 @@ class Template:
                     return self._become_environment(json.loads(message), fds, log_fd)
                 except BaseException as error:  # noqa: BLE001 - the channel says why, then exit
                     try:
-                        os.write(2, f"lamina: restore failed: {error}\n".encode())
+                        os.write(2, f"lamina: restore failed: {error}{_where(error)}\n".encode())
                     finally:
                         os._exit(125)
             for fd in fds:
@@ -287,8 +288,12 @@ class Template:
         os.dup2(output_fd, 2)
         os.close(output_fd)
         if log_fd is not None and log_fd != frames_fd:
-            os.dup2(frames_fd, log_fd)
-            os.close(frames_fd)
+            # The template's log pipe is not this environment's. Its records go to
+            # frames_fd from now on, under that number: the template's may lie past
+            # RLIMIT_NOFILE (a sandbox inherits the server's descriptors with their
+            # numbers, which grow past 1024 on a busy server), where dup2 fails.
+            os.close(log_fd)
+        activation["log_fd"] = frames_fd
         os.environ.clear()
         os.environ.update(activation["env"])
         os.environ.pop("_LAMBDA_TELEMETRY_LOG_FD", None)
@@ -299,6 +304,17 @@ class Template:
         channel.close()
         gc.enable()
         return activation
+
+
+def _where(error):
+    """` at file:line < file:line ...` of where `error` was raised, without importing
+    traceback (no import may run in a fork before it is confined)."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    return f" at {' < '.join(reversed(frames))}" if frames else ""
 
 
 def _receive(sock):
