@@ -114,6 +114,8 @@ def handler(event, context):
         for i in range(0, len(hog), 4096):
             hog[i] = 1
         return len(hog)
+    if action == "exit":
+        os._exit(event["code"])
     if action == "tmp":
         mine = f"/tmp/{context.aws_request_id}"
         open(mine, "w").write("x")
@@ -330,6 +332,15 @@ def test_hostile_code_in_a_restored_environment_is_contained(lam: Any, snap: str
     assert seen["at_fork_ran"] == [] and seen["audited"] == []
     assert seen["uid"] == 993
     assert seen["shadow"] in ("FileNotFoundError", "PermissionError")
+
+
+def test_a_restored_runtime_that_exits_is_reported_with_its_exit_status(
+        lam: Any, snap: str) -> None:
+    body, log = invoke(lam, snap, {"action": "exit", "code": 3})
+    assert body["errorType"] == "Runtime.ExitError", body
+    assert "Runtime exited with error: exit status 3" in body["errorMessage"]
+    after, _ = invoke(lam, snap, {"hello": 2})  # a new environment takes its place
+    assert after["event"] == {"hello": 2}
 
 
 def test_a_restored_environment_cannot_exceed_its_memory(lam: Any, snap: str) -> None:

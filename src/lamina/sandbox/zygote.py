@@ -15,8 +15,10 @@ does the part only the host can:
 - its Runtime API listener, bound inside its new network namespace, as for any
   sandbox (network.py), with the egress routes, slirp4netns for outbound access
   and the way to Lamina's API;
-- its end: the fork's anchor is killed through a pidfd, which takes its PID
-  namespace down with it, and the cgroup is emptied and removed.
+- its end: the fork's PID 1 is killed through a pidfd, which takes its PID
+  namespace down with it, and the cgroup is emptied and removed. How it ended
+  (its exit status) only its parent can learn, which is the template: the
+  template reports each end on the control socket.
 
 What a restored environment does not share with a cold one: its host uid (every
 fork of a template runs as the template's, under user namespaces of its own; its
@@ -111,17 +113,43 @@ async def _receive(sock: socket.socket, size: int = 64) -> tuple[bytes, int | No
         return data, pid
 
 
+async def _exit_status(exited: asyncio.Future[int], pidfd: int) -> int:
+    """How a fork ended, as the template reports it; if the process is gone (its
+    pidfd readable) and no report came within a second (the template itself ended,
+    say), it was killed."""
+    if not exited.done() and pidfd >= 0:
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[int] = loop.create_future()
+
+        def ended() -> None:
+            if not gone.done():
+                gone.set_result(0)
+
+        loop.add_reader(pidfd, ended)
+        try:
+            await asyncio.wait({exited, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(pidfd)
+            gone.cancel()
+        if not exited.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), 1.0)
+            except asyncio.TimeoutError:
+                pass
+    return exited.result() if exited.done() else -signal.SIGKILL
+
+
 class RestoredSandbox(CgroupBackedSandbox):
     """One environment forked from a template: the Sandbox interface of base.py."""
 
-    def __init__(self, spec: SandboxSpec, anchor_pid: int, pidfd: int, cgroup: EnvironmentCgroup,
-                 listener: socket.socket, channel: socket.socket, outbound: Outbound | None,
-                 api: ApiForwarder | None, requested_at: float, resumed_at: float,
-                 trace_daemon: socket.socket | None = None) -> None:
+    def __init__(self, spec: SandboxSpec, pid: int, pidfd: int, exited: asyncio.Future[int],
+                 cgroup: EnvironmentCgroup, listener: socket.socket, channel: socket.socket,
+                 outbound: Outbound | None, api: ApiForwarder | None, requested_at: float,
+                 resumed_at: float, trace_daemon: socket.socket | None = None) -> None:
         self.spec = spec
-        # The host PID of the fork's anchor (outside its PID namespace; the runtime is
-        # its only child, PID 1 inside).
-        self.pid = anchor_pid
+        # The host PID of the environment's PID 1 (the runtime).
+        self.pid = pid
+        self._exited = exited
         self.runtime_api_socket = listener
         self.runtime_api_address = f"{RUNTIME_API_HOST}:{RUNTIME_API_PORT}"
         # The X-Ray daemon address inside (observe/tracing.py reads its datagrams).
@@ -140,15 +168,8 @@ class RestoredSandbox(CgroupBackedSandbox):
         self._destroyed = False
 
     async def wait(self) -> int:
-        # The anchor reports the runtime's exit status on the channel as it exits
-        # (it is the template's child, not ours: waitpid cannot see it).
         if self._exit_code is None:
-            try:
-                data, _ = await _receive(self._channel)
-            except OSError:
-                data = b""
-            code = int(data) if data.strip().lstrip(b"-").isdigit() else 128 + signal.SIGKILL
-            self._exit_code = -(code - 128) if 128 < code <= 128 + 64 else code
+            self._exit_code = await _exit_status(self._exited, self._pidfd)
         return self._exit_code
 
     async def destroy(self) -> None:
@@ -190,6 +211,11 @@ class ZygoteTemplate:
         self._spare_target = 0
         self._refilling: asyncio.Task[None] | None = None
         self._masked_files, self._masked_dirs = proc_masks_needed()
+        # Forks' ends as the template reports them, by its PID for each; ends reported
+        # before the fork's hello was read wait in _early (a few at most).
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._early: dict[int, int] = {}
+        self._reading: asyncio.Task[None] | None = None
 
     # -- the template's own launch (the ExecutionEnvironment of its INIT calls this) --
 
@@ -214,9 +240,41 @@ class ZygoteTemplate:
         finally:
             inside.close()
             os.close(filter_fd)
+        control.setblocking(False)
         self._control = control
         self._spec = spec
+        self._reading = asyncio.get_running_loop().create_task(self._read_exits(control))
         return self.sandbox
+
+    async def _read_exits(self, control: socket.socket) -> None:
+        """`exit PID STATUS` from the template, for each fork's PID 1 that ended."""
+        while True:
+            try:
+                message, _ = await _receive(control)
+            except OSError:
+                return
+            if not message:
+                return  # the template has ended
+            parts = message.split()
+            if len(parts) != 3 or parts[0] != b"exit":
+                continue
+            pid, code = int(parts[1]), int(parts[2])
+            exited = self._exits.pop(pid, None)
+            if exited is None:
+                while len(self._early) >= 64:
+                    self._early.pop(next(iter(self._early)))
+                self._early[pid] = code
+            elif not exited.done():
+                exited.set_result(code)
+
+    def _exit_of(self, template_pid: int) -> asyncio.Future[int]:
+        exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        code = self._early.pop(template_pid, None)
+        if code is not None:
+            exited.set_result(code)
+        else:
+            self._exits[template_pid] = exited
+        return exited
 
     def enforced(self) -> list[str]:
         return self._backend.enforced()
@@ -318,12 +376,14 @@ class ZygoteTemplate:
                 (socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
             inside.close()
             hello, pid = await asyncio.wait_for(_receive(channel), RESTORE_TIMEOUT_S)
-            if not hello.startswith(b"hello") or pid is None:
+            parts = hello.split()
+            if not parts or parts[0] != b"hello" or not parts[-1].isdigit() or pid is None:
                 raise SandboxError("the SnapStart template could not fork an environment "
                                    "(its message is in the function's output)")
             spare.pidfd = os.pidfd_open(pid)
             spare.pid = pid
-            if hello != b"hello moved":
+            spare.exited = self._exit_of(int(parts[-1]))
+            if b"moved" not in parts:
                 cgroup.add(pid)
             network = spec.network and self._backend.outbound_available
             api_port = inside_api_port(spec)
@@ -362,8 +422,9 @@ class ZygoteTemplate:
         if resumed != b"resumed":
             raise SandboxError("the restored environment failed to confine itself "
                                "(its message is in the function's output)")
-        assert spare.pid is not None
-        return RestoredSandbox(spec, spare.pid, spare.pidfd, spare.cgroup, spare.listeners[0],
+        assert spare.pid is not None and spare.exited is not None
+        return RestoredSandbox(spec, spare.pid, spare.pidfd, spare.exited, spare.cgroup,
+                               spare.listeners[0],
                                spare.channel, spare.outbound, spare.api, requested_at,
                                time.perf_counter(), trace_daemon=spare.listeners[-1])
 
@@ -372,6 +433,9 @@ class ZygoteTemplate:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
         if self._refilling is not None:
             self._refilling.cancel()
         spares, self._spares = self._spares, []
@@ -388,6 +452,7 @@ class _Spare:
         self.channel = channel
         self.pid: int | None = None
         self.pidfd = -1
+        self.exited: asyncio.Future[int] | None = None
         self.listeners: list[socket.socket] = []
         self.outbound: Outbound | None = None
         self.api: ApiForwarder | None = None

@@ -8,21 +8,23 @@ handing over a channel of the new environment's own and its output pipes.
 
 The fork gets isolation of its own before any of the function's code runs again:
 
-1. The child (the environment's anchor, C) unshares a new user namespace with
-   new mount, PID, network, IPC and UTS namespaces. The user namespace is a child
-   of the template's and maps uid 993 onto itself, so the child holds capabilities
-   over its new namespaces only (an unprivileged user namespace: nothing outside
-   them becomes reachable). It brings its loopback up, names its host, makes its
-   mounts private, joins the environment's cgroup (memory limit, CPU share,
-   process count) through descriptors the server opened, and says hello on its
-   channel; the server, seeing its PID through SCM_CREDENTIALS, binds the Runtime
-   API listener inside its network namespace (so 127.0.0.1:9001 there is this
-   environment's, and the template's listener does not exist there).
-2. C forks the environment's PID 1 (G) into the new PID namespace and waits for it;
-   G unshares a cgroup namespace, mounts its own /proc (only its own processes)
-   with runc's masks, and a fresh, empty /tmp of EphemeralStorage size. It is now
-   a spare, and waits to be activated (the server keeps a few per template, so a
-   cold start does not wait for namespaces to be made).
+1. The child (C) unshares a new user namespace with new mount, PID, network, IPC
+   and UTS namespaces. The user namespace is a child of the template's and maps
+   uid 993 onto itself, so the child holds capabilities over its new namespaces
+   only (an unprivileged user namespace: nothing outside them becomes reachable).
+   It brings its loopback up, names its host, makes its mounts private and joins
+   the environment's cgroup (memory limit, CPU share, process count) through
+   descriptors the server opened.
+2. C forks the environment's PID 1 (G) into the new PID namespace and exits; G
+   becomes the template's child (the template is the subreaper of its forks and
+   tells the server how each environment ended). G says hello on its channel; the
+   server, seeing its PID through SCM_CREDENTIALS, binds the Runtime API listener
+   inside its network namespace (so 127.0.0.1:9001 there is this environment's,
+   and the template's listener does not exist there). G unshares a cgroup
+   namespace, mounts its own /proc (only its own processes) with runc's masks, and
+   a fresh, empty /tmp of EphemeralStorage size. It is now a spare, and waits to
+   be activated (the server keeps a few per template, so a cold start does not
+   wait for namespaces to be made).
 3. Activated, G takes the environment's stdout/stderr and log pipes and environment
    variables (fresh credentials, log stream), then drops every capability and its
    bounding set, sets no_new_privs and loads the same seccomp filter every other
@@ -69,7 +71,7 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
-PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -210,7 +212,9 @@ class Template:
         a fork, activated and fully confined, with its activation. `log_fd`: where the
         runtime client writes its framed records in the template (closed in a fork,
         whose own pipe is the activation's "log_fd")."""
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the anchors are reaped by the kernel
+        self.forks = set()
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        signal.signal(signal.SIGCHLD, self._reap)
         # Nothing of the function's may run in a fork before it is confined: no trace or
         # profile function, no collection calling finalizers of INIT's objects, no
         # import (finders INIT installed) until then.
@@ -225,7 +229,16 @@ class Template:
             message, fds = _receive(self.control)
             if not message:
                 os._exit(0)
-            pid = _fork()
+            # SIGCHLD held until the fork is known as one (it may exit at once).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+            pid = -1
+            try:
+                pid = _fork()
+                if pid > 0:
+                    self.forks.add(pid)
+            finally:
+                if pid != 0:  # a fork unblocks it once it no longer reaps
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             if pid == 0:
                 try:
                     return self._become_environment(json.loads(message), fds, log_fd)
@@ -237,9 +250,29 @@ class Template:
             for fd in fds:
                 os.close(fd)
 
+    def _reap(self, _signum, _frame):
+        """SIGCHLD. The template is its forks' subreaper: each environment's PID 1 is
+        its child once the fork that made it exits. Their ends go to the server, which
+        cannot wait for them itself; the forks' own ends are nobody's business."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.forks:
+                self.forks.discard(pid)
+                continue
+            try:
+                self.control.send(f"exit {pid} {os.waitstatus_to_exitcode(status)}".encode())
+            except OSError:
+                pass  # the server is gone or going
+
     def _become_environment(self, request, fds, log_fd):
         channel_fd, *entries = fds
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         self.control.close()
         channel = socket.socket(fileno=channel_fd)
         os.setsid()
@@ -261,17 +294,15 @@ class Template:
             except OSError:
                 moved = False
             os.close(fd)
-        channel.sendall(b"hello moved" if moved and entries else b"hello")
-        child = _fork()
-        if child:
-            # The anchor: outside the environment's PID namespace, it only waits.
-            _, status = os.waitpid(child, 0)
-            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            try:
-                channel.sendall(str(code).encode())
-            finally:
-                os._exit(code)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _fork():
+            # Gone at once: its child (PID 1 of the new PID namespace) becomes the
+            # template's, which reports its end. Waiting here instead would keep a
+            # process per environment whose pages are its own.
+            os._exit(0)
+        # Hello from PID 1 itself: the server sees its host PID (SCM_CREDENTIALS) and
+        # is told the template's number for it (how the template names its end).
+        template_pid = os.readlink("/proc/self")  # the template's /proc, still
+        channel.sendall(f"hello{' moved' if moved and entries else ''} {template_pid}".encode())
         _check(_libc.unshare(CLONE_NEWCGROUP), "unshare cgroup")
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         _mask_proc(request["masked_files"], request["masked_dirs"])
