@@ -130,7 +130,7 @@ class Dispatcher:
         request_id = str(uuid.uuid4())
         target = request.headers.get("x-amz-target")
         query = target is None and query_protocol.is_query_request(
-            request.method, request.url.path, request.headers.get("content-type"))
+            request.method, url_path(request), request.headers.get("content-type"))
         body = BodyReader(request, self.settings.request_body_timeout_s)
         try:
             if query:
@@ -217,7 +217,8 @@ class Dispatcher:
         service = query_protocol.SERVICE
         head = RequestHead(
             method=request.method,
-            raw_path=request.scope.get("raw_path", request.url.path.encode()).decode(),
+            raw_path=(request.scope["raw_path"] if "raw_path" in request.scope
+                      else url_path(request).encode()).decode(),
             raw_query=request.scope.get("query_string", b"").decode(),
             headers=request.headers,
         )

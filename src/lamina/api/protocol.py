@@ -59,6 +59,9 @@ def _compile_route(operation: OperationModel) -> Route:
     return Route(operation, operation.http["method"], re.compile(regex + "/?$"), static)
 
 
+_MATCHES_KEPT = 4096
+
+
 class Router:
     """Finds the operation an HTTP request is for, as AWS's front end does."""
 
@@ -67,8 +70,25 @@ class Router:
         # A requestUri with a fixed query (`/layers?find=LayerVersion`) must win over
         # the bare path (`/layers`), so those are tried first.
         self._routes = sorted(routes, key=lambda r: -len(r.static_query))
+        # What recent requests matched: a warm function's Invoke names the same path
+        # every time, and trying some 70 patterns in turn costs more than the lookup.
+        self._matched: dict[tuple[str, str, tuple[tuple[str, str], ...]],
+                            tuple[OperationModel, dict[str, str]] | None] = {}
 
     def match(
+        self, method: str, path: str, query: Mapping[str, str]
+    ) -> tuple[OperationModel, dict[str, str]] | None:
+        key = (method, path, tuple(query.items()))
+        try:
+            found = self._matched[key]
+        except KeyError:
+            found = self._match(method, path, query)
+            if len(self._matched) >= _MATCHES_KEPT:
+                self._matched.clear()
+            self._matched[key] = found
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(
         self, method: str, path: str, query: Mapping[str, str]
     ) -> tuple[OperationModel, dict[str, str]] | None:
         for route in self._routes:
