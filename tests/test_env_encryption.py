@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -56,12 +57,16 @@ def invoke(lam, name: str, payload: dict) -> dict:
 
 def files_containing(root: Path, needle: bytes) -> list[Path]:
     found = []
-    for path in root.rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
-                found.append(path)
-        except OSError:
-            continue
+    # os.walk, not rglob: environments come and go while it looks, and a directory
+    # removed under rglob ends the search with FileNotFoundError.
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = Path(directory) / name
+            try:
+                if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
     return found
 
 
