@@ -26,8 +26,11 @@ images: $(STAMP)
 
 # On a cgroup v1 host, tests/test_cgroup_v2.py also boots a QEMU guest with only
 # cgroup v2; the last line says which cgroup version(s) the sandbox tests ran on.
+# Test files run in parallel, one worker per core (TEST_WORKERS=1: one after another);
+# most of a test's time is spent waiting on servers and sandboxes, not computing.
+TEST_WORKERS ?= auto
 test: $(STAMP) images
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --numprocesses $(TEST_WORKERS) --dist loadfile --durations 15 $(PYTEST_ARGS)
 
 # The whole sandbox suite inside the cgroup v2 guest (slow without KVM: tens of minutes).
 test-cgroup-v2: $(STAMP)

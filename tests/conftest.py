@@ -177,6 +177,10 @@ def roots(tmp_path: Path) -> dict[str, Path]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which cgroup version(s) the sandbox tests ran on (tests/test_cgroup_v2.py)."""
     module = sys.modules.get("tests.test_cgroup_v2")
+    if module is None and any(str(getattr(report, "nodeid", "")).startswith("tests/test_cgroup_v2.py")
+                              for reports in terminalreporter.stats.values() for report in reports):
+        # Parallel workers ran it: this process has not imported it yet.
+        from tests import test_cgroup_v2 as module
     line = module.sandbox_summary(terminalreporter.stats) if module is not None else None
     if line:
         terminalreporter.write_line(line)

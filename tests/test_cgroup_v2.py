@@ -26,7 +26,7 @@ import textwrap
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -56,8 +56,9 @@ def host_cgroup_version() -> int | None:
 
 VERSION = host_cgroup_version()
 UNAVAILABLE = probe()
-# What the guest reported, for the closing summary line.
-guest_results: list[str] = []
+# The user property the guest's result travels in to the closing summary line (in a
+# report, so that it reaches the summary from a parallel test worker too).
+GUEST_RESULT = "cgroup_v2_guest"
 
 on_v2 = pytest.mark.skipif(
     VERSION != 2 or UNAVAILABLE is not None,
@@ -259,7 +260,8 @@ def _why_no_guest() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(VM_TIMEOUT_S + 60)
-def test_sandbox_limits_hold_on_cgroup_v2_inside_a_qemu_guest() -> None:
+def test_sandbox_limits_hold_on_cgroup_v2_inside_a_qemu_guest(
+        record_property: Callable[[str, object], None]) -> None:
     why = _why_no_guest()
     if why:
         pytest.skip(why)
@@ -274,8 +276,8 @@ def test_sandbox_limits_hold_on_cgroup_v2_inside_a_qemu_guest() -> None:
     assert found, f"the guest gave no result (exit code {result.returncode}):\n{output[-3000:]}"
     fields = dict(re.findall(r"(\w+)=(\S+)", found.group(1)))
     summary = found.group(1).split("summary=", 1)[1]
-    guest_results.append(f"cgroup v2 ({fields['accel']} guest, boot {fields['boot_s']} s, "
-                         f"run {fields['total_s']} s): {summary.split(' in ')[0]}")
+    record_property(GUEST_RESULT, f"cgroup v2 ({fields['accel']} guest, boot {fields['boot_s']} s, "
+                                  f"run {fields['total_s']} s): {summary.split(' in ')[0]}")
     assert result.returncode == 0, output[-3000:]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
 
@@ -283,8 +285,11 @@ def test_sandbox_limits_hold_on_cgroup_v2_inside_a_qemu_guest() -> None:
 def sandbox_summary(stats: dict[str, list[Any]]) -> str | None:
     """'sandbox tests: cgroup v1 (host): N passed + cgroup v2 (...guest...): M passed'."""
     counts: dict[str, int] = {}
+    guest_results: list[str] = []
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in stats.get(outcome, []):
+            guest_results += [str(value) for name, value in getattr(report, "user_properties", ())
+                              if name == GUEST_RESULT]
             nodeid = getattr(report, "nodeid", "")
             if nodeid.startswith(("tests/test_sandbox_namespaces.py", "tests/test_cgroup_v2.py")) \
                     and getattr(report, "when", "call") in ("call", "setup") \
