@@ -354,7 +354,10 @@ class ExecutionEnvironment:
                 return
             self._sandbox = await self._backend.launch(spec, stdout_fd)
         except OSError as exc:
-            self._fail_init("Runtime.InvalidEntrypoint", f"could not start the runtime: {exc}")
+            # TimeoutError (an OSError) says nothing by itself.
+            reason = str(exc) or ("its sandbox did not come up in time"
+                                  if isinstance(exc, TimeoutError) else type(exc).__name__)
+            self._fail_init("Runtime.InvalidEntrypoint", f"could not start the runtime: {reason}")
             return
         finally:
             # The sandbox holds its own copies; ours must go so EOF means "all exited".

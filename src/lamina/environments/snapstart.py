@@ -166,9 +166,13 @@ def restore_error(failure: bytes) -> LambdaError:
             f"Lambda couldn't restore the snapshot within the timeout limit "
             f"({RESTORE_TIMEOUT_S:g} seconds).")
     detail = f"{error_type}: {message}" if message else error_type
+    if error_type == "Runtime.AfterRestoreError":
+        return SnapStartException(
+            f"The after-restore runtime hook encountered an error ({detail}). For more "
+            f"information, check the function's log stream.")
     return SnapStartException(
-        f"The after-restore runtime hook encountered an error ({detail}). For more "
-        f"information, check the function's log stream.")
+        f"The environment restored from the snapshot failed before its first event "
+        f"({detail}). For more information, check the function's log stream.")
 
 
 def _error_of(failure: bytes) -> tuple[str, str]:
