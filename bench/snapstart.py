@@ -1,10 +1,13 @@
 """SnapStart against ordinary cold starts, on the namespaces sandbox.
 
     .venv/bin/python bench/snapstart.py [--runs 30] [--burst 100] [--warm 10]
+                                        [--runtime python3.13]
 
-Two functions on the host's CPython (so the comparison is of start-up, not of
-images): a hello-world, and one whose INIT imports boto3 and makes a client (about
-150 ms of imports). For each, with and without SnapStart:
+Two functions, on the host's CPython by default (so the comparison is of start-up,
+not of images) or on a runtime image with `--runtime` (SnapStart's own Pythons on
+AWS are 3.12 and later, whose immortal objects a fork does not copy when it only
+reads them): a hello-world, and one whose INIT imports boto3 and makes a client
+(about 150 ms of imports). For each, with and without SnapStart:
 
 - cold start: a new environment until its first invocation has answered (INIT, or
   the restore from the version's template, plus the invocation); p50 and p99;
@@ -34,14 +37,16 @@ import time
 import uuid
 from pathlib import Path
 
+from lamina.config import load_settings
 from lamina.environments.environment import (
     EnvironmentConfig,
     ExecutionEnvironment,
     Invocation,
 )
 from lamina.environments.spec import EnvironmentSpec
+from lamina.images.store import ImageStore, RuntimeImage
 from lamina.observe.logs import LogStore
-from lamina.runtimes.catalog import CLIENTS_DIR, runtime_spec
+from lamina.runtimes.catalog import CLIENTS_DIR, RuntimeSpec, runtime_spec
 from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSettings
 from lamina.sandbox.zygote import RestoringBackend, ZygoteTemplate
 
@@ -69,7 +74,10 @@ def make_code(root: Path, name: str, source: str, packages: tuple[str, ...] = ()
 
 class Case:
     def __init__(self, name: str, code: Path, backend: NamespaceBackend, logs: LogStore,
-                 scratch: Path, snap_start: bool) -> None:
+                 scratch: Path, snap_start: bool, runtime: str = "python3.11",
+                 image: RuntimeImage | None = None) -> None:
+        self.runtime = runtime
+        self.image = image
         self.name = name
         self.code = code
         self.backend = backend
@@ -83,13 +91,21 @@ class Case:
         self.ready: list[float] = []
         self.spares = 2
 
+    def runtime_spec(self) -> RuntimeSpec:
+        if self.image is None:
+            return runtime_spec(self.runtime, source="host")
+        return runtime_spec(self.runtime, source="image").on_image(self.image.own_runtime)
+
     def config(self) -> EnvironmentConfig:
-        fv = EnvironmentSpec(f"bench-{self.name}", "1", "r1", "python3.11", "app.handler", "-",
+        runtime = self.runtime_spec()
+        fv = EnvironmentSpec(f"bench-{self.name}", "1", "r1", self.runtime, "app.handler", "-",
                              1769, 30, 512, f"/aws/lambda/bench-{self.name}", "role",
                              snap_start=self.snap_start)
         return EnvironmentConfig(
-            function_version=fv, runtime=runtime_spec("python3.11", source="host"),
-            task_root=self.code, layers_root=None, runtime_root=CLIENTS_DIR,
+            function_version=fv, runtime=runtime,
+            root_image=self.image.root if self.image is not None else None,
+            task_root=self.code, layers_root=None,
+            runtime_root=None if runtime.own_runtime_dir else CLIENTS_DIR,
             scratch_root=self.scratch / uuid.uuid4().hex, region="us-east-1", account_id="0",
             network=False, initialization_type="snap-start" if self.snap_start else "on-demand",
             init_timeout_s=130)
@@ -147,6 +163,8 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--warm", type=int, default=10)
+    parser.add_argument("--runtime", help="a Python runtime to run on its image (default: "
+                                          "python3.11 on the host)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lamina-bench-snapstart-"))
     root.chmod(0o755)
@@ -154,7 +172,15 @@ async def main() -> None:
     logs = LogStore(root / "logs")
     hello = make_code(root, "hello", HELLO)
     boto3 = make_code(root, "boto3", BOTO3, BOTO3_PACKAGES)
-    cases = [Case(f"{name}{'-snapstart' if snap else ''}", code, backend, logs, root / "scratch", snap)
+    image = None
+    if args.runtime is not None:
+        spec = runtime_spec(args.runtime, source="image")
+        assert spec.image is not None, f"{args.runtime} has no runtime image"
+        image = ImageStore(load_settings().image_cache_dir).ensure(spec.image)
+    runtime = args.runtime or "python3.11"
+    print(f"runtime: {runtime} ({'image ' + image.name if image else 'the host'})")
+    cases = [Case(f"{name}{'-snapstart' if snap else ''}", code, backend, logs, root / "scratch",
+                  snap, runtime, image)
              for name, code in (("hello", hello), ("boto3", boto3)) for snap in (False, True)]
     try:
         for case in cases:
