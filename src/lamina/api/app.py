@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from botocore.model import OperationModel
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -100,6 +101,27 @@ def error_response(error: LambdaError, request_id: str) -> Response:
     )
 
 
+class IndexedHeaders(Headers):
+    """Starlette's Headers, looked up through a dict: an API request's headers are
+    read a dozen times (signature, protocol, operation members), and Starlette's
+    lookup decodes and compares every header each time."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._index: dict[str, str] = {}
+        for key, value in self.raw:
+            self._index.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self._index[key.lower()]
+        except KeyError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+
 @dataclass(frozen=True)
 class _Route:
     # botocore's name of the service, and the operation the request is for.
@@ -127,6 +149,8 @@ class Dispatcher:
         load_all()
 
     async def handle(self, request: Request) -> Response:
+        # Starlette builds request.headers on first use; ours is indexed (see IndexedHeaders).
+        request._headers = IndexedHeaders(scope=request.scope)
         request_id = str(uuid.uuid4())
         target = request.headers.get("x-amz-target")
         query = target is None and query_protocol.is_query_request(

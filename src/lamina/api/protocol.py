@@ -152,6 +152,18 @@ def from_json(shape: Shape, value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
+def _input_members(operation: OperationModel) -> tuple[tuple[str, Shape, str | None, str], ...]:
+    """(name, shape, location, name on the wire) of each input member, read from the
+    model once per operation rather than once per request."""
+    shape = operation.input_shape
+    if shape is None:
+        return ()
+    return tuple((name, member, member.serialization.get("location"),
+                  member.serialization.get("name", name))
+                 for name, member in shape.members.items())
+
+
 def parse_request(
     operation: OperationModel,
     path_params: Mapping[str, str],
@@ -168,9 +180,7 @@ def parse_request(
     query_multi: dict[str, list[str]] = {}
     for key, value in query:
         query_multi.setdefault(key, []).append(value)
-    for name, member in shape.members.items():
-        location = member.serialization.get("location")
-        wire_name = member.serialization.get("name", name)
+    for name, member, location, wire_name in _input_members(operation):
         if location == "uri":
             if wire_name in path_params:
                 params[name] = _scalar_from_text(member, path_params[wire_name], name)
