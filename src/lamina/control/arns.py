@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -59,10 +60,13 @@ class FunctionRef:
     qualifier: str | None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_function_ref(value: str, region: Region, qualifier: str | None = None) -> FunctionRef:
     """Split any accepted FunctionName form into (name, qualifier).
 
     A qualifier both in the ARN and in the Qualifier parameter must agree, as on AWS.
+    Remembered (a warm invocation resolves its function's name three times); what it
+    refuses is not.
     """
     found = _FUNCTION_REF.match(value)
     if found is None:
