@@ -130,6 +130,9 @@ class NodeAgent:
         from lamina.sandbox import NamespaceSettings, choose_backend
         from lamina.store.blobs import BlobStore
 
+        # Ray's workers install uvloop's policy; the netlink sockets the sandboxes' egress
+        # rules are read with (pyroute2, on loops of their own) need asyncio's own.
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         data_dir = node_data_dir(settings, node_id)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = node_id
