@@ -98,12 +98,29 @@ class RayCluster:
             f"--system-config={HEAD_SYSTEM_CONFIG}"])
         _wait_port(self.client_port)
 
-    def add_worker(self, label: str) -> None:
-        self._start(label, [
-            sys.executable, str(Path(__file__).parent / "ray_node.py"), "start", "--block",
-            f"--address=127.0.0.1:{self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-            f"--resources={json.dumps({'lamina_node': 1, label: 1})}",
-            f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"])
+    def add_worker(self, label: str, tries: int = 3) -> None:
+        """A worker node, once it has registered. Ray gives a raylet 30 s to register
+        with the head; on a loaded machine that can pass, and the node is started again."""
+        for _ in range(tries):
+            log_path = self.base / f"{label}.log"
+            log_path.unlink(missing_ok=True)
+            self._start(label, [
+                sys.executable, str(Path(__file__).parent / "ray_node.py"), "start", "--block",
+                f"--address=127.0.0.1:{self.port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                f"--resources={json.dumps({'lamina_node': 1, label: 1})}",
+                f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"])
+            process = self.processes[label]
+            deadline = time.monotonic() + 90
+            while process.poll() is None and time.monotonic() < deadline:
+                if "will now block forever" in log_path.read_text(errors="replace"):
+                    return
+                time.sleep(0.5)
+            self.processes.pop(label)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        raise RuntimeError(f"worker node {label} did not start: "
+                           f"{(self.base / f'{label}.log').read_text(errors='replace')[-2000:]}")
 
     def kill(self, name: str) -> None:
         """Lose a node: SIGKILL to its `ray start` and everything in its group (its
@@ -153,7 +170,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         cluster.add_worker("node_a")
         cluster.add_worker("node_b")
         wait_for(lambda: set(worker_nodes(cluster_status(cluster.address))) >= {"node_a", "node_b"},
-                 timeout=90)
+                 timeout=120)
         yield cluster
     finally:
         cluster.stop()
@@ -261,12 +278,27 @@ def test_reserved_concurrency_holds_across_both_front_ends(front_ends: tuple[Ser
     assert cluster_status(ray_cluster.address)["ledger"]["peak"][name] == 3
 
 
+def provisioned_by_node(address: str, name: str, version: str) -> dict[str, int]:
+    """Ready environments of FUNCTION:VERSION per worker node label."""
+    return {label: node.get("versions", {}).get(f"{name}:{version}", {}).get("idle", 0)
+            for label, node in worker_nodes(cluster_status(address)).items()}
+
+
 def test_a_node_lost_during_a_thousand_async_events_loses_none(
         front_ends: tuple[Server, Server], ray_cluster: RayCluster) -> None:
     a, b = front_ends
     name = f"cl-{uuid.uuid4().hex[:8]}"
     _sleeper(a, name)
     wait_active(a.client(), name)
+    # Provisioned concurrency, spread over the two nodes.
+    kept = f"cl-{uuid.uuid4().hex[:8]}"
+    _sleeper(a, kept, Publish=True)
+    wait_active(a.client(), kept)
+    a.client().put_provisioned_concurrency_config(FunctionName=kept, Qualifier="1",
+                                                  ProvisionedConcurrentExecutions=4)
+    wait_for(lambda: b.client().get_provisioned_concurrency_config(
+        FunctionName=kept, Qualifier="1")["Status"] == "READY", timeout=60)
+    assert provisioned_by_node(ray_cluster.address, kept, "1") == {"node_a": 2, "node_b": 2}
     sqs = a.client("sqs")
     queue_url = sqs.create_queue(QueueName=f"{name}-done")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -317,5 +349,7 @@ def test_a_node_lost_during_a_thousand_async_events_loses_none(
     # Every accepted event ran to success at least once (at-least-once delivery).
     wait_for(lambda: drain() or len(done - {-1}) >= 1000, timeout=240)
     assert set(range(1000)) <= done
-    nodes = worker_nodes(cluster_status(ray_cluster.address))
-    assert set(nodes) == {"node_b"}
+    # The provisioned environments node_a held are started again on node_b.
+    wait_for(lambda: provisioned_by_node(ray_cluster.address, kept, "1") == {"node_b": 4}, timeout=60)
+    config = a.client().get_provisioned_concurrency_config(FunctionName=kept, Qualifier="1")
+    assert (config["Status"], config["AllocatedProvisionedConcurrentExecutions"]) == ("READY", 4)

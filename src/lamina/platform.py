@@ -82,7 +82,7 @@ from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
 
 if TYPE_CHECKING:
-    from lamina.cluster.placement import ClusterPlacement
+    from lamina.cluster.placement import ClusterPlacement, ClusterProvisioned
     from lamina.observe.tracing import InvocationTracer
 
 log = logging.getLogger("lamina")
@@ -193,7 +193,8 @@ class Platform:
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
         self.functions.change_listeners.append(self.concurrency.function_changed)
-        self.provisioned = ProvisionedEnvironments(self.environments)
+        self.provisioned: ProvisionedEnvironments | ClusterProvisioned = \
+            ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self._configure_provisioned)
         self.metrics = Metrics(Prices(settings.price_gb_second_x86_64,
                                       settings.price_gb_second_arm64, settings.price_per_request),
@@ -229,6 +230,7 @@ class Platform:
                 lambda name: (self.concurrency.reserved.get(name), self.concurrency.shared_pool))
         if self.cluster is not None:
             self.cluster.prepare = self._prepare_spec
+            self.provisioned = self.cluster.provisioned
         self.invoker = Invoker(self.aliases, self.placement, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
                                self.async_events)
@@ -270,6 +272,11 @@ class Platform:
                                 ("concurrency", self.concurrency)):
             registry.announce = functools.partial(self.changes.publish, topic)
             self.changes.subscribe(topic, registry.changed_elsewhere)
+        if self.cluster is not None:
+            # Provisioned environments are the cluster's, not one front end's: every
+            # front end keeps the same spread, so any of them answers for it and
+            # spreads it again when a node is lost.
+            self.changes.subscribe("concurrency", self._provisioned_elsewhere)
 
     def _wire_tracing(self, settings: Settings) -> None:
         """Trace headers always; spans only when a collector is named."""
@@ -327,13 +334,25 @@ class Platform:
     def _configure_provisioned(self, function_name: str, qualifier: str,
                                fv: FunctionVersion | None, requested: int) -> None:
         spec = environment_spec(fv) if fv is not None else None
-        if self.cluster is not None:
+        if self.cluster is not None and spec is not None:
             # Sealed variables are opened here: nodes hold no keys.
-            self.cluster.configure_provisioned(
-                function_name, qualifier, self._prepare_spec(spec) if spec is not None else None,
-                requested)
-            return
+            spec = self._prepare_spec(spec)
         self.provisioned.configure(function_name, qualifier, spec, requested)
+
+    def _provisioned_elsewhere(self, function_name: str) -> None:
+        assert self.cluster is not None
+        configured = {(c.function_name, c.qualifier): c for c in self.concurrency.provisioned.values()}
+        for function, qualifier in list(self.cluster.provisioned_configs):
+            if function == function_name and (function, qualifier) not in configured:
+                self._configure_provisioned(function, qualifier, None, 0)
+        for (function, qualifier), config in configured.items():
+            if function != function_name:
+                continue
+            try:
+                fv = self.functions.get_version(function, qualifier)
+            except LambdaError:
+                continue
+            self._configure_provisioned(function, qualifier, fv, config.requested)
 
     def _make_snapshot(self, fv: FunctionVersion, settled: SnapshotSettled) -> None:
         async def make() -> None:

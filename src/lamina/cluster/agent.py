@@ -168,6 +168,8 @@ class NodeAgent:
             images, None, containers=containers)
         self.pool.listeners.append(lambda fv: _EventBuffer())
         self.provisioned = ProvisionedEnvironments(self.pool)
+        # (function, qualifier) -> environments requested of this node.
+        self._provisioned: dict[tuple[str, str], int] = {}
         self._started: asyncio.Task[None] | None = None
         self._fetching: dict[str, asyncio.Future[None]] = {}
         self.runs = 0
@@ -243,6 +245,9 @@ class NodeAgent:
         await self._ready()
         if spec is not None and requested:
             await self._code(spec, code_urls)
+            self._provisioned[(function_name, qualifier)] = requested
+        else:
+            self._provisioned.pop((function_name, qualifier), None)
         self.provisioned.configure(function_name, qualifier, spec, requested)
 
     # -- operations ---------------------------------------------------------------
@@ -273,9 +278,23 @@ class NodeAgent:
             "environments": len(self.pool.environments),
             "versions": versions,
             "idle": idle,
+            "provisioned": self._provisioned_status(),
             "runs": self.runs,
             "at": time.time(),
         }
+
+    def _provisioned_status(self) -> dict[str, dict[str, Any]]:
+        """Per "function\0qualifier": environments requested of this node, allocated,
+        and why allocation failed (None: it did not)."""
+        found = {}
+        for (function_name, qualifier), requested in self._provisioned.items():
+            status = self.provisioned.status(function_name, qualifier)
+            found[f"{function_name}\x00{qualifier}"] = {
+                "requested": requested,
+                "allocated": status.allocated if status is not None else 0,
+                "failure": status.reason if status is not None and status.status == "FAILED" else None,
+            }
+        return found
 
     def ping(self) -> str:
         return self.node_id

@@ -30,6 +30,7 @@ from lamina.cluster.ledger import ConcurrencyLedger
 from lamina.config import Settings
 from lamina.environments.environment import Invocation, InvocationOutcome, _end_stream
 from lamina.environments.pool import version_key
+from lamina.environments.provisioned import ProvisionedStatus
 from lamina.environments.report import error_type_of
 from lamina.environments.spec import EnvironmentListener, EnvironmentSpec, SpecPreparer
 from lamina.environments.streaming import ResponseStream
@@ -100,6 +101,8 @@ class Node:
     idle: dict[str, int] = field(default_factory=dict)
     alive: bool = False
     in_flight: int = 0
+    # Provisioned environments per "function\0qualifier", as the agent reported.
+    provisioned: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def free_mb(self) -> int:
@@ -141,8 +144,9 @@ class ClusterPlacement:
         self._poller: asyncio.Task[None] | None = None
         self._remote_listeners: dict[str, list[LifecycleListener]] = {}
         self._streams: dict[tuple[str, str], LogStream] = {}
-        self._provisioned: dict[tuple[str, str], tuple[EnvironmentSpec | None, int]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self.provisioned_configs: dict[tuple[str, str], tuple[EnvironmentSpec | None, int]] = {}
+        # What the platform (and the API's provisioned-concurrency status) talks to.
+        self.provisioned = ClusterProvisioned(self)
 
     # -- start and stop -----------------------------------------------------------
 
@@ -200,8 +204,9 @@ class ClusterPlacement:
             node.memory_mb = status["memory_mb"]
             node.memory_in_use_mb = status["memory_in_use_mb"]
             node.idle = dict(status["idle"])
-        if changed and self._provisioned:
-            for (name, qualifier), (spec, requested) in list(self._provisioned.items()):
+            node.provisioned = dict(status.get("provisioned", {}))
+        if changed and self.provisioned_configs:
+            for (name, qualifier), (spec, requested) in list(self.provisioned_configs.items()):
                 self._spread_provisioned(name, qualifier, spec, requested)
 
     async def _status(self, node: Node) -> dict[str, Any]:
@@ -334,9 +339,9 @@ class ClusterPlacement:
         """Provisioned concurrency spread over the live nodes (the same split on every
         front end: by node id), and spread again when a node comes or goes."""
         if spec is None or requested == 0:
-            self._provisioned.pop((function_name, qualifier), None)
+            self.provisioned_configs.pop((function_name, qualifier), None)
         else:
-            self._provisioned[(function_name, qualifier)] = (spec, requested)
+            self.provisioned_configs[(function_name, qualifier)] = (spec, requested)
         self._spread_provisioned(function_name, qualifier, spec, requested)
 
     def _spread_provisioned(self, function_name: str, qualifier: str,
@@ -365,6 +370,41 @@ class ClusterPlacement:
     async def ledger_counts(self) -> dict[str, Any]:
         counts: dict[str, Any] = await self._ledger.counts.remote()
         return counts
+
+
+class ClusterProvisioned:
+    """Provisioned concurrency over the cluster, with the interface of the local
+    environments.provisioned.ProvisionedEnvironments (configure, status, stop)."""
+
+    def __init__(self, placement: ClusterPlacement) -> None:
+        self.placement = placement
+
+    def configure(self, function_name: str, qualifier: str, fv: EnvironmentSpec | None,
+                  requested: int) -> None:
+        self.placement.configure_provisioned(function_name, qualifier, fv, requested)
+
+    def status(self, function_name: str, qualifier: str) -> ProvisionedStatus | None:
+        """Summed over the live nodes, as their agents last reported."""
+        config = self.placement.provisioned_configs.get((function_name, qualifier))
+        if config is None:
+            return None
+        key = f"{function_name}\x00{qualifier}"
+        allocated, failures = 0, []
+        for node in self.placement.nodes.values():
+            found = node.provisioned.get(key) if node.alive else None
+            if found is None:
+                continue
+            allocated += found["allocated"]
+            if found["failure"]:
+                failures.append(found["failure"])
+        if failures:
+            return ProvisionedStatus(allocated, allocated, "FAILED", failures[0])
+        return ProvisionedStatus(allocated, allocated,
+                                 "READY" if allocated >= config[1] else "IN_PROGRESS")
+
+    async def stop(self) -> None:
+        # The environments belong to the nodes, and stay for the other front ends.
+        return None
 
 
 def _error_type(outcome: InvocationOutcome) -> str:
