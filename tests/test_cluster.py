@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import Server, free_port, reachable
 from tests.helpers import function_args, make_zip, wait_active, wait_for
 from tests.postgres import Postgres, postgres_server  # noqa: F401  (the session's PostgreSQL)
+from tests.test_streaming import CHUNKS, _node, _read
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -228,6 +229,22 @@ def test_created_on_one_front_end_invoked_on_the_other(front_ends: tuple[Server,
     # The environment runs on a worker node, not on a front end's host pool.
     nodes = worker_nodes(cluster_status(ray_cluster.address))
     assert any(f"{name}:$LATEST" in node.get("versions", {}) for node in nodes.values())
+
+
+def test_a_streamed_response_arrives_chunk_by_chunk_from_its_node(
+        front_ends: tuple[Server, Server]) -> None:
+    a, b = front_ends
+    name = _node(a.client(), CHUNKS)
+    wait_active(b.client(), name)
+    response = b.client().invoke_with_response_stream(
+        FunctionName=name, Payload=json.dumps({"words": ["early", "late"], "pause_ms": 1000}))
+    chunks, complete = _read(response)
+    ended = time.perf_counter()
+    assert [payload for _, payload in chunks] == [b"early", b"late"]
+    assert complete == {}
+    # The handler sleeps 1 s between its writes: a buffered response would bring
+    # both chunks together at the end.
+    assert ended - chunks[0][0] > 0.5
 
 
 def test_environments_land_on_both_worker_nodes_under_load(front_ends: tuple[Server, Server],

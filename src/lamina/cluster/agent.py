@@ -22,7 +22,7 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from lamina import errors
 from lamina.config import Settings, default_environment_memory_mb
@@ -35,6 +35,7 @@ from lamina.environments.pool import EnvironmentPool, PoolSettings, version_key
 from lamina.environments.provisioned import ProvisionedEnvironments
 from lamina.environments.spec import EnvironmentSpec
 from lamina.environments.states import State
+from lamina.environments.streaming import ResponseStream
 from lamina.observe.events import LifecycleEvent
 from lamina.observe.logs import LogStore, LogStream, now_ms
 
@@ -45,6 +46,9 @@ log = logging.getLogger("lamina.cluster")
 MAX_PENDING_LINES = 10_000
 # Code fetched from a front end: how long one download may take.
 FETCH_TIMEOUT_S = 60.0
+
+# A node's stream passes the response on unpaced: the front end's applies Lambda's rate.
+UNPACED_BYTES_PER_S = 1 << 40
 
 # An error as it crosses the wire: the LambdaError class's name, message, fields.
 WireError = tuple[str, str, dict[str, Any]]
@@ -225,6 +229,48 @@ class NodeAgent:
         finally:
             self.pool.release(env)
         return self._result(env, RunResult(outcome=outcome))
+
+    async def run_streamed(self, spec: EnvironmentSpec, code_urls: dict[str, str],
+                           invocation: Invocation,
+                           limit_bytes: int) -> AsyncIterator[tuple[Any, ...]]:
+        """`run` for a caller reading the response as the function writes it: yields
+        ("open", content type, streaming mode) once the runtime has begun its
+        response, ("chunk", bytes) as it arrives, and last ("end", error type, error
+        document, RunResult). The front end paces what its reader gets; here the
+        response only passes through (the runtime is held back when a megabyte waits)."""
+        await self._ready()
+        self.runs += 1
+        try:
+            await self._code(spec, code_urls)
+            env = await self.pool.acquire(spec)
+        except Exception as error:  # noqa: BLE001 - every error goes back as AWS's
+            if not isinstance(error, errors.LambdaError):
+                log.exception("starting an environment of %s:%s", spec.function_name, spec.version)
+            yield ("end", None, None, RunResult(error=wire_error(error)))
+            return
+        stream = ResponseStream(limit_bytes, limit_bytes, UNPACED_BYTES_PER_S)
+        running = asyncio.get_running_loop().create_task(env.invoke(invocation, stream))
+        try:
+            await stream.wait_open()
+            if stream.opened:
+                yield ("open", stream.content_type, stream.streaming_mode)
+            async for chunk in stream:
+                yield ("chunk", chunk)
+            try:
+                outcome = await running
+            except Exception as error:  # noqa: BLE001
+                log.exception("invocation %s", invocation.request_id)
+                result = RunResult(error=wire_error(error))
+            else:
+                result = RunResult(outcome=outcome)
+        finally:
+            if not running.done():
+                # The front end went away: the function runs on to its end, as on Lambda.
+                stream.abandon()
+                running.add_done_callback(lambda _: self.pool.release(env))
+            else:
+                self.pool.release(env)
+        yield ("end", stream.error_type, stream.error_body, self._result(env, result))
 
     def _result(self, env: ExecutionEnvironment, result: RunResult) -> RunResult:
         result.environment_id = env.id

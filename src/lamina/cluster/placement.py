@@ -140,6 +140,9 @@ class ClusterPlacement:
         # no keys (the platform's, as for the local pool).
         self.prepare: SpecPreparer | None = None
         self.nodes: dict[str, Node] = {}
+        # Ray Client does not carry streaming generators: through it a streamed response
+        # comes back whole, at the end.
+        self.streams_chunks = not settings.cluster.startswith("ray://")
         self._ledger: Any = None
         self._poller: asyncio.Task[None] | None = None
         self._remote_listeners: dict[str, list[LifecycleListener]] = {}
@@ -268,6 +271,8 @@ class ClusterPlacement:
         if self.prepare is not None and (spec.sealed_environment or spec.file_system_configs):
             spec = self.prepare(spec)
         try:
+            if stream is not None and self.streams_chunks:
+                return await self._run_streamed(lease, spec, invocation, stream)
             result: RunResult = await node.agent.run.remote(spec, self._code_urls(spec), invocation)
         except ray.exceptions.RayError as error:
             if not isinstance(error, ray.exceptions.RayTaskError):
@@ -293,6 +298,33 @@ class ClusterPlacement:
         _end_stream(stream, outcome.payload, outcome.function_error,
                     _error_type(outcome) if outcome.function_error else None)
         return outcome
+
+    async def _run_streamed(self, lease: ClusterLease, spec: EnvironmentSpec,
+                            invocation: Invocation, stream: ResponseStream) -> InvocationOutcome:
+        """The response read as the node's runtime writes it, chunk by chunk through a
+        Ray streaming generator; this front end's stream applies Lambda's pacing."""
+        pieces = lease.node.agent.run_streamed.options(num_returns="streaming").remote(
+            spec, self._code_urls(spec), invocation, stream.limit_bytes)
+        end: tuple[Any, ...] | None = None
+        async for ref in pieces:
+            item = await ref
+            if item[0] == "open":
+                stream.open(item[1], item[2])
+            elif item[0] == "chunk":
+                stream.put(item[1])
+            else:
+                end = item
+        assert end is not None
+        _, error_type, error_body, result = end
+        self._forward(result)
+        if result.error is not None:
+            stream.close("Sandbox.Failure", None)
+            raise_wire_error(result.error)
+        stream.close(error_type, error_body)
+        assert result.outcome is not None
+        if result.outcome.status in ("success", "error"):
+            lease.node.idle[lease.key] = lease.node.idle.get(lease.key, 0) + 1
+        return result.outcome
 
     def _forward(self, result: RunResult) -> None:
         """The run's lifecycle events to this front end's listeners (metrics, traces),
