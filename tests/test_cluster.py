@@ -38,7 +38,10 @@ ray = pytest.importorskip("ray", reason="cluster mode needs Ray: pip install -e 
 
 OBJECT_STORE_BYTES = str(80 * 1024 * 1024)
 # Loopback addresses stay loopback (tests/ray_node.py says why), no usage reports.
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           # The head's Ray Client proxy waits this long for a client's server process
+           # (a new Python process: slow on a loaded machine).
+           "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120"}
 # The head declares a node dead after 3 missed health checks a second apart.
 HEAD_SYSTEM_CONFIG = json.dumps({"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
                                  "health_check_failure_threshold": 3})
@@ -245,6 +248,29 @@ def test_a_streamed_response_arrives_chunk_by_chunk_from_its_node(
     # The handler sleeps 1 s between its writes: a buffered response would bring
     # both chunks together at the end.
     assert ended - chunks[0][0] > 0.5
+
+
+def test_a_front_end_through_ray_client_serves_the_same_functions(
+        front_ends: tuple[Server, Server], ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """`lamina serve --cluster ray://HEAD:PORT`: a front end that is no Ray node."""
+    a, _ = front_ends
+    name = f"cl-{uuid.uuid4().hex[:8]}"
+    _sleeper(a, name)
+    wait_active(a.client(), name)
+    c = Server(a.data_dir, {**a.env, "LAMINA_CLUSTER": ray_cluster.client_address})
+    c.log_path = tmp_path / "c-server.log"
+    try:
+        c.start()
+    except RuntimeError:
+        # Its Ray Client session (a server process on the head) can take longer than
+        # the 30 s a test server is given to open its port; a crash says so in its log.
+        assert c.process is not None and c.process.poll() is None, c.log_path.read_text()[-2000:]
+        _wait_port(c.port, timeout_s=120)
+    try:
+        answer = c.client().invoke(FunctionName=name, Payload=b'{"n": 7}')
+        assert json.loads(answer["Payload"].read())["n"] == 7
+    finally:
+        c.stop()
 
 
 def test_environments_land_on_both_worker_nodes_under_load(front_ends: tuple[Server, Server],

@@ -189,7 +189,11 @@ class ClusterPlacement:
         for node_id, info in live.items():
             if node_id not in self.nodes:
                 labels = node_labels(info, settings.cluster_node_resource)
-                agent = await asyncio.to_thread(agent_for, node_id, settings, labels)
+                try:
+                    agent = await asyncio.to_thread(agent_for, node_id, settings, labels)
+                except Exception as error:  # noqa: BLE001 - tried again at the next poll
+                    log.warning("no agent on node %s yet: %s", node_id[:12], error)
+                    continue
                 self.nodes[node_id] = Node(node_id, agent, labels)
         statuses = await asyncio.gather(
             *(asyncio.wait_for(self._status(node), STATUS_TIMEOUT_S) for node in self.nodes.values()),
