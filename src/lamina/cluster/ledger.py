@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Beyond the function's timeout: how long a slot is held for a front end that
@@ -34,7 +35,8 @@ class _Held:
 
 
 class ConcurrencyLedger:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._held: dict[str, _Held] = {}
         self._per_function: dict[str, int] = {}
         self._unreserved = 0
@@ -56,7 +58,7 @@ class ConcurrencyLedger:
              timeout_s: float) -> str | None:
         """A token for one execution, or None when the function's reservation (or,
         without one, the account's unreserved concurrency) is used up."""
-        now = time.monotonic()
+        now = self._clock()
         running = self._per_function.get(function_name, 0)
         if reserved is not None and running >= reserved or \
                 reserved is None and self._unreserved >= unreserved_limit:
