@@ -228,7 +228,6 @@ class Platform:
             self.placement = self.cluster = ClusterPlacement(
                 settings, self.logs, self.environments.listeners,
                 lambda name: (self.concurrency.reserved.get(name), self.concurrency.shared_pool))
-        if self.cluster is not None:
             self.cluster.prepare = self._prepare_spec
             self.provisioned = self.cluster.provisioned
         self.invoker = Invoker(self.aliases, self.placement, self.region, settings.limits,
