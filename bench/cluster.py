@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -175,6 +176,8 @@ def main() -> None:
           f"{args.node_memory_mb} MB of environments per node (local pool: the same)")
     for label, value in rows:
         print(f"{label:<40} {value}")
+    # Every process here shares the machine's CPUs with whatever else runs on it.
+    print("load average at the end (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
