@@ -173,6 +173,25 @@ class Settings:
     # Off: invocations are not counted at all (no /metrics figures, no CloudWatch
     # data, no cost); concurrency limits still apply. For measuring what metrics cost.
     metrics_enabled: bool = True
+    # Cluster mode (lamina.cluster): execution environments run on the nodes of a Ray
+    # cluster instead of this host. "ray://HEAD:10001" (Ray Client) or "HEAD:6379"
+    # (this host is itself a node of the cluster); empty: the local pool. Needs a
+    # database_url (PostgreSQL) shared by every front end.
+    cluster: str = ""
+    # The Ray namespace Lamina's actors (node agents, the concurrency ledger) live in.
+    cluster_namespace: str = "lamina"
+    # Only nodes that advertise this custom resource (`ray start --resources
+    # '{"lamina_node": 1}'`) run environments; the head need not.
+    cluster_node_resource: str = "lamina_node"
+    # Where a node agent keeps its code cache, unpacked code and scratch space
+    # (one directory per node under it, on the node's own disk).
+    cluster_node_dir: Path = Path("/var/tmp/lamina-node")
+    # The memory (MB) each node's environments may take; 0: the node's own default
+    # (MemTotal minus max(20 %, 2 GB)).
+    cluster_node_memory_mb: int = 0
+    # The URL node agents reach this front end at for code (GET /_lamina/code/...).
+    # Empty: http://HOST:PORT as bound.
+    cluster_advertise_url: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lamina.config import Settings
 from lamina.control.aliases import Aliases
@@ -49,6 +49,7 @@ from lamina.images import ImageStore
 from lamina.images.containers import ContainerImages
 from lamina.invoke.async_events import AsyncSettings, EventQueue, EventWorkers
 from lamina.invoke.concurrency import ConcurrencyCounter
+from lamina.invoke.placement import Placement
 from lamina.invoke.service import Invoker
 from lamina.invoke.specs import environment_spec
 from lamina.observe.cloudwatch import CloudWatchMetrics
@@ -81,6 +82,7 @@ from lamina.store.triggers import MappingStore, TimedStore
 from lamina.store.unpacked import UnpackedCode
 
 if TYPE_CHECKING:
+    from lamina.cluster.placement import ClusterPlacement, ClusterProvisioned
     from lamina.observe.tracing import InvocationTracer
 
 log = logging.getLogger("lamina")
@@ -180,7 +182,7 @@ class Platform:
             self._role_credentials,
             containers=containers,
         )
-        self.functions.change_listeners.append(self.environments.retire_function)
+        self.functions.change_listeners.append(self._retire_function)
         self.environments.prepare = self._prepare_spec
         self.keys.change_listeners.append(self._key_changed)
         # SnapStart: a published version's INIT runs once, into its template.
@@ -191,7 +193,8 @@ class Platform:
         self.concurrency = ConcurrencyRegistry(ConcurrencyStore(self.engine), self.functions,
                                                settings.limits)
         self.functions.change_listeners.append(self.concurrency.function_changed)
-        self.provisioned = ProvisionedEnvironments(self.environments)
+        self.provisioned: ProvisionedEnvironments | ClusterProvisioned = \
+            ProvisionedEnvironments(self.environments)
         self.concurrency.provisioned_listeners.append(self._configure_provisioned)
         self.metrics = Metrics(Prices(settings.price_gb_second_x86_64,
                                       settings.price_gb_second_arm64, settings.price_per_request),
@@ -215,7 +218,19 @@ class Platform:
         self.functions.code_signing = self.code_signing
         self.layers.check_integrity = self.code_signing.check_integrity
         self.async_events = EventQueue(AsyncEventStore(self.engine), self.metrics)
-        self.invoker = Invoker(self.aliases, self.environments, self.region, settings.limits,
+        # Where environments run: this host's pool, or a cluster's nodes.
+        self.placement: Placement[Any] = self.environments
+        self.cluster: ClusterPlacement | None = None
+        if settings.cluster:
+            # Only now: a server outside cluster mode never loads Ray.
+            from lamina.cluster.placement import ClusterPlacement
+
+            self.placement = self.cluster = ClusterPlacement(
+                settings, self.logs, self.environments.listeners,
+                lambda name: (self.concurrency.reserved.get(name), self.concurrency.shared_pool))
+            self.cluster.prepare = self._prepare_spec
+            self.provisioned = self.cluster.provisioned
+        self.invoker = Invoker(self.aliases, self.placement, self.region, settings.limits,
                                ConcurrencyCounter(self.concurrency, self.metrics), self.metrics,
                                self.async_events)
         self._wire_tracing(settings)
@@ -256,6 +271,11 @@ class Platform:
                                 ("concurrency", self.concurrency)):
             registry.announce = functools.partial(self.changes.publish, topic)
             self.changes.subscribe(topic, registry.changed_elsewhere)
+        if self.cluster is not None:
+            # Provisioned environments are the cluster's, not one front end's: every
+            # front end keeps the same spread, so any of them answers for it and
+            # spreads it again when a node is lost.
+            self.changes.subscribe("concurrency", self._provisioned_elsewhere)
 
     def _wire_tracing(self, settings: Settings) -> None:
         """Trace headers always; spans only when a collector is named."""
@@ -299,18 +319,39 @@ class Platform:
             changes["file_system_mounts"] = self.file_systems.mounts(spec.file_system_configs)
         return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
 
+    def _retire_function(self, function_name: str, version: str | None = None) -> None:
+        self.placement.retire_function(function_name, version)
+
     def _key_changed(self, key_id: str) -> None:
         """A key was disabled, enabled or scheduled for deletion: environments holding
         variables it opened are retired, so the next invocation meets the key's state."""
         for data in self.functions.store.all_versions():
             sealed = data.get("sealed_environment")
             if sealed and key_id_of(sealed) == key_id:
-                self.environments.retire_function(data["function_name"], data["version"])
+                self.placement.retire_function(data["function_name"], data["version"])
 
     def _configure_provisioned(self, function_name: str, qualifier: str,
                                fv: FunctionVersion | None, requested: int) -> None:
         spec = environment_spec(fv) if fv is not None else None
+        if self.cluster is not None and spec is not None:
+            # Sealed variables are opened here: nodes hold no keys.
+            spec = self._prepare_spec(spec)
         self.provisioned.configure(function_name, qualifier, spec, requested)
+
+    def _provisioned_elsewhere(self, function_name: str) -> None:
+        assert self.cluster is not None
+        configured = {(c.function_name, c.qualifier): c for c in self.concurrency.provisioned.values()}
+        for function, qualifier in list(self.cluster.provisioned_configs):
+            if function == function_name and (function, qualifier) not in configured:
+                self._configure_provisioned(function, qualifier, None, 0)
+        for (function, qualifier), config in configured.items():
+            if function != function_name:
+                continue
+            try:
+                fv = self.functions.get_version(function, qualifier)
+            except LambdaError:
+                continue
+            self._configure_provisioned(function, qualifier, fv, config.requested)
 
     def _make_snapshot(self, fv: FunctionVersion, settled: SnapshotSettled) -> None:
         async def make() -> None:
@@ -346,7 +387,10 @@ class Platform:
 
     async def start(self) -> None:
         await self.changes.start()
-        await self.environments.start()
+        if self.cluster is not None:
+            await self.cluster.start()
+        else:
+            await self.environments.start()
         # Before any environment starts: nothing holds code that may go.
         await self.code.start()
         # Functions a stopped server left waiting for their runtime wait on.
@@ -376,6 +420,8 @@ class Platform:
         await self.async_workers.stop()
         await self.provisioned.stop()
         await self.environments.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         # After the environments: the last invocations' reports are in the model.
         await self.metric_archive.stop()
         await self.changes.stop()

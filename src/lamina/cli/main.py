@@ -1,8 +1,9 @@
-"""`lamina serve | runtimes | cost | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image | stacks | stack`."""
+"""`lamina serve | runtimes | cost | deploy | functions | get | invoke | concurrency | delete | versions | alias | layer | sign | image | stacks | stack | cluster`."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from lamina.cli.client import lambda_client
+from lamina.cli.cluster import cluster
 from lamina.cli.cost import cost
 from lamina.cli.images import image
 from lamina.cli.runtimes import runtimes
@@ -94,7 +96,9 @@ class _ServeCommand(click.Command):
 @click.option("--port", type=int, default=None, help="Port (default 9000).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Where functions, code and logs are kept (default ./data).")
-def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
+@click.option("--cluster", default=None, metavar="ray://HEAD:PORT",
+              help="Run environments on the nodes of this Ray cluster (needs LAMINA_DATABASE_URL).")
+def serve(host: str | None, port: int | None, data_dir: Path | None, cluster: str | None) -> None:
     """Start the Lamina server in the foreground."""
     from starlette.middleware import Middleware
 
@@ -106,13 +110,22 @@ def serve(host: str | None, port: int | None, data_dir: Path | None) -> None:
     from lamina.config import load_settings
     from lamina.platform import Platform
 
-    settings = load_settings(host=host, port=port, data_dir=data_dir)
+    settings = load_settings(host=host, port=port, data_dir=data_dir, cluster=cluster)
     require_keys_for_bind(settings.host, settings.credentials)
+    if settings.cluster and not settings.database_url:
+        raise click.UsageError("--cluster needs a database all front ends share: set "
+                               "LAMINA_DATABASE_URL=postgresql+psycopg://...")
     platform = Platform(settings)
     # The console is a client of the API's operations, so it is added from here.
     from lamina.console import ConsoleMiddleware
 
     code_urls = CodeUrlSigner()
+    if platform.cluster is not None:
+        # Nodes fetch code from the front end that placed the invocation.
+        base = settings.cluster_advertise_url or f"http://{settings.host}:{settings.port}"
+        platform.cluster.code_url = functools.partial(code_urls.url, base)
+        console.print(f"  cluster: environments on the nodes of {settings.cluster} "
+                      f"(code served to them at {base})", soft_wrap=True, highlight=False)
     app = create_app(platform, code_urls, pages=[
         Middleware(ConsoleMiddleware, platform=platform, code_urls=code_urls)])
     console.print(
@@ -554,6 +567,7 @@ def sign(package: Path, profile: str, output: Path | None, endpoint: str | None)
 
 
 cli.add_command(runtimes)
+cli.add_command(cluster)
 cli.add_command(cost)
 cli.add_command(image)
 cli.add_command(stacks)

@@ -15,17 +15,15 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from lamina.control.aliases import Aliases
 from lamina.control.arns import Region
 from lamina.control.models import FunctionVersion
 from lamina.environments.environment import (
-    ExecutionEnvironment,
     Invocation,
     InvocationOutcome,
 )
-from lamina.environments.pool import EnvironmentPool
 from lamina.environments.streaming import ResponseStream
 from lamina.errors import (
     InvalidParameterValueException,
@@ -35,6 +33,7 @@ from lamina.errors import (
 )
 from lamina.invoke.async_events import EventQueue
 from lamina.invoke.concurrency import ConcurrencyCounter, Slot
+from lamina.invoke.placement import Placed, Placement
 from lamina.invoke.specs import environment_spec
 from lamina.limits import Limits
 from lamina.observe.metrics import Metrics
@@ -154,11 +153,12 @@ def _error_details(body: bytes | None) -> str | None:
 
 
 class Invoker:
-    def __init__(self, targets: Aliases, pool: EnvironmentPool, region: Region,
+    def __init__(self, targets: Aliases, pool: Placement[Any], region: Region,
                  limits: Limits, concurrency: ConcurrencyCounter, metrics: Metrics,
                  events: EventQueue) -> None:
         # Resolves FUNCTION[:QUALIFIER] to a version, applying alias weights.
         self.targets = targets
+        # Where environments come from: this host's pool or the cluster (placement.py).
         self.pool = pool
         self.region = region
         self.limits = limits
@@ -219,7 +219,7 @@ class Invoker:
         return fv, qualifier, self._check_payload(request), self._client_context(request.client_context)
 
     async def _environment(self, fv: FunctionVersion,
-                           qualifier: str | None) -> tuple[ExecutionEnvironment, Slot]:
+                           qualifier: str | None) -> tuple[Placed, Slot]:
         """A concurrency slot and an environment for fv, or TooManyRequestsException.
         The slot is taken before anything else, so a throttled call costs nothing."""
         name = fv.function_name
@@ -234,7 +234,7 @@ class Invoker:
             self.concurrency.release(name, slot)
             raise
 
-    def _finished(self, env: ExecutionEnvironment, name: str, slot: Slot,
+    def _finished(self, env: Placed, name: str, slot: Slot,
                   outcome: InvocationOutcome | None) -> None:
         # Invocations, errors and durations are counted from the environment's
         # InvokeReport (observe/metrics.py), not here.
