@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _end_with_parent() -> None:
+    """In a server's child before exec: SIGTERM when the test process ends, so a test
+    run that dies (or a parallel worker that crashes) leaves no server behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Server:
     """A `lamina serve` process; restartable on the same data dir."""
 
@@ -65,7 +76,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
