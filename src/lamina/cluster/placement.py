@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ log = logging.getLogger("lamina.cluster")
 POLL_S = 1.0
 # An agent that does not answer its status within this is left out until it does.
 STATUS_TIMEOUT_S = 5.0
+# Ray Client sessions that fail to start before one is given up on.
+CONNECT_ATTEMPTS = 5
 LEDGER_NAME = "lamina-concurrency-ledger"
 AGENT_PREFIX = "lamina-agent-"
 # AWS's message for every concurrency throttle (invoke/concurrency.py).
@@ -53,12 +56,24 @@ MAX_OPEN_STREAMS = 1_000
 
 
 def connect(address: str, namespace: str) -> None:
-    """Join the Ray cluster as a driver (once per process)."""
+    """Join the Ray cluster as a driver (once per process). Through Ray Client the
+    head starts a server process for each client, which a busy head may not manage
+    within Ray's own deadline: that is tried again, for up to CONNECT_ATTEMPTS."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=address, namespace=namespace, logging_level=logging.WARNING,
-             log_to_driver=False)
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, namespace=namespace, logging_level=logging.WARNING,
+                     log_to_driver=False)
+            return
+        except ConnectionError as error:
+            if not address.startswith("ray://") or attempt == CONNECT_ATTEMPTS:
+                raise
+            log.warning("joining the Ray cluster at %s failed (%s); trying again", address,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            ray.shutdown()
+            time.sleep(2.0)
 
 
 def environment_nodes(resource: str) -> list[dict[str, Any]]:
