@@ -492,7 +492,8 @@ class NamespaceBackend:
             return None
         staged = self._runtime_clients.get(source)
         if staged is None:
-            staged = self._runtime_clients[source] = stage_directory(source, "runtime")
+            staged = self._runtime_clients[source] = stage_directory(source, "runtime",
+                                                                     compile_python=True)
         return staged
 
     async def launch(self, spec: SandboxSpec, output_fd: int, *,
