@@ -15,4 +15,4 @@ from _frozen_importlib_external import SourceFileLoader
 
 __file__ = __file__.rpartition("/")[0] + "/bootstrap.py"
 sys.argv[0] = __file__
-exec(SourceFileLoader("__main__", __file__).get_code("__main__"))
+exec(SourceFileLoader("__main__", __file__).get_code("__main__"))  # type: ignore[arg-type]  # a source file always has code
