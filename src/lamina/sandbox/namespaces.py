@@ -83,7 +83,7 @@ from lamina.sandbox.cgroups import (
     server_alive,
 )
 from lamina.sandbox.egress import EgressRules
-from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks
+from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks, mount_inside
 from lamina.sandbox.ephemeral import probe as probe_ephemeral
 from lamina.sandbox.network import (
     RUNTIME_API_HOST,
@@ -173,7 +173,7 @@ def file_system_args(mounted: list[tuple[str, Path]]) -> list[str]:
 
 
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
-               block_fd: int, resolv_conf: Path | None = None, tmp_dir: Path | None = None,
+               block_fd: int, resolv_conf: Path | None = None, tmp_disk: bool = False,
                seccomp_fd: int | None = None,
                mounted: list[tuple[str, Path]] | None = None, template: bool = False) -> list[str]:
     # A SnapStart template (zygote.py) keeps the right to make user namespaces, for
@@ -186,7 +186,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir, resolv_conf, tmp_dir, file_system_args(mounted or []),
+        *mount_args(spec, etc_dir, resolv_conf, tmp_disk, file_system_args(mounted or []),
                     mask_proc=not template),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", spec.working_directory, "--", *spec.argv,
@@ -413,10 +413,9 @@ class NamespaceBackend:
             self._seccomp = False
         self._disks: EphemeralDisks | None = None
         if settings.ephemeral_dir is not None:
-            mounts = state_dir() / "ephemeral" / self._cgroups.server
-            reason = probe_ephemeral(settings.ephemeral_dir, mounts)
+            reason = probe_ephemeral(settings.ephemeral_dir)
             if reason is None:
-                self._disks = EphemeralDisks(settings.ephemeral_dir, mounts)
+                self._disks = EphemeralDisks(settings.ephemeral_dir)
             else:
                 log.warning("sandbox: /tmp is a tmpfs counted as memory: %s", reason)
         self._slirp4netns = shutil.which("slirp4netns")
@@ -470,6 +469,8 @@ class NamespaceBackend:
         self._cgroups.remove_empty_parents()
         ephemeral = state_dir() / "ephemeral"
         for server in ephemeral.iterdir() if ephemeral.is_dir() else ():
+            # Host mounts of /tmp disks, from servers before disks were mounted
+            # inside the sandbox only.
             if server.name != self._cgroups.server and not server_alive(server.name):
                 await asyncio.to_thread(EphemeralDisks.unmount_all, server)
         mounts = state_dir() / "file-systems"
@@ -528,7 +529,7 @@ class NamespaceBackend:
 
         try:
             if self._disks is not None:
-                disk = await self._disks.acquire(spec.ephemeral_storage_mb, user.uid)
+                disk = await self._disks.acquire(spec.ephemeral_storage_mb)
             for index, mount in enumerate(spec.file_systems):
                 at = (state_dir() / "file-systems" / self._cgroups.server / spec.environment_id
                       / str(index))
@@ -559,7 +560,7 @@ class NamespaceBackend:
         spec = dataclasses.replace(spec, runtime_root=self._runtime_dir(spec.runtime_root))
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
                           resolv_conf=self._outbound_resolv_conf if outbound_wanted else None,
-                          tmp_dir=disk.mount_point if disk is not None else None,
+                          tmp_disk=disk is not None,
                           seccomp_fd=child_fds[2] if self._seccomp else None, mounted=mounted,
                           template=template)
         entry = [str(path) for path in cgroup.entry_files()]
@@ -587,8 +588,8 @@ class NamespaceBackend:
             if info is None:
                 raise await _launch_failure(process, "it exited before reporting its PID")
             init_pid = int(info["child-pid"])
-            try:
-                pidfd = os.pidfd_open(init_pid)
+            async def network() -> None:
+                nonlocal listeners, outbound
                 ports = (RUNTIME_API_PORT,) if api_port is None else (RUNTIME_API_PORT, api_port)
                 listeners = await listen_inside(
                     init_pid, ports, wait_for_loopback=outbound_wanted,
@@ -600,6 +601,17 @@ class NamespaceBackend:
                     # makes bubblewrap's netlink call fail (see network.py).
                     assert self._slirp4netns is not None
                     outbound = await Outbound.start(self._slirp4netns, init_pid)
+
+            try:
+                pidfd = os.pidfd_open(init_pid)
+                # /tmp goes on in the sandbox's mount namespace only (ephemeral.py
+                # says why), while its network is set up.
+                steps = [network()]
+                if disk is not None:
+                    steps.append(mount_inside(disk, init_pid, "/tmp", user.uid))
+                for result in await asyncio.gather(*steps, return_exceptions=True):
+                    if isinstance(result, BaseException):
+                        raise result
             except OSError as error:
                 # Typically the sandbox's PID 1 is already gone: a mount failed.
                 raise await _launch_failure(process, str(error)) from error
