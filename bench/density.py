@@ -101,6 +101,16 @@ def meminfo() -> dict[str, int]:
     return found
 
 
+# /proc/meminfo's kernel-side counters: namespaces, sockets, mounts, cgroups and
+# tasks live in slab; each process has page tables and kernel stacks.
+KERNEL_COUNTERS = ("SUnreclaim", "SReclaimable", "PageTables", "KernelStack")
+
+
+def kernel_kb() -> dict[str, int]:
+    info = meminfo()
+    return {name: info[name] for name in KERNEL_COUNTERS}
+
+
 def host_used_kb() -> int:
     info = meminfo()
     return info["MemTotal"] - info["MemAvailable"]
@@ -211,12 +221,13 @@ def main() -> None:
         summaries.append((label, measure(args, source)))
     if len(summaries) > 1:
         print("\n| | scale-up (s) | CPU per new env (ms) | envs | PSS per env (MB) | "
-              "USS per env (MB) | host used per env (MB) | warm p50 first/last (ms) |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+              "USS per env (MB) | host used per env (MB) | kernel per env (kB) | "
+              "warm p50 first/last (ms) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for label, figures in summaries:
             print(f"| {label} | {figures['burst_s']:.2f} | {figures['burst_cpu_ms']:.1f} | "
                   f"{figures['count']} | {figures['pss_mb']:.2f} | {figures['uss_mb']:.2f} | "
-                  f"{figures['host_mb']:.2f} | {figures['first_p50']:.3f} / {figures['last_p50']:.3f} |")
+                  f"{figures['host_mb']:.2f} | {figures['kernel_kb']:.0f} | {figures['first_p50']:.3f} / {figures['last_p50']:.3f} |")
 
 
 def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
@@ -273,6 +284,7 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
         version = answer["Version"]
         path = f"/2015-03-31/functions/idle:{version}/invocations"
         baseline_kb = host_used_kb()
+        baseline_kernel = kernel_kb()
         first_p50 = None
         first_kinds: dict[str, tuple[int, int, int]] = {}
         count = 0
@@ -303,8 +315,10 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
             if first_p50 is None:
                 first_p50 = warm_p50(port, path)
                 baseline_kb = host_used_kb()  # the first environment's cost is measured below
+                baseline_kernel = kernel_kb()
                 first_kinds = memory_by_kind(server.pid)
         used_kb = host_used_kb()
+        used_kernel = kernel_kb()
         kinds = memory_by_kind(server.pid)
         last_p50 = warm_p50(port, path)
         allocated = answer.get("AllocatedProvisionedConcurrentExecutions")
@@ -313,11 +327,17 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
         print(f"\nidle warm environments: {count} (MemorySize {MEMORY_MB} MB, "
               f"{args.sandbox} sandbox); load {os.getloadavg()[0]:.2f}")
         figures["count"] = count
-        figures["host_mb"] = float("nan")
+        figures["host_mb"] = figures["kernel_kb"] = float("nan")
         if count > 1:
             per_env = figures["host_mb"] = (used_kb - baseline_kb) / (count - 1) / 1024
             print(f"host used memory per environment: {per_env:.2f} MB "
                   f"(MemTotal - MemAvailable, from 1 to {count})")
+            kernel = {name: (used_kernel[name] - baseline_kernel[name]) / (count - 1)
+                      for name in KERNEL_COUNTERS}
+            figures["kernel_kb"] = sum(kernel.values())
+            print("  of which the kernel's, per environment: " + ", ".join(
+                f"{name} {value:.0f} kB" for name, value in kernel.items())
+                + " (the machine's counters: other work on it moves them too)")
         # Per environment: over the runtimes actually up (each environment has one).
         envs = max(1, sum(n for name, (n, _, _) in kinds.items() if name.startswith("python")))
         total_pss = sum(pss for _, pss, _ in kinds.values())

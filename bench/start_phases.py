@@ -1,7 +1,7 @@
 """Where a new environment's start goes, phase by phase, and what each sandbox
 process costs idle: the breakdown behind bench/density.py's totals.
 
-    .venv/bin/python bench/start_phases.py [--runs 20] [--parallel 100]
+    .venv/bin/python bench/start_phases.py [--runs 20] [--parallel 100] [--compare CHECKOUT]
 
 The namespaces backend is driven directly (no API server): each run launches the
 python3.11 runtime client with a no-op handler, exactly as an environment does
@@ -30,6 +30,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -333,5 +334,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=100)
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="first run the same on another checkout's src (before/after)")
     args = parser.parse_args()
+    if args.compare is not None:
+        print(f"=== {args.compare} ===", flush=True)
+        subprocess.run([sys.executable, __file__, "--runs", str(args.runs),
+                        "--parallel", str(args.parallel)], check=True,
+                       env=dict(os.environ, PYTHONPATH=str(args.compare.resolve() / "src")))
+        print("\n=== this checkout ===", flush=True)
     asyncio.run(main(args.runs, args.parallel))

@@ -74,7 +74,7 @@ _LOOP_CONFIG_SIZE = 4 + 4 + 232 + 64
 _SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 429, 430, 431, 432
 _FSOPEN_CLOEXEC = _FSMOUNT_CLOEXEC = 1
 _FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
-_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_F_EMPTY_PATH, _MOVE_MOUNT_T_SYMLINKS = 0x4, 0x10
 _AT_FDCWD = -100
 _CLONE_FS = 0x200
 _CLONE_NEWNS = 0x20000
@@ -214,9 +214,10 @@ def _mount_in_namespace(disk: EphemeralDisk, pid: int, target: str, owner: int) 
                 raise OSError(code, f"cannot enter the sandbox's mount namespace: {os.strerror(code)}")
         finally:
             os.close(namespace)
-        # `target` is looked up from the sandbox's root now.
+        # `target` is looked up from the sandbox's root now: a symbolic link in an
+        # image resolves inside the sandbox, as bubblewrap's own mounts do.
         _syscall(_SYS_MOVE_MOUNT, mount, b"", ctypes.c_int(_AT_FDCWD), target.encode(),
-                 ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH))
+                 ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_SYMLINKS))
     finally:
         os.close(mount)  # unmounted and its loop device cleared, unless moved
 
