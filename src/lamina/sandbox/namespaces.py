@@ -83,7 +83,7 @@ from lamina.sandbox.cgroups import (
     server_alive,
 )
 from lamina.sandbox.egress import EgressRules
-from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks, mount_inside
+from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks
 from lamina.sandbox.ephemeral import probe as probe_ephemeral
 from lamina.sandbox.network import (
     RUNTIME_API_HOST,
@@ -173,7 +173,7 @@ def file_system_args(mounted: list[tuple[str, Path]]) -> list[str]:
 
 
 def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
-               block_fd: int, resolv_conf: Path | None = None, tmp_disk: bool = False,
+               block_fd: int, resolv_conf: Path | None = None, tmp_dir: Path | None = None,
                seccomp_fd: int | None = None,
                mounted: list[tuple[str, Path]] | None = None, template: bool = False) -> list[str]:
     # A SnapStart template (zygote.py) keeps the right to make user namespaces, for
@@ -186,7 +186,7 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
         "--die-with-parent", "--new-session",
         "--hostname", _hostname(spec.environment_id),
         "--info-fd", str(info_fd), "--block-fd", str(block_fd),
-        *mount_args(spec, etc_dir, resolv_conf, tmp_disk, file_system_args(mounted or []),
+        *mount_args(spec, etc_dir, resolv_conf, tmp_dir, file_system_args(mounted or []),
                     mask_proc=not template),
         *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--chdir", spec.working_directory, "--", *spec.argv,
@@ -413,9 +413,10 @@ class NamespaceBackend:
             self._seccomp = False
         self._disks: EphemeralDisks | None = None
         if settings.ephemeral_dir is not None:
-            reason = probe_ephemeral(settings.ephemeral_dir)
+            mounts = state_dir() / "ephemeral" / self._cgroups.server
+            reason = probe_ephemeral(settings.ephemeral_dir, mounts)
             if reason is None:
-                self._disks = EphemeralDisks(settings.ephemeral_dir)
+                self._disks = EphemeralDisks(settings.ephemeral_dir, mounts)
             else:
                 log.warning("sandbox: /tmp is a tmpfs counted as memory: %s", reason)
         self._slirp4netns = shutil.which("slirp4netns")
@@ -469,8 +470,6 @@ class NamespaceBackend:
         self._cgroups.remove_empty_parents()
         ephemeral = state_dir() / "ephemeral"
         for server in ephemeral.iterdir() if ephemeral.is_dir() else ():
-            # Host mounts of /tmp disks, from servers before disks were mounted
-            # inside the sandbox only.
             if server.name != self._cgroups.server and not server_alive(server.name):
                 await asyncio.to_thread(EphemeralDisks.unmount_all, server)
         mounts = state_dir() / "file-systems"
@@ -529,7 +528,7 @@ class NamespaceBackend:
 
         try:
             if self._disks is not None:
-                disk = await self._disks.acquire(spec.ephemeral_storage_mb)
+                disk = await self._disks.acquire(spec.ephemeral_storage_mb, user.uid)
             for index, mount in enumerate(spec.file_systems):
                 at = (state_dir() / "file-systems" / self._cgroups.server / spec.environment_id
                       / str(index))
@@ -560,7 +559,7 @@ class NamespaceBackend:
         spec = dataclasses.replace(spec, runtime_root=self._runtime_dir(spec.runtime_root))
         argv = bwrap_argv(self._bwrap, spec, self._etc, info_fd=info_write, block_fd=block_read,
                           resolv_conf=self._outbound_resolv_conf if outbound_wanted else None,
-                          tmp_disk=disk is not None,
+                          tmp_dir=disk.mount_point if disk is not None else None,
                           seccomp_fd=child_fds[2] if self._seccomp else None, mounted=mounted,
                           template=template)
         entry = [str(path) for path in cgroup.entry_files()]
@@ -604,11 +603,11 @@ class NamespaceBackend:
 
             try:
                 pidfd = os.pidfd_open(init_pid)
-                # /tmp goes on in the sandbox's mount namespace only (ephemeral.py
-                # says why), while its network is set up.
                 steps = [network()]
                 if disk is not None:
-                    steps.append(mount_inside(disk, init_pid, "/tmp", user.uid))
+                    # The sandbox's mount namespace holds a copy of the disk's mount
+                    # now; the host lets go of its own (ephemeral.py says why).
+                    steps.append(EphemeralDisks.detach(disk))
                 for result in await asyncio.gather(*steps, return_exceptions=True):
                     if isinstance(result, BaseException):
                         raise result

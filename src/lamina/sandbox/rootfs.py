@@ -267,14 +267,13 @@ def _host_view(spec: SandboxSpec, etc_dir: Path) -> list[str]:
 
 
 def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None,
-               tmp_disk: bool = False, extra: list[str] | None = None,
+               tmp_dir: Path | None = None, extra: list[str] | None = None,
                mask_proc: bool = True) -> list[str]:
     """bubblewrap arguments building the sandbox's whole filesystem.
 
     With a runtime image, the image is `/` (read-only; it holds the mount points)
-    and nothing of the host's file system is visible. With `tmp_disk`, `/tmp` is only a
-    mount point: the server mounts the sandbox's disk there (ephemeral.py) before
-    the command runs; without, `/tmp` is a tmpfs of EphemeralStorage size.
+    and nothing of the host's file system is visible. `tmp_dir` is the disk-backed
+    `/tmp` (ephemeral.py); without one, `/tmp` is a tmpfs of EphemeralStorage size.
     `extra` mounts (file systems under /mnt) come last, before `/` turns read-only.
     """
     if spec.root_image is not None:
@@ -293,8 +292,8 @@ def mount_args(spec: SandboxSpec, etc_dir: Path, resolv_conf: Path | None = None
         args += ["--ro-bind", str(spec.runtime_root), "/var/runtime"]
     if spec.layers_root is not None:
         args += ["--ro-bind", str(spec.layers_root), "/opt"]
-    if tmp_disk:
-        args += ["--dir", "/tmp"]
+    if tmp_dir is not None:
+        args += ["--bind", str(tmp_dir), "/tmp"]
     else:
         # --size applies to the next --tmpfs only; after it, it is silently ignored.
         args += ["--size", str(spec.ephemeral_storage_mb * 1024 * 1024), "--perms", "1777",
