@@ -12,7 +12,7 @@ GET /next, the end of INIT. Runs are sequential so every phase's CPU is its own:
   listeners and egress routes inside, slirp4netns until ready, then the runtime
   until /next): wall time, and the CPU of the server process (all its threads) plus
   the short-lived tools it ran (mkfs.ext4, mount);
-- the /tmp disk made ahead in the background (mkfs.ext4 + mount), which a burst
+- the /tmp disk made ahead in the background (ephemeral.py), which a burst
   larger than the ready disks waits for: wall and CPU;
 - each sandbox process's own CPU (from /proc/PID/schedstat, in ns) and its
   PSS/USS once idle in /next.
