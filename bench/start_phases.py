@@ -296,6 +296,15 @@ async def parallel(backend: NamespaceBackend, root: Path, image_root: Path, argv
           f"{server_cpu / count * 1000:.1f} ms, sandbox processes {sandbox_cpu / count * 1000:.1f} ms; "
           f"{len(made)} /tmp disks made during the burst; {os.cpu_count()} cores; "
           f"load {os.getloadavg()[0]:.2f}")
+    await asyncio.sleep(0.5)  # idle, as warm environments are
+    memory: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for sandbox in sandboxes:
+        for kind, pid in process_kinds(sandbox).items():
+            memory[kind].append(pss_uss_kb(pid))
+    print("  memory once idle, mean per process: " + "; ".join(
+        f"{kind} PSS {sum(p for p, _ in values) / len(values) / 1024:.2f} MB, "
+        f"USS {sum(u for _, u in values) / len(values) / 1024:.2f} MB"
+        for kind, values in memory.items()))
     for sandbox in sandboxes:
         sandbox.bench_connection.close()
     await asyncio.gather(*(sandbox.destroy() for sandbox in sandboxes))
