@@ -19,6 +19,15 @@ Run: .venv/bin/python bench/density.py [--max 1000] [--step 50] [--sandbox names
    sockets, cgroups, namespaces); warm p50 at concurrency 1 with the first
    environment up and with the last one up.
 
+Every new sandbox's mount namespace starts as a copy of the host's mount table,
+and bubblewrap keeps the memory it took to parse it: on a machine where other
+servers keep many mounts (older Lamina kept one per environment's /tmp), every
+sandbox's bubblewrap grows with them. For figures of this server alone, run it
+in a mount namespace of its own without them, e.g.
+    unshare -m --propagation private sh -c 'for m in $(awk "{print \$5}" \
+        /proc/self/mountinfo | grep ^/run/lamina/ephemeral/); do umount -l "$m"; done;
+        exec .venv/bin/python bench/density.py'
+
 The server runs on loopback and is stopped (its process group, by id) at the end.
 With --compare, a server from another checkout's src is measured the same way
 first, and a before/after table ends the output.
