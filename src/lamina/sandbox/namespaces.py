@@ -82,6 +82,7 @@ from lamina.sandbox.cgroups import (
     cgroup_name,
     server_alive,
 )
+from lamina.sandbox.children import Child
 from lamina.sandbox.egress import EgressRules
 from lamina.sandbox.ephemeral import EphemeralDisk, EphemeralDisks
 from lamina.sandbox.ephemeral import probe as probe_ephemeral
@@ -200,11 +201,9 @@ def bwrap_argv(bwrap: str, spec: SandboxSpec, etc_dir: Path, *, info_fd: int,
     ]
 
 
-async def _end(process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+async def _end(process: Child, grace: float = 5.0) -> None:
     """Wait for bubblewrap to exit, killing it after `grace` seconds.
 
-    Not Process.kill(): Popen.send_signal() polls first and may reap the child
-    itself, racing asyncio's child watcher (which then reports exit code 255).
     bubblewrap exits by itself once the sandbox's PID 1 is gone.
     """
     if process.returncode is None and grace > 0:
@@ -220,7 +219,7 @@ async def _end(process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
     await process.wait()
 
 
-async def _launch_failure(process: asyncio.subprocess.Process, detail: str) -> SandboxError:
+async def _launch_failure(process: Child, detail: str) -> SandboxError:
     """The error for a bubblewrap that failed while setting up.
 
     Its own message (e.g. "Can't find source path") went to the output pipe,
@@ -278,7 +277,7 @@ class CgroupBackedSandbox:
 
 
 class NamespaceSandbox(CgroupBackedSandbox):
-    def __init__(self, spec: SandboxSpec, process: asyncio.subprocess.Process, init_pid: int,
+    def __init__(self, spec: SandboxSpec, process: Child, init_pid: int,
                  init_pidfd: int, cgroup: EnvironmentCgroup, listener: socket.socket,
                  outbound: Outbound | None, api: ApiForwarder | None,
                  release: Callable[[], None],
@@ -599,10 +598,10 @@ class NamespaceBackend:
         argv = ["/bin/sh", "-c", ENTER_SCRIPT, "lamina-sandbox", str(len(entry)), *entry,
                 str(spec.max_open_files), str(user.uid), *argv]
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv, env=env,
+            process = Child.start(
+                argv, env=env,
                 pass_fds=[*child_fds, *spec.inherited_fds],
-                stdin=asyncio.subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
+                stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd,
                 start_new_session=True,
             )
         finally:
