@@ -2,6 +2,7 @@
 costs, and how fast a burst of new ones starts.
 
 Run: .venv/bin/python bench/density.py [--max 1000] [--step 50] [--sandbox namespaces]
+         [--compare OTHER_CHECKOUT]
 
 1. Scale-up: 100 (--burst) concurrent Invokes of a fresh no-op Python function, each
    on a new environment: the time from the first request to the last answer, and
@@ -18,7 +19,18 @@ Run: .venv/bin/python bench/density.py [--max 1000] [--step 50] [--sandbox names
    sockets, cgroups, namespaces); warm p50 at concurrency 1 with the first
    environment up and with the last one up.
 
+Every new sandbox's mount namespace starts as a copy of the host's mount table,
+and bubblewrap keeps the memory it took to parse it: on a machine where other
+servers keep many mounts (older Lamina kept one per environment's /tmp), every
+sandbox's bubblewrap grows with them. For figures of this server alone, run it
+in a mount namespace of its own without them, e.g.
+    unshare -m --propagation private sh -c 'for m in $(awk "{print \$5}" \
+        /proc/self/mountinfo | grep ^/run/lamina/ephemeral/); do umount -l "$m"; done;
+        exec .venv/bin/python bench/density.py'
+
 The server runs on loopback and is stopped (its process group, by id) at the end.
+With --compare, a server from another checkout's src is measured the same way
+first, and a before/after table ends the output.
 """
 
 from __future__ import annotations
@@ -96,6 +108,16 @@ def meminfo() -> dict[str, int]:
         name, _, value = line.partition(":")
         found[name] = int(value.split()[0])  # kB
     return found
+
+
+# /proc/meminfo's kernel-side counters: namespaces, sockets, mounts, cgroups and
+# tasks live in slab; each process has page tables and kernel stacks.
+KERNEL_COUNTERS = ("SUnreclaim", "SReclaimable", "PageTables", "KernelStack")
+
+
+def kernel_kb() -> dict[str, int]:
+    info = meminfo()
+    return {name: info[name] for name in KERNEL_COUNTERS}
 
 
 def host_used_kb() -> int:
@@ -196,7 +218,30 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--reserve-mb", type=int, default=4096,
                         help="stop before the host's available memory falls under this")
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="measure another checkout's src first (a before/after pair)")
     args = parser.parse_args()
+    runs: list[tuple[str, Path | None]] = [("this checkout", None)]
+    if args.compare is not None:
+        runs.insert(0, (f"{args.compare}", args.compare))
+    summaries = []
+    for label, source in runs:
+        print(f"\n=== Lamina from {label} ===")
+        summaries.append((label, measure(args, source)))
+    if len(summaries) > 1:
+        print("\n| | scale-up (s) | CPU per new env (ms) | envs | PSS per env (MB) | "
+              "USS per env (MB) | host used per env (MB) | kernel per env (kB) | "
+              "warm p50 first/last (ms) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for label, figures in summaries:
+            print(f"| {label} | {figures['burst_s']:.2f} | {figures['burst_cpu_ms']:.1f} | "
+                  f"{figures['count']} | {figures['pss_mb']:.2f} | {figures['uss_mb']:.2f} | "
+                  f"{figures['host_mb']:.2f} | {figures['kernel_kb']:.0f} | {figures['first_p50']:.3f} / {figures['last_p50']:.3f} |")
+
+
+def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
+    """One server (from `source`'s src, or this checkout's): the burst, then density."""
+    figures: dict[str, float] = {}
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="density-lamina-"))
     data.chmod(0o755)  # sandbox users (unprivileged uids) reach the code under it
@@ -207,6 +252,8 @@ def main() -> None:
     env["LAMINA_CONCURRENT_EXECUTIONS"] = str(max(1000, args.max + 200))
     if args.sandbox:
         env["LAMINA_SANDBOX"] = args.sandbox
+    if source is not None:
+        env["PYTHONPATH"] = str(source.resolve() / "src")
     log = open(data / "server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
@@ -234,6 +281,7 @@ def main() -> None:
               f"to the last answer; statuses {sorted(set(statuses))}; {started} runtimes up; "
               f"{cpu / max(started, 1) * 1000:.1f} ms CPU per new environment (server, "
               f"sandbox tools, runtime); {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+        figures["burst_s"], figures["burst_cpu_ms"] = seconds, cpu / max(started, 1) * 1000
         status, answer = api.call("DELETE", "/2015-03-31/functions/burst")
         assert status in (200, 204), answer
         time.sleep(2)  # its environments go
@@ -245,6 +293,7 @@ def main() -> None:
         version = answer["Version"]
         path = f"/2015-03-31/functions/idle:{version}/invocations"
         baseline_kb = host_used_kb()
+        baseline_kernel = kernel_kb()
         first_p50 = None
         first_kinds: dict[str, tuple[int, int, int]] = {}
         count = 0
@@ -275,8 +324,10 @@ def main() -> None:
             if first_p50 is None:
                 first_p50 = warm_p50(port, path)
                 baseline_kb = host_used_kb()  # the first environment's cost is measured below
+                baseline_kernel = kernel_kb()
                 first_kinds = memory_by_kind(server.pid)
         used_kb = host_used_kb()
+        used_kernel = kernel_kb()
         kinds = memory_by_kind(server.pid)
         last_p50 = warm_p50(port, path)
         allocated = answer.get("AllocatedProvisionedConcurrentExecutions")
@@ -284,14 +335,24 @@ def main() -> None:
             count = max(count, int(allocated))
         print(f"\nidle warm environments: {count} (MemorySize {MEMORY_MB} MB, "
               f"{args.sandbox} sandbox); load {os.getloadavg()[0]:.2f}")
+        figures["count"] = count
+        figures["host_mb"] = figures["kernel_kb"] = float("nan")
         if count > 1:
-            per_env = (used_kb - baseline_kb) / (count - 1) / 1024
+            per_env = figures["host_mb"] = (used_kb - baseline_kb) / (count - 1) / 1024
             print(f"host used memory per environment: {per_env:.2f} MB "
                   f"(MemTotal - MemAvailable, from 1 to {count})")
+            kernel = {name: (used_kernel[name] - baseline_kernel[name]) / (count - 1)
+                      for name in KERNEL_COUNTERS}
+            figures["kernel_kb"] = sum(kernel.values())
+            print("  of which the kernel's, per environment: " + ", ".join(
+                f"{name} {value:.0f} kB" for name, value in kernel.items())
+                + " (the machine's counters: other work on it moves them too)")
         # Per environment: over the runtimes actually up (each environment has one).
         envs = max(1, sum(n for name, (n, _, _) in kinds.items() if name.startswith("python")))
         total_pss = sum(pss for _, pss, _ in kinds.values())
         total_uss = sum(uss for _, _, uss in kinds.values())
+        figures["pss_mb"], figures["uss_mb"] = total_pss / envs / 1024, total_uss / envs / 1024
+        figures["first_p50"], figures["last_p50"] = first_p50 or float("nan"), last_p50
         print(f"PSS per environment: {total_pss / envs / 1024:.2f} MB, "
               f"USS {total_uss / envs / 1024:.2f} MB ({envs} runtimes up); by process:")
         for name, (n, pss, uss) in sorted(kinds.items(), key=lambda item: -item[1][1]):
@@ -317,6 +378,7 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         shutil.rmtree(data, ignore_errors=True)
+    return figures
 
 
 if __name__ == "__main__":

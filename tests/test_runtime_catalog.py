@@ -91,7 +91,7 @@ def test_every_current_identifier_runs_on_an_image(identifier, image, argv0):
 
 def test_python_runs_laminas_client_with_the_layers_dir_as_an_argument():
     assert catalog.runtime_spec("python3.12", IMAGE).argv == (
-        "/usr/bin/python3.13", "-u", "-S", "/var/runtime/python/bootstrap.py", "/opt")
+        "/usr/bin/python3.13", "-u", "-S", "/var/runtime/python/main.py", "/opt")
 
 
 def test_a_substitute_version_warns_that_compiled_packages_will_not_import():

@@ -207,7 +207,7 @@ def _host_spec(identifier: str) -> RuntimeSpec:
                 # functions (and no site import on every cold start). /opt is passed
                 # as an argument, an inside path like the others, so a backend that
                 # cannot mount it (plain processes) rewrites it too.
-                (str(exe), "-u", "-S", "/var/runtime/python/bootstrap.py", "/opt"),
+                (str(exe), "-u", "-S", "/var/runtime/python/main.py", "/opt"),
                 (_interpreter_prefix(exe),),
                 f"AWS_Lambda_{identifier}",
                 f"CPython at {exe}",
@@ -256,7 +256,7 @@ def _image_spec(identifier: str) -> RuntimeSpec:
         wanted = int(found.group(1))
         return RuntimeSpec(
             identifier,
-            (f"/usr/bin/python3.{minor}", "-u", "-S", "/var/runtime/python/bootstrap.py", "/opt"),
+            (f"/usr/bin/python3.{minor}", "-u", "-S", "/var/runtime/python/main.py", "/opt"),
             (), f"AWS_Lambda_{identifier}", f"CPython 3.{minor}", image=PYTHON_IMAGES[minor],
             warning=None if minor == wanted else (
                 f"{identifier} runs on CPython 3.{minor} (Debian has no 3.{wanted}): compiled "

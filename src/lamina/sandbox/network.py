@@ -43,10 +43,12 @@ import fcntl
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 from typing import Callable, TypeVar
 
+from lamina.sandbox.children import Child
 from lamina.sandbox.egress import EgressRules
 
 RUNTIME_API_HOST = "127.0.0.1"
@@ -310,7 +312,7 @@ async def read_pipe(fd: int, parse: Callable[[bytes], T | None]) -> T | None:
 class Outbound:
     """A running slirp4netns giving one sandbox its way out."""
 
-    def __init__(self, process: asyncio.subprocess.Process, exit_fd: int) -> None:
+    def __init__(self, process: Child, exit_fd: int) -> None:
         self.process = process
         self._exit_fd = exit_fd
 
@@ -319,11 +321,11 @@ class Outbound:
         ready_read, ready_write = os.pipe()
         exit_read, exit_write = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                slirp4netns, *SLIRP_OPTIONS, "--ready-fd", str(ready_write),
-                "--exit-fd", str(exit_read), "--netns-type=path", f"/proc/{pid}/ns/net", "tap0",
-                pass_fds=(ready_write, exit_read), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            process = Child.start(
+                [slirp4netns, *SLIRP_OPTIONS, "--ready-fd", str(ready_write),
+                 "--exit-fd", str(exit_read), "--netns-type=path", f"/proc/{pid}/ns/net", "tap0"],
+                pass_fds=(ready_write, exit_read), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         except BaseException:
             os.close(exit_write)

@@ -17,8 +17,10 @@ host change (a new resolv.conf) yields a fresh copy at the next start.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
+import py_compile
 import shutil
 import stat
 import tempfile
@@ -142,17 +144,29 @@ def _tree_key(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_directory(source: Path, prefix: str) -> Path:
+def stage_directory(source: Path, prefix: str, compile_python: bool = False) -> Path:
     """A read-only copy of `source` in the state directory, named by its content.
 
     Sandboxes run as unprivileged host users, who cannot traverse directories such
-    as /root (where a Lamina installed in a home directory keeps its files)."""
+    as /root (where a Lamina installed in a home directory keeps its files).
+    With `compile_python`, its .py files get .pyc files for this server's
+    interpreter (and so for every runtime of the same CPython 3.X, whose bytecode
+    is the same): a sandbox cannot write them itself, and compiling in every
+    environment costs each one its time and the compiler's memory."""
     base = state_dir()
     final = base / f"{prefix}-{_tree_key(source)}"
     if final.is_dir():
         return final
-    return _staged_tree(final, lambda staging: shutil.copytree(
-        source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")))
+
+    def fill(staging: Path) -> None:
+        shutil.copytree(source, staging, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        if compile_python:
+            # Checked against the source's mtime and size, which the copy keeps.
+            compileall.compile_dir(staging, quiet=1,
+                                   invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+
+    return _staged_tree(final, fill)
 
 
 def outbound_resolv_conf(etc_dir: Path) -> Path:
