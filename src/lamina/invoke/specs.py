@@ -7,8 +7,25 @@ from typing import Any
 from lamina.control.models import FunctionVersion
 from lamina.environments.spec import EnvironmentSpec
 
+# The spec of each version object the control plane hands out, by identity: a warm
+# invocation would otherwise build the same spec again (the registries replace a
+# version object when it changes, they do not edit it once it is installed).
+_SPECS: dict[int, tuple[FunctionVersion, EnvironmentSpec]] = {}
+_SPECS_KEPT = 4096
+
 
 def environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
+    cached = _SPECS.get(id(fv))
+    if cached is not None and cached[0] is fv:
+        return cached[1]
+    spec = _environment_spec(fv)
+    if len(_SPECS) >= _SPECS_KEPT:
+        _SPECS.clear()
+    _SPECS[id(fv)] = (fv, spec)  # fv kept alive with it: its id cannot be reused
+    return spec
+
+
+def _environment_spec(fv: FunctionVersion) -> EnvironmentSpec:
     return EnvironmentSpec(
         function_name=fv.function_name,
         version=fv.version,
