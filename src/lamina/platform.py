@@ -164,20 +164,7 @@ class Platform:
         self.functions.settle_delay_s = settings.function_settle_delay_s
         self.environments = EnvironmentPool(
             self.sandbox, self.blobs, self.logs,
-            PoolSettings(
-                data_dir=settings.data_dir,
-                region=settings.region,
-                account_id=settings.account_id,
-                api_port=settings.port,
-                runtime_source=settings.runtime_source,
-                idle_timeout_s=settings.environment_idle_s,
-                init_timeout_s=settings.limits.init_timeout_s,
-                init_cpu_boost=settings.init_cpu_boost,
-                max_response_bytes=settings.limits.max_sync_response_bytes,
-                memory_mb=settings.environment_memory_mb,
-                scaling_environments=settings.limits.scaling_environments,
-                scaling_window_s=settings.limits.scaling_window_s,
-            ),
+            PoolSettings.of(settings, settings.data_dir, settings.environment_memory_mb),
             images,
             self._role_credentials,
             containers=containers,

@@ -158,17 +158,7 @@ class NodeAgent:
         self.memory_mb = settings.cluster_node_memory_mb or default_environment_memory_mb()
         self.pool = EnvironmentPool(
             sandbox, self.blobs, self.logs,
-            PoolSettings(
-                data_dir=data_dir, region=settings.region, account_id=settings.account_id,
-                api_port=settings.port, runtime_source=settings.runtime_source,
-                idle_timeout_s=settings.environment_idle_s,
-                init_timeout_s=settings.limits.init_timeout_s,
-                init_cpu_boost=settings.init_cpu_boost,
-                max_response_bytes=settings.limits.max_sync_response_bytes,
-                memory_mb=self.memory_mb,
-                scaling_environments=settings.limits.scaling_environments,
-                scaling_window_s=settings.limits.scaling_window_s,
-            ),
+            PoolSettings.of(settings, data_dir, self.memory_mb),
             images, None, containers=containers)
         self.pool.listeners.append(lambda fv: _EventBuffer())
         self.provisioned = ProvisionedEnvironments(self.pool)
@@ -210,17 +200,26 @@ class NodeAgent:
 
     # -- invocations --------------------------------------------------------------
 
-    async def run(self, spec: EnvironmentSpec, code_urls: dict[str, str],
-                  invocation: Invocation) -> RunResult:
+    async def _acquire(self, spec: EnvironmentSpec,
+                       code_urls: dict[str, str]) -> ExecutionEnvironment | RunResult:
+        """An environment for one invocation, its code fetched first; or the error
+        (AWS's shape) to answer with."""
         await self._ready()
         self.runs += 1
         try:
             await self._code(spec, code_urls)
-            env = await self.pool.acquire(spec)
+            return await self.pool.acquire(spec)
         except Exception as error:  # noqa: BLE001 - every error goes back as AWS's
             if not isinstance(error, errors.LambdaError):
                 log.exception("starting an environment of %s:%s", spec.function_name, spec.version)
             return RunResult(error=wire_error(error))
+
+    async def run(self, spec: EnvironmentSpec, code_urls: dict[str, str],
+                  invocation: Invocation) -> RunResult:
+        taken = await self._acquire(spec, code_urls)
+        if isinstance(taken, RunResult):
+            return taken
+        env = taken
         try:
             outcome = await env.invoke(invocation)
         except Exception as error:  # noqa: BLE001
@@ -238,16 +237,11 @@ class NodeAgent:
         response, ("chunk", bytes) as it arrives, and last ("end", error type, error
         document, RunResult). The front end paces what its reader gets; here the
         response only passes through (the runtime is held back when a megabyte waits)."""
-        await self._ready()
-        self.runs += 1
-        try:
-            await self._code(spec, code_urls)
-            env = await self.pool.acquire(spec)
-        except Exception as error:  # noqa: BLE001 - every error goes back as AWS's
-            if not isinstance(error, errors.LambdaError):
-                log.exception("starting an environment of %s:%s", spec.function_name, spec.version)
-            yield ("end", None, None, RunResult(error=wire_error(error)))
+        taken = await self._acquire(spec, code_urls)
+        if isinstance(taken, RunResult):
+            yield ("end", None, None, taken)
             return
+        env = taken
         stream = ResponseStream(limit_bytes, limit_bytes, UNPACED_BYTES_PER_S)
         running = asyncio.get_running_loop().create_task(env.invoke(invocation, stream))
         try:

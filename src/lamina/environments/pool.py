@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lamina.config import Settings
 from lamina.environments.container_images import container_runtime
 from lamina.environments.environment import EnvironmentConfig, ExecutionEnvironment
 from lamina.environments.scaling import ScalingRate
@@ -76,6 +77,22 @@ class PoolSettings:
     # New environments per function per window (Limits.scaling_*).
     scaling_environments: int = 1_000
     scaling_window_s: float = 10.0
+
+    @classmethod
+    def of(cls, settings: Settings, data_dir: Path, memory_mb: int) -> PoolSettings:
+        """A pool's settings as the server's settings give them (the local pool's, or a
+        cluster node's, whose data directory and memory are its own)."""
+        return cls(
+            data_dir=data_dir, region=settings.region, account_id=settings.account_id,
+            api_port=settings.port, runtime_source=settings.runtime_source,
+            idle_timeout_s=settings.environment_idle_s,
+            init_timeout_s=settings.limits.init_timeout_s,
+            init_cpu_boost=settings.init_cpu_boost,
+            max_response_bytes=settings.limits.max_sync_response_bytes,
+            memory_mb=memory_mb,
+            scaling_environments=settings.limits.scaling_environments,
+            scaling_window_s=settings.limits.scaling_window_s,
+        )
 
 
 class EnvironmentPool:
