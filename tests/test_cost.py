@@ -96,7 +96,9 @@ def test_cost_table_shows_each_function_and_the_total(priced):
     total = sum(f["CostUSD"] for f in expected.values())
     for name, figures in expected.items():
         line = next(line for line in table.splitlines() if name in line)
-        assert f"{figures['CostUSD']:,.8f}" in line
+        # Summed in another order, a cost on a rounding edge may differ in the last digit.
+        cost = float(line.replace("│", " ").split()[-1].replace(",", ""))
+        assert abs(cost - figures["CostUSD"]) < 2e-8, line
         assert f" {figures['Requests']:,.0f} " in line
     # The total of stored figures may differ from the sum of rounded ones in the last digit.
     shown_total = next(line for line in table.splitlines() if "Total" in line).split()[-2]
