@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from density import process_tree  # noqa: E402
 from loadgen import rate  # noqa: E402
 from peers import lamina  # noqa: E402
 
@@ -38,23 +39,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
 def server_pid(port: int) -> int:
     """The `lamina serve` listening on port (the process group's leader runs it)."""
     out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
@@ -63,7 +47,7 @@ def server_pid(port: int) -> int:
 
 
 def snapshot(server: int) -> tuple[float, float, float]:
-    tree = descendants(server)
+    tree = list(process_tree(server))
     return cpu_seconds(server), sum(cpu_seconds(p) for p in tree), cpu_seconds(os.getpid())
 
 

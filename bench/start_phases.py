@@ -46,6 +46,9 @@ from lamina.sandbox import ephemeral, namespaces
 from lamina.sandbox.base import DEFAULT_EPHEMERAL_MB, SandboxSpec
 from lamina.sandbox.namespaces import NamespaceBackend, NamespaceSettings, probe
 
+sys.path.insert(0, str(Path(__file__).parent))
+from density import pss_uss_kb  # noqa: E402
+
 DEVNULL = os.open(os.devnull, os.O_WRONLY)
 HANDLER = "def handler(event, context):\n    return {}\n"
 
@@ -61,19 +64,6 @@ def run_ns(pid: int) -> int:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
     except OSError:
         return 0
-
-
-def pss_uss_kb(pid: int) -> tuple[int, int]:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0, 0
-    values = {}
-    for line in text.splitlines()[1:]:
-        name, _, rest = line.partition(":")
-        if rest.strip().endswith("kB"):
-            values[name] = int(rest.split()[0])
-    return values.get("Pss", 0), values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
 
 
 def children_of(pid: int) -> list[int]:
