@@ -145,8 +145,10 @@ def serverless_offline(args: argparse.Namespace) -> Peer:
 
 
 @contextmanager
-def lamina(args: argparse.Namespace, source: Path | None = None) -> Peer:
-    """Lamina from this checkout, or from another checkout's src (a before/after row)."""
+def lamina(args: argparse.Namespace, source: Path | None = None,
+           python: str | None = None) -> Peer:
+    """Lamina from this checkout, or from another checkout's src, or run by another
+    interpreter (a before/after row)."""
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="peers-lamina-"))
     data.chmod(0o755)  # sandbox users (unprivileged uids) reach the code under it
@@ -157,7 +159,7 @@ def lamina(args: argparse.Namespace, source: Path | None = None) -> Peer:
         env["LAMINA_SANDBOX"] = args.sandbox
     if source is not None:
         env["PYTHONPATH"] = str(source / "src")
-    command = [sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
+    command = [python or sys.executable, "-m", "lamina.cli.main", "serve", "--port", str(port),
                "--data-dir", str(data)]
     try:
         with running(command, port, env=env):
@@ -213,6 +215,9 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
                         help="add a row for Lamina from another checkout (e.g. `git worktree` "
                              "of an earlier commit), measured in the same run")
+    parser.add_argument("--compare-python", metavar="PYTHON",
+                        help="add a row for Lamina run by another interpreter (one with "
+                             "Lamina installed, e.g. another venv's bin/python)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -224,13 +229,19 @@ def main() -> None:
         ("floor", "bare asyncio HTTP responder (floor)", floor),
         ("serverless-offline", "serverless-offline 13 (no isolation)", serverless_offline),
         ("lamina", f"Lamina ({args.sandbox} sandbox, {MEMORY_MB} MB)", lamina),
-        ("compare", f"Lamina from {args.compare}", lambda args: lamina(args, args.compare))]
+        ("compare", f"Lamina from {args.compare}", lambda args: lamina(args, args.compare)),
+        ("compare-python", f"Lamina on {args.compare_python}",
+         lambda args: lamina(args, python=args.compare_python))]
     load = os.getloadavg()[0]
     skipped: dict[str, str] = {}
     with ExitStack() as stack:
         targets: dict[str, tuple[int, bytes]] = {}
         for key, name, peer in peers:
-            if (args.only and key != args.only) or (key == "compare" and args.compare is None):
+            # --only lamina keeps the --compare row: a before/after of Lamina alone.
+            if key in ("compare", "compare-python"):
+                if getattr(args, key.replace("-", "_")) is None:
+                    continue
+            elif args.only and key != args.only:
                 continue
             started = stack.enter_context(peer(args))
             if isinstance(started, str):
