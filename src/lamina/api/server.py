@@ -73,6 +73,45 @@ class ChunkSizes:
         return False
 
 
+class HeadHeldTransport:
+    """The connection's transport as one response writes to it: its first write (the
+    status line and headers) is held back and goes out joined with the next one
+    (the body), in one send. uvicorn writes them apart, which costs the server a
+    second system call and the client a second segment to wake up for, on every
+    answer. Whatever is still held at the end of the loop's turn (a stream waiting
+    for its first chunk, a file being read) goes out then, alone."""
+
+    __slots__ = ("_transport", "_loop", "_held", "_writes")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._writes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            self._held = bytes(data)
+            self._loop.call_soon(self._release)
+            return
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size cap for headers, and
     an immediate 400 for a chunk larger than any request body."""
@@ -137,7 +176,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         if not self._chunked:
             self._head.clear()
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle and self.cycle is not None:
+            self.cycle.transport = HeadHeldTransport(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._chunk_sizes = None
