@@ -119,6 +119,8 @@ class _Connection(asyncio.Protocol):
         self.cut = False
         # Requests are answered in order; runtimes do not pipeline, but be correct.
         self.queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        # The serving task is answering a request (answers must go out in order).
+        self.serving = False
         self.worker: asyncio.Task[None] | None = None
 
     # asyncio.Protocol
@@ -214,19 +216,40 @@ class _Connection(asyncio.Protocol):
         path = self.url.decode("latin-1").split("?", 1)[0]
         if self.stream is not None and not self.cut:
             self._hand_over()
-        self.queue.put_nowait(_Request(method, path, self.headers, b"".join(self.body),
-                                       self.too_large, self.trailers, self.stream is not None,
-                                       self.cut))
+        request = _Request(method, path, self.headers, b"".join(self.body), self.too_large,
+                           self.trailers, self.stream is not None, self.cut)
+        if not self.serving and self.queue.empty():
+            # Nothing before it to answer: a request that needs no waiting (a
+            # response, an error) is answered now, without a turn through the
+            # serving task (a task switch on every invocation's /response).
+            response = self._answer_now(request)
+            if response is not None:
+                self._write(response)
+                return
+        self.queue.put_nowait(request)
 
     # serving
     async def _serve(self) -> None:
         while (request := await self.queue.get()) is not None:
+            self.serving = True
             try:
-                response = await self._route(request)
+                response = self._answer_now(request) or await self._route(request)
             except Exception:
                 log.exception("Runtime API %s %s", request.method, request.path)
                 response = ApiResponse.error(500, "ServiceException", "internal error")
+            self.serving = False
             self._write(response)
+
+    def _answer_now(self, request: _Request) -> ApiResponse | None:
+        """The answer to a request of the runtime's own API that needs no waiting, or
+        None (GET /next, the routes of other APIs)."""
+        if request.method != "POST" or not request.path.startswith("/2018-06-01/"):
+            return None
+        try:
+            return self._post(request)
+        except Exception:
+            log.exception("Runtime API %s %s", request.method, request.path)
+            return ApiResponse.error(500, "ServiceException", "internal error")
 
     async def _route(self, request: _Request) -> ApiResponse:
         method, path, headers, body = request.method, request.path, request.headers, request.body
@@ -235,13 +258,19 @@ class _Connection(asyncio.Protocol):
                 answer = await route(method, path, headers, body)
                 if answer is not None:
                     return answer
-        error_type = headers.get(ERROR_TYPE)
         if method == "GET" and path == NEXT:
             return await self.handler.next_invocation()
-        if method == "POST" and path == INIT_ERROR:
+        if method == "POST":
+            return self._post(request)
+        return ApiResponse.error(404, "InvalidRequest", f"no such Runtime API route: {method} {path}")
+
+    def _post(self, request: _Request) -> ApiResponse:
+        method, path, headers, body = request.method, request.path, request.headers, request.body
+        error_type = headers.get(ERROR_TYPE)
+        if path == INIT_ERROR:
             return self.handler.init_error(body, error_type)
         found = _INVOCATION.match(path)
-        if method == "POST" and found:
+        if found:
             request_id, kind = found.groups()
             if kind == "error":
                 return self.handler.invocation_error(request_id, body, error_type)
