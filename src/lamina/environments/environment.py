@@ -696,15 +696,31 @@ class ExecutionEnvironment:
     @staticmethod
     async def _wait_until(waiting: set[asyncio.Future[Any]], deadline: float) -> set[asyncio.Future[Any]]:
         """The futures of `waiting` done by `deadline` (perf_counter), at least one
-        unless the deadline passed."""
+        unless the deadline passed. What asyncio.wait does, without the task and set
+        bookkeeping it adds on every invocation's path."""
+        loop = asyncio.get_running_loop()
         while True:
+            done = {future for future in waiting if future.done()}
+            remaining = deadline - time.perf_counter()
             # asyncio may fire a timer up to one clock tick early; a function
             # must never be stopped before its deadline, so wait out the rest.
-            remaining = deadline - time.perf_counter()
-            done, _ = await asyncio.wait(waiting, timeout=max(remaining, 0),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if done or time.perf_counter() >= deadline:
+            if done or remaining <= 0:
                 return done
+            woken: asyncio.Future[None] = loop.create_future()
+
+            def wake(_: object = None, woken: asyncio.Future[None] = woken) -> None:
+                if not woken.done():
+                    woken.set_result(None)
+
+            for future in waiting:
+                future.add_done_callback(wake)
+            timer = loop.call_later(remaining, wake)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                for future in waiting:
+                    future.remove_done_callback(wake)
 
     def _dispatch_invoke(self, invocation: Invocation, deadline: float) -> list[Extension]:
         if not self.extensions.any_registered:
