@@ -135,6 +135,10 @@ class RuntimeClient:
         self.address = (host, int(port))
         self.sock = None
         self.buffer = b""
+        self._next_request = (f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: {host}\r\n"
+                              f"Content-Length: 0\r\n\r\n").encode("latin-1")
+        # A GET /next went out with the last request; its answer is still to be read.
+        self.next_sent = False
 
     def _connect(self):
         self.sock = socket()
@@ -160,13 +164,23 @@ class RuntimeClient:
         body, self.buffer = self.buffer[:size], self.buffer[size:]
         return body
 
-    def request(self, method, path, body=b"", headers=None):
+    def request(self, method, path, body=b"", headers=None, then_next=False):
+        """One request's response. With then_next, a GET /next follows it on the wire
+        at once (HTTP/1.1 pipelining; the Runtime API answers in order): after an
+        invocation's result, one send and one wake-up of the server instead of two."""
         if self.sock is None:
             self._connect()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.address[0]}",
                  f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        if then_next:
+            data += self._next_request
+        self.sock.sendall(data)
+        self.next_sent = then_next
+        return self._read_response()
+
+    def _read_response(self):
         head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
         status = int(head[0].split(" ", 2)[1])
         parsed = {}
@@ -177,16 +191,20 @@ class RuntimeClient:
         return Response(status, parsed, payload)
 
     def next(self):
+        if self.next_sent:
+            self.next_sent = False
+            return self._read_response()
         return self.request("GET", BASE + "/invocation/next")
 
     def post_response(self, request_id, body):
         self.request("POST", f"{BASE}/invocation/{request_id}/response", body,
-                     {"Content-Type": "application/json"})
+                     {"Content-Type": "application/json"}, then_next=True)
 
-    def post_error(self, path, error):
+    def post_error(self, path, error, then_next=True):
         self.request("POST", path, dumps(error).encode(),
                      {"Content-Type": "application/json",
-                      "Lambda-Runtime-Function-Error-Type": error["errorType"]})
+                      "Lambda-Runtime-Function-Error-Type": error["errorType"]},
+                     then_next=then_next)
 
 
 class CognitoIdentity:
@@ -254,7 +272,7 @@ def log_error(error, request_id=""):
 
 def report_init_error(client, error):
     log_error(error)
-    client.post_error(BASE + "/init/error", error)
+    client.post_error(BASE + "/init/error", error, then_next=False)
     sys.exit(1)
 
 
@@ -406,8 +424,7 @@ def snapshot(client, template):
     # request stays unanswered: no invocation ever runs in a template.
     if client.sock is None:
         client._connect()
-    client.sock.sendall(f"GET {BASE}/invocation/next HTTP/1.1\r\nHost: {client.address[0]}\r\n"
-                        "Content-Length: 0\r\n\r\n".encode())
+    client.sock.sendall(client._next_request)
     client.sock.close()
     client.sock, client.buffer = None, b""
     sys.stdout.flush()
