@@ -88,6 +88,8 @@ def main() -> None:
               f"({total / args.seconds:.2f} of {os.cpu_count()} cores)")
         if args.profile:
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            if not Path(spy).exists():
+                sys.exit(f"--profile needs py-spy: {Path(sys.executable).parent}/pip install py-spy")
             out = Path(tempfile.mkdtemp(prefix="cpu-split-")) / "profile.txt"
             record = subprocess.Popen(
                 [spy, "record", "--pid", str(server), "--duration", str(int(args.seconds)),
