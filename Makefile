@@ -2,7 +2,7 @@
 # Debian's own interpreter when there is one: it is built with profile-guided and
 # link-time optimization, which a CPython built from source (pyenv's default) is
 # not, and the server's hot path is Python bytecode (bench/peers.py
-# --compare-python: 14-30% more invocations/s on this interpreter alone).
+# --compare-python: 12-30% more invocations/s on this interpreter alone).
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 BIN := $(VENV)/bin
