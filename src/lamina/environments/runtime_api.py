@@ -117,7 +117,8 @@ class _Connection(asyncio.Protocol):
         self.piece_size = 0
         self.piece_limit = _MAX_PIECE_BYTES
         self.cut = False
-        # Requests are answered in order; runtimes do not pipeline, but be correct.
+        # Requests are answered in order: a runtime may pipeline them (Lamina's Python
+        # runtime client sends GET /next right behind each result).
         self.queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         # The serving task is answering a request (answers must go out in order).
         self.serving = False
