@@ -51,6 +51,39 @@ while True:
 '''
 
 
+# A custom runtime that pipelines, as Lamina's Python client does: each result (or
+# error) goes out in one send with the GET /next behind it, and the answers are read
+# in order. Every response carries the status line of the previous result's answer.
+PIPELINING_BOOTSTRAP = r'''#!/usr/bin/env python3
+import json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+sock = socket.create_connection((host, int(port)))
+reader = sock.makefile("rb")
+def read_response():
+    status = reader.readline().decode().strip()
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, reader.read(int(headers.get("content-length", 0)))
+NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n"
+sock.sendall(NEXT)
+acknowledged = None
+while True:
+    _, headers, body = read_response()
+    request_id = headers["lambda-runtime-aws-request-id"].encode()
+    event = json.loads(body)
+    if event.get("fail"):
+        path, payload = b"/error", json.dumps({"errorMessage": "asked to", "errorType": "Asked"})
+    else:
+        path, payload = b"/response", json.dumps({"event": event, "previous": acknowledged})
+    payload = payload.encode()
+    sock.sendall(b"POST /2018-06-01/runtime/invocation/" + request_id + path + b" HTTP/1.1\r\n"
+                 b"Host: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload + NEXT)
+    acknowledged = read_response()[0]
+'''
+
+
 def _name() -> str:
     return f"env-{uuid.uuid4().hex[:10]}"
 
@@ -66,6 +99,20 @@ def test_runtime_api_accepts_chunked_bodies_with_trailers(lam):
                         Code={"ZipFile": make_zip({"bootstrap": CHUNKED_BOOTSTRAP}, mode=0o755)})
     response = lam.invoke(FunctionName=name, Payload=b'{"a": [1, 2, 3]}')
     assert json.loads(response["Payload"].read()) == {"chunked": {"a": [1, 2, 3]}}
+
+
+def test_runtime_api_answers_pipelined_requests_in_order(lam):
+    name = _name()
+    lam.create_function(FunctionName=name, Runtime="provided.al2", Role=ROLE, Handler="x",
+                        Code={"ZipFile": make_zip({"bootstrap": PIPELINING_BOOTSTRAP}, mode=0o755)})
+    first = json.loads(lam.invoke(FunctionName=name, Payload=b'{"n": 1}')["Payload"].read())
+    assert first == {"event": {"n": 1}, "previous": None}
+    failed = lam.invoke(FunctionName=name, Payload=b'{"fail": true}')
+    assert failed["FunctionError"] == "Unhandled"
+    assert json.loads(failed["Payload"].read())["errorType"] == "Asked"
+    # The same environment, its error acknowledged before the next event came.
+    third = json.loads(lam.invoke(FunctionName=name, Payload=b'{"n": 3}')["Payload"].read())
+    assert third == {"event": {"n": 3}, "previous": "HTTP/1.1 202 Accepted"}
 
 
 def test_timeout_stops_the_invocation_at_the_deadline(lam):
