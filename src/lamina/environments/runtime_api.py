@@ -223,7 +223,10 @@ class _Connection(asyncio.Protocol):
             # Nothing before it to answer: a request that needs no waiting (a
             # response, an error) is answered now, without a turn through the
             # serving task (a task switch on every invocation's /response).
-            response = self._answer_now(request)
+            try:
+                response = self._answer_now(request)
+            except Exception:
+                response = self._failed(request)
             if response is not None:
                 self._write(response)
                 return
@@ -236,21 +239,21 @@ class _Connection(asyncio.Protocol):
             try:
                 response = self._answer_now(request) or await self._route(request)
             except Exception:
-                log.exception("Runtime API %s %s", request.method, request.path)
-                response = ApiResponse.error(500, "ServiceException", "internal error")
+                response = self._failed(request)
             self.serving = False
             self._write(response)
+
+    @staticmethod
+    def _failed(request: _Request) -> ApiResponse:
+        log.exception("Runtime API %s %s", request.method, request.path)
+        return ApiResponse.error(500, "ServiceException", "internal error")
 
     def _answer_now(self, request: _Request) -> ApiResponse | None:
         """The answer to a request of the runtime's own API that needs no waiting, or
         None (GET /next, the routes of other APIs)."""
         if request.method != "POST" or not request.path.startswith("/2018-06-01/"):
             return None
-        try:
-            return self._post(request)
-        except Exception:
-            log.exception("Runtime API %s %s", request.method, request.path)
-            return ApiResponse.error(500, "ServiceException", "internal error")
+        return self._post(request)
 
     async def _route(self, request: _Request) -> ApiResponse:
         method, path, headers, body = request.method, request.path, request.headers, request.body
