@@ -47,13 +47,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def _end_with_parent() -> None:
     """In a server's child before exec: SIGTERM when the test process ends, so a test
     run that dies (or a parallel worker that crashes) leaves no server behind."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-PR_SET_PDEATHSIG = 1
 
 
 class Server:
